@@ -1,0 +1,87 @@
+"""The ``promptrl`` command: suites, datasets and expert training."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from promptrl.suites import QUALITIES, available_suites, load_suite
+
+
+def home() -> Path:
+    """Where long jobs keep their runs: ``$PROMPTRL_HOME`` or ``~/.promptrl``."""
+    return Path(os.environ.get("PROMPTRL_HOME", Path.home() / ".promptrl"))
+
+
+def cmd_suites(args: argparse.Namespace) -> None:
+    from promptrl.datasets import suites_table
+
+    print(suites_table())
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from promptrl.datasets import create_datasets
+
+    suite = load_suite(args.suite)
+    tasks = args.tasks if args.tasks is not None else suite.split("all")
+    for quality in args.quality:
+        created = create_datasets(suite, quality, tasks=tasks, episodes=args.episodes, seed=args.seed, progress_bar=True)
+        print(f"{args.suite} {quality}: {len(created)} dataset(s) created, {len(tasks) - len(created)} reused")
+
+
+def cmd_train_expert(args: argparse.Namespace) -> None:
+    import torch
+
+    from promptrl.sac import SACConfig, SACTrainer
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else home() / "experts" / args.suite
+    cfg = SACConfig(total_updates=args.updates, seed=args.seed)
+    print(f"training the {args.suite} expert in {out} (progress in {out / 'progress.csv'})")
+    SACTrainer(args.suite, out, cfg).run()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptrl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("suites", help="print the task suites table")
+    p.set_defaults(func=cmd_suites)
+
+    p = sub.add_parser("data", help="create the Minari datasets of a suite (idempotent)")
+    p.add_argument("suite", choices=available_suites())
+    p.add_argument("--quality", nargs="+", choices=QUALITIES, default=list(QUALITIES))
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the suite spec's)")
+    p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a model")
+    train = p.add_subparsers(dest="what", required=True)
+    p = train.add_parser("expert", help="train a suite's goal-conditioned SAC expert (resumes)")
+    p.add_argument("suite", choices=[s for s in available_suites() if load_suite(s).spec.expert != "scripted"])
+    p.add_argument("--updates", type=int, default=1_000_000, help="total gradient updates")
+    p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/experts/<suite>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.set_defaults(func=cmd_train_expert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"promptrl: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

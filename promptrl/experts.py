@@ -1,0 +1,172 @@
+"""Task-conditioned experts that produce the expert / medium / random datasets.
+
+MuJoCo suites use a goal-conditioned SAC actor trained by :mod:`promptrl.sac` and shipped as
+safetensors in ``promptrl/experts/``; Meta-World reach uses Meta-World's scripted policy handed the
+true goal. Every expert has Stable-Baselines3's ``predict(obs, deterministic=True) -> (action, None)``.
+
+>>> from promptrl import load_suite
+>>> expert = load_suite("cheetah-vel").expert(task=2)
+>>> action, _ = expert.predict(expert_obs := __import__("numpy").zeros(17))
+>>> action.shape
+(6,)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, safe_open
+from torch import nn
+
+from promptrl.suites import SuiteSpec
+
+EXPERT_DIR = Path(__file__).parent / "experts"
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+MEDIUM_NOISE = {"scripted": 1.0}
+"""Std of the Gaussian action noise that turns the scripted Meta-World expert into the medium policy."""
+
+
+def goal_features(expert: str, goal: np.ndarray) -> np.ndarray:
+    """What a goal-conditioned expert sees of the goal: the direction, the velocity, or (cos, sin) of the angle."""
+    goal = np.asarray(goal, dtype=np.float64)
+    if expert == "ant-dir":
+        return np.stack([np.cos(goal[..., 0]), np.sin(goal[..., 0])], axis=-1)
+    return goal
+
+
+def goal_dim(expert: str) -> int:
+    return 2 if expert == "ant-dir" else 1
+
+
+class Actor(nn.Module):
+    """Tanh-Gaussian MLP policy over ``[observation, goal features]``."""
+
+    def __init__(self, in_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.mean = nn.Linear(hidden, act_dim)
+        self.log_std = nn.Linear(hidden, act_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(x)
+        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized action sample and its log-probability (with the tanh correction)."""
+        mean, log_std = self(x)
+        std = log_std.exp()
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        pre = mean + std * noise
+        action = torch.tanh(pre)
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+        log_prob = log_prob - (2 * (np.log(2) - pre - nn.functional.softplus(-2 * pre))).sum(-1)
+        return action, log_prob
+
+    def act(self, x: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        if deterministic:
+            return torch.tanh(self(x)[0])
+        return self.sample(x, generator)[0]
+
+
+def save_actor(actor: Actor, path: Path, metadata: dict[str, Any]) -> None:
+    """Write actor weights and their metadata to a safetensors file atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in actor.state_dict().items()}
+    save_file(state, str(tmp), metadata={"promptrl": json.dumps(metadata)})
+    tmp.replace(path)
+
+
+def load_actor(path: Path) -> tuple[Actor, dict[str, Any]]:
+    """Read an actor written by :func:`save_actor`; raises ``ValueError`` on a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"expert weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["promptrl"])
+        state = load_file(str(path))
+        actor = Actor(meta["in_dim"], meta["act_dim"], meta["hidden"])
+        actor.load_state_dict(state)
+    except Exception as err:  # safetensors raises several error types for truncated/corrupt files
+        raise ValueError(f"corrupt expert weights file {path}: {err}") from err
+    return actor.eval(), meta
+
+
+class Expert:
+    """A goal-conditioned policy bound to one task, with SB3's ``predict`` signature.
+
+    :param actor: the trained actor, or ``None`` for the scripted Meta-World policy.
+    :param spec: the suite spec.
+    :param task: the task id whose goal the expert is handed.
+    :param noise: std of Gaussian noise added to every action (0 for the expert itself).
+    :param seed: seeds the stochastic actions.
+    """
+
+    def __init__(self, actor: Actor | None, spec: SuiteSpec, task: int, noise: float = 0.0, seed: int | None = None):
+        self.actor, self.spec, self.task, self.noise = actor, spec, task, noise
+        self.goal = np.asarray(spec.tasks[task], dtype=np.float64)
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
+        if actor is None:
+            from metaworld.policies import SawyerReachV3Policy
+
+            self._scripted = SawyerReachV3Policy()
+
+    def __repr__(self) -> str:
+        kind = "scripted" if self.actor is None else "sac"
+        return f"Expert({self.spec.name!r}, task={self.task}, kind={kind!r}, noise={self.noise})"
+
+    def predict(
+        self, observation: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
+        """Action(s) for one observation ``(obs_dim,)`` or a batch ``(n, obs_dim)``, clipped to [-1, 1]."""
+        obs = np.asarray(observation, dtype=np.float64)
+        if obs.shape[-1] != self.spec.obs_dim or obs.ndim not in (1, 2):
+            raise ValueError(f"observation must have shape ({self.spec.obs_dim},) or (n, {self.spec.obs_dim}), got {obs.shape}")
+        batch = obs.reshape(-1, self.spec.obs_dim)
+        if self.actor is None:
+            action = np.stack([self._scripted_action(o) for o in batch])
+        else:
+            goal = np.broadcast_to(goal_features(self.spec.expert, self.goal), (len(batch), -1))
+            x = torch.as_tensor(np.concatenate([batch, goal], axis=1), dtype=torch.float32)
+            with torch.no_grad():
+                action = self.actor.act(x, deterministic, self.generator).numpy().astype(np.float64)
+        if self.noise > 0:
+            action = action + self.noise * self.rng.standard_normal(action.shape)
+        action = np.clip(action, -1.0, 1.0).astype(np.float32)
+        return (action if obs.ndim == 2 else action[0]), None
+
+    def _scripted_action(self, obs: np.ndarray) -> np.ndarray:
+        # Meta-World's scripted policy reads the goal from the observation's last three entries,
+        # which the task hides: hand it the true goal instead.
+        full = obs.copy()
+        full[-3:] = self.goal[3:]
+        return self._scripted.get_action(full)
+
+
+def expert_path(spec: SuiteSpec, medium: bool = False) -> Path:
+    return EXPERT_DIR / f"{spec.expert}{'-medium' if medium else ''}.safetensors"
+
+
+def load_expert(spec: SuiteSpec, task: int, quality: str = "expert", seed: int | None = None) -> Expert:
+    """The policy behind a dataset quality: ``"expert"``, ``"medium"`` (an earlier training checkpoint,
+    or for the scripted expert, the expert with action noise). ``"random"`` is not a policy."""
+    if quality not in ("expert", "medium"):
+        raise ValueError(f"quality must be 'expert' or 'medium' for a policy, got {quality!r}")
+    if spec.expert == "scripted":
+        return Expert(None, spec, task, noise=MEDIUM_NOISE["scripted"] if quality == "medium" else 0.0, seed=seed)
+    path = expert_path(spec, medium=quality == "medium")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no shipped {quality} weights for suite {spec.name!r} at {path.name}; train them with "
+            f"`promptrl train expert {spec.name}`"
+        )
+    actor, _ = load_actor(path)
+    return Expert(actor, spec, task, seed=seed)

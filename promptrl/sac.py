@@ -1,0 +1,325 @@
+"""Training of the goal-conditioned SAC experts (Haarnoja et al. 2018, with automatic entropy tuning).
+
+Goals are resampled at every episode (continuously, not only the suite's fixed tasks) so that one
+actor serves every task of a suite. Several envs step between gradient updates: simulation is cheap
+next to an update on a CPU, and fresher data per update helps. Training checkpoints atomically
+(safetensors for networks and optimizer moments, ``.npy`` for the replay buffer, JSON for progress),
+resumes from the last checkpoint, logs to ``progress.csv`` and keeps the best actor by evaluation
+return over all of the suite's tasks, plus a snapshot per evaluation (the medium policy is picked
+from those).
+
+Run it as ``promptrl train expert <suite>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from promptrl.experts import Actor, goal_dim, goal_features, save_actor
+from promptrl.suites import SuiteSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SACConfig:
+    """Hyperparameters of expert training."""
+
+    total_updates: int = 1_000_000
+    """Gradient updates to run in total (training resumes until this many are done)."""
+    n_envs: int = 4
+    """Envs stepped (one step each) between two gradient updates."""
+    batch_size: int = 256
+    """Replay minibatch size."""
+    hidden: int = 256
+    """Width of the two hidden layers of actor and critics."""
+    lr: float = 3e-4
+    """Adam learning rate of actor, critics and temperature."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions."""
+    learning_starts: int = 10_000
+    """Env steps of uniform random actions before learning starts."""
+    eval_every: int = 10_000
+    """Updates between evaluations (one deterministic episode on every task of the suite)."""
+    checkpoint_minutes: float = 5.0
+    """Wall-clock minutes between training checkpoints."""
+    seed: int = 0
+    """Seeds envs, goals, networks and sampling."""
+
+
+def sample_goal(spec: SuiteSpec, rng: np.random.Generator) -> np.ndarray:
+    """A training goal: the suite's goal range sampled continuously."""
+    if spec.expert == "cheetah-dir":
+        return np.array([rng.choice([-1.0, 1.0])])
+    if spec.expert == "cheetah-vel":
+        return np.array([rng.uniform(0.0, 3.1)])
+    if spec.expert == "ant-dir":
+        return np.array([rng.uniform(0.0, 2 * np.pi)])
+    raise ValueError(f"suite {spec.name!r} has no trainable expert (expert={spec.expert!r})")
+
+
+class EnsembleLinear(nn.Module):
+    """``n`` independent linear layers applied as one batched matmul: (n, B, in) -> (n, B, out)."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int):
+        super().__init__()
+        bound = 1 / np.sqrt(in_dim)
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class TwinCritic(nn.Module):
+    """Two Q-networks evaluated together; returns (2, B)."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            EnsembleLinear(2, in_dim, hidden), nn.ReLU(), EnsembleLinear(2, hidden, hidden), nn.ReLU(), EnsembleLinear(2, hidden, 1)
+        )
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action], -1).unsqueeze(0).expand(2, -1, -1)  # (2, B, in)
+        return self.net(x).squeeze(-1)  # (2, B)
+
+
+class ReplayBuffer:
+    """Flat float32 arrays; saved and loaded as plain ``.npy`` files (no pickle)."""
+
+    FIELDS = ("obs", "action", "reward", "next_obs", "done")
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int):
+        self.capacity, self.size, self.pos = capacity, 0, 0
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.action = np.zeros((capacity, act_dim), np.float32)
+        self.reward = np.zeros(capacity, np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.done = np.zeros(capacity, np.float32)
+
+    def add(self, obs, action, reward, next_obs, done) -> None:
+        n = len(obs)
+        idx = (self.pos + np.arange(n)) % self.capacity
+        for name, value in zip(self.FIELDS, (obs, action, reward, next_obs, done)):
+            getattr(self, name)[idx] = value
+        self.pos = int((self.pos + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch: int, rng: np.random.Generator) -> list[torch.Tensor]:
+        idx = rng.integers(0, self.size, batch)
+        return [torch.from_numpy(getattr(self, name)[idx]) for name in self.FIELDS]
+
+    def save(self, folder: Path) -> None:
+        for name in self.FIELDS:
+            np.save(folder / f"{name}.npy", getattr(self, name)[: self.size])
+
+    def load(self, folder: Path, size: int, pos: int) -> None:
+        for name in self.FIELDS:
+            getattr(self, name)[:size] = np.load(folder / f"{name}.npy", allow_pickle=False)
+        self.size, self.pos = size, pos
+
+
+class SACTrainer:
+    """Goal-conditioned SAC on one suite; ``run()`` trains until ``total_updates``, resuming from ``out_dir``."""
+
+    def __init__(self, suite: str, out_dir: Path, config: SACConfig | None = None):
+        self.spec = load_spec(suite)
+        if self.spec.expert in ("scripted",):
+            raise ValueError(f"suite {suite!r} uses a scripted expert; nothing to train")
+        self.cfg = config or SACConfig()
+        self.out = Path(out_dir)
+        (self.out / "snapshots").mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(self.cfg.seed)
+        self.rng = np.random.default_rng(self.cfg.seed)
+        self.in_dim = self.spec.obs_dim + goal_dim(self.spec.expert)
+        act = self.spec.act_dim
+        self.actor = Actor(self.in_dim, act, self.cfg.hidden)
+        self.critic = TwinCritic(self.in_dim + act, self.cfg.hidden)
+        self.target = TwinCritic(self.in_dim + act, self.cfg.hidden)
+        self.target.load_state_dict(self.critic.state_dict())
+        self.target.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.zeros(1))
+        self.opt = {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=self.cfg.lr),
+            "alpha": torch.optim.Adam([self.log_alpha], lr=self.cfg.lr),
+        }
+        self.target_entropy = -float(act)
+        self.buffer = ReplayBuffer(self.cfg.buffer_size, self.in_dim, act)
+        self.updates, self.env_steps, self.best = 0, 0, -np.inf
+        self.envs = [gym.make(self.spec.env_id, task=0) for _ in range(self.cfg.n_envs)]
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "critic": self.critic, "target": self.target}
+
+    def save_checkpoint(self) -> None:
+        tmp, final, old = self.out / "checkpoint.tmp", self.out / "checkpoint", self.out / "checkpoint.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        tensors = {f"{m}.{k}": v.contiguous() for m, mod in self._modules().items() for k, v in mod.state_dict().items()}
+        tensors["log_alpha"] = self.log_alpha.detach().clone()
+        for name, opt in self.opt.items():
+            for pid, st in opt.state_dict()["state"].items():
+                for k, v in st.items():
+                    tensors[f"opt.{name}.{pid}.{k}"] = torch.as_tensor(v).clone()
+        save_file(tensors, str(tmp / "state.safetensors"))
+        self.buffer.save(tmp)
+        progress = {"updates": self.updates, "env_steps": self.env_steps, "best": self.best,
+                    "buffer_size": self.buffer.size, "buffer_pos": self.buffer.pos,
+                    "rng": self.rng.bit_generator.state, "config": asdict(self.cfg)}
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self) -> bool:
+        for folder in (self.out / "checkpoint", self.out / "checkpoint.old"):
+            if (folder / "progress.json").is_file():
+                break
+        else:
+            return False
+        progress = json.loads((folder / "progress.json").read_text())
+        tensors = load_file(str(folder / "state.safetensors"))
+        for m, mod in self._modules().items():
+            mod.load_state_dict({k[len(m) + 1:]: v for k, v in tensors.items() if k.startswith(m + ".")})
+        with torch.no_grad():
+            self.log_alpha.copy_(tensors["log_alpha"])
+        for name, opt in self.opt.items():
+            sd = opt.state_dict()
+            prefix = f"opt.{name}."
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for k, v in tensors.items():
+                if k.startswith(prefix):
+                    pid, key = k[len(prefix):].split(".", 1)
+                    state.setdefault(int(pid), {})[key] = v
+            sd["state"] = state
+            opt.load_state_dict(sd)
+        self.buffer.load(folder, progress["buffer_size"], progress["buffer_pos"])
+        self.updates, self.env_steps, self.best = progress["updates"], progress["env_steps"], progress["best"]
+        self.rng.bit_generator.state = progress["rng"]
+        log.info("resumed from %s at %d updates", folder, self.updates)
+        return True
+
+    # ----------------------------------------------------------------------------- learning
+    def update(self) -> dict[str, float]:
+        obs, action, reward, next_obs, done = self.buffer.sample(self.cfg.batch_size, self.rng)
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            next_action, next_logp = self.actor.sample(next_obs)
+            q_next = self.target(next_obs, next_action).min(0).values - alpha * next_logp
+            y = reward + self.cfg.gamma * (1 - done) * q_next
+        q = self.critic(obs, action)
+        critic_loss = (q - y).pow(2).mean(1).sum()
+        self.opt["critic"].zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.opt["critic"].step()
+
+        pi, logp = self.actor.sample(obs)
+        self.critic.requires_grad_(False)
+        actor_loss = (alpha * logp - self.critic(obs, pi).min(0).values).mean()
+        self.critic.requires_grad_(True)
+        self.opt["actor"].zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.opt["actor"].step()
+
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self.opt["alpha"].zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.opt["alpha"].step()
+
+        with torch.no_grad():
+            tp, cp = list(self.target.parameters()), list(self.critic.parameters())
+            torch._foreach_lerp_(tp, cp, self.cfg.tau)
+        return {"critic_loss": float(critic_loss), "actor_loss": float(actor_loss), "alpha": float(alpha)}
+
+    def _obs_with_goal(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
+        return np.concatenate([obs, goal_features(self.spec.expert, env.unwrapped.goal)]).astype(np.float32)
+
+    def _reset(self, env: gym.Env) -> np.ndarray:
+        env.unwrapped.set_goal(sample_goal(self.spec, self.rng))
+        obs, _ = env.reset(seed=int(self.rng.integers(2**31)))
+        return self._obs_with_goal(obs, env)
+
+    def evaluate(self) -> tuple[float, float, list[float]]:
+        """One deterministic episode on every task; returns (mean over all, mean over test, per task)."""
+        n = len(self.spec.tasks)
+        envs = gym.vector.SyncVectorEnv([lambda t=t: gym.make(self.spec.env_id, task=t) for t in range(n)],
+                                        autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+        obs, _ = envs.reset(seed=self.cfg.seed + 10_000)
+        goals = goal_features(self.spec.expert, np.asarray(self.spec.tasks))
+        returns, alive = np.zeros(n), np.ones(n, bool)
+        while alive.any():
+            x = torch.as_tensor(np.concatenate([obs, goals], 1), dtype=torch.float32)
+            with torch.no_grad():
+                action = self.actor.act(x, deterministic=True).numpy()
+            obs, reward, term, trunc, _ = envs.step(action)
+            returns += reward * alive
+            alive &= ~(term | trunc)
+        envs.close()
+        return float(returns.mean()), float(returns[self.spec.test_tasks].mean()), returns.tolist()
+
+    def run(self) -> None:
+        cfg = self.cfg
+        self.load_checkpoint()
+        obs = np.stack([self._reset(e) for e in self.envs])
+        log_path = self.out / "progress.csv"
+        new_log = not log_path.exists()
+        with open(log_path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new_log:
+                writer.writerow(["updates", "env_steps", "minutes", "eval_all", "eval_test", "alpha", "critic_loss"])
+            start, last_ckpt, stats = time.time(), time.time(), {"alpha": 1.0, "critic_loss": float("nan")}
+            while self.updates < cfg.total_updates:
+                if self.env_steps < cfg.learning_starts:
+                    action = np.stack([e.action_space.sample() for e in self.envs])
+                else:
+                    with torch.no_grad():
+                        action = self.actor.act(torch.from_numpy(obs), deterministic=False).numpy()
+                for i, env in enumerate(self.envs):
+                    next_o, r, term, trunc, _ = env.step(action[i])
+                    next_o = self._obs_with_goal(next_o, env)
+                    self.buffer.add(obs[i:i + 1], action[i:i + 1], [r], next_o[None], [float(term)])
+                    obs[i] = self._reset(env) if (term or trunc) else next_o
+                self.env_steps += len(self.envs)
+                if self.env_steps < cfg.learning_starts:
+                    continue
+                stats = self.update()
+                self.updates += 1
+                if self.updates % cfg.eval_every == 0:
+                    all_ret, test_ret, per_task = self.evaluate()
+                    minutes = (time.time() - start) / 60
+                    writer.writerow([self.updates, self.env_steps, f"{minutes:.1f}", f"{all_ret:.1f}", f"{test_ret:.1f}",
+                                     f"{stats['alpha']:.4f}", f"{stats['critic_loss']:.3f}"])
+                    f.flush()
+                    meta = {"suite": self.spec.expert, "in_dim": self.in_dim, "act_dim": self.spec.act_dim,
+                            "hidden": cfg.hidden, "updates": self.updates, "env_steps": self.env_steps,
+                            "eval_all": all_ret, "eval_test": test_ret}
+                    save_actor(self.actor, self.out / "snapshots" / f"updates{self.updates:08d}.safetensors", meta)
+                    if all_ret > self.best:
+                        self.best = all_ret
+                        save_actor(self.actor, self.out / "best.safetensors", meta)
+                    log.info("updates %d env steps %d eval all %.1f test %.1f", self.updates, self.env_steps, all_ret, test_ret)
+                if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+                    self.save_checkpoint()
+                    last_ckpt = time.time()
+        self.save_checkpoint()
