@@ -26,7 +26,7 @@ from promptrl.suites import SuiteSpec
 
 EXPERT_DIR = Path(__file__).parent / "experts"
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
-MEDIUM_NOISE = {"scripted": 1.0}
+MEDIUM_NOISE = {"scripted": 2.0}
 """Std of the Gaussian action noise that turns the scripted Meta-World expert into the medium policy."""
 
 

@@ -1,0 +1,156 @@
+"""Minari datasets of a suite: one per task and quality, e.g. ``promptrl/cheetah-vel/task02-expert-v0``.
+
+Datasets live where Minari keeps them (``$MINARI_DATASETS_PATH``, default ``~/.minari/datasets``) and
+load with a plain ``minari.load_dataset(id)``. Creation is idempotent and atomic: a dataset is
+written into a scratch folder beside the others and renamed into place only when complete, so an
+interrupted run never leaves a half-written dataset that loads as if complete.
+
+Qualities: ``expert`` (the suite's expert, deterministic), ``medium`` (an earlier checkpoint of the
+expert's training whose return is about halfway between random and expert, or for Meta-World the
+scripted expert with action noise), ``random`` (uniform random actions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import minari
+import numpy as np
+from minari.data_collector import EpisodeBuffer
+from minari.storage import get_dataset_path
+from tqdm.auto import tqdm
+
+from promptrl.experts import load_expert
+from promptrl.rollouts import RandomPolicy, rollout
+from promptrl.suites import QUALITIES, TaskSuite, available_suites, load_suite
+
+
+def datasets_root() -> Path:
+    """Minari's dataset folder (honours ``MINARI_DATASETS_PATH``)."""
+    return Path(get_dataset_path(""))
+
+
+def dataset_exists(dataset_id: str) -> bool:
+    """A complete dataset with this id is on disk (scratch folders never count)."""
+    return (datasets_root() / dataset_id / "data" / "metadata.json").is_file()
+
+
+@contextlib.contextmanager
+def _scratch_root() -> Iterator[Path]:
+    """A temporary ``MINARI_DATASETS_PATH`` on the same file system as the real one."""
+    root = datasets_root()
+    scratch = Path(tempfile.mkdtemp(prefix=".promptrl-scratch-", dir=root))
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(scratch)
+    try:
+        yield scratch
+    finally:
+        if previous is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _policy(suite: TaskSuite, task: int, quality: str, seed: int):
+    if quality == "random":
+        return RandomPolicy(suite.make_env(task).action_space, seed=seed)
+    return load_expert(suite.spec, task, quality, seed=seed)
+
+
+def create_dataset(suite: TaskSuite, task: int, quality: str, episodes: int | None = None, seed: int = 0) -> minari.MinariDataset:
+    """Roll out the ``quality`` policy on ``task`` and write the Minari dataset (replacing nothing:
+    raises ``FileExistsError`` if the id exists)."""
+    dataset_id = suite.dataset_id(task, quality)
+    episodes = suite.spec.episodes[quality] if episodes is None else episodes
+    if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if dataset_exists(dataset_id):
+        raise FileExistsError(f"dataset {dataset_id!r} already exists in {datasets_root()}")
+    run_seed = int(np.random.SeedSequence([seed, task, QUALITIES.index(quality)]).generate_state(1)[0])
+    runs = rollout(suite, task, _policy(suite, task, quality, run_seed), episodes, seed=run_seed)
+    buffers = [
+        EpisodeBuffer(id=i, seed=ep.seed, observations=ep.observations, actions=ep.actions, rewards=list(ep.rewards),
+                      terminations=list(ep.terminations), truncations=list(ep.truncations))
+        for i, ep in enumerate(runs)
+    ]
+    env = suite.make_env(task)
+    returns = [ep.episode_return for ep in runs]
+    description = (
+        f"{suite.name} task {task} (goal {suite.tasks[task]}), {quality} data: {episodes} episodes, "
+        f"mean return {np.mean(returns):.1f} +- {np.std(returns):.1f}. {suite.spec.description}"
+    )
+    final = datasets_root() / dataset_id
+    with _scratch_root() as scratch:
+        minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env, algorithm_name=f"promptrl-{quality}-policy", author="promptrl",
+            description=description,
+            requirements=["promptrl"],
+        )
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _copy_namespace_metadata(scratch, dataset_id)
+        (scratch / dataset_id).rename(final)
+    env.close()
+    return minari.load_dataset(dataset_id)
+
+
+def _copy_namespace_metadata(scratch: Path, dataset_id: str, name: str = "namespace_metadata.json") -> None:
+    """Carry Minari's namespace metadata files (``promptrl/``, ``promptrl/<suite>/``) to the real root."""
+    parts = dataset_id.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        src = scratch.joinpath(*parts[:depth], name)
+        dst = datasets_root().joinpath(*parts[:depth], name)
+        if src.is_file() and not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+
+
+def create_datasets(
+    suite: TaskSuite, quality: str, tasks: list[int] | None = None, episodes: int | None = None, seed: int = 0,
+    progress_bar: bool = False,
+) -> list[str]:
+    """Create the missing datasets of ``tasks`` (default: all); returns the ids created, reusing complete ones."""
+    if quality not in QUALITIES:
+        raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
+    tasks = suite.split("all") if tasks is None else [suite.check_task(t) for t in tasks]
+    created = []
+    for task in tqdm(tasks, desc=f"{suite.name} {quality}", disable=not progress_bar):
+        if not dataset_exists(suite.dataset_id(task, quality)):
+            create_dataset(suite, task, quality, episodes, seed)
+            created.append(suite.dataset_id(task, quality))
+    return created
+
+
+def load_dataset(suite: TaskSuite, task: int, quality: str, episodes: int | None = None) -> minari.MinariDataset:
+    """Load a task's dataset, optionally restricted to its first ``episodes`` episodes."""
+    dataset_id = suite.dataset_id(task, quality)
+    if not dataset_exists(dataset_id):
+        raise FileNotFoundError(
+            f"dataset {dataset_id!r} not found in {datasets_root()}; create it with "
+            f"`promptrl data {suite.name} --quality {quality} --tasks {task}`"
+        )
+    dataset = minari.load_dataset(dataset_id)
+    if episodes is not None:
+        if not isinstance(episodes, int) or isinstance(episodes, bool) or not 1 <= episodes <= dataset.total_episodes:
+            raise ValueError(f"episodes must be an integer in [1, {dataset.total_episodes}] for {dataset_id!r}, got {episodes!r}")
+        dataset = minari.MinariDataset(dataset.storage, episode_indices=np.arange(episodes))
+    return dataset
+
+
+def suites_table() -> str:
+    """A markdown table of every suite: envs, split, horizon, return-to-go settings and datasets."""
+    rows = ["| suite | env id | tasks | train | test | horizon | RTG target / scale | obs / act | datasets on disk |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name in available_suites():
+        s = load_suite(name)
+        on_disk = sum(dataset_exists(s.dataset_id(t, q)) for t in s.split("all") for q in QUALITIES)
+        rows.append(
+            f"| {name} | {s.env_id} | {len(s.tasks)} | {len(s.train_tasks)} | {s.test_tasks} | {s.horizon} | "
+            f"{s.rtg_target:g} / {s.rtg_scale:g} | {s.spec.obs_dim} / {s.spec.act_dim} | {on_disk} / {len(s.tasks) * len(QUALITIES)} |"
+        )
+    return "\n".join(rows)
