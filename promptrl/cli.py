@@ -35,10 +35,14 @@ def cmd_data(args: argparse.Namespace) -> None:
 def cmd_train_expert(args: argparse.Namespace) -> None:
     import torch
 
-    from promptrl.sac import SACConfig, SACTrainer
+    from promptrl.sac import SACConfig, SACTrainer, export_expert
 
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else home() / "experts" / args.suite
+    if args.export_only:
+        for quality, path in export_expert(args.suite, out).items():
+            print(f"{quality} weights written to {path}")
+        return
     cfg = SACConfig(total_updates=args.updates, seed=args.seed)
     print(f"training the {args.suite} expert in {out} (progress in {out / 'progress.csv'})")
     SACTrainer(args.suite, out, cfg).run()
@@ -68,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/experts/<suite>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--export-only", action="store_true",
+                   help="skip training; copy the run's best actor (and a medium-return snapshot) into the package")
     p.set_defaults(func=cmd_train_expert)
     return parser
 

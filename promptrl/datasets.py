@@ -57,6 +57,12 @@ def _scratch_root() -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _check_episodes(episodes: int) -> int:
+    if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    return episodes
+
+
 def _policy(suite: TaskSuite, task: int, quality: str, seed: int):
     if quality == "random":
         return RandomPolicy(suite.make_env(task).action_space, seed=seed)
@@ -67,9 +73,7 @@ def create_dataset(suite: TaskSuite, task: int, quality: str, episodes: int | No
     """Roll out the ``quality`` policy on ``task`` and write the Minari dataset (replacing nothing:
     raises ``FileExistsError`` if the id exists)."""
     dataset_id = suite.dataset_id(task, quality)
-    episodes = suite.spec.episodes[quality] if episodes is None else episodes
-    if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
-        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    episodes = _check_episodes(suite.spec.episodes[quality] if episodes is None else episodes)
     if dataset_exists(dataset_id):
         raise FileExistsError(f"dataset {dataset_id!r} already exists in {datasets_root()}")
     run_seed = int(np.random.SeedSequence([seed, task, QUALITIES.index(quality)]).generate_state(1)[0])
@@ -118,6 +122,8 @@ def create_datasets(
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
     tasks = suite.split("all") if tasks is None else [suite.check_task(t) for t in tasks]
+    if episodes is not None:
+        _check_episodes(episodes)
     created = []
     for task in tqdm(tasks, desc=f"{suite.name} {quality}", disable=not progress_bar):
         if not dataset_exists(suite.dataset_id(task, quality)):

@@ -250,7 +250,7 @@ class SACTrainer:
         with torch.no_grad():
             tp, cp = list(self.target.parameters()), list(self.critic.parameters())
             torch._foreach_lerp_(tp, cp, self.cfg.tau)
-        return {"critic_loss": float(critic_loss), "actor_loss": float(actor_loss), "alpha": float(alpha)}
+        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "alpha": alpha.item()}
 
     def _obs_with_goal(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
         return np.concatenate([obs, goal_features(self.spec.expert, env.unwrapped.goal)]).astype(np.float32)
@@ -323,3 +323,35 @@ class SACTrainer:
                     self.save_checkpoint()
                     last_ckpt = time.time()
         self.save_checkpoint()
+
+
+def random_return(suite: str, seed: int = 0) -> float:
+    """Mean return of uniform random actions over one episode of every task of a suite."""
+    from promptrl.rollouts import RandomPolicy, rollout
+    from promptrl.suites import load_suite
+
+    s = load_suite(suite)
+    returns = [rollout(s, t, RandomPolicy(s.make_env(t).action_space, seed + t), 1, seed=seed + t)[0].episode_return
+               for t in s.split("all")]
+    return float(np.mean(returns))
+
+
+def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None) -> dict[str, Path]:
+    """Copy a run's best actor to the package's expert folder as ``<suite>.safetensors`` and the snapshot
+    whose evaluation return is closest to halfway between random and that best as ``<suite>-medium``."""
+    from promptrl.experts import EXPERT_DIR, load_actor
+
+    spec = load_spec(suite)
+    run_dir, dest = Path(run_dir), Path(dest_dir or EXPERT_DIR)
+    best = run_dir / "best.safetensors"
+    if not best.is_file():
+        raise FileNotFoundError(f"no best.safetensors in {run_dir}: train first with `promptrl train expert {suite}`")
+    actor, meta = load_actor(best)
+    half = (random_return(suite) + meta["eval_all"]) / 2
+    snapshots = [load_actor(p) for p in sorted((run_dir / "snapshots").glob("*.safetensors"))]
+    medium_actor, medium_meta = min(snapshots, key=lambda am: abs(am[1]["eval_all"] - half))
+    medium_meta = {**medium_meta, "medium_target": half}
+    paths = {"expert": dest / f"{spec.expert}.safetensors", "medium": dest / f"{spec.expert}-medium.safetensors"}
+    save_actor(actor, paths["expert"], meta)
+    save_actor(medium_actor, paths["medium"], medium_meta)
+    return paths
