@@ -1,0 +1,136 @@
+"""The Prompt Decision Transformer network: a GPT-style causal transformer over (return-to-go,
+state, action) tokens with a trajectory prompt prepended through its own embeddings.
+
+Built on ``torch.nn.functional.scaled_dot_product_attention``; no language-model library.
+The training loop, ``predict`` and the Hub mixin live in :mod:`promptrl.plm`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class PromptDTConfig:
+    """Architecture of a Prompt-DT (defaults: the reference Prompt-DT settings)."""
+
+    obs_dim: int
+    """Observation size."""
+    act_dim: int
+    """Action size."""
+    embed_dim: int = 128
+    """Token width."""
+    n_layer: int = 3
+    """Transformer blocks."""
+    n_head: int = 1
+    """Attention heads."""
+    activation: str = "relu"
+    """MLP activation: ``relu`` or ``gelu``."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention and MLP outputs."""
+    context: int = 20
+    """K: steps of recent history the model sees."""
+    prompt_length: int = 5
+    """K*: steps of trajectory prompt; 0 with ``use_prompt=False``."""
+    max_ep_len: int = 1000
+    """Size of the timestep embedding table (timesteps must stay below it)."""
+    use_prompt: bool = True
+    """False gives MT-ORL: the same model trained and run without prompts."""
+
+
+class Segment(NamedTuple):
+    """A batch of trajectory windows: (B, L, ...) tensors; ``mask`` is 1 on real steps, 0 on padding."""
+
+    states: torch.Tensor  # (B, L, obs_dim), normalized
+    actions: torch.Tensor  # (B, L, act_dim)
+    rtg: torch.Tensor  # (B, L, 1), scaled
+    timesteps: torch.Tensor  # (B, L) long
+    mask: torch.Tensor  # (B, L)
+
+
+class TokenEmbedding(nn.Module):
+    """Embeds a :class:`Segment` into interleaved (rtg, state, action) tokens: (B, 3L, E)."""
+
+    def __init__(self, cfg: PromptDTConfig):
+        super().__init__()
+        self.timestep = nn.Embedding(cfg.max_ep_len, cfg.embed_dim)
+        self.rtg = nn.Linear(1, cfg.embed_dim)
+        self.state = nn.Linear(cfg.obs_dim, cfg.embed_dim)
+        self.action = nn.Linear(cfg.act_dim, cfg.embed_dim)
+
+    def forward(self, seg: Segment) -> torch.Tensor:
+        time = self.timestep(seg.timesteps)  # (B, L, E)
+        tokens = torch.stack([self.rtg(seg.rtg) + time, self.state(seg.states) + time, self.action(seg.actions) + time], dim=2)
+        return tokens.flatten(1, 2)  # (B, L, 3, E) -> (B, 3L, E)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: causal self-attention then MLP."""
+
+    def __init__(self, cfg: PromptDTConfig):
+        super().__init__()
+        if cfg.embed_dim % cfg.n_head:
+            raise ValueError(f"embed_dim ({cfg.embed_dim}) must be divisible by n_head ({cfg.n_head})")
+        if cfg.activation not in ("relu", "gelu"):
+            raise ValueError(f"activation must be 'relu' or 'gelu', got {cfg.activation!r}")
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.embed_dim), nn.LayerNorm(cfg.embed_dim)
+        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.embed_dim, 4 * cfg.embed_dim),
+            nn.ReLU() if cfg.activation == "relu" else nn.GELU(),
+            nn.Linear(4 * cfg.embed_dim, cfg.embed_dim),
+            nn.Dropout(cfg.dropout),
+        )
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, E = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(E, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, E // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, E)  # (B, nh, T, hs) -> (B, T, E)
+        x = x + self.resid_drop(self.proj(y))
+        return x + self.mlp(self.ln2(x))
+
+
+class PromptDTNetwork(nn.Module):
+    """Predicts an action from every state token of the history; the prompt only conditions."""
+
+    def __init__(self, cfg: PromptDTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = TokenEmbedding(cfg)
+        self.prompt_embed = TokenEmbedding(cfg) if cfg.use_prompt else None
+        self.ln_in = nn.LayerNorm(cfg.embed_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_out = nn.LayerNorm(cfg.embed_dim)
+        self.action_head = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.act_dim), nn.Tanh())
+
+    def forward(self, history: Segment, prompt: Segment | None = None) -> torch.Tensor:
+        """Action predictions (B, K, act_dim) for the K history steps."""
+        B, K = history.timesteps.shape
+        tokens = self.embed(history)  # (B, 3K, E)
+        keep = history.mask.repeat_interleave(3, dim=1)  # (B, 3K)
+        if self.prompt_embed is not None:
+            if prompt is None:
+                raise ValueError("this Prompt-DT was built with use_prompt=True: pass a prompt segment")
+            tokens = torch.cat([self.prompt_embed(prompt), tokens], dim=1)  # (B, 3K* + 3K, E)
+            keep = torch.cat([prompt.mask.repeat_interleave(3, dim=1), keep], dim=1)
+        T = tokens.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+        # A token sees earlier real tokens and always itself (so padded rows never attend to nothing).
+        attn_mask = (causal & keep.bool()[:, None, :]) | torch.eye(T, dtype=torch.bool, device=tokens.device)
+        x = self.drop(self.ln_in(tokens))
+        for block in self.blocks:
+            x = block(x, attn_mask[:, None])  # mask (B, 1, T, T) broadcasts over heads
+        x = self.ln_out(x[:, T - 3 * K:])  # history tokens only: (B, 3K, E)
+        state_tokens = x.view(B, K, 3, -1)[:, :, 1]  # (B, K, E): the hidden state at each s_t token
+        return self.action_head(state_tokens)
