@@ -1,0 +1,375 @@
+"""PromptDT, the pre-trained language-model-style policy (PLM): multi-task, prompt-augmented
+training on Minari datasets, Stable-Baselines3-style ``learn`` / ``predict``, Hub save and load.
+
+>>> import gymnasium as gym, promptrl
+>>> from promptrl.plm import PromptDT
+>>> model = PromptDT(gym.make("promptrl/CheetahVel-v0", task=2), embed_dim=32, n_layer=1)
+>>> model.settings.context, model.settings.prompt_length
+(20, 5)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from huggingface_hub import ModelHubMixin, hf_hub_download
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from promptrl.segments import Episode, SegmentSampler, SegmentSpec, episodes_of, stack_windows, state_statistics, window
+from promptrl.suites import TaskSuite, load_suite
+from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment
+
+log = logging.getLogger(__name__)
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+OBS_KEYS = ("states", "actions", "rtg", "timesteps", "mask")
+
+
+@dataclass
+class PromptDTSettings:
+    """Everything ``config.json`` holds: architecture, training hyperparameters, normalization."""
+
+    obs_dim: int
+    """Observation size (from the env's observation space)."""
+    act_dim: int
+    """Action size (from the env's action space)."""
+    suite: str | None = None
+    """Suite the model was built for, if any."""
+    embed_dim: int = 128
+    """Token width."""
+    n_layer: int = 3
+    """Transformer blocks."""
+    n_head: int = 1
+    """Attention heads."""
+    activation: str = "relu"
+    """MLP activation."""
+    dropout: float = 0.1
+    """Dropout rate."""
+    context: int = 20
+    """K: history steps."""
+    prompt_length: int = 5
+    """K*: prompt steps."""
+    max_ep_len: int = 1000
+    """Timestep embedding size."""
+    use_prompt: bool = True
+    """False: MT-ORL (no prompts)."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay (matrices only)."""
+    warmup_steps: int = 10_000
+    """Linear learning-rate warm-up."""
+    batch_per_task: int = 16
+    """Sequences per task in each batch."""
+    grad_clip: float = 0.25
+    """Gradient-norm clip."""
+    bf16: bool = True
+    """bfloat16 autocast during training."""
+    rtg_target: float = 0.0
+    """Return-to-go the policy is conditioned on at the start of an episode."""
+    rtg_scale: float = 1.0
+    """Divisor of returns-to-go."""
+    state_mean: list[float] | None = None
+    """Observation mean (set by the first ``learn``)."""
+    state_std: list[float] | None = None
+    """Observation std (set by the first ``learn``)."""
+    steps_trained: int = 0
+    """Gradient steps done so far."""
+
+    def network_config(self) -> PromptDTConfig:
+        names = {f.name for f in fields(PromptDTConfig)}
+        return PromptDTConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
+    if isinstance(env, str):
+        env = load_suite(env)
+    if isinstance(env, TaskSuite):
+        return env.spec.obs_dim, env.spec.act_dim, env.name
+    if isinstance(env, (gym.Env, gym.vector.VectorEnv)):
+        obs_space = getattr(env, "single_observation_space", env.observation_space)
+        act_space = getattr(env, "single_action_space", env.action_space)
+        if isinstance(obs_space, gym.spaces.Dict) and "states" in obs_space.spaces:  # a PromptWrapper
+            obs_space = gym.spaces.Box(-np.inf, np.inf, obs_space["states"].shape[-1:])
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise TypeError(f"env must have a flat Box observation space, got {obs_space}")
+        if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
+            raise TypeError(f"env must have a flat Box action space, got {act_space}")
+        base = env.unwrapped if isinstance(env, gym.Env) else None
+        return obs_space.shape[0], act_space.shape[0], getattr(base, "suite", None)
+    raise TypeError(f"env must be a gymnasium.Env, a TaskSuite or a suite name, got {type(env).__name__}")
+
+
+def _as_task_episodes(data: Any, obs_dim: int, act_dim: int, arg: str) -> dict[int, list[Episode]]:
+    """Accept a dataset, a list of datasets (one per task) or a {task: dataset(s)} mapping."""
+    import minari
+
+    if isinstance(data, minari.MinariDataset):
+        data = [data]
+    if isinstance(data, Mapping):
+        items = list(data.items())
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        items = list(enumerate(data))
+    else:
+        raise TypeError(f"{arg} must be a MinariDataset, a list of them (one per task) or a {{task: dataset}} dict, got {type(data).__name__}")
+    if not items:
+        raise ValueError(f"{arg} is empty")
+    out: dict[int, list[Episode]] = {}
+    for task, ds in items:
+        group = ds if isinstance(ds, Sequence) else [ds]
+        for d in group:
+            if not isinstance(d, minari.MinariDataset):
+                raise TypeError(f"{arg} must hold MinariDataset objects, got {type(d).__name__}")
+            out.setdefault(int(task), []).extend(episodes_of(d, obs_dim, act_dim))
+    return out
+
+
+class PromptDT(ModelHubMixin):
+    """Prompt Decision Transformer with Stable-Baselines3's call shape.
+
+    :param env: a Gymnasium env, a :class:`TaskSuite` or a suite name; sizes come from its spaces
+        and return-to-go settings from its suite.
+    :param device: torch device.
+    :param seed: seeds initialization and batch sampling.
+    :param hyperparams: any field of :class:`PromptDTSettings`.
+    """
+
+    def __init__(self, env: gym.Env | TaskSuite | str | None = None, *, device: str | torch.device = "cpu", seed: int = 0, **hyperparams: Any):
+        valid = {f.name for f in fields(PromptDTSettings)}
+        unknown = set(hyperparams) - valid
+        if unknown:
+            raise TypeError(f"unknown PromptDT hyperparameters {sorted(unknown)}; valid: {sorted(valid)}")
+        if env is not None:
+            obs_dim, act_dim, suite = _spaces_of(env)
+            for key, value in (("obs_dim", obs_dim), ("act_dim", act_dim)):
+                if key in hyperparams and hyperparams[key] != value:
+                    raise ValueError(f"{key}={hyperparams[key]} does not match the env's {value}")
+                hyperparams[key] = value
+            if suite is not None:
+                spec = load_suite(suite).spec
+                hyperparams.setdefault("suite", suite)
+                hyperparams.setdefault("rtg_target", spec.rtg_target)
+                hyperparams.setdefault("rtg_scale", spec.rtg_scale)
+                hyperparams.setdefault("max_ep_len", max(1000, spec.horizon))
+        if "obs_dim" not in hyperparams or "act_dim" not in hyperparams:
+            raise TypeError("PromptDT needs an env (or obs_dim and act_dim)")
+        if not hyperparams.get("use_prompt", True):
+            hyperparams["prompt_length"] = 0
+        self.settings = PromptDTSettings(**hyperparams)
+        self.device = torch.device(device)
+        self.seed = seed
+        torch.manual_seed(seed)
+        self.network = PromptDTNetwork(self.settings.network_config()).to(self.device)
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self._sampler_seed = seed
+
+    # ------------------------------------------------------------------ normalization
+    def _segment_spec(self) -> SegmentSpec:
+        s = self.settings
+        if s.state_mean is None or s.state_std is None:
+            raise RuntimeError("the model has no state statistics yet: call learn() first")
+        return SegmentSpec(s.context, s.prompt_length, s.rtg_scale, np.asarray(s.state_mean, np.float32),
+                           np.asarray(s.state_std, np.float32), s.max_ep_len)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameter count of the network."""
+        return sum(p.numel() for p in self.network.parameters() if p.requires_grad or not trainable_only)
+
+    # ------------------------------------------------------------------ training
+    def _configure_optimizer(self) -> None:
+        decay = [p for p in self.network.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.network.parameters() if p.dim() < 2]
+        s = self.settings
+        self._optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=s.learning_rate
+        )
+        self._scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self._optimizer, lambda step: min(1.0, (s.steps_trained + 1) / max(1, s.warmup_steps))
+        )
+
+    def loss(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
+        """Action MSE over the real (unpadded) history steps (Eq. 2)."""
+        pred = self.network(history, prompt)
+        err = (pred - history.actions).pow(2).mean(-1)  # (B, K)
+        return (err * history.mask).sum() / history.mask.sum()
+
+    def learn(
+        self,
+        datasets: Any,
+        total_steps: int = 1000,
+        prompt_datasets: Any | None = None,
+        callback: Callable[[dict[str, Any]], bool | None] | None = None,
+        progress_bar: bool = True,
+    ) -> PromptDT:
+        """Continue multi-task training for ``total_steps`` gradient steps; returns self.
+
+        :param datasets: one Minari dataset per task (list, or ``{task: dataset}``), or one dataset.
+        :param prompt_datasets: where prompts are cut from, per task (default: ``datasets``; give the
+            expert datasets when training on lower-quality data).
+        :param callback: called every step with ``{"step", "loss", "model"}``; returning False stops.
+        """
+        if not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        s = self.settings
+        histories = _as_task_episodes(datasets, s.obs_dim, s.act_dim, "datasets")
+        prompts = None
+        if s.use_prompt:
+            prompts = histories if prompt_datasets is None else _as_task_episodes(prompt_datasets, s.obs_dim, s.act_dim, "prompt_datasets")
+        if s.state_mean is None:
+            mean, std = state_statistics([e for eps in histories.values() for e in eps])
+            s.state_mean, s.state_std = mean.tolist(), std.tolist()
+        sampler = SegmentSampler(histories, prompts, self._segment_spec(), seed=self._sampler_seed)
+        self._sampler_seed += 1
+        if self._optimizer is None:
+            self._configure_optimizer()
+        self.network.train()
+        bar = tqdm(range(total_steps), desc="PromptDT", disable=not progress_bar)
+        for _ in bar:
+            history, prompt = sampler.sample(s.batch_per_task, self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.bf16):
+                loss = self.loss(history, prompt)
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), s.grad_clip)
+            self._optimizer.step()
+            self._scheduler.step()
+            s.steps_trained += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training loss became {value} at step {s.steps_trained}")
+            bar.set_postfix(loss=f"{value:.4f}")
+            if callback is not None and callback({"step": s.steps_trained, "loss": value, "model": self}) is False:
+                break
+        self.network.eval()
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def _check_observation(self, observation: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
+        s = self.settings
+        if not isinstance(observation, Mapping):
+            raise TypeError(
+                "observation must be the dict built by PromptWrapper (keys states, actions, rtg, timesteps, mask and "
+                f"prompt_*), got {type(observation).__name__}: wrap the env with promptrl.PromptWrapper"
+            )
+        keys = list(OBS_KEYS) + ([f"prompt_{k}" for k in OBS_KEYS] if s.use_prompt else [])
+        missing = [k for k in keys if k not in observation]
+        if missing:
+            raise ValueError(f"observation is missing keys {missing}; wrap the env with promptrl.PromptWrapper")
+        obs = {k: np.asarray(observation[k]) for k in keys}
+        batched = obs["states"].ndim == 3
+        if not batched:
+            obs = {k: v[None] for k, v in obs.items()}
+        expect = {"states": (s.context, s.obs_dim), "actions": (s.context, s.act_dim), "rtg": (s.context, 1),
+                  "timesteps": (s.context,), "mask": (s.context,)}
+        if s.use_prompt:
+            expect.update({f"prompt_{k}": (s.prompt_length, *shape[1:]) for k, shape in expect.items()})
+        for k, shape in expect.items():
+            if obs[k].shape[1:] != shape:
+                raise ValueError(f"observation[{k!r}] must have shape {shape} (or batched (n, ...)), got {obs[k].shape[1:]}")
+            if k.endswith("timesteps"):
+                if not np.issubdtype(obs[k].dtype, np.integer):
+                    raise TypeError(f"observation[{k!r}] must hold integers, got {obs[k].dtype}")
+            elif not np.issubdtype(obs[k].dtype, np.floating):
+                raise TypeError(f"observation[{k!r}] must hold floats, got {obs[k].dtype}")
+            elif not np.isfinite(obs[k]).all():
+                raise ValueError(f"observation[{k!r}] contains NaN or infinite values")
+        return obs, batched
+
+    def _segment(self, obs: dict[str, np.ndarray], prefix: str = "") -> Segment:
+        spec = self._segment_spec()
+        mask = obs[prefix + "mask"].astype(np.float32)
+        states = (obs[prefix + "states"] - spec.state_mean) / spec.state_std * mask[..., None]
+        rtg = obs[prefix + "rtg"] / spec.rtg_scale * mask[..., None]
+        timesteps = np.clip(obs[prefix + "timesteps"], 0, spec.max_ep_len - 1)
+        arrays = (states, obs[prefix + "actions"] * mask[..., None], rtg, timesteps, mask)
+        return Segment(*(torch.as_tensor(np.ascontiguousarray(a), device=self.device) for a in arrays))
+
+    @torch.no_grad()
+    def predict(
+        self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
+        """The action for the last step of each history, as in Stable-Baselines3 (batched if the observation is)."""
+        obs, batched = self._check_observation(observation)
+        self.network.eval()
+        history = self._segment(obs)
+        prompt = self._segment(obs, "prompt_") if self.settings.use_prompt else None
+        action = self.network(history, prompt)[:, -1].float().cpu().numpy()
+        return (action if batched else action[0]), None
+
+    # ------------------------------------------------------------------ hub
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_directory = Path(save_directory)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        tmp = save_directory / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        tmp.replace(save_directory / WEIGHTS_NAME)
+        tmp = save_directory / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(asdict(self.settings), indent=2))
+        tmp.replace(save_directory / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PromptDT:
+        """Load a model saved by ``save_pretrained`` from a local folder or a Hub repo id."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"corrupt {CONFIG_NAME} in {pretrained_model_name_or_path}: {err}") from err
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: Any = None, force_download: bool = False,
+                         local_files_only: bool = False, token: Any = None, device: str = "cpu", **_: Any) -> PromptDT:
+        def fetch(name: str) -> Path:
+            if Path(model_id).is_dir():
+                path = Path(model_id) / name
+                if not path.is_file():
+                    raise FileNotFoundError(f"{name} not found in {model_id}")
+                return path
+            return Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                        local_files_only=local_files_only, token=token))
+
+        try:
+            settings = json.loads(fetch(CONFIG_NAME).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"corrupt {CONFIG_NAME} in {model_id}: {err}") from err
+        valid = {f.name for f in fields(PromptDTSettings)}
+        if not isinstance(settings, dict) or set(settings) - valid or not {"obs_dim", "act_dim"} <= set(settings):
+            raise ValueError(f"{CONFIG_NAME} in {model_id} is not a PromptDT config (keys {sorted(settings)})")
+        model = cls(device=device, **settings)
+        try:
+            state = load_file(str(fetch(WEIGHTS_NAME)))
+        except FileNotFoundError:
+            raise
+        except Exception as err:
+            raise ValueError(f"corrupt {WEIGHTS_NAME} in {model_id}: {err}") from err
+        expected = model.network.state_dict()
+        mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+        if mismatched or missing or unexpected:
+            raise ValueError(
+                f"{WEIGHTS_NAME} in {model_id} does not match its {CONFIG_NAME}: shape mismatch {mismatched[:5]}, "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        model.network.load_state_dict(state)
+        model.network.eval()
+        return model
+
+
+def prompt_from_episode(episode: Episode, length: int, start: int | None = None, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """A raw (un-normalized) prompt window of ``length`` steps from an episode: dict of states,
+    actions, rtg (raw returns-to-go), timesteps and mask. ``start`` defaults to a random step (seeded by ``rng``)."""
+    if start is None:
+        start = int((rng or np.random.default_rng()).integers(0, max(1, len(episode) - length + 1)))
+    spec = SegmentSpec(0, length, 1.0, np.zeros(episode.observations.shape[1], np.float32),
+                       np.ones(episode.observations.shape[1], np.float32), 10**9)
+    seg = stack_windows([window(episode, start, length, spec)])
+    return {k: v[0].numpy() for k, v in zip(OBS_KEYS, seg)}

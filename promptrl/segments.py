@@ -1,0 +1,133 @@
+"""From Minari datasets to the training windows of a Prompt-DT: per-task episodes, state
+normalization, and seeded sampling of (history, prompt) segment pairs.
+
+A history window is K consecutive steps of an episode (left-padded near the episode's start is
+not needed: windows start anywhere and are right-aligned by left-padding when they run past the
+end); its prompt is a K*-step window of another episode of the same task (an expert
+demonstration), as in Prompt-DT's prompt augmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from promptrl.transformer import Segment
+
+if TYPE_CHECKING:
+    import minari
+
+
+@dataclass
+class Episode:
+    """One episode as arrays: observations (T, obs), actions (T, act), rewards (T,), return-to-go (T,)."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    rtg: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> Episode:
+        rewards = np.asarray(rewards, np.float32)
+        rtg = np.cumsum(rewards[::-1])[::-1].copy()
+        return cls(np.asarray(observations[: len(actions)], np.float32), np.asarray(actions, np.float32), rewards, rtg)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def episodes_of(dataset: minari.MinariDataset, obs_dim: int | None = None, act_dim: int | None = None) -> list[Episode]:
+    """All episodes of a Minari dataset, checked for shape and finite values."""
+    out = []
+    for ep in dataset.iterate_episodes():
+        e = Episode.from_arrays(ep.observations, ep.actions, ep.rewards)
+        name = dataset.spec.dataset_id
+        if obs_dim is not None and e.observations.shape[1] != obs_dim:
+            raise ValueError(f"dataset {name!r} has observations of size {e.observations.shape[1]}, the model expects {obs_dim}")
+        if act_dim is not None and e.actions.shape[1] != act_dim:
+            raise ValueError(f"dataset {name!r} has actions of size {e.actions.shape[1]}, the model expects {act_dim}")
+        if not all(np.isfinite(x).all() for x in (e.observations, e.actions, e.rewards)):
+            raise ValueError(f"dataset {name!r} episode {ep.id} contains NaN or infinite values")
+        out.append(e)
+    if not out:
+        raise ValueError(f"dataset {dataset.spec.dataset_id!r} has no episodes")
+    return out
+
+
+def state_statistics(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (floored at 1e-6) of the observations of all episodes."""
+    obs = np.concatenate([e.observations for e in episodes])
+    return obs.mean(0), np.maximum(obs.std(0), 1e-6)
+
+
+@dataclass
+class SegmentSpec:
+    """How windows are cut and scaled."""
+
+    context: int
+    prompt_length: int
+    rtg_scale: float
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    max_ep_len: int
+
+
+def window(ep: Episode, start: int, length: int, spec: SegmentSpec) -> tuple[np.ndarray, ...]:
+    """Steps [start, start + length) of an episode, left-padded to ``length``: (states, actions, rtg, timesteps, mask)."""
+    end = min(start + length, len(ep))
+    n, pad = end - start, length - (end - start)
+    states = np.zeros((length, ep.observations.shape[1]), np.float32)
+    actions = np.zeros((length, ep.actions.shape[1]), np.float32)
+    rtg = np.zeros((length, 1), np.float32)
+    timesteps = np.zeros(length, np.int64)
+    mask = np.zeros(length, np.float32)
+    states[pad:] = (ep.observations[start:end] - spec.state_mean) / spec.state_std
+    actions[pad:] = ep.actions[start:end]
+    rtg[pad:, 0] = ep.rtg[start:end] / spec.rtg_scale
+    timesteps[pad:] = np.minimum(np.arange(start, end), spec.max_ep_len - 1)
+    mask[pad:] = 1.0
+    assert n > 0
+    return states, actions, rtg, timesteps, mask
+
+
+def stack_windows(windows: list[tuple[np.ndarray, ...]], device: torch.device | str = "cpu") -> Segment:
+    """Batch windows into a :class:`Segment` on ``device``."""
+    cols = [np.stack(c) for c in zip(*windows)]  # each (B, L, ...)
+    return Segment(*(torch.as_tensor(c, device=device) for c in cols))
+
+
+def random_window(ep: Episode, length: int, spec: SegmentSpec, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    return window(ep, int(rng.integers(0, len(ep))), length, spec)
+
+
+class SegmentSampler:
+    """Seeded sampler of (history, prompt) batches over several tasks.
+
+    :param histories: per task, the episodes history windows are cut from.
+    :param prompts: per task, the episodes prompts are cut from (expert demonstrations); ``None``
+        for a model without prompts (MT-ORL).
+    """
+
+    def __init__(self, histories: dict[int, list[Episode]], prompts: dict[int, list[Episode]] | None, spec: SegmentSpec, seed: int = 0):
+        if prompts is not None and set(prompts) != set(histories):
+            raise ValueError(f"prompt episodes are needed for exactly the history tasks {sorted(histories)}, got {sorted(prompts)}")
+        self.histories, self.prompts, self.spec = histories, prompts, spec
+        self.tasks = sorted(histories)
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, per_task: int, device: torch.device | str = "cpu") -> tuple[Segment, Segment | None]:
+        """``per_task`` windows of every task: a history batch and its prompt batch (B = tasks * per_task)."""
+        hist, prompt = [], []
+        for task in self.tasks:
+            eps = self.histories[task]
+            for _ in range(per_task):
+                ep = eps[self.rng.integers(len(eps))]
+                hist.append(random_window(ep, self.spec.context, self.spec, self.rng))
+                if self.prompts is not None:
+                    pep = self.prompts[task][self.rng.integers(len(self.prompts[task]))]
+                    prompt.append(random_window(pep, self.spec.prompt_length, self.spec, self.rng))
+        return stack_windows(hist, device), (stack_windows(prompt, device) if prompt else None)

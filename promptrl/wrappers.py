@@ -1,0 +1,170 @@
+"""Gymnasium wrappers that let a Decision-Transformer policy run in any ordinary Gymnasium loop.
+
+A Decision Transformer needs its prompt, the return-to-go and the last K steps, not just the
+current observation. :class:`PromptWrapper` keeps them and hands them over inside a ``Dict``
+observation, so ``obs, info = env.reset(); action, _ = model.predict(obs)`` works unchanged.
+
+>>> import gymnasium as gym, numpy as np, promptrl
+>>> from promptrl.plm import PromptDT
+>>> from promptrl.wrappers import PromptWrapper
+>>> env = gym.make("promptrl/CheetahVel-v0", task=2)
+>>> model = PromptDT(env, embed_dim=16, n_layer=1, state_mean=[0.0] * 17, state_std=[1.0] * 17)
+>>> prompt = {"states": np.zeros((5, 17)), "actions": np.zeros((5, 6)), "rtg": np.zeros((5, 1)),
+...           "timesteps": np.arange(5), "mask": np.ones(5)}
+>>> env = PromptWrapper(env, model, prompt=prompt)
+>>> obs, info = env.reset(seed=0)
+>>> action, _ = model.predict(obs)
+>>> action.shape
+(6,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from promptrl.plm import OBS_KEYS, PromptDT, prompt_from_episode
+from promptrl.segments import episodes_of
+
+PromptSource = Mapping[str, Any] | str | Callable[[int], list[Mapping[str, Any]]] | Any
+
+
+class HistoryBuffer:
+    """The last K steps of ``n`` episodes, right-aligned: row ``i`` of each array is episode ``i``."""
+
+    def __init__(self, n: int, context: int, obs_dim: int, act_dim: int):
+        self.states = np.zeros((n, context, obs_dim), np.float32)
+        self.actions = np.zeros((n, context, act_dim), np.float32)
+        self.rtg = np.zeros((n, context, 1), np.float32)
+        self.timesteps = np.zeros((n, context), np.int64)
+        self.mask = np.zeros((n, context), np.float32)
+
+    def reset(self, i: int | np.ndarray, obs: np.ndarray, rtg: float) -> None:
+        """Start episode(s) ``i`` at ``obs`` with return-to-go ``rtg``."""
+        for a in (self.states, self.actions, self.rtg, self.timesteps, self.mask):
+            a[i] = 0
+        self.states[i, -1] = obs
+        self.rtg[i, -1] = rtg
+        self.mask[i, -1] = 1
+
+    def push(self, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray) -> None:
+        """Record every episode's action and reward, and append its next observation."""
+        self.actions[:, -1] = action
+        for a in (self.states, self.actions, self.rtg, self.timesteps, self.mask):
+            a[:, :-1] = a[:, 1:].copy()
+        self.states[:, -1] = next_obs
+        self.actions[:, -1] = 0
+        self.rtg[:, -1, 0] = self.rtg[:, -2, 0] - reward
+        self.timesteps[:, -1] = self.timesteps[:, -2] + 1
+        self.mask[:, -1] = 1
+
+    def observation(self, i: int | slice = slice(None)) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k)[i].copy() for k in OBS_KEYS}
+
+
+def resolve_prompt(model: PromptDT, prompt: PromptSource, rng: np.random.Generator, suite: str | None = None,
+                   task: int | None = None) -> dict[str, np.ndarray]:
+    """Turn a prompt source into one raw prompt window of the model's prompt length.
+
+    ``prompt`` may be a dict of arrays (states, actions, rtg, timesteps, mask), a Minari dataset
+    (a window of its first episode), ``"expert"`` / ``"medium"`` / ``"random"`` (a window of the
+    dataset of that quality for ``suite`` and ``task``), or a callable ``n -> [prompt dict]`` (a
+    prompt generator).
+    """
+    import minari
+
+    length = model.settings.prompt_length
+    if callable(prompt) and not isinstance(prompt, Mapping):
+        prompt = prompt(1)[0]
+    if isinstance(prompt, str):
+        if suite is None or task is None or task < 0:
+            raise ValueError(f"prompt={prompt!r} needs a promptrl task env; pass a prompt dict or a dataset instead")
+        from promptrl.suites import load_suite
+
+        prompt = load_suite(suite).dataset(task, prompt)
+    if isinstance(prompt, minari.MinariDataset):
+        episode = episodes_of(prompt, model.settings.obs_dim, model.settings.act_dim)[0]
+        prompt = prompt_from_episode(episode, length, rng=rng)
+    if not isinstance(prompt, Mapping):
+        raise TypeError(f"prompt must be a dict of arrays, a MinariDataset, a quality name or a callable, got {type(prompt).__name__}")
+    missing = [k for k in OBS_KEYS if k not in prompt]
+    if missing:
+        raise ValueError(f"prompt is missing keys {missing}")
+    out = {k: np.asarray(prompt[k]) for k in OBS_KEYS}
+    if out["states"].shape != (length, model.settings.obs_dim):
+        raise ValueError(f"prompt['states'] must have shape ({length}, {model.settings.obs_dim}) for this model, got {out['states'].shape}")
+    out["rtg"] = out["rtg"].reshape(length, 1)
+    return {k: v.astype(np.int64 if k == "timesteps" else np.float32) for k, v in out.items()}
+
+
+def observation_space(model: PromptDT) -> gym.spaces.Dict:
+    s = model.settings
+    shapes = {"states": (s.context, s.obs_dim), "actions": (s.context, s.act_dim), "rtg": (s.context, 1),
+              "timesteps": (s.context,), "mask": (s.context,)}
+    spaces = {}
+    for prefix, length in (("", s.context), ("prompt_", s.prompt_length)):
+        if prefix and not s.use_prompt:
+            continue
+        for k, shape in shapes.items():
+            shape = (length, *shape[1:])
+            if k == "timesteps":
+                spaces[prefix + k] = gym.spaces.Box(0, np.iinfo(np.int64).max, shape, np.int64)
+            else:
+                spaces[prefix + k] = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+    return gym.spaces.Dict(spaces)
+
+
+class PromptWrapper(gym.Wrapper):
+    """Keeps a Decision Transformer's prompt, return-to-go and K-step history; observations become dicts.
+
+    :param env: a Gymnasium env with a flat Box observation space matching the model.
+    :param model: the policy (a :class:`PromptDT` or anything holding one as ``.plm``).
+    :param prompt: where the prompt comes from (see :func:`resolve_prompt`); ``None`` uses the
+        model's own ``generate_prompt`` when it has one. A new prompt is drawn at every reset.
+    :param rtg_target: return-to-go at the start of an episode (default: the model's).
+    :param seed: seeds the choice of prompt windows.
+    """
+
+    def __init__(self, env: gym.Env, model: Any, prompt: PromptSource = None, rtg_target: float | None = None, seed: int = 0):
+        super().__init__(env)
+        self.model = model
+        plm = getattr(model, "plm", model)
+        obs_dim, act_dim = plm.settings.obs_dim, plm.settings.act_dim
+        if env.observation_space.shape != (obs_dim,):
+            raise ValueError(f"env observation space {env.observation_space} does not match the model's obs_dim={obs_dim}")
+        if env.action_space.shape != (act_dim,):
+            raise ValueError(f"env action space {env.action_space} does not match the model's act_dim={act_dim}")
+        if prompt is None and plm.settings.use_prompt:
+            if not hasattr(model, "generate_prompt"):
+                raise ValueError("this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')")
+            prompt = model.generate_prompt
+        self.plm, self.prompt_source = plm, prompt
+        self.rtg_target = plm.settings.rtg_target if rtg_target is None else float(rtg_target)
+        self.observation_space = observation_space(plm)
+        self.history = HistoryBuffer(1, plm.settings.context, obs_dim, act_dim)
+        self.prompt: dict[str, np.ndarray] | None = None
+        self._rng = np.random.default_rng(seed)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        obs = self.history.observation(0)
+        if self.prompt is not None:
+            obs.update({f"prompt_{k}": v.copy() for k, v in self.prompt.items()})
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        if self.plm.settings.use_prompt:
+            base = self.env.unwrapped
+            self.prompt = resolve_prompt(self.plm, self.prompt_source, self._rng, getattr(base, "suite", None), getattr(base, "task", None))
+        self.history.reset(0, obs, self.rtg_target)
+        return self._obs(), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.history.push(np.asarray(action, np.float32)[None], np.array([reward], np.float32), obs[None])
+        return self._obs(), reward, terminated, truncated, info

@@ -1,0 +1,155 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import promptrl
+from promptrl.datasets import create_datasets
+from promptrl.evaluation import evaluate
+from promptrl.plm import PromptDT
+from promptrl.wrappers import PromptWrapper
+
+TINY = dict(embed_dim=32, n_layer=1, batch_per_task=4, warmup_steps=5, context=8)
+TASKS = [6, 9]
+
+
+@pytest.fixture
+def reach_data():
+    suite = promptrl.load_suite("mw-reach")
+    create_datasets(suite, "expert", tasks=TASKS, episodes=2)
+    return suite, [suite.dataset(t, "expert") for t in TASKS]
+
+
+@pytest.fixture
+def trained(reach_data):
+    suite, data = reach_data
+    return PromptDT(suite, seed=0, **TINY).learn(data, total_steps=5, progress_bar=False)
+
+
+def rollout_obs(model, task=6, steps=3, seed=0):
+    env = PromptWrapper(gym.make("promptrl/MetaWorldReach-v0", task=task), model, prompt="expert", seed=seed)
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        obs, *_ = env.step(model.predict(obs)[0])
+    return env, obs
+
+
+def test_learn_lowers_loss(reach_data):
+    suite, data = reach_data
+    losses = []
+    PromptDT(suite, seed=0, **TINY).learn(data, total_steps=40, callback=lambda d: losses.append(d["loss"]), progress_bar=False)
+    assert len(losses) == 40 and np.mean(losses[-8:]) < np.mean(losses[:8])
+
+
+def test_callback_stops(reach_data):
+    suite, data = reach_data
+    model = PromptDT(suite, **TINY).learn(data, total_steps=10, callback=lambda d: d["step"] < 3, progress_bar=False)
+    assert model.settings.steps_trained == 3
+
+
+def test_wrapper_observation_and_history(trained):
+    env, obs = rollout_obs(trained, steps=3)
+    assert env.observation_space.contains(obs)
+    assert obs["mask"].tolist() == [0] * 4 + [1] * 4
+    assert obs["timesteps"][-4:].tolist() == [0, 1, 2, 3]
+    assert obs["prompt_states"].shape == (5, 39)
+    assert obs["rtg"][-1, 0] < obs["rtg"][-4, 0] == trained.settings.rtg_target
+
+
+def test_batched_predict_equals_single(trained):
+    _, a = rollout_obs(trained, task=6, seed=0)
+    _, b = rollout_obs(trained, task=9, seed=1)
+    batch = {k: np.stack([a[k], b[k]]) for k in a}
+    actions, state = trained.predict(batch)
+    assert state is None and actions.shape == (2, 4)
+    np.testing.assert_allclose(actions[0], trained.predict(a)[0], atol=1e-5)
+    np.testing.assert_allclose(actions[1], trained.predict(b)[0], atol=1e-5)
+
+
+def test_save_load_roundtrip(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "plm")
+    assert {p.name for p in (tmp_path / "plm").iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    loaded = PromptDT.from_pretrained(tmp_path / "plm")
+    _, obs = rollout_obs(trained)
+    np.testing.assert_array_equal(trained.predict(obs)[0], loaded.predict(obs)[0])
+    assert loaded.settings == trained.settings
+
+
+def test_bad_checkpoints(trained, tmp_path):
+    folder = tmp_path / "plm"
+    trained.save_pretrained(folder)
+    other = PromptDT(promptrl.load_suite("mw-reach"), embed_dim=16, n_layer=1)
+    other.save_pretrained(tmp_path / "other")
+    (folder / "model.safetensors").replace(tmp_path / "keep.safetensors")
+    with pytest.raises(FileNotFoundError, match="model.safetensors not found"):
+        PromptDT.from_pretrained(folder)
+    (tmp_path / "other" / "model.safetensors").replace(folder / "model.safetensors")
+    with pytest.raises(ValueError, match="does not match its config.json"):
+        PromptDT.from_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupt model.safetensors"):
+        PromptDT.from_pretrained(folder)
+    (folder / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="corrupt config.json"):
+        PromptDT.from_pretrained(folder)
+
+
+def test_bad_observations(trained):
+    _, obs = rollout_obs(trained)
+    with pytest.raises(TypeError, match="wrap the env with promptrl.PromptWrapper"):
+        trained.predict(np.zeros(39))
+    with pytest.raises(ValueError, match=r"observation\['states'\] must have shape \(8, 39\)"):
+        trained.predict({**obs, "states": obs["states"][:, :-1]})
+    with pytest.raises(TypeError, match=r"observation\['timesteps'\] must hold integers"):
+        trained.predict({**obs, "timesteps": obs["timesteps"].astype(np.float32)})
+    bad = obs["states"].copy()
+    bad[-1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        trained.predict({**obs, "states": bad})
+    with pytest.raises(ValueError, match=r"observation\['prompt_states'\] must have shape \(5, 39\)"):
+        trained.predict({**obs, "prompt_states": obs["prompt_states"][:3]})
+    with pytest.raises(ValueError, match="missing keys"):
+        trained.predict({k: v for k, v in obs.items() if k != "rtg"})
+
+
+def test_bad_construction_and_env(trained, reach_data):
+    with pytest.raises(TypeError, match="unknown PromptDT hyperparameters \\['embedding'\\]"):
+        PromptDT("mw-reach", embedding=3)
+    with pytest.raises(ValueError, match="does not match the model's obs_dim=39"):
+        PromptWrapper(gym.make("promptrl/CheetahVel-v0", task=2), trained, prompt="expert")
+    with pytest.raises(ValueError, match="prompt\\['states'\\] must have shape \\(5, 39\\)"):
+        env = PromptWrapper(gym.make("promptrl/MetaWorldReach-v0", task=6), trained,
+                            prompt={"states": np.zeros((3, 39)), "actions": np.zeros((3, 4)), "rtg": np.zeros(3),
+                                    "timesteps": np.arange(3), "mask": np.ones(3)})
+        env.reset()
+    suite, data = reach_data
+    vel = promptrl.load_suite("cheetah-vel")
+    with pytest.raises(ValueError, match="observations of size 39, the model expects 17"):
+        PromptDT(vel, **TINY).learn(data, total_steps=1, progress_bar=False)
+
+
+def test_prompt_changes_action(trained):
+    _, obs = rollout_obs(trained)
+    other = {**obs, "prompt_states": obs["prompt_states"] + 1.0}
+    assert not np.allclose(trained.predict(obs)[0], trained.predict(other)[0])
+
+
+def test_evaluate_is_seeded(trained, reach_data):
+    suite = promptrl.load_suite("mw-reach")
+    create_datasets(suite, "expert", tasks=suite.test_tasks, episodes=1)
+    a = evaluate(trained, suite, split="test", n_episodes=1, seed=3)
+    b = evaluate(trained, suite, split="test", n_episodes=1, seed=3)
+    assert a.returns == b.returns
+    assert sorted(a.returns) == suite.test_tasks and all(len(r) == 1 for r in a.returns.values())
+    c = evaluate(trained, suite, split="test", n_episodes=1, seed=4)
+    assert c.returns != a.returns
+    assert "| **mean** |" in a.table()
+
+
+def test_mt_orl_runs_without_prompt(reach_data):
+    suite, data = reach_data
+    model = PromptDT(suite, use_prompt=False, **TINY).learn(data, total_steps=3, progress_bar=False)
+    assert model.settings.prompt_length == 0
+    env = PromptWrapper(gym.make("promptrl/MetaWorldReach-v0", task=6), model)
+    obs, _ = env.reset(seed=0)
+    assert "prompt_states" not in obs and model.predict(obs)[0].shape == (4,)
