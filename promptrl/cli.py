@@ -48,6 +48,58 @@ def cmd_train_expert(args: argparse.Namespace) -> None:
     SACTrainer(args.suite, out, cfg).run()
 
 
+def cmd_train_plm(args: argparse.Namespace) -> None:
+    import csv
+    import time
+
+    import torch
+
+    from promptrl.plm import PromptDT
+
+    torch.set_num_threads(args.threads)
+    suite = load_suite(args.suite)
+    out = Path(args.out) if args.out else home() / "plm" / args.suite
+    out.mkdir(parents=True, exist_ok=True)
+    data = suite.datasets("train", args.quality)
+    prompts = suite.datasets("train", "expert") if args.quality != "expert" else None
+    hyper = {"use_prompt": not args.no_prompt}
+    model = PromptDT.load_checkpoint(out / "checkpoint", device=args.device)
+    if model is None:
+        model = PromptDT(suite, device=args.device, seed=args.seed, **hyper)
+    print(f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
+          f"{model.settings.steps_trained}/{args.steps} steps done (log: {out / 'progress.csv'})")
+    log_path = out / "progress.csv"
+    new = not log_path.exists()
+    with open(log_path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "loss", "seconds"])
+        start, losses = time.time(), []
+
+        def log_step(info: dict) -> None:
+            losses.append(info["loss"])
+            if info["step"] % 100 == 0:
+                writer.writerow([info["step"], f"{sum(losses) / len(losses):.5f}", f"{time.time() - start:.0f}"])
+                f.flush()
+                losses.clear()
+
+        while model.settings.steps_trained < args.steps:
+            chunk = min(args.checkpoint_steps, args.steps - model.settings.steps_trained)
+            model.learn(data, total_steps=chunk, prompt_datasets=prompts, callback=log_step, progress_bar=True)
+            model.save_checkpoint(out / "checkpoint")
+    model.save_pretrained(out / "final")
+    print(f"done: {out / 'final'}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from promptrl.evaluation import evaluate
+    from promptrl.plm import PromptDT
+
+    model = PromptDT.from_pretrained(args.model, device=args.device)
+    print(evaluate(model, args.suite, split=args.split, n_episodes=args.episodes, prompt=args.prompt, seed=args.seed,
+                   progress_bar=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptrl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -75,6 +127,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-only", action="store_true",
                    help="skip training; copy the run's best actor (and a medium-return snapshot) into the package")
     p.set_defaults(func=cmd_train_expert)
+
+    p = train.add_parser("plm", help="pre-train a Prompt-DT on a suite's training tasks (checkpoints and resumes)")
+    p.add_argument("suite", choices=available_suites())
+    p.add_argument("--steps", type=int, default=50_000, help="total gradient steps")
+    p.add_argument("--quality", choices=QUALITIES, default="expert", help="training data quality")
+    p.add_argument("--no-prompt", action="store_true", help="train MT-ORL (no prompts)")
+    p.add_argument("--checkpoint-steps", type=int, default=1000, help="steps between atomic checkpoints")
+    p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/plm/<suite>)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.set_defaults(func=cmd_train_plm)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT on a suite split")
+    p.add_argument("model", help="folder or Hub repo id")
+    p.add_argument("suite", choices=available_suites())
+    p.add_argument("--split", choices=("train", "test", "all"), default="test")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    p.add_argument("--prompt", choices=QUALITIES, default="expert")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -25,6 +25,7 @@ from huggingface_hub import ModelHubMixin, hf_hub_download
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from promptrl.checkpoint import atomic_folder, latest_folder, load_optimizer_tensors, optimizer_tensors
 from promptrl.segments import Episode, SegmentSampler, SegmentSpec, episodes_of, stack_windows, state_statistics, window
 from promptrl.suites import TaskSuite, load_suite
 from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment
@@ -305,6 +306,29 @@ class PromptDT(ModelHubMixin):
         prompt = self._segment(obs, "prompt_") if self.settings.use_prompt else None
         action = self.network(history, prompt)[:, -1].float().cpu().numpy()
         return (action if batched else action[0]), None
+
+    # ------------------------------------------------------------------ training checkpoints
+    def save_checkpoint(self, folder: str | Path) -> None:
+        """Atomically write weights, config and optimizer state to ``folder`` (for resuming training)."""
+        with atomic_folder(Path(folder)) as tmp:
+            self._save_pretrained(tmp)
+            if self._optimizer is not None:
+                save_file(optimizer_tensors(self._optimizer, "adamw"), str(tmp / "optimizer.safetensors"))
+            (tmp / "progress.json").write_text(json.dumps({"sampler_seed": self._sampler_seed, "seed": self.seed}))
+
+    @classmethod
+    def load_checkpoint(cls, folder: str | Path, device: str = "cpu") -> PromptDT | None:
+        """The model saved by :meth:`save_checkpoint` with its optimizer state, or None if there is none."""
+        found = latest_folder(Path(folder), "progress.json")
+        if found is None:
+            return None
+        model = cls._from_pretrained(model_id=str(found), device=device)
+        progress = json.loads((found / "progress.json").read_text())
+        model.seed, model._sampler_seed = progress["seed"], progress["sampler_seed"]
+        model._configure_optimizer()
+        if (found / "optimizer.safetensors").is_file():
+            load_optimizer_tensors(model._optimizer, load_file(str(found / "optimizer.safetensors")), "adamw")
+        return model
 
     # ------------------------------------------------------------------ hub
     def _save_pretrained(self, save_directory: Path) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from promptrl.checkpoint import atomic_folder, latest_folder, load_optimizer_tensors, optimizer_tensors
 from promptrl.experts import Actor, goal_dim, goal_features, save_actor
 from promptrl.suites import SuiteSpec, load_spec
 
@@ -171,32 +171,21 @@ class SACTrainer:
         return {"actor": self.actor, "critic": self.critic, "target": self.target}
 
     def save_checkpoint(self) -> None:
-        tmp, final, old = self.out / "checkpoint.tmp", self.out / "checkpoint", self.out / "checkpoint.old"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        tensors = {f"{m}.{k}": v.contiguous() for m, mod in self._modules().items() for k, v in mod.state_dict().items()}
-        tensors["log_alpha"] = self.log_alpha.detach().clone()
-        for name, opt in self.opt.items():
-            for pid, st in opt.state_dict()["state"].items():
-                for k, v in st.items():
-                    tensors[f"opt.{name}.{pid}.{k}"] = torch.as_tensor(v).clone()
-        save_file(tensors, str(tmp / "state.safetensors"))
-        self.buffer.save(tmp)
-        progress = {"updates": self.updates, "env_steps": self.env_steps, "best": self.best,
-                    "buffer_size": self.buffer.size, "buffer_pos": self.buffer.pos,
-                    "rng": self.rng.bit_generator.state, "config": asdict(self.cfg)}
-        (tmp / "progress.json").write_text(json.dumps(progress))
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_folder(self.out / "checkpoint") as tmp:
+            tensors = {f"{m}.{k}": v.contiguous() for m, mod in self._modules().items() for k, v in mod.state_dict().items()}
+            tensors["log_alpha"] = self.log_alpha.detach().clone()
+            for name, opt in self.opt.items():
+                tensors.update(optimizer_tensors(opt, f"opt.{name}"))
+            save_file(tensors, str(tmp / "state.safetensors"))
+            self.buffer.save(tmp)
+            progress = {"updates": self.updates, "env_steps": self.env_steps, "best": self.best,
+                        "buffer_size": self.buffer.size, "buffer_pos": self.buffer.pos,
+                        "rng": self.rng.bit_generator.state, "config": asdict(self.cfg)}
+            (tmp / "progress.json").write_text(json.dumps(progress))
 
     def load_checkpoint(self) -> bool:
-        for folder in (self.out / "checkpoint", self.out / "checkpoint.old"):
-            if (folder / "progress.json").is_file():
-                break
-        else:
+        folder = latest_folder(self.out / "checkpoint", "progress.json")
+        if folder is None:
             return False
         progress = json.loads((folder / "progress.json").read_text())
         tensors = load_file(str(folder / "state.safetensors"))
@@ -205,15 +194,7 @@ class SACTrainer:
         with torch.no_grad():
             self.log_alpha.copy_(tensors["log_alpha"])
         for name, opt in self.opt.items():
-            sd = opt.state_dict()
-            prefix = f"opt.{name}."
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            for k, v in tensors.items():
-                if k.startswith(prefix):
-                    pid, key = k[len(prefix):].split(".", 1)
-                    state.setdefault(int(pid), {})[key] = v
-            sd["state"] = state
-            opt.load_state_dict(sd)
+            load_optimizer_tensors(opt, tensors, f"opt.{name}")
         self.buffer.load(folder, progress["buffer_size"], progress["buffer_pos"])
         self.updates, self.env_steps, self.best = progress["updates"], progress["env_steps"], progress["best"]
         self.rng.bit_generator.state = progress["rng"]

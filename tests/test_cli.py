@@ -25,3 +25,25 @@ def test_bad_arguments(capsys):
     assert "episodes must be a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "cheetah-run"])
+
+
+def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
+    from promptrl.plm import PromptDT
+
+    assert main(["data", "mw-reach", "--quality", "expert", "--episodes", "1"]) == 0
+    out = tmp_path / "plm"
+    args = ["train", "plm", "mw-reach", "--steps", "4", "--checkpoint-steps", "2", "--out", str(out), "--threads", "1"]
+    assert main(args) == 0
+    first = PromptDT.load_checkpoint(out / "checkpoint")
+    assert first.settings.steps_trained == 4 and (out / "final" / "model.safetensors").is_file()
+    assert not (out / "checkpoint.tmp").exists()
+    assert main(args[:3] + ["--steps", "6"] + args[5:]) == 0  # resumes from step 4
+    assert "4/6 steps done" in capsys.readouterr().out
+    assert PromptDT.load_checkpoint(out / "checkpoint").settings.steps_trained == 6
+    assert main(["evaluate", str(out / "final"), "mw-reach", "--episodes", "1"]) == 0
+    assert "| **mean** |" in capsys.readouterr().out
+
+
+def test_train_plm_without_data_names_the_command(tmp_path, capsys):
+    assert main(["train", "plm", "cheetah-vel", "--steps", "1", "--out", str(tmp_path)]) == 2
+    assert "promptrl data cheetah-vel" in capsys.readouterr().err

@@ -1,0 +1,53 @@
+"""Atomic training checkpoints: a folder written beside the old one and swapped in, optimizer
+moments stored as safetensors (no pickle)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """Yield a scratch folder; on success it replaces ``final`` (the old copy survives as
+    ``<final>.old`` until the swap is done, and :func:`latest_folder` falls back to it)."""
+    final = Path(final)
+    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_folder(final: Path, marker: str) -> Path | None:
+    """The complete checkpoint folder (``final`` or its ``.old`` copy) holding ``marker``, if any."""
+    final = Path(final)
+    for folder in (final, final.with_name(final.name + ".old")):
+        if (folder / marker).is_file():
+            return folder
+    return None
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
+    """An optimizer's per-parameter state as flat tensors ``<prefix>.<param id>.<key>``."""
+    return {f"{prefix}.{pid}.{k}": torch.as_tensor(v).clone() for pid, st in opt.state_dict()["state"].items() for k, v in st.items()}
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Restore what :func:`optimizer_tensors` saved (hyperparameters come from the optimizer itself)."""
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + "."):
+            pid, key = k[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(pid), {})[key] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
