@@ -168,3 +168,77 @@ class PromptWrapper(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.history.push(np.asarray(action, np.float32)[None], np.array([reward], np.float32), obs[None])
         return self._obs(), reward, terminated, truncated, info
+
+
+class VectorPromptWrapper(gym.vector.VectorWrapper):
+    """:class:`PromptWrapper` for a ``gymnasium.vector`` env: one history row per sub-env, prompts
+    for all sub-envs that (re)start drawn together (one batched call for a prompt generator).
+
+    Works with the ``NEXT_STEP`` (Gymnasium's default) and ``SAME_STEP`` autoreset modes.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, model: Any, prompt: PromptSource = None, rtg_target: float | None = None,
+                 seed: int = 0):
+        super().__init__(env)
+        plm = getattr(model, "plm", model)
+        s = plm.settings
+        if env.single_observation_space.shape != (s.obs_dim,) or env.single_action_space.shape != (s.act_dim,):
+            raise ValueError(
+                f"vector env spaces {env.single_observation_space} / {env.single_action_space} do not match the model's "
+                f"obs_dim={s.obs_dim}, act_dim={s.act_dim}"
+            )
+        self.autoreset_mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        if self.autoreset_mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
+            raise ValueError(f"VectorPromptWrapper needs NEXT_STEP or SAME_STEP autoreset, got {self.autoreset_mode}")
+        if prompt is None and s.use_prompt:
+            if not hasattr(model, "generate_prompt"):
+                raise ValueError("this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')")
+            prompt = model.generate_prompt
+        self.model, self.plm, self.prompt_source = model, plm, prompt
+        self.rtg_target = s.rtg_target if rtg_target is None else float(rtg_target)
+        self.single_observation_space = observation_space(plm)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.history = HistoryBuffer(self.num_envs, s.context, s.obs_dim, s.act_dim)
+        self.prompts: dict[str, np.ndarray] = {}
+        self._rng = np.random.default_rng(seed)
+        self._restart = np.zeros(self.num_envs, bool)
+
+    def _new_prompts(self, idx: np.ndarray) -> None:
+        if not self.plm.settings.use_prompt or len(idx) == 0:
+            return
+        src = self.prompt_source
+        if callable(src) and not isinstance(src, Mapping):
+            new = [resolve_prompt(self.plm, p, self._rng) for p in src(len(idx))]
+        else:
+            suites, tasks = self.env.get_attr("suite"), self.env.get_attr("task")
+            new = [resolve_prompt(self.plm, src, self._rng, suites[i], tasks[i]) for i in idx]
+        for j, i in enumerate(idx):
+            for k, v in new[j].items():
+                self.prompts.setdefault(k, np.zeros((self.num_envs, *v.shape), v.dtype))[i] = v
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        obs = self.history.observation()
+        obs.update({f"prompt_{k}": v.copy() for k, v in self.prompts.items()})
+        return obs
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if isinstance(seed, int):
+            self._rng = np.random.default_rng(seed)
+        everyone = np.arange(self.num_envs)
+        self.history.reset(everyone, obs, self.rtg_target)
+        self._new_prompts(everyone)
+        self._restart[:] = False
+        return self._obs(), info
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.history.push(np.asarray(actions, np.float32), np.asarray(reward, np.float32), obs)
+        done = terminated | truncated
+        restarted = self._restart if self.autoreset_mode == gym.vector.AutoresetMode.NEXT_STEP else done
+        idx = np.flatnonzero(restarted)
+        if len(idx):
+            self.history.reset(idx, obs[idx], self.rtg_target)
+            self._new_prompts(idx)
+        self._restart = done.copy()
+        return self._obs(), reward, terminated, truncated, info

@@ -153,3 +153,32 @@ def test_mt_orl_runs_without_prompt(reach_data):
     env = PromptWrapper(gym.make("promptrl/MetaWorldReach-v0", task=6), model)
     obs, _ = env.reset(seed=0)
     assert "prompt_states" not in obs and model.predict(obs)[0].shape == (4,)
+
+
+@pytest.mark.parametrize("mode", ["NEXT_STEP", "SAME_STEP"])
+def test_vector_wrapper_matches_single_wrapper(trained, mode):
+    from promptrl.wrappers import VectorPromptWrapper
+
+    prompt = {"states": np.ones((5, 39)), "actions": np.zeros((5, 4)), "rtg": np.full(5, 800.0), "timesteps": np.arange(5),
+              "mask": np.ones(5)}
+    vec = gym.vector.SyncVectorEnv([lambda t=t: gym.make("promptrl/MetaWorldReach-v0", task=t) for t in TASKS],
+                                   autoreset_mode=getattr(gym.vector.AutoresetMode, mode))
+    venv = VectorPromptWrapper(vec, trained, prompt=prompt)
+    obs, _ = venv.reset(seed=[0, 1])
+    assert venv.observation_space.contains(obs)
+    singles = [PromptWrapper(gym.make("promptrl/MetaWorldReach-v0", task=t), trained, prompt=prompt) for t in TASKS]
+    single_obs = [env.reset(seed=s)[0] for env, s in zip(singles, [0, 1])]
+    for step in range(105):  # past the 100-step horizon: the autoreset restarts every history
+        actions, _ = trained.predict(obs)
+        for i, env in enumerate(singles):
+            np.testing.assert_allclose(actions[i], trained.predict(single_obs[i])[0], atol=1e-5)
+            single_obs[i], _, te, tr, _ = env.step(actions[i])
+        obs, _, term, trunc, _ = venv.step(actions)
+        if step == 99:
+            assert (term | trunc).all()
+            single_obs = [env.reset(seed=s)[0] for env, s in zip(singles, [0, 1])] if mode == "SAME_STEP" else single_obs
+        if mode == "NEXT_STEP" and step == 100:
+            single_obs = [env.reset(seed=s)[0] for env, s in zip(singles, [0, 1])]
+            # NEXT_STEP: this step only restarted the sub-envs; its history holds just the reset observation.
+            assert obs["mask"].sum(1).tolist() == [1, 1]
+    assert obs["timesteps"][:, -1].max() < 10
