@@ -134,7 +134,8 @@ class Expert:
         if self.actor is None:
             action = np.stack([self._scripted_action(o) for o in batch])
         else:
-            goal = np.broadcast_to(goal_features(self.spec.expert, self.goal), (len(batch), -1))
+            feats = goal_features(self.spec.expert, self.goal)
+            goal = np.broadcast_to(feats, (len(batch), feats.shape[-1]))
             x = torch.as_tensor(np.concatenate([batch, goal], axis=1), dtype=torch.float32)
             with torch.no_grad():
                 action = self.actor.act(x, deterministic, self.generator).numpy().astype(np.float64)

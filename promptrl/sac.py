@@ -243,21 +243,8 @@ class SACTrainer:
 
     def evaluate(self) -> tuple[float, float, list[float]]:
         """One deterministic episode on every task; returns (mean over all, mean over test, per task)."""
-        n = len(self.spec.tasks)
-        envs = gym.vector.SyncVectorEnv([lambda t=t: gym.make(self.spec.env_id, task=t) for t in range(n)],
-                                        autoreset_mode=gym.vector.AutoresetMode.DISABLED)
-        obs, _ = envs.reset(seed=self.cfg.seed + 10_000)
-        goals = goal_features(self.spec.expert, np.asarray(self.spec.tasks))
-        returns, alive = np.zeros(n), np.ones(n, bool)
-        while alive.any():
-            x = torch.as_tensor(np.concatenate([obs, goals], 1), dtype=torch.float32)
-            with torch.no_grad():
-                action = self.actor.act(x, deterministic=True).numpy()
-            obs, reward, term, trunc, _ = envs.step(action)
-            returns += reward * alive
-            alive &= ~(term | trunc)
-        envs.close()
-        return float(returns.mean()), float(returns[self.spec.test_tasks].mean()), returns.tolist()
+        per_task = evaluate_actor(self.spec, self.actor, episodes=1, seed=self.cfg.seed + 10_000)
+        return float(per_task.mean()), float(per_task[self.spec.test_tasks].mean()), per_task.tolist()
 
     def run(self) -> None:
         cfg = self.cfg
@@ -306,6 +293,26 @@ class SACTrainer:
         self.save_checkpoint()
 
 
+def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int = 0) -> np.ndarray:
+    """Mean deterministic return of ``actor`` on every task of the suite (all episodes run batched)."""
+    n = len(spec.tasks)
+    tasks = np.repeat(np.arange(n), episodes)
+    envs = gym.vector.SyncVectorEnv([lambda t=t: gym.make(spec.env_id, task=int(t)) for t in tasks],
+                                    autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    obs, _ = envs.reset(seed=[int(s) for s in np.random.SeedSequence(seed).generate_state(len(tasks))])
+    goals = goal_features(spec.expert, np.asarray(spec.tasks)[tasks])
+    returns, alive = np.zeros(len(tasks)), np.ones(len(tasks), bool)
+    while alive.any():
+        x = torch.as_tensor(np.concatenate([obs, goals], 1), dtype=torch.float32)
+        with torch.no_grad():
+            action = actor.act(x, deterministic=True).numpy()
+        obs, reward, term, trunc, _ = envs.step(action)
+        returns += reward * alive
+        alive &= ~(term | trunc)
+    envs.close()
+    return returns.reshape(n, episodes).mean(1)
+
+
 def random_return(suite: str, seed: int = 0) -> float:
     """Mean return of uniform random actions over one episode of every task of a suite."""
     from promptrl.rollouts import RandomPolicy, rollout
@@ -317,19 +324,30 @@ def random_return(suite: str, seed: int = 0) -> float:
     return float(np.mean(returns))
 
 
-def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None) -> dict[str, Path]:
-    """Copy a run's best actor to the package's expert folder as ``<suite>.safetensors`` and the snapshot
-    whose evaluation return is closest to halfway between random and that best as ``<suite>-medium``."""
+def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None, candidates: int = 5, episodes: int = 3) -> dict[str, Path]:
+    """Ship a run's expert and medium policies into the package's expert folder.
+
+    The expert is the best of the ``candidates`` snapshots with the highest training evaluation,
+    re-evaluated with ``episodes`` episodes on every task (one training evaluation episode is noisy);
+    the medium policy is the snapshot whose training evaluation is closest to halfway between
+    random and that expert.
+    """
     from promptrl.experts import EXPERT_DIR, load_actor
 
     spec = load_spec(suite)
     run_dir, dest = Path(run_dir), Path(dest_dir or EXPERT_DIR)
-    best = run_dir / "best.safetensors"
-    if not best.is_file():
-        raise FileNotFoundError(f"no best.safetensors in {run_dir}: train first with `promptrl train expert {suite}`")
-    actor, meta = load_actor(best)
-    half = (random_return(suite) + meta["eval_all"]) / 2
     snapshots = [load_actor(p) for p in sorted((run_dir / "snapshots").glob("*.safetensors"))]
+    if not snapshots:
+        raise FileNotFoundError(f"no snapshots in {run_dir}: train first with `promptrl train expert {suite}`")
+    top = sorted(snapshots, key=lambda am: am[1]["eval_all"], reverse=True)[:candidates]
+    scored = []
+    for cand, cand_meta in top:
+        per_task = evaluate_actor(spec, cand, episodes=episodes, seed=1)
+        scored.append((float(per_task.mean()), cand, {**cand_meta, "export_eval_all": float(per_task.mean()),
+                                                       "export_eval_test": float(per_task[spec.test_tasks].mean()),
+                                                       "export_episodes": episodes}))
+    _, actor, meta = max(scored, key=lambda x: x[0])
+    half = (random_return(suite) + meta["export_eval_all"]) / 2
     medium_actor, medium_meta = min(snapshots, key=lambda am: abs(am[1]["eval_all"] - half))
     medium_meta = {**medium_meta, "medium_target": half}
     paths = {"expert": dest / f"{spec.expert}.safetensors", "medium": dest / f"{spec.expert}-medium.safetensors"}
