@@ -30,16 +30,35 @@ MEDIUM_NOISE = {"scripted": 2.0}
 """Std of the Gaussian action noise that turns the scripted Meta-World expert into the medium policy."""
 
 
-def goal_features(expert: str, goal: np.ndarray) -> np.ndarray:
-    """What a goal-conditioned expert sees of the goal: the direction, the velocity, or (cos, sin) of the angle."""
-    goal = np.asarray(goal, dtype=np.float64)
-    if expert == "ant-dir":
-        return np.stack([np.cos(goal[..., 0]), np.sin(goal[..., 0])], axis=-1)
-    return goal
+def policy_input(expert: str, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """What a goal-conditioned expert sees: ``(n, obs_dim)`` observations and their goals -> ``(n, in_dim)``.
+
+    Cheetah experts see the observation and the goal (direction or velocity). The Ant expert sees
+    the observation expressed in the goal's frame instead: the torso orientation and the planar
+    velocity are rotated by minus the goal angle. Ant dynamics are invariant under rotations about
+    the vertical axis, so walking in direction g is, in that frame, walking along +x: one policy
+    learns every direction at once.
+    """
+    obs = np.asarray(obs, dtype=np.float64).reshape(-1, np.shape(obs)[-1])
+    goal = np.broadcast_to(np.asarray(goal, dtype=np.float64), (len(obs), np.shape(goal)[-1]))
+    if expert != "ant-dir":
+        return np.concatenate([obs, goal], axis=1).astype(np.float32)
+    angle = goal[:, 0]
+    c, s = np.cos(angle), np.sin(angle)
+    out = obs.copy()
+    # Torso quaternion (w, x, y, z) at obs[1:5]: left-multiply by the rotation of -angle about z.
+    hw, hz = np.cos(-angle / 2), np.sin(-angle / 2)
+    w, x, y, z = obs[:, 1], obs[:, 2], obs[:, 3], obs[:, 4]
+    out[:, 1], out[:, 2], out[:, 3], out[:, 4] = hw * w - hz * z, hw * x - hz * y, hw * y + hz * x, hw * z + hz * w
+    # World-frame linear velocity (vx, vy) at obs[13:15]: rotate by -angle. Angular velocity is in the body frame.
+    vx, vy = obs[:, 13], obs[:, 14]
+    out[:, 13], out[:, 14] = c * vx + s * vy, -s * vx + c * vy
+    return out.astype(np.float32)
 
 
 def goal_dim(expert: str) -> int:
-    return 2 if expert == "ant-dir" else 1
+    """How many inputs the expert has beyond the observation."""
+    return 0 if expert == "ant-dir" else 1
 
 
 class Actor(nn.Module):
@@ -134,9 +153,7 @@ class Expert:
         if self.actor is None:
             action = np.stack([self._scripted_action(o) for o in batch])
         else:
-            feats = goal_features(self.spec.expert, self.goal)
-            goal = np.broadcast_to(feats, (len(batch), feats.shape[-1]))
-            x = torch.as_tensor(np.concatenate([batch, goal], axis=1), dtype=torch.float32)
+            x = torch.as_tensor(policy_input(self.spec.expert, batch, self.goal))
             with torch.no_grad():
                 action = self.actor.act(x, deterministic, self.generator).numpy().astype(np.float64)
         if self.noise > 0:
@@ -169,5 +186,8 @@ def load_expert(spec: SuiteSpec, task: int, quality: str = "expert", seed: int |
             f"no shipped {quality} weights for suite {spec.name!r} at {path.name}; train them with "
             f"`promptrl train expert {spec.name}`"
         )
-    actor, _ = load_actor(path)
+    actor, meta = load_actor(path)
+    expected = spec.obs_dim + goal_dim(spec.expert)
+    if meta["in_dim"] != expected:
+        raise ValueError(f"{path.name} takes {meta['in_dim']} inputs, the {spec.name!r} expert needs {expected}: retrain or re-export it")
     return Expert(actor, spec, task, seed=seed)

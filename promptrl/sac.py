@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from promptrl.checkpoint import atomic_folder, latest_folder, load_optimizer_tensors, optimizer_tensors
-from promptrl.experts import Actor, goal_dim, goal_features, save_actor
+from promptrl.experts import Actor, goal_dim, policy_input, save_actor
 from promptrl.suites import SuiteSpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class SACTrainer:
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "alpha": alpha.item()}
 
     def _obs_with_goal(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
-        return np.concatenate([obs, goal_features(self.spec.expert, env.unwrapped.goal)]).astype(np.float32)
+        return policy_input(self.spec.expert, obs, env.unwrapped.goal)[0]
 
     def _reset(self, env: gym.Env) -> np.ndarray:
         env.unwrapped.set_goal(sample_goal(self.spec, self.rng))
@@ -300,12 +300,11 @@ def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int =
     envs = gym.vector.SyncVectorEnv([lambda t=t: gym.make(spec.env_id, task=int(t)) for t in tasks],
                                     autoreset_mode=gym.vector.AutoresetMode.DISABLED)
     obs, _ = envs.reset(seed=[int(s) for s in np.random.SeedSequence(seed).generate_state(len(tasks))])
-    goals = goal_features(spec.expert, np.asarray(spec.tasks)[tasks])
+    goals = np.asarray(spec.tasks)[tasks]
     returns, alive = np.zeros(len(tasks)), np.ones(len(tasks), bool)
     while alive.any():
-        x = torch.as_tensor(np.concatenate([obs, goals], 1), dtype=torch.float32)
         with torch.no_grad():
-            action = actor.act(x, deterministic=True).numpy()
+            action = actor.act(torch.as_tensor(policy_input(spec.expert, obs, goals)), deterministic=True).numpy()
         obs, reward, term, trunc, _ = envs.step(action)
         returns += reward * alive
         alive &= ~(term | trunc)

@@ -64,3 +64,29 @@ def test_actor_roundtrip_and_corrupt_file(tmp_path):
 def test_bad_quality():
     with pytest.raises(ValueError, match="quality must be 'expert' or 'medium'"):
         load_expert(promptrl.load_suite("mw-reach").spec, 6, "random")
+
+
+def test_ant_policy_input_is_the_goal_frame():
+    """In the goal frame, the planar velocity's x part is the velocity along the goal direction."""
+    import gymnasium as gym
+
+    from promptrl.experts import policy_input
+
+    env = gym.make("promptrl/AntDir-v0", task=3).unwrapped
+    env.reset(seed=0)
+    for _ in range(15):
+        obs, *_ = env.step(env.action_space.sample())
+    g = env.goal[0]
+    canon = policy_input("ant-dir", obs, env.goal)[0]
+    assert canon.shape == (27,)
+    assert canon[13] == pytest.approx(np.cos(g) * obs[13] + np.sin(g) * obs[14], abs=1e-5)
+    assert np.linalg.norm(canon[1:5]) == pytest.approx(1.0, abs=1e-5)
+
+    def yaw(q):
+        w, x, y, z = q
+        return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+    assert np.angle(np.exp(1j * (yaw(canon[1:5]) - (yaw(obs[1:5]) - g)))) == pytest.approx(0.0, abs=1e-5)
+    np.testing.assert_array_equal(canon[5:13], obs[5:13].astype(np.float32))  # joint angles unchanged
+    cheetah = policy_input("cheetah-vel", np.zeros((2, 17)), np.array([0.5]))
+    assert cheetah.shape == (2, 18) and (cheetah[:, -1] == 0.5).all()
