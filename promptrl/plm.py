@@ -134,7 +134,43 @@ def _as_task_episodes(data: Any, obs_dim: int, act_dim: int, arg: str) -> dict[i
     return out
 
 
-class PromptDT(ModelHubMixin):
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+{{ summary }}
+
+## Usage
+
+```python
+import gymnasium as gym
+from promptrl import PromptDT, PromptWrapper
+
+model = PromptDT.from_pretrained("{{ repo_id | default("path/to/this/folder", true) }}")
+env = PromptWrapper(gym.make("{{ env_id }}", task=0), model, prompt="expert")
+obs, info = env.reset(seed=0)
+action, _ = model.predict(obs, deterministic=True)
+```
+
+## Training
+
+{{ training | default("No training details were recorded.", true) }}
+
+## Results
+
+{{ results | default("No measured results were recorded.", true) }}
+"""
+
+
+class PromptDT(
+    ModelHubMixin,
+    library_name="promptrl",
+    license="mit",
+    tags=["reinforcement-learning", "decision-transformer", "prompt-dt", "offline-rl"],
+    model_card_template=MODEL_CARD,
+):
     """Prompt Decision Transformer with Stable-Baselines3's call shape.
 
     :param env: a Gymnasium env, a :class:`TaskSuite` or a suite name; sizes come from its spaces
@@ -306,6 +342,19 @@ class PromptDT(ModelHubMixin):
         prompt = self._segment(obs, "prompt_") if self.settings.use_prompt else None
         action = self.network(history, prompt)[:, -1].float().cpu().numpy()
         return (action if batched else action[0]), None
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
+        """The Hub model card; ``save_pretrained(..., model_card_kwargs={"training": ..., "results": ...})`` fills it in."""
+        s = self.settings
+        env_id = load_suite(s.suite).env_id if s.suite else "YourEnv-v0"
+        kwargs.setdefault("title", f"Prompt-DT{' (MT-ORL, no prompt)' if not s.use_prompt else ''}{f' for {s.suite}' if s.suite else ''}")
+        kwargs.setdefault("summary", (
+            f"A Prompt Decision Transformer ({self.num_parameters():,} parameters: embed {s.embed_dim}, {s.n_layer} layers, "
+            f"{s.n_head} head(s), history K={s.context}, prompt K*={s.prompt_length}) trained for {s.steps_trained:,} "
+            f"gradient steps with promptrl. Observation size {s.obs_dim}, action "
+            f"size {s.act_dim}; return-to-go target {s.rtg_target:g}, scale {s.rtg_scale:g}."))
+        kwargs.setdefault("env_id", env_id)
+        return super().generate_model_card(*args, **kwargs)
 
     # ------------------------------------------------------------------ training checkpoints
     def save_checkpoint(self, folder: str | Path) -> None:

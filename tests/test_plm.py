@@ -69,6 +69,8 @@ def test_batched_predict_equals_single(trained):
 def test_save_load_roundtrip(trained, tmp_path):
     trained.save_pretrained(tmp_path / "plm")
     assert {p.name for p in (tmp_path / "plm").iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    card = (tmp_path / "plm" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: promptrl") and "Prompt-DT for mw-reach" in card
     loaded = PromptDT.from_pretrained(tmp_path / "plm")
     _, obs = rollout_obs(trained)
     np.testing.assert_array_equal(trained.predict(obs)[0], loaded.predict(obs)[0])
