@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,11 +91,11 @@ def create_dataset(suite: TaskSuite, task: int, quality: str, episodes: int | No
         f"mean return {np.mean(returns):.1f} +- {np.std(returns):.1f}. {suite.spec.description}"
     )
     final = datasets_root() / dataset_id
-    with _scratch_root() as scratch:
+    with _scratch_root() as scratch, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*code_permalink.*")
         minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env, algorithm_name=f"promptrl-{quality}-policy", author="promptrl",
-            description=description,
-            requirements=["promptrl"],
+            dataset_id, buffers, env=env, eval_env=env.spec, algorithm_name=f"promptrl-{quality}-policy",
+            author="promptrl", description=description, requirements=["promptrl"],
         )
         final.parent.mkdir(parents=True, exist_ok=True)
         _copy_namespace_metadata(scratch, dataset_id)

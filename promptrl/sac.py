@@ -312,15 +312,14 @@ def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int =
     return returns.reshape(n, episodes).mean(1)
 
 
-def random_return(suite: str, seed: int = 0) -> float:
-    """Mean return of uniform random actions over one episode of every task of a suite."""
+def random_returns(suite: str, episodes: int = 3, seed: int = 0) -> np.ndarray:
+    """Mean return of uniform random actions on every task of a suite."""
     from promptrl.rollouts import RandomPolicy, rollout
     from promptrl.suites import load_suite
 
     s = load_suite(suite)
-    returns = [rollout(s, t, RandomPolicy(s.make_env(t).action_space, seed + t), 1, seed=seed + t)[0].episode_return
-               for t in s.split("all")]
-    return float(np.mean(returns))
+    return np.array([np.mean([e.episode_return for e in rollout(s, t, RandomPolicy(s.make_env(t).action_space, seed + t), episodes, seed=seed + t)])
+                     for t in s.split("all")])
 
 
 def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None, candidates: int = 5, episodes: int = 3) -> dict[str, Path]:
@@ -328,8 +327,8 @@ def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None, candi
 
     The expert is the best of the ``candidates`` snapshots with the highest training evaluation,
     re-evaluated with ``episodes`` episodes on every task (one training evaluation episode is noisy);
-    the medium policy is the snapshot whose training evaluation is closest to halfway between
-    random and that expert.
+    the medium policy is the snapshot whose per-task returns are closest (mean absolute deviation,
+    relative to the random-to-expert span of each task) to halfway between random and the expert.
     """
     from promptrl.experts import EXPERT_DIR, load_actor
 
@@ -342,13 +341,16 @@ def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None, candi
     scored = []
     for cand, cand_meta in top:
         per_task = evaluate_actor(spec, cand, episodes=episodes, seed=1)
-        scored.append((float(per_task.mean()), cand, {**cand_meta, "export_eval_all": float(per_task.mean()),
-                                                       "export_eval_test": float(per_task[spec.test_tasks].mean()),
-                                                       "export_episodes": episodes}))
-    _, actor, meta = max(scored, key=lambda x: x[0])
-    half = (random_return(suite) + meta["export_eval_all"]) / 2
-    medium_actor, medium_meta = min(snapshots, key=lambda am: abs(am[1]["eval_all"] - half))
-    medium_meta = {**medium_meta, "medium_target": half}
+        scored.append((float(per_task.mean()), per_task, cand, {**cand_meta, "export_eval_all": float(per_task.mean()),
+                                                                 "export_eval_test": float(per_task[spec.test_tasks].mean()),
+                                                                 "export_episodes": episodes}))
+    _, expert_ret, actor, meta = max(scored, key=lambda x: x[0])
+    random_ret = random_returns(suite)
+    half, span = (random_ret + expert_ret) / 2, np.maximum(np.abs(expert_ret - random_ret), 1e-6)
+    deviation = [float(np.mean(np.abs(evaluate_actor(spec, a, episodes=1, seed=2) - half) / span)) for a, _ in snapshots]
+    best = int(np.argmin(deviation))
+    medium_actor, medium_meta = snapshots[best]
+    medium_meta = {**medium_meta, "medium_target_all": float(half.mean()), "medium_relative_deviation": deviation[best]}
     paths = {"expert": dest / f"{spec.expert}.safetensors", "medium": dest / f"{spec.expert}-medium.safetensors"}
     save_actor(actor, paths["expert"], meta)
     save_actor(medium_actor, paths["medium"], medium_meta)
