@@ -1,0 +1,165 @@
+"""Conditional Gaussian diffusion over flattened prompts (Section 4 and Table 4 of the Prompt
+Diffuser paper): the noise schedule as buffers, forward noising, the posterior, the noise-prediction
+loss (Eq. 10), a reverse chain that can keep gradients (for the downstream loss, Eq. 13) with
+low-temperature sampling (Eq. 16-17), the MLP noise model, and the gradient-combination rules
+(Eq. 15, 18-20).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+UPDATE_RULES = ("projection", "dm", "dt", "sum")
+
+
+def beta_schedule(name: str, n_steps: int) -> torch.Tensor:
+    """``"linear"`` (DDPM's, rescaled to ``n_steps`` as improved-diffusion does) or ``"cosine"``."""
+    if name == "linear":
+        scale = 1000 / n_steps
+        return torch.linspace(scale * 1e-4, scale * 0.02, n_steps, dtype=torch.float64).clamp(max=0.999)
+    if name == "cosine":
+        f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        return torch.tensor([min(1 - f((i + 1) / n_steps) / f(i / n_steps), 0.999) for i in range(n_steps)], dtype=torch.float64)
+    raise ValueError(f"schedule must be 'linear' or 'cosine', got {name!r}")
+
+
+class NoiseMLP(nn.Module):
+    """eps_theta(x_k, y, k): an MLP with Mish activations over [x_k, y, embed(k)] (Appendix B)."""
+
+    def __init__(self, x_dim: int, y_dim: int, hidden: int = 256, n_hidden: int = 3, dropout: float = 0.1, time_dim: int = 32):
+        super().__init__()
+        self.time_dim = time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), nn.Mish(), nn.Linear(2 * time_dim, time_dim))
+        layers: list[nn.Module] = []
+        width = x_dim + y_dim + time_dim
+        for _ in range(n_hidden):
+            layers += [nn.Linear(width, hidden), nn.Mish(), nn.Dropout(dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, x_dim))
+        self.net = nn.Sequential(*layers)
+
+    def step_embedding(self, k: torch.Tensor) -> torch.Tensor:
+        """Sinusoidal embedding of the diffusion step: (B,) -> (B, time_dim)."""
+        half = self.time_dim // 2
+        freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=k.device) / half)
+        angles = k.float()[:, None] * freqs[None]  # (B, half)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, y, self.time_mlp(self.step_embedding(k))], dim=-1))
+
+
+class GaussianDiffusion(nn.Module):
+    """DDPM with fixed small variance (the posterior's), uniform step sampling and an MSE noise loss.
+
+    Steps are indexed ``k = 0 .. n_steps - 1`` (the paper's 1 .. N).
+    """
+
+    def __init__(self, n_steps: int = 100, schedule: str = "linear"):
+        super().__init__()
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        self.n_steps = n_steps
+        betas = beta_schedule(schedule, n_steps)
+        alphas = 1 - betas
+        abar = torch.cumprod(alphas, 0)
+        abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+        post_var = betas * (1 - abar_prev) / (1 - abar)
+        buffers = {
+            "betas": betas,
+            "alphas_cumprod": abar,
+            "sqrt_abar": abar.sqrt(),
+            "sqrt_one_minus_abar": (1 - abar).sqrt(),
+            "sqrt_recip_abar": (1 / abar).sqrt(),
+            "sqrt_recipm1_abar": (1 / abar - 1).sqrt(),
+            "posterior_variance": post_var,
+            # log of the posterior variance with its first (zero) entry replaced, as in improved-diffusion
+            "posterior_log_variance": torch.log(torch.cat([post_var[1:2], post_var[1:]])),
+            "posterior_coef_x0": betas * abar_prev.sqrt() / (1 - abar),
+            "posterior_coef_xk": (1 - abar_prev) * alphas.sqrt() / (1 - abar),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value.float(), persistent=False)
+
+    @staticmethod
+    def _at(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return values[k][:, None]  # (B,) -> (B, 1) for broadcasting over x's features
+
+    def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) eps."""
+        return self._at(self.sqrt_abar, k) * x0 + self._at(self.sqrt_one_minus_abar, k) * noise
+
+    def q_posterior(self, x0: torch.Tensor, xk: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of q(x_{k-1} | x_k, x0)."""
+        mean = self._at(self.posterior_coef_x0, k) * x0 + self._at(self.posterior_coef_xk, k) * xk
+        return mean, self._at(self.posterior_variance, k)
+
+    def predict_x0(self, xk: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return self._at(self.sqrt_recip_abar, k) * xk - self._at(self.sqrt_recipm1_abar, k) * eps
+
+    def p_mean_variance(self, model: nn.Module, xk: torch.Tensor, y: torch.Tensor, k: torch.Tensor,
+                        clip_denoised: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (Eq. 17, through the predicted x0, optionally clipped to [-1, 1]) and log-variance of p(x_{k-1} | x_k, y)."""
+        x0 = self.predict_x0(xk, k, model(xk, y, k))
+        if clip_denoised:
+            x0 = x0.clamp(-1, 1)
+        mean, _ = self.q_posterior(x0, xk, k)
+        return mean, self._at(self.posterior_log_variance, k)
+
+    def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """L_DM (Eq. 10): MSE between the true and predicted noise at a uniformly drawn step per sample."""
+        k = torch.randint(0, self.n_steps, (x0.shape[0],), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return F.mse_loss(model(self.q_sample(x0, k, noise), y, k), noise)
+
+    def sample(self, model: nn.Module, y: torch.Tensor, x_dim: int, generator: torch.Generator | None = None,
+               temperature: float = 1.0, clip_denoised: bool = True, keep_grad: bool = False,
+               return_chain: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the whole reverse chain from x_N ~ N(0, I) (Eq. 16 with variance scaled by ``temperature``).
+
+        With ``keep_grad`` the chain stays in the autograd graph, so a loss on the result reaches the
+        noise model through every step (the downstream guidance of Eq. 13). Everything stays on
+        ``y``'s device; no step leaves it.
+        """
+        if not 0.0 <= temperature <= 1.0:
+            raise ValueError(f"temperature must be in [0, 1], got {temperature}")
+        B = y.shape[0]
+        x = torch.randn((B, x_dim), generator=generator, device=y.device, dtype=y.dtype)
+        chain = [x]
+        with torch.set_grad_enabled(keep_grad):
+            for step in reversed(range(self.n_steps)):
+                k = torch.full((B,), step, device=y.device, dtype=torch.long)
+                mean, log_var = self.p_mean_variance(model, x, y, k, clip_denoised)
+                if step > 0:
+                    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                    x = mean + math.sqrt(temperature) * (0.5 * log_var).exp() * noise
+                else:
+                    x = mean
+                if return_chain:
+                    chain.append(x)
+        return (x, chain) if return_chain else x
+
+
+def combine_gradients(g_dm: torch.Tensor, g_dt: torch.Tensor, rule: str = "projection") -> torch.Tensor:
+    """The update direction from the flat gradients of L_DM and L_DT.
+
+    ``projection`` (Eq. 15, Algorithm 1 line 6): when the two conflict (negative dot product), L_DT's
+    gradient is projected onto the normal plane of L_DM's before adding; otherwise they are summed.
+    ``dm`` (Eq. 18), ``dt`` (Eq. 19) and ``sum`` (Eq. 20) are the ablations of Fig. 3.
+    """
+    if rule == "dm":
+        return g_dm
+    if rule == "dt":
+        return g_dt
+    if rule == "sum":
+        return g_dm + g_dt
+    if rule == "projection":
+        dot = torch.dot(g_dm, g_dt)
+        if dot < 0:
+            g_dt = g_dt - dot / g_dm.pow(2).sum().clamp_min(1e-20) * g_dm
+        return g_dm + g_dt
+    raise ValueError(f"update must be one of {UPDATE_RULES}, got {rule!r}")
