@@ -1,0 +1,109 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import promptrl
+from promptrl.datasets import create_datasets
+from promptrl.diffuser import PromptDiffuser
+from promptrl.plm import PromptDT
+from promptrl.wrappers import PromptWrapper
+
+TINY_PLM = dict(embed_dim=16, n_layer=1, batch_per_task=4, warmup_steps=5, context=6)
+TINY = dict(n_steps=8, hidden=32, batch_size=4, epochs=1, steps_per_epoch=3)
+
+
+@pytest.fixture
+def setup():
+    suite = promptrl.load_suite("mw-reach")
+    create_datasets(suite, "expert", tasks=[6, 9], episodes=1)
+    data = [suite.dataset(t, "expert") for t in (6, 9)]
+    plm = PromptDT(suite, seed=0, **TINY_PLM).learn(data, total_steps=2, progress_bar=False)
+    return suite, data, plm
+
+
+def test_learn_keeps_plm_frozen_and_trains_generator(setup):
+    suite, data, plm = setup
+    before = {k: v.clone() for k, v in plm.network.state_dict().items()}
+    pd = PromptDiffuser(plm, suite.make_env(6), **TINY)
+    gen_before = [p.clone() for p in pd.model.parameters()]
+    losses = []
+    pd.learn(data, callback=lambda d: losses.append((d["loss_dm"], d["loss_dt"])), progress_bar=False)
+    assert len(losses) == 3 and all(dt > 0 for _, dt in losses)
+    for k, v in plm.network.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(a, b) for a, b in zip(gen_before, pd.model.parameters()))
+    assert pd.num_parameters() == sum(p.numel() for p in pd.model.parameters()) and pd.num_parameters() < plm.num_parameters()
+
+
+def test_downstream_loss_reaches_the_noise_model(setup):
+    """L_DT (the frozen PLM's action loss with the generated prompt) has a gradient on every noise-model weight."""
+    from promptrl.segments import episodes_of, random_window, stack_windows
+
+    suite, data, plm = setup
+    pd = PromptDiffuser(plm, **TINY).learn(data, epochs=1, steps_per_epoch=1, progress_bar=False)
+    rng = np.random.default_rng(0)
+    episode = episodes_of(data[0])[0]
+    history = stack_windows([random_window(episode, plm.settings.context, plm._segment_spec(), rng) for _ in range(2)])
+    y = torch.tensor(pd.settings.conditions[:2])
+    x0 = pd.diffusion.sample(pd.model, y, pd.x_dim, torch.Generator().manual_seed(0), keep_grad=True)
+    loss = plm.loss(history, pd._decode(x0, y))
+    grads = torch.autograd.grad(loss, list(pd.model.parameters()))
+    assert all(g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in plm.network.parameters())
+
+
+def test_generation_is_seeded_and_shaped(setup):
+    suite, data, plm = setup
+    a = PromptDiffuser(plm, seed=3, **TINY).learn(data, progress_bar=False)
+    b = PromptDiffuser(plm, seed=3, **TINY).learn(data, progress_bar=False)
+    pa, pb = a.generate_prompt(4), b.generate_prompt(4)
+    assert len(pa) == 4 and pa[0]["states"].shape == (5, 39) and pa[0]["actions"].shape == (5, 4)
+    for x, y in zip(pa, pb):
+        for k in x:
+            torch.testing.assert_close(x[k], y[k])
+    zero_shot = a.generate_prompt(2, rtg=900.0)
+    assert torch.allclose(zero_shot[0]["rtg"], torch.full((5, 1), 900.0))
+
+
+def test_wrapper_regenerates_prompt_at_every_reset(setup):
+    suite, data, plm = setup
+    pd = PromptDiffuser(plm, **TINY).learn(data, progress_bar=False)
+    env = PromptWrapper(gym.make("promptrl/MetaWorldReach-v0", task=6), pd)
+    first, _ = env.reset(seed=0)
+    second, _ = env.reset()
+    assert not np.allclose(first["prompt_states"], second["prompt_states"])
+    action, _ = pd.predict(first)
+    assert action.shape == (4,)
+
+
+def test_save_load_roundtrip(setup, tmp_path):
+    suite, data, plm = setup
+    pd = PromptDiffuser(plm, seed=1, **TINY).learn(data, progress_bar=False)
+    pd.save_pretrained(tmp_path / "pd")
+    assert (tmp_path / "pd" / "plm" / "model.safetensors").is_file()
+    loaded = PromptDiffuser.from_pretrained(tmp_path / "pd")
+    pd._generator.manual_seed(7)
+    loaded._generator.manual_seed(7)
+    for x, y in zip(pd.generate_prompt(3), loaded.generate_prompt(3)):
+        for k in x:
+            torch.testing.assert_close(x[k], y[k])
+    (tmp_path / "pd" / "plm" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="plm/model.safetensors not found"):
+        PromptDiffuser.from_pretrained(tmp_path / "pd")
+
+
+def test_bad_input(setup):
+    suite, data, plm = setup
+    with pytest.raises(ValueError, match="update must be one of"):
+        PromptDiffuser(plm, update="mean")
+    with pytest.raises(TypeError, match="unknown PromptDiffuser hyperparameters"):
+        PromptDiffuser(plm, steps=3)
+    with pytest.raises(ValueError, match="do not match the PLM"):
+        PromptDiffuser(plm, gym.make("promptrl/CheetahVel-v0", task=2))
+    with pytest.raises(RuntimeError, match="call learn"):
+        PromptDiffuser(plm, **TINY).generate_prompt(1)
+    vel = promptrl.load_suite("cheetah-vel")
+    create_datasets(vel, "random", tasks=[2], episodes=1)
+    with pytest.raises(ValueError, match="observations of size 17, the model expects 39"):
+        PromptDiffuser(plm, **TINY).learn(vel.dataset(2, "random"), progress_bar=False)
