@@ -8,7 +8,15 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import json
+from dataclasses import asdict
+from typing import Any
+
 import torch
+from huggingface_hub import ModelHubMixin
+from safetensors.torch import save_file
+
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
 
 @contextlib.contextmanager
@@ -51,3 +59,27 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
             state.setdefault(int(pid), {})[key] = v
     sd["state"] = state
     opt.load_state_dict(sd)
+
+
+def write_model_files(folder: Path, module: torch.nn.Module, settings: Any) -> None:
+    """Write ``model.safetensors`` and ``config.json`` (a settings dataclass), each atomically."""
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = folder / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(folder / WEIGHTS_NAME)
+    tmp = folder / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(asdict(settings), indent=2))
+    tmp.replace(folder / CONFIG_NAME)
+
+
+class JsonHubMixin(ModelHubMixin):
+    """``ModelHubMixin`` whose ``from_pretrained`` reports a corrupt ``config.json`` as a ``ValueError``."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Any:
+        """Load a model saved by ``save_pretrained`` from a local folder or a Hub repo id."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"corrupt {CONFIG_NAME} in {pretrained_model_name_or_path}: {err}") from err

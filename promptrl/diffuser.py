@@ -14,22 +14,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import ModelHubMixin, snapshot_download
-from safetensors.torch import load_file, save_file
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from promptrl.checkpoint import CONFIG_NAME, WEIGHTS_NAME, JsonHubMixin, write_model_files
 from promptrl.diffusion import UPDATE_RULES, GaussianDiffusion, NoiseMLP, combine_gradients
 from promptrl.plm import PromptDT, _as_task_episodes
 from promptrl.segments import Episode, random_window, stack_windows
 from promptrl.transformer import Segment
 
-WEIGHTS_NAME, CONFIG_NAME, PLM_FOLDER = "model.safetensors", "config.json", "plm"
+PLM_FOLDER = "plm"
 
 
 @dataclass
@@ -76,7 +77,7 @@ class PromptDiffuserSettings:
     """Seeds initialization, batches and generation."""
 
 
-class PromptDiffuser(ModelHubMixin, library_name="promptrl", tags=["reinforcement-learning", "diffusion", "prompt-tuning"]):
+class PromptDiffuser(JsonHubMixin, library_name="promptrl", tags=["reinforcement-learning", "diffusion", "prompt-tuning"]):
     """Generates trajectory prompts for a frozen :class:`PromptDT`.
 
     :param plm: the pre-trained Prompt-DT (frozen here).
@@ -273,22 +274,8 @@ class PromptDiffuser(ModelHubMixin, library_name="promptrl", tags=["reinforcemen
 
     # ------------------------------------------------------------------ hub
     def _save_pretrained(self, save_directory: Path) -> None:
-        save_directory = Path(save_directory)
-        self.plm.save_pretrained(save_directory / PLM_FOLDER)
-        tmp = save_directory / (WEIGHTS_NAME + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
-        tmp.replace(save_directory / WEIGHTS_NAME)
-        tmp = save_directory / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(asdict(self.settings), indent=2))
-        tmp.replace(save_directory / CONFIG_NAME)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PromptDiffuser:
-        """Load a self-contained folder (its PLM in ``plm/``) or a Hub repo id."""
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"corrupt {CONFIG_NAME} in {pretrained_model_name_or_path}: {err}") from err
+        self.plm.save_pretrained(Path(save_directory) / PLM_FOLDER)
+        write_model_files(Path(save_directory), self.model, self.settings)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: Any = None, force_download: bool = False,

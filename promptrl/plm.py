@@ -21,48 +21,35 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from promptrl.checkpoint import atomic_folder, latest_folder, load_optimizer_tensors, optimizer_tensors
+from promptrl.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    JsonHubMixin,
+    atomic_folder,
+    latest_folder,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    write_model_files,
+)
 from promptrl.segments import Episode, SegmentSampler, SegmentSpec, episodes_of, stack_windows, state_statistics, window
 from promptrl.suites import TaskSuite, load_suite
 from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment
 
 log = logging.getLogger(__name__)
-WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 OBS_KEYS = ("states", "actions", "rtg", "timesteps", "mask")
 
 
 @dataclass
-class PromptDTSettings:
-    """Everything ``config.json`` holds: architecture, training hyperparameters, normalization."""
+class PromptDTSettings(PromptDTConfig):
+    """Everything ``config.json`` holds: the architecture (:class:`PromptDTConfig`), training
+    hyperparameters and normalization."""
 
-    obs_dim: int
-    """Observation size (from the env's observation space)."""
-    act_dim: int
-    """Action size (from the env's action space)."""
     suite: str | None = None
     """Suite the model was built for, if any."""
-    embed_dim: int = 128
-    """Token width."""
-    n_layer: int = 3
-    """Transformer blocks."""
-    n_head: int = 1
-    """Attention heads."""
-    activation: str = "relu"
-    """MLP activation."""
-    dropout: float = 0.1
-    """Dropout rate."""
-    context: int = 20
-    """K: history steps."""
-    prompt_length: int = 5
-    """K*: prompt steps."""
-    max_ep_len: int = 1000
-    """Timestep embedding size."""
-    use_prompt: bool = True
-    """False: MT-ORL (no prompts)."""
     learning_rate: float = 1e-4
     """AdamW learning rate."""
     weight_decay: float = 1e-4
@@ -165,7 +152,7 @@ action, _ = model.predict(obs, deterministic=True)
 
 
 class PromptDT(
-    ModelHubMixin,
+    JsonHubMixin,
     library_name="promptrl",
     license="mit",
     tags=["reinforcement-learning", "decision-transformer", "prompt-dt", "offline-rl"],
@@ -269,7 +256,7 @@ class PromptDT(
         self._sampler_seed += 1
         if self._optimizer is None:
             self._configure_optimizer()
-        self.network.train()
+        self.network.requires_grad_(True).train()  # a PromptDiffuser may have frozen it
         bar = tqdm(range(total_steps), desc="PromptDT", disable=not progress_bar)
         for _ in bar:
             history, prompt = sampler.sample(s.batch_per_task, self.device)
@@ -381,22 +368,7 @@ class PromptDT(
 
     # ------------------------------------------------------------------ hub
     def _save_pretrained(self, save_directory: Path) -> None:
-        save_directory = Path(save_directory)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-        tmp = save_directory / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        tmp.replace(save_directory / WEIGHTS_NAME)
-        tmp = save_directory / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(asdict(self.settings), indent=2))
-        tmp.replace(save_directory / CONFIG_NAME)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PromptDT:
-        """Load a model saved by ``save_pretrained`` from a local folder or a Hub repo id."""
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"corrupt {CONFIG_NAME} in {pretrained_model_name_or_path}: {err}") from err
+        write_model_files(Path(save_directory), self.network, self.settings)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: Any = None, force_download: bool = False,

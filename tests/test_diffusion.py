@@ -31,7 +31,7 @@ def test_posterior_closed_form(diffusion):
     """The posterior mean/variance agree with Bayes' rule on the Gaussian forward process."""
     x0, xk, k = torch.tensor([[0.3, -0.5]]), torch.tensor([[0.1, 0.2]]), torch.tensor([7])
     b = diffusion.betas[7].double()
-    abar, abar_prev = diffusion.alphas_cumprod[7].double(), diffusion.alphas_cumprod[6].double()
+    abar_prev = diffusion.alphas_cumprod[6].double()
     # q(x_{k-1}|x0) = N(sqrt(abar_prev) x0, 1 - abar_prev); q(x_k|x_{k-1}) = N(sqrt(1-b) x_{k-1}, b)
     prec = 1 / (1 - abar_prev) + (1 - b) / b
     mean = (abar_prev.sqrt() * x0.double() / (1 - abar_prev) + (1 - b).sqrt() * xk.double() / b) / prec

@@ -1,7 +1,6 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 import promptrl
 from promptrl.datasets import create_datasets
