@@ -43,7 +43,7 @@ def cmd_train_expert(args: argparse.Namespace) -> None:
         for quality, path in export_expert(args.suite, out).items():
             print(f"{quality} weights written to {path}")
         return
-    cfg = SACConfig(total_updates=args.updates, seed=args.seed)
+    cfg = SACConfig(total_updates=args.updates, seed=args.seed, n_envs=args.n_envs)
     print(f"training the {args.suite} expert in {out} (progress in {out / 'progress.csv'})")
     SACTrainer(args.suite, out, cfg).run()
 
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/experts/<suite>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--n-envs", type=int, default=4, help="env steps per gradient update")
     p.add_argument("--export-only", action="store_true",
                    help="skip training; copy the run's best actor (and a medium-return snapshot) into the package")
     p.set_defaults(func=cmd_train_expert)
