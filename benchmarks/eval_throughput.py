@@ -43,7 +43,7 @@ def raw(suite, n: int, steps: int) -> float:
 def ours(model: PromptDT, suite, n: int, steps: int) -> float:
     s = model.settings
     envs = gym.vector.SyncVectorEnv([lambda: suite.make_env(suite.test_tasks[0]) for _ in range(n)],
-                                    autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     obs, _ = envs.reset(seed=0)
     history = HistoryBuffer(n, s.context, s.obs_dim, s.act_dim)
     history.reset(np.arange(n), obs, s.rtg_target)

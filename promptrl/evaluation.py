@@ -80,7 +80,7 @@ def evaluate(
         prompt_obs = {f"prompt_{k}": np.stack([p[k] for p in prompts]) for k in prompts[0]}
     make = [lambda t=t: suite.make_env(t) for t in tasks]
     vec_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
-    envs = vec_cls(make, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    envs = vec_cls(make, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     obs, _ = envs.reset(seed=[int(x) for x in np.random.SeedSequence(seed).generate_state(n)])
     history = HistoryBuffer(n, s.context, s.obs_dim, s.act_dim)
     history.reset(np.arange(n), obs, s.rtg_target if rtg_target is None else rtg_target)

@@ -1,7 +1,9 @@
 """Batched rollouts of a policy on one task: the episodes that become a Minari dataset.
 
 All episodes of a call run together in a ``gymnasium.vector.SyncVectorEnv`` with one batched
-``policy.predict`` per step; each sub-env gets its own seed, so a call repeats exactly.
+``policy.predict`` per step; each sub-env gets its own seed, so a call repeats exactly. Episodes
+end at different times (Ant terminates when it falls): a finished sub-env is auto-reset by the
+vector env and what it does afterwards is masked out.
 """
 
 from __future__ import annotations
@@ -49,14 +51,15 @@ class Episode:
         return float(self.rewards.sum())
 
 
-def rollout(suite: TaskSuite, task: int, policy: Policy, n_episodes: int, seed: int = 0, deterministic: bool = True) -> list[Episode]:
+def rollout(suite: TaskSuite, task: int, policy: Policy, n_episodes: int, seed: int = 0, deterministic: bool = True,
+            env_kwargs: dict | None = None) -> list[Episode]:
     """Run ``n_episodes`` episodes of ``policy`` on ``task``, all in parallel, each to termination or the horizon."""
     if not isinstance(n_episodes, int) or n_episodes < 1:
         raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
     suite.check_task(task)
     seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(n_episodes)]
     envs = gym.vector.SyncVectorEnv(
-        [lambda: suite.make_env(task) for _ in range(n_episodes)], autoreset_mode=gym.vector.AutoresetMode.DISABLED
+        [lambda: suite.make_env(task, **(env_kwargs or {})) for _ in range(n_episodes)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
     )
     obs, _ = envs.reset(seed=seeds)
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []

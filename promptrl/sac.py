@@ -298,7 +298,7 @@ def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int =
     n = len(spec.tasks)
     tasks = np.repeat(np.arange(n), episodes)
     envs = gym.vector.SyncVectorEnv([lambda t=t: gym.make(spec.env_id, task=int(t)) for t in tasks],
-                                    autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     obs, _ = envs.reset(seed=[int(s) for s in np.random.SeedSequence(seed).generate_state(len(tasks))])
     goals = np.asarray(spec.tasks)[tasks]
     returns, alive = np.zeros(len(tasks)), np.ones(len(tasks), bool)
