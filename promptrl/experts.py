@@ -4,9 +4,10 @@ MuJoCo suites use a goal-conditioned SAC actor trained by :mod:`promptrl.sac` an
 safetensors in ``promptrl/experts/``; Meta-World reach uses Meta-World's scripted policy handed the
 true goal. Every expert has Stable-Baselines3's ``predict(obs, deterministic=True) -> (action, None)``.
 
+>>> import numpy as np
 >>> from promptrl import load_suite
 >>> expert = load_suite("cheetah-vel").expert(task=2)
->>> action, _ = expert.predict(expert_obs := __import__("numpy").zeros(17))
+>>> action, _ = expert.predict(np.zeros(17))
 >>> action.shape
 (6,)
 """

@@ -218,7 +218,7 @@ class PromptDT(
             [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=s.learning_rate
         )
         self._scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self._optimizer, lambda step: min(1.0, (s.steps_trained + 1) / max(1, s.warmup_steps))
+            self._optimizer, lambda _: min(1.0, (s.steps_trained + 1) / max(1, s.warmup_steps))  # resumes with the model
         )
 
     def loss(self, history: Segment, prompt: Segment | None) -> torch.Tensor:

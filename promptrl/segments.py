@@ -1,10 +1,9 @@
 """From Minari datasets to the training windows of a Prompt-DT: per-task episodes, state
 normalization, and seeded sampling of (history, prompt) segment pairs.
 
-A history window is K consecutive steps of an episode (left-padded near the episode's start is
-not needed: windows start anywhere and are right-aligned by left-padding when they run past the
-end); its prompt is a K*-step window of another episode of the same task (an expert
-demonstration), as in Prompt-DT's prompt augmentation.
+A history window is K consecutive steps starting anywhere in an episode, left-padded (mask 0) when
+it runs past the episode's end; its prompt is a K*-step window of a randomly drawn episode of the
+same task's prompt data (expert demonstrations), as in Prompt-DT's prompt augmentation.
 """
 
 from __future__ import annotations
@@ -79,7 +78,8 @@ class SegmentSpec:
 def window(ep: Episode, start: int, length: int, spec: SegmentSpec) -> tuple[np.ndarray, ...]:
     """Steps [start, start + length) of an episode, left-padded to ``length``: (states, actions, rtg, timesteps, mask)."""
     end = min(start + length, len(ep))
-    n, pad = end - start, length - (end - start)
+    assert end > start, "a window needs at least one step"
+    pad = length - (end - start)
     states = np.zeros((length, ep.observations.shape[1]), np.float32)
     actions = np.zeros((length, ep.actions.shape[1]), np.float32)
     rtg = np.zeros((length, 1), np.float32)
@@ -90,7 +90,6 @@ def window(ep: Episode, start: int, length: int, spec: SegmentSpec) -> tuple[np.
     rtg[pad:, 0] = ep.rtg[start:end] / spec.rtg_scale
     timesteps[pad:] = np.minimum(np.arange(start, end), spec.max_ep_len - 1)
     mask[pad:] = 1.0
-    assert n > 0
     return states, actions, rtg, timesteps, mask
 
 
