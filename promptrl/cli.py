@@ -62,7 +62,8 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = suite.datasets("train", args.quality)
     prompts = suite.datasets("train", "expert") if args.quality != "expert" else None
-    hyper = {"use_prompt": not args.no_prompt}
+    hyper = {"use_prompt": not args.no_prompt, "batch_per_task": args.batch_per_task,
+             "warmup_steps": args.warmup_steps, "learning_rate": args.learning_rate}
     model = PromptDT.load_checkpoint(out / "checkpoint", device=args.device)
     if model is None:
         model = PromptDT(suite, device=args.device, seed=args.seed, **hyper)
@@ -87,8 +88,23 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
             chunk = min(args.checkpoint_steps, args.steps - model.settings.steps_trained)
             model.learn(data, total_steps=chunk, prompt_datasets=prompts, callback=log_step, progress_bar=True)
             model.save_checkpoint(out / "checkpoint")
+            if args.eval_episodes:
+                _log_evaluation(model, suite, out / "eval.csv", args.eval_episodes, args.seed)
     model.save_pretrained(out / "final")
     print(f"done: {out / 'final'}")
+
+
+def _log_evaluation(model, suite, path: Path, episodes: int, seed: int) -> None:
+    """Append the test-split return with expert prompts (no prompt for MT-ORL) to a CSV."""
+    from promptrl.evaluation import evaluate
+
+    result = evaluate(model, suite, split="test", n_episodes=episodes, prompt="expert", seed=seed)
+    new = not path.exists()
+    with open(path, "a") as f:
+        if new:
+            f.write("step,test_return,test_std\n")
+        f.write(f"{model.settings.steps_trained},{result.mean:.2f},{result.std:.2f}\n")
+    print(f"step {model.settings.steps_trained}: test return {result.mean:.1f} +- {result.std:.1f}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -134,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50_000, help="total gradient steps")
     p.add_argument("--quality", choices=QUALITIES, default="expert", help="training data quality")
     p.add_argument("--no-prompt", action="store_true", help="train MT-ORL (no prompts)")
+    p.add_argument("--batch-per-task", type=int, default=16, help="sequences per task in each batch (new runs)")
+    p.add_argument("--warmup-steps", type=int, default=10_000, help="learning-rate warm-up (new runs)")
+    p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (new runs)")
     p.add_argument("--checkpoint-steps", type=int, default=1000, help="steps between atomic checkpoints")
+    p.add_argument("--eval-episodes", type=int, default=0,
+                   help="after each checkpoint, evaluate this many episodes per test task into eval.csv")
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/plm/<suite>)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)

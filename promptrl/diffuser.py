@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,8 @@ class PromptDiffuserSettings:
     """Per-feature minimum of the (state, action, reward) tokens (set by the first ``learn``)."""
     x_max: list[float] | None = None
     """Per-feature maximum of the (state, action, reward) tokens."""
-    conditions: list[list[float]] | None = None
-    """A bank of conditions y from the latest ``learn`` data, drawn from at generation."""
+    conditions: dict[str, list[list[float]]] | None = None
+    """Per task (key: task index), the conditions y of the latest ``learn`` data, drawn from at generation."""
     seed: int = 0
     """Seeds initialization, batches and generation."""
 
@@ -236,25 +237,42 @@ class PromptDiffuser(JsonHubMixin, library_name="promptrl", tags=["reinforcement
     def _remember_conditions(self, tasks: dict[int, list[Episode]]) -> None:
         """Keep the conditions y of every whole prompt window of the data (the few-shot data after fine-tuning)."""
         p = self.plm.settings
-        windows = [self._raw_window(e, t, p.prompt_length) for eps in tasks.values() for e in eps
-                   for t in range(0, len(e) - p.prompt_length + 1)]
-        _, y = self._encode(windows)
-        self.settings.conditions = y.cpu().tolist()
+        self.settings.conditions = {}
+        for task, eps in tasks.items():
+            windows = [self._raw_window(e, t, p.prompt_length) for e in eps for t in range(0, len(e) - p.prompt_length + 1)]
+            self.settings.conditions[str(task)] = self._encode(windows)[1].cpu().tolist()
+
+    def _conditions(self, n: int, task: int | Sequence[int] | None) -> torch.Tensor:
+        """Draw ``n`` conditions y: from the bank of ``task`` (one task, or one per prompt), else from all."""
+        banks = self.settings.conditions
+        if not banks:
+            raise RuntimeError("the generator has no conditions yet: call learn() first")
+        tasks = [task] * n if task is None or isinstance(task, (int, np.integer)) else list(task)
+        if len(tasks) != n:
+            raise ValueError(f"task must be one task index or {n} of them, got {len(tasks)}")
+        pooled = [y for bank in banks.values() for y in bank]
+        missing = sorted({int(t) for t in tasks if t is not None and str(int(t)) not in banks})
+        if missing:
+            warnings.warn(f"no few-shot data of task(s) {missing} was learned: their prompts are conditioned on "
+                          f"all learned tasks ({sorted(banks, key=int)}); call learn() on their data first", stacklevel=3)
+        out = []
+        for t in tasks:
+            bank = banks.get(str(int(t)), pooled) if t is not None else pooled
+            out.append(bank[int(torch.randint(0, len(bank), (1,), generator=self._generator, device=self.device))])
+        return torch.tensor(out, device=self.device, dtype=torch.float32)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate_prompt(self, n: int = 1, rtg: float | None = None, temperature: float | None = None) -> list[dict[str, torch.Tensor]]:
+    def generate_prompt(self, n: int = 1, rtg: float | None = None, temperature: float | None = None,
+                        task: int | Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts for the PLM (raw units, on the model's device): dicts of states, actions, rtg,
-        timesteps and mask. Conditions come from the latest ``learn`` data; ``rtg`` replaces their
-        return-to-go (e.g. zero-shot: the target return only)."""
+        timesteps and mask. Conditions come from the latest ``learn`` data of ``task`` (one index or
+        one per prompt; wrappers pass their env's task), of all learned tasks when None; ``rtg``
+        replaces their return-to-go (e.g. zero-shot: the target return only)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        if not self.settings.conditions:
-            raise RuntimeError("the generator has no conditions yet: call learn() first")
         p = self.plm.settings
-        bank = torch.tensor(self.settings.conditions, device=self.device)
-        idx = torch.randint(0, len(bank), (n,), generator=self._generator, device=self.device)
-        y = bank[idx].clone()
+        y = self._conditions(n, task)
         if rtg is not None:
             y[:, : p.prompt_length] = float(rtg) / p.rtg_scale
         self.model.eval()

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from promptrl.suites import TaskSuite, load_suite
-from promptrl.wrappers import HistoryBuffer, PromptSource, resolve_prompt
+from promptrl.wrappers import HistoryBuffer, PromptSource, generate_prompts, resolve_prompt
 
 
 @dataclass
@@ -74,7 +74,7 @@ def evaluate(
     prompts = None
     if s.use_prompt:
         if callable(prompt) and not isinstance(prompt, (str, dict)):  # a generator: one batched call
-            prompts = [resolve_prompt(plm, p, rng) for p in prompt(n)]
+            prompts = [resolve_prompt(plm, p, rng) for p in generate_prompts(prompt, n, tasks)]
         else:
             prompts = [resolve_prompt(plm, prompt, rng, suite.name, t) for t in tasks]
         prompt_obs = {f"prompt_{k}": np.stack([p[k] for p in prompts]) for k in prompts[0]}

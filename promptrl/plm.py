@@ -35,7 +35,7 @@ from promptrl.checkpoint import (
     optimizer_tensors,
     write_model_files,
 )
-from promptrl.segments import Episode, SegmentSampler, SegmentSpec, episodes_of, stack_windows, state_statistics, window
+from promptrl.segments import Episode, SegmentSampler, SegmentSpec, dataset_task, episodes_of, stack_windows, state_statistics, window
 from promptrl.suites import TaskSuite, load_suite
 from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment
 
@@ -106,7 +106,9 @@ def _as_task_episodes(data: Any, obs_dim: int, act_dim: int, arg: str) -> dict[i
     if isinstance(data, Mapping):
         items = list(data.items())
     elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-        items = list(enumerate(data))
+        # A task's own index when the dataset records it, else its position in the list.
+        items = [(dataset_task(d) if isinstance(d, minari.MinariDataset) and dataset_task(d) is not None else i, d)
+                 for i, d in enumerate(data)]
     else:
         raise TypeError(f"{arg} must be a MinariDataset, a list of them (one per task) or a {{task: dataset}} dict, got {type(data).__name__}")
     if not items:

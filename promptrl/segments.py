@@ -57,6 +57,13 @@ def episodes_of(dataset: minari.MinariDataset, obs_dim: int | None = None, act_d
     return out
 
 
+def dataset_task(dataset: minari.MinariDataset) -> int | None:
+    """The task index a promptrl dataset was recorded on (``task`` of its env spec), if known."""
+    env_spec = dataset.spec.env_spec
+    task = env_spec.kwargs.get("task") if env_spec is not None else None
+    return int(task) if isinstance(task, (int, np.integer)) else None
+
+
 def state_statistics(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (floored at 1e-6) of the observations of all episodes."""
     obs = np.concatenate([e.observations for e in episodes])

@@ -20,6 +20,7 @@ observation, so ``obs, info = env.reset(); action, _ = model.predict(obs)`` work
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -78,7 +79,7 @@ def resolve_prompt(model: PromptDT, prompt: PromptSource, rng: np.random.Generat
 
     length = model.settings.prompt_length
     if callable(prompt) and not isinstance(prompt, Mapping):
-        prompt = prompt(1)[0]
+        prompt = generate_prompts(prompt, 1, [task])[0]
     if isinstance(prompt, str):
         if suite is None or task is None or task < 0:
             raise ValueError(f"prompt={prompt!r} needs a promptrl task env; pass a prompt dict or a dataset instead")
@@ -98,6 +99,16 @@ def resolve_prompt(model: PromptDT, prompt: PromptSource, rng: np.random.Generat
         raise ValueError(f"prompt['states'] must have shape ({length}, {model.settings.obs_dim}) for this model, got {out['states'].shape}")
     out["rtg"] = out["rtg"].reshape(length, 1)
     return {k: v.astype(np.int64 if k == "timesteps" else np.float32) for k, v in out.items()}
+
+
+def generate_prompts(generator: Callable[..., list], n: int, tasks: list[int | None]) -> list:
+    """Call a prompt generator once for ``n`` prompts, passing the tasks (``task=``) when it accepts them."""
+    try:
+        takes_task = "task" in inspect.signature(generator).parameters
+    except (TypeError, ValueError):
+        takes_task = False
+    known = [t if t is not None and t >= 0 else None for t in tasks]
+    return generator(n, task=known) if takes_task else generator(n)
 
 
 def observation_space(model: PromptDT) -> gym.spaces.Dict:
@@ -207,14 +218,21 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
         if not self.plm.settings.use_prompt or len(idx) == 0:
             return
         src = self.prompt_source
+        suites, tasks = self._env_attr("suite"), self._env_attr("task")
         if callable(src) and not isinstance(src, Mapping):
-            new = [resolve_prompt(self.plm, p, self._rng) for p in src(len(idx))]
+            new = [resolve_prompt(self.plm, p, self._rng) for p in generate_prompts(src, len(idx), [tasks[i] for i in idx])]
         else:
-            suites, tasks = self.env.get_attr("suite"), self.env.get_attr("task")
             new = [resolve_prompt(self.plm, src, self._rng, suites[i], tasks[i]) for i in idx]
         for j, i in enumerate(idx):
             for k, v in new[j].items():
                 self.prompts.setdefault(k, np.zeros((self.num_envs, *v.shape), v.dtype))[i] = v
+
+    def _env_attr(self, name: str) -> tuple:
+        """A sub-env attribute (``suite``, ``task``) per sub-env, None where an env lacks it."""
+        try:
+            return tuple(self.env.get_attr(name))
+        except AttributeError:
+            return (None,) * self.num_envs
 
     def _obs(self) -> dict[str, np.ndarray]:
         obs = self.history.observation()

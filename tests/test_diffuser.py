@@ -45,7 +45,7 @@ def test_downstream_loss_reaches_the_noise_model(setup):
     rng = np.random.default_rng(0)
     episode = episodes_of(data[0])[0]
     history = stack_windows([random_window(episode, plm.settings.context, plm._segment_spec(), rng) for _ in range(2)])
-    y = torch.tensor(pd.settings.conditions[:2])
+    y = torch.tensor(next(iter(pd.settings.conditions.values()))[:2])
     x0 = pd.diffusion.sample(pd.model, y, pd.x_dim, torch.Generator().manual_seed(0), keep_grad=True)
     loss = plm.loss(history, pd._decode(x0, y))
     names, params = zip(*pd.model.named_parameters())
@@ -108,3 +108,24 @@ def test_bad_input(setup):
     create_datasets(vel, "random", tasks=[2], episodes=1)
     with pytest.raises(ValueError, match="observations of size 17, the model expects 39"):
         PromptDiffuser(plm, **TINY).learn(vel.dataset(2, "random"), progress_bar=False)
+
+
+def test_prompts_are_conditioned_on_their_own_task(setup):
+    """Conditions are kept per task (the dataset's own task index); wrappers pass their env's task."""
+    suite, data, plm = setup
+    pd = PromptDiffuser(plm, **TINY).learn(data, progress_bar=False)
+    assert sorted(pd.settings.conditions) == ["6", "9"]
+    k = plm.settings.prompt_length
+    for task in (6, 9):
+        bank = {round(row[0] * plm.settings.rtg_scale, 3) for row in pd.settings.conditions[str(task)]}
+        prompts = pd.generate_prompt(4, task=task)
+        assert all(round(float(p["rtg"][0, 0]), 3) in bank for p in prompts)
+        assert all(p["rtg"].shape == (k, 1) for p in prompts)
+    env = PromptWrapper(suite.make_env(9), pd)
+    obs, _ = env.reset(seed=0)
+    bank9 = {round(row[0] * plm.settings.rtg_scale, 3) for row in pd.settings.conditions["9"]}
+    assert round(float(obs["prompt_rtg"][0, 0]), 3) in bank9
+    with pytest.warns(UserWarning, match="task"):
+        pd.generate_prompt(1, task=0)
+    with pytest.raises(ValueError, match="task"):
+        pd.generate_prompt(3, task=[6, 9])
