@@ -1,4 +1,4 @@
-"""The ``promptrl`` command: suites, datasets and expert training."""
+"""The ``promptrl`` command: suites, datasets, training, evaluation and the Table 1 reproduction."""
 
 from __future__ import annotations
 
@@ -107,13 +107,75 @@ def _log_evaluation(model, suite, path: Path, episodes: int, seed: int) -> None:
     print(f"step {model.settings.steps_trained}: test return {result.mean:.1f} +- {result.std:.1f}")
 
 
+def cmd_train_diffuser(args: argparse.Namespace) -> None:
+    import torch
+
+    from promptrl.diffuser import PromptDiffuser
+    from promptrl.plm import PromptDT
+
+    torch.set_num_threads(args.threads)
+    suite = load_suite(args.suite)
+    hub = Path(args.hub) / args.suite
+    plm = PromptDT.from_pretrained(Path(args.plm) if args.plm else hub / "plm", device=args.device)
+    pretrained = hub / "pretrained"
+    if args.stage == "pretrain":
+        data = suite.datasets("train", "expert")
+        pd = (PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device) if (pretrained / "config.json").is_file()
+              else PromptDiffuser(plm, seed=args.seed))
+        total = args.epochs * pd.settings.steps_per_epoch
+        print(f"pre-training the {args.suite} prompt generator on {len(data)} training tasks: "
+              f"{pd.settings.steps_trained}/{total} steps done, saved every epoch to {pretrained}")
+        while pd.settings.steps_trained < total:
+            pd.learn(data, epochs=1, progress_bar=True)
+            pd.save_generator(pretrained)
+        return
+    pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device)
+    pd.set_random_seed(args.seed)
+    few_shot = [suite.dataset(t, "expert", episodes=args.few_shot_episodes) for t in suite.test_tasks]
+    print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of each test task {suite.test_tasks} for {args.epochs} epochs")
+    pd.learn(few_shot, epochs=args.epochs, progress_bar=True)
+    pd.save_pretrained(hub)
+    print(f"saved {hub}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from promptrl.diffuser import PLM_FOLDER, PromptDiffuser
     from promptrl.evaluation import evaluate
     from promptrl.plm import PromptDT
 
-    model = PromptDT.from_pretrained(args.model, device=args.device)
-    print(evaluate(model, args.suite, split=args.split, n_episodes=args.episodes, prompt=args.prompt, seed=args.seed,
+    if (Path(args.model) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: prompts come from its generator
+        model, prompt = PromptDiffuser.from_pretrained(args.model, device=args.device), None
+    else:
+        model, prompt = PromptDT.from_pretrained(args.model, device=args.device), args.prompt
+    print(evaluate(model, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
                    progress_bar=True))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    import shlex
+    from dataclasses import replace
+
+    import torch
+
+    from promptrl import reproduce as r
+
+    torch.set_num_threads(args.threads)
+    budget = r.QUICK if args.quick else r.FULL
+    if args.seeds is not None:
+        budget = replace(budget, seeds=args.seeds)
+    if args.episodes is not None:
+        budget = replace(budget, episodes=args.episodes)
+    if args.epochs is not None:
+        budget = replace(budget, epochs=args.epochs)
+    suites = list(r.TABLE1_SUITES) if args.suite == "all" else [args.suite]
+    out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
+    summaries = {}
+    for name in suites:
+        summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, args.hub, args.device)
+        print(f"\n{name} (test split, mean ± std over {budget.seeds} seed(s); paper beside):")
+        print(r.suite_table(name, summaries[name]))
+    command = "promptrl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(f"\nwritten {r.write_results(summaries, out, command, budget)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,7 +224,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.set_defaults(func=cmd_train_plm)
 
-    p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT on a suite split")
+    p = train.add_parser("diffuser", help="pre-train the prompt generator on the training tasks, or fine-tune it on the test tasks' few-shot data")
+    p.add_argument("suite", choices=available_suites())
+    p.add_argument("--stage", choices=("pretrain", "finetune"), default="pretrain",
+                   help="pretrain: into <hub>/<suite>/pretrained (resumes per epoch); finetune: from there into <hub>/<suite>")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of 100 steps")
+    p.add_argument("--few-shot-episodes", type=int, default=1, help="expert episodes per test task (finetune)")
+    p.add_argument("--plm", default=None, help="PLM folder (default: <hub>/<suite>/plm)")
+    p.add_argument("--hub", default="hub_models")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.set_defaults(func=cmd_train_diffuser)
+
+    p = sub.add_parser("reproduce", help="Table 1: every method on a suite's test split, beside the paper's numbers")
+    p.add_argument("suite", choices=["all", *available_suites()])
+    p.add_argument("--quick", action="store_true", help="1 seed, 3 episodes per task, 50 adaptation steps (minutes)")
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per test task")
+    p.add_argument("--epochs", type=int, default=None, help="adaptation epochs (default: 20 of 100 steps, Table 4)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help="subset of the Table 1 methods (quote names)")
+    p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
+    p.add_argument("--hub", default="hub_models", help="where the shipped models live")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT or Prompt Diffuser on a suite split")
     p.add_argument("model", help="folder or Hub repo id")
     p.add_argument("suite", choices=available_suites())
     p.add_argument("--split", choices=("train", "test", "all"), default="test")

@@ -76,6 +76,8 @@ class PromptDiffuserSettings:
     """Per task (key: task index), the conditions y of the latest ``learn`` data, drawn from at generation."""
     seed: int = 0
     """Seeds initialization, batches and generation."""
+    steps_trained: int = 0
+    """Gradient steps done so far (all ``learn`` calls)."""
 
 
 class PromptDiffuser(JsonHubMixin, library_name="promptrl", tags=["reinforcement-learning", "diffusion", "prompt-tuning"]):
@@ -118,6 +120,12 @@ class PromptDiffuser(JsonHubMixin, library_name="promptrl", tags=["reinforcement
         self._optimizer: torch.optim.Optimizer | None = None
         self._generator = torch.Generator(device=self.device).manual_seed(s.seed)
         self._rng = np.random.default_rng(s.seed)
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed batch sampling, noise and generation (as Stable-Baselines3's ``set_random_seed``)."""
+        self.settings.seed = int(seed)
+        self._generator.manual_seed(self.settings.seed)
+        self._rng = np.random.default_rng(self.settings.seed)
 
     def num_parameters(self) -> int:
         """Trainable parameters (the noise model; the PLM is frozen)."""
@@ -221,6 +229,7 @@ class PromptDiffuser(JsonHubMixin, library_name="promptrl", tags=["reinforcement
                 torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
                 self._optimizer.step()
                 step += 1
+                s.steps_trained += 1
                 values = {"loss_dm": loss_dm.item(), "loss_dt": loss_dt.item()}
                 if not all(math.isfinite(v) for v in values.values()):
                     raise FloatingPointError(f"training loss became non-finite at step {step}: {values}")
@@ -295,17 +304,31 @@ class PromptDiffuser(JsonHubMixin, library_name="promptrl", tags=["reinforcement
         self.plm.save_pretrained(Path(save_directory) / PLM_FOLDER)
         write_model_files(Path(save_directory), self.model, self.settings)
 
+    def save_generator(self, folder: str | Path) -> None:
+        """Save the generator alone (config + weights, no PLM); load it with ``from_pretrained(folder, plm=plm)``."""
+        from promptrl.checkpoint import atomic_folder
+
+        with atomic_folder(Path(folder)) as tmp:
+            write_model_files(tmp, self.model, self.settings)
+
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: Any = None, force_download: bool = False,
-                         local_files_only: bool = False, token: Any = None, device: str = "cpu", **_: Any) -> PromptDiffuser:
+                         local_files_only: bool = False, token: Any = None, device: str = "cpu", plm: PromptDT | None = None,
+                         **_: Any) -> PromptDiffuser:
+        """``plm=`` reuses an already loaded PLM (then the folder needs no ``plm/``, e.g. a generator saved with
+        ``save_generator``)."""
         folder = Path(model_id)
         if not folder.is_dir():
             folder = Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
                                             local_files_only=local_files_only, token=token))
-        for name in (CONFIG_NAME, WEIGHTS_NAME, f"{PLM_FOLDER}/{CONFIG_NAME}", f"{PLM_FOLDER}/{WEIGHTS_NAME}"):
+        needed = (CONFIG_NAME, WEIGHTS_NAME) + (() if plm is not None else (f"{PLM_FOLDER}/{CONFIG_NAME}", f"{PLM_FOLDER}/{WEIGHTS_NAME}"))
+        for name in needed:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{name} not found in {model_id}: a PromptDiffuser folder holds its PLM in {PLM_FOLDER}/")
-        plm = PromptDT.from_pretrained(folder / PLM_FOLDER, device=device)
+        if plm is None:
+            plm = PromptDT.from_pretrained(folder / PLM_FOLDER, device=device)
+        elif not isinstance(plm, PromptDT):
+            raise TypeError(f"plm must be a PromptDT, got {type(plm).__name__}")
         try:
             settings = json.loads((folder / CONFIG_NAME).read_text())
         except json.JSONDecodeError as err:

@@ -51,11 +51,13 @@ def evaluate(
     rtg_target: float | None = None,
     vectorization: str = "sync",
     progress_bar: bool = False,
+    tasks: list[int] | None = None,
 ) -> EvalResult:
     """Run ``n_episodes`` episodes on every task of ``split`` together and return their returns.
 
     :param prompt: as for :class:`~promptrl.wrappers.PromptWrapper` (one prompt per episode, seeded).
     :param vectorization: ``"sync"`` or ``"async"`` (one process per episode).
+    :param tasks: evaluate these task indices instead of the whole split.
     """
     suite = load_suite(suite) if isinstance(suite, str) else suite
     if not isinstance(n_episodes, int) or n_episodes < 1:
@@ -66,7 +68,11 @@ def evaluate(
     s = plm.settings
     if (s.obs_dim, s.act_dim) != (suite.spec.obs_dim, suite.spec.act_dim):
         raise ValueError(f"model sizes ({s.obs_dim}, {s.act_dim}) do not match suite {suite.name!r} ({suite.spec.obs_dim}, {suite.spec.act_dim})")
-    tasks = [t for t in suite.split(split) for _ in range(n_episodes)]
+    if tasks is not None:
+        bad = [t for t in tasks if not isinstance(t, (int, np.integer)) or not 0 <= t < len(suite.tasks)]
+        if bad or not tasks:
+            raise ValueError(f"tasks must be task indices of suite {suite.name!r} (0..{len(suite.tasks) - 1}), got {tasks!r}")
+    tasks = [int(t) for t in (suite.split(split) if tasks is None else tasks) for _ in range(n_episodes)]
     n = len(tasks)
     rng = np.random.default_rng(seed)
     if s.use_prompt and prompt is None:

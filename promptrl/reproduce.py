@@ -1,0 +1,241 @@
+"""Table 1 of the Prompt Diffuser paper, end to end: every method on a suite's test split with the
+same frozen PLM, the same few-shot data and the same evaluation.
+
+Per suite: the test tasks' datasets are generated if missing; the shipped PLM, MT-ORL model and
+pre-trained prompt generator are loaded from ``hub_models/<suite>/``; then, for every seed and test
+task, each method adapts on the task's few-shot data (its first ``few_shot_episodes`` expert
+episodes; Prompt-DT-FT-Full: the whole expert dataset) and is evaluated on that task. Each
+(method, seed) result is written as JSON as soon as it is done, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from promptrl.datasets import create_datasets
+from promptrl.evaluation import evaluate
+from promptrl.suites import TaskSuite, load_suite
+
+TABLE1_SUITES = ("cheetah-dir", "cheetah-vel", "ant-dir", "mw-reach")
+METHODS = ("Prompt-DT-Random", "Prompt-DT-Expert", "MT-ORL", "Soft Prompt", "Adaptor", "Prompt-DT-FT",
+           "Prompt-Tuning DT", "Prompt Diffuser", "Prompt-DT-FT-Full")
+PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.json"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much adaptation and evaluation each method gets (Table 4 defaults = the full run)."""
+
+    seeds: int = 3
+    episodes: int = 10
+    """Evaluation episodes per test task."""
+    few_shot_episodes: int = 1
+    """Expert episodes of a test task a method may adapt on."""
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    full_epochs: int = 100
+    """Epochs of Prompt-DT-FT-Full (on the whole expert dataset of the task)."""
+
+
+FULL = Budget()
+QUICK = Budget(seeds=1, episodes=3, epochs=2, steps_per_epoch=25, full_epochs=4)
+"""``--quick``: one seed, 3 episodes per task, 50 adaptation steps (200 for FT-Full)."""
+
+
+def hub_folder(suite: str, root: str | Path = "hub_models") -> Path:
+    return Path(root) / suite
+
+
+@dataclass
+class Context:
+    suite: TaskSuite
+    budget: Budget
+    hub: Path
+    device: str
+    plm: Any = None
+    mt_orl: Any = None
+
+    def load_models(self) -> None:
+        from promptrl.plm import PromptDT
+
+        missing = [p for p in (self.hub / "plm", self.hub / "mt-orl", self.hub / "pretrained") if not (p / "config.json").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{', '.join(map(str, missing))} not found: reproduce needs the shipped models of {self.suite.name!r} "
+                f"(hub_models/{self.suite.name}/plm, mt-orl and pretrained; see `promptrl train plm` / `promptrl train diffuser`)"
+            )
+        self.plm = PromptDT.from_pretrained(self.hub / "plm", device=self.device)
+        self.mt_orl = PromptDT.from_pretrained(self.hub / "mt-orl", device=self.device)
+
+    def few_shot(self, task: int) -> Any:
+        return self.suite.dataset(task, "expert", episodes=self.budget.few_shot_episodes)
+
+
+def _adapt(method: Any, data: Any, epochs: int, budget: Budget) -> Any:
+    return method.learn(data, epochs=epochs, steps_per_epoch=budget.steps_per_epoch, progress_bar=False)
+
+
+def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
+    """The adapted model of ``name`` for one test task (trained here where the method trains)."""
+    from promptrl import baselines
+    from promptrl.diffuser import PromptDiffuser
+
+    b = ctx.budget
+    if name == "MT-ORL":
+        return ctx.mt_orl
+    if name in ("Prompt-DT-Random", "Prompt-DT-Expert"):
+        quality = "random" if name.endswith("Random") else "expert"
+        source = ctx.suite.dataset(task, quality) if quality == "random" else ctx.few_shot(task)
+        return baselines.FixedPrompt(ctx.plm, seed=seed).learn(source, progress_bar=False)
+    if name == "Prompt Diffuser":
+        pd = PromptDiffuser.from_pretrained(ctx.hub / "pretrained", plm=ctx.plm, device=ctx.device)
+        pd.set_random_seed(seed)
+        return _adapt(pd, ctx.few_shot(task), b.epochs, b)
+    if name == "Prompt-DT-FT-Full":
+        return _adapt(baselines.FineTune(ctx.plm, seed=seed), ctx.suite.dataset(task, "expert"), b.full_epochs, b)
+    cls = {"Soft Prompt": baselines.SoftPrompt, "Adaptor": baselines.Adaptor, "Prompt-DT-FT": baselines.FineTune,
+           "Prompt-Tuning DT": baselines.PromptTuningDT}[name]
+    return _adapt(cls(ctx.plm, seed=seed), ctx.few_shot(task), b.epochs, b)
+
+
+def trainable_parameters(name: str, ctx: Context, task: int) -> int:
+    """Parameters the method trains, measured from a freshly built instance (no training)."""
+    from promptrl import baselines
+    from promptrl.diffuser import PromptDiffuser
+
+    if name in ("Prompt-DT-Random", "Prompt-DT-Expert", "MT-ORL"):
+        return 0
+    if name == "Prompt Diffuser":
+        return PromptDiffuser.from_pretrained(ctx.hub / "pretrained", plm=ctx.plm, device=ctx.device).num_parameters()
+    cls = {"Soft Prompt": baselines.SoftPrompt, "Adaptor": baselines.Adaptor, "Prompt-DT-FT": baselines.FineTune,
+           "Prompt-DT-FT-Full": baselines.FineTune, "Prompt-Tuning DT": baselines.PromptTuningDT}[name]
+    return cls(ctx.plm).num_parameters()
+
+
+def run_cell(name: str, ctx: Context, seed: int, path: Path) -> dict[str, Any]:
+    """One (method, seed): adapt and evaluate on every test task; the JSON at ``path`` makes it resumable."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    returns: dict[str, list[float]] = {}
+    for task in ctx.suite.test_tasks:
+        torch.manual_seed(seed)
+        model = build_method(name, ctx, task, seed)
+        prompt = None if getattr(getattr(model, "plm", model), "settings").use_prompt else "expert"
+        result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=prompt, seed=seed)
+        returns[str(task)] = result.returns[task]
+    cell = {"method": name, "seed": seed, "returns": returns,
+            "mean": float(np.mean([np.mean(r) for r in returns.values()]))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cell, indent=1))
+    tmp.replace(path)
+    return cell
+
+
+def ensure_datasets(suite: TaskSuite, budget: Budget) -> None:
+    """Create the test tasks' expert and random datasets that are missing (seeded, atomic)."""
+    for quality in ("expert", "random"):
+        create_datasets(suite, quality, tasks=list(suite.test_tasks), progress_bar=True)
+
+
+def paper_table() -> dict[str, Any]:
+    return json.loads(PAPER_TABLES.read_text())["table1"]
+
+
+def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[str] = METHODS, out: str | Path = "results",
+                    hub_root: str | Path = "hub_models", device: str = "cpu") -> dict[str, dict[str, Any]]:
+    """Run every method on one suite; returns ``{method: {"seeds": [means], "mean", "std", "params"}}``."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    suite = load_suite(suite_name)
+    ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device)
+    ensure_datasets(suite, budget)
+    ctx.load_models()
+    runs = Path(out) / "runs" / suite_name
+    summary: dict[str, dict[str, Any]] = {}
+    cells = [(m, s) for m in methods for s in range(budget.seeds)]
+    for name, seed in tqdm(cells, desc=f"reproduce {suite_name}"):
+        cell = run_cell(name, ctx, seed, runs / name.replace(" ", "_") / f"seed{seed}.json")
+        summary.setdefault(name, {"seeds": []})["seeds"].append(cell["mean"])
+    plm_params = ctx.plm.num_parameters()
+    for name, row in summary.items():
+        row["mean"], row["std"] = float(np.mean(row["seeds"])), float(np.std(row["seeds"]))
+        row["params"] = trainable_parameters(name, ctx, suite.test_tasks[0])
+        row["percentage"] = 100.0 * row["params"] / plm_params
+    return summary
+
+
+def _fmt(mean_std: Sequence[float] | None) -> str:
+    return "—" if mean_std is None else f"{mean_std[0]:.1f} ± {mean_std[1]:.1f}"
+
+
+def _size(n: int) -> str:
+    return "—" if n == 0 else (f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.2f}K")
+
+
+def suite_table(suite_name: str, summary: dict[str, dict[str, Any]]) -> str:
+    """Markdown: one row per method, ours beside the paper's."""
+    paper = paper_table()
+    cols = paper["columns"]
+    rows = ["| method | ours (mean ± std over seeds) | paper | trainable params | % of PLM |", "|---|---|---|---|---|"]
+    for name, row in summary.items():
+        ref = paper.get(suite_name, [None] * len(cols))[cols.index(name)] if suite_name in paper else None
+        rows.append(f"| {name} | {row['mean']:.1f} ± {row['std']:.1f} | {_fmt(ref)} | {_size(row['params'])} | "
+                    f"{row['percentage']:.4g}% |")
+    return "\n".join(rows)
+
+
+def table1(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown in the paper's Table 1 layout: suites as rows, methods as columns, ours (paper)."""
+    paper = paper_table()
+    methods = [m for m in METHODS if any(m in s for s in summaries.values())]
+    head = "| suite | " + " | ".join(methods) + " |"
+    rows = [head, "|" + "---|" * (len(methods) + 1)]
+    for suite_name, summary in summaries.items():
+        cells = []
+        for m in methods:
+            ours = summary.get(m)
+            ref = paper[suite_name][paper["columns"].index(m)] if suite_name in paper else None
+            cells.append(("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}") + f" ({_fmt(ref)})")
+        rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
+    any_summary = next(iter(summaries.values()))
+    rows.append("| Sizes | " + " | ".join(_size(any_summary[m]["params"]) if m in any_summary else "—" for m in methods) + " |")
+    rows.append("| Percentage | " + " | ".join(f"{any_summary[m]['percentage']:.4g}%" if m in any_summary else "—" for m in methods) + " |")
+    return "\n".join(rows)
+
+
+def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Path, command: str, budget: Budget) -> Path:
+    """Write ``table1.md`` and ``table1.csv`` under ``out``; returns the markdown path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.date.today().isoformat()
+    hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " + (
+        torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+    text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {stamp}  ", f"Hardware: {hardware}  ",
+            f"Budget: {json.dumps(asdict(budget))}\n",
+            "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
+            table1(summaries), ""]
+    for suite_name, summary in summaries.items():
+        text += [f"\n## {suite_name}\n", suite_table(suite_name, summary), ""]
+    md = out / "table1.md"
+    md.write_text("\n".join(text))
+    with open(out / "table1.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["suite", "method", "mean", "std", "seeds", "params", "percentage"])
+        for suite_name, summary in summaries.items():
+            for m, row in summary.items():
+                w.writerow([suite_name, m, f"{row['mean']:.2f}", f"{row['std']:.2f}", " ".join(f"{x:.2f}" for x in row["seeds"]),
+                            row["params"], f"{row['percentage']:.6f}"])
+    return md
