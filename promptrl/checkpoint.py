@@ -76,6 +76,13 @@ def write_model_files(folder: Path, module: torch.nn.Module, settings: Any) -> N
 class JsonHubMixin(ModelHubMixin):
     """``ModelHubMixin`` whose ``from_pretrained`` reports a corrupt ``config.json`` as a ``ValueError``."""
 
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Any:
+        """Save weights, config and a model card; the card is rewritten from the model's settings on every save."""
+        card = Path(save_directory) / "README.md"
+        if card.is_file():
+            card.unlink()
+        return super().save_pretrained(save_directory, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Any:
         """Load a model saved by ``save_pretrained`` from a local folder or a Hub repo id."""

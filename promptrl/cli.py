@@ -90,6 +90,12 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
             model.save_checkpoint(out / "checkpoint")
             if args.eval_episodes:
                 _log_evaluation(model, suite, out / "eval.csv", args.eval_episodes, args.seed)
+    s = model.settings
+    model.settings.model_card = {"training": (
+        f"Command: `{command_line()}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} training on the "
+        f"{args.quality} datasets of the {len(data)} training tasks of `{args.suite}` ({suite.spec.episodes[args.quality]} episodes each, "
+        f"made by `promptrl data {args.suite}`): {s.steps_trained:,} steps of {s.batch_per_task} sequences per task, AdamW lr "
+        f"{s.learning_rate:g}, weight decay {s.weight_decay:g}, warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, seed {args.seed}.")}
     model.save_pretrained(out / "final")
     print(f"done: {out / 'final'}")
 
@@ -105,6 +111,14 @@ def _log_evaluation(model, suite, path: Path, episodes: int, seed: int) -> None:
             f.write("step,test_return,test_std\n")
         f.write(f"{model.settings.steps_trained},{result.mean:.2f},{result.std:.2f}\n")
     print(f"step {model.settings.steps_trained}: test return {result.mean:.1f} +- {result.std:.1f}")
+
+
+def _generator_card(pd, what: str) -> str:
+    s = pd.settings
+    return (f"Command: `{command_line()}`\n\nThe generator was {what}: {s.steps_trained:,} steps in total so far, batch {s.batch_size}, "
+            f"AdamW lr {s.learning_rate:g}, betas {tuple(s.betas)}, weight decay {s.weight_decay:g}, grad-norm clip {s.grad_clip}, "
+            f"update rule `{s.update}`, guidance weight {s.guidance_weight:g}, N={s.n_steps} ({s.schedule} schedule), "
+            f"sampling temperature {s.temperature:g}; the PLM stayed frozen.")
 
 
 def cmd_train_diffuser(args: argparse.Namespace) -> None:
@@ -127,32 +141,59 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
               f"{pd.settings.steps_trained}/{total} steps done, saved every epoch to {pretrained}")
         while pd.settings.steps_trained < total:
             pd.learn(data, epochs=1, progress_bar=True)
+            pd.settings.model_card = {"training": _generator_card(pd, f"pre-trained on the expert datasets of the {len(data)} "
+                                                                  f"training tasks of `{args.suite}`")}
             pd.save_generator(pretrained)
         return
     pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device)
     pd.set_random_seed(args.seed)
     few_shot = [suite.dataset(t, "expert", episodes=args.few_shot_episodes) for t in suite.test_tasks]
     print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of each test task {suite.test_tasks} for {args.epochs} epochs")
+    before = (pd.settings.model_card or {}).get("training", "")
     pd.learn(few_shot, epochs=args.epochs, progress_bar=True)
+    pd.settings.model_card = {"training": before + "\n\n" + _generator_card(
+        pd, f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of each test task {suite.test_tasks} together "
+            f"(prompt conditions kept per task)")}
     pd.save_pretrained(hub)
     print(f"saved {hub}")
 
 
+def command_line() -> str:
+    import shlex
+
+    return "promptrl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from promptrl.diffuser import PLM_FOLDER, PromptDiffuser
     from promptrl.evaluation import evaluate
     from promptrl.plm import PromptDT
 
     if (Path(args.model) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: prompts come from its generator
-        model, prompt = PromptDiffuser.from_pretrained(args.model, device=args.device), None
+        model, prompts = PromptDiffuser.from_pretrained(args.model, device=args.device), [None]
     else:
-        model, prompt = PromptDT.from_pretrained(args.model, device=args.device), args.prompt
-    print(evaluate(model, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
-                   progress_bar=True))
+        model = PromptDT.from_pretrained(args.model, device=args.device)
+        prompts = (args.prompt or ["expert", "random"]) if model.settings.use_prompt else ["expert"]  # MT-ORL ignores it
+    lines = [f"Command: `{command_line()}` ({args.episodes} episodes per task, seed {args.seed}).\n",
+             f"| prompt | {args.split}-split return (mean over tasks ± std over tasks) | per task |", "|---|---|---|"]
+    for prompt in prompts:
+        result = evaluate(model, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
+                          progress_bar=True)
+        label = "generated" if prompt is None else (prompt if model.settings.use_prompt else "none (MT-ORL)")
+        print(f"prompt: {label}\n{result}")
+        per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
+        lines.append(f"| {label} | {result.mean:.1f} ± {result.std:.1f} | {per_task} |")
+    if args.record:
+        if not Path(args.model).is_dir():
+            raise ValueError("--record writes the results into a local model folder; the model is not one")
+        model.settings.model_card = {**(model.settings.model_card or {}), "results": "\n".join(lines)}
+        model.save_pretrained(args.model)
+        print(f"recorded in {Path(args.model) / 'README.md'}")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    import shlex
     from dataclasses import replace
 
     import torch
@@ -174,8 +215,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, args.hub, args.device)
         print(f"\n{name} (test split, mean ± std over {budget.seeds} seed(s); paper beside):")
         print(r.suite_table(name, summaries[name]))
-    command = "promptrl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    print(f"\nwritten {r.write_results(summaries, out, command, budget)}")
+    print(f"\nwritten {r.write_results(summaries, out, command_line(), budget)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=available_suites())
     p.add_argument("--split", choices=("train", "test", "all"), default="test")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task")
-    p.add_argument("--prompt", choices=QUALITIES, default="expert")
+    p.add_argument("--prompt", nargs="+", choices=QUALITIES, default=None,
+                   help="prompt qualities for a Prompt-DT (default: expert and random); a Prompt Diffuser uses its own")
+    p.add_argument("--record", action="store_true", help="write the results table into the folder's model card")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
