@@ -92,7 +92,7 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
                 _log_evaluation(model, suite, out / "eval.csv", args.eval_episodes, args.seed)
     s = model.settings
     model.settings.model_card = {"training": (
-        f"Command: `{command_line()}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} training on the "
+        f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} training on the "
         f"{args.quality} datasets of the {len(data)} training tasks of `{args.suite}` ({suite.spec.episodes[args.quality]} episodes each, "
         f"made by `promptrl data {args.suite}`): {s.steps_trained:,} steps of {s.batch_per_task} sequences per task, AdamW lr "
         f"{s.learning_rate:g}, weight decay {s.weight_decay:g}, warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, seed {args.seed}.")}
@@ -113,9 +113,9 @@ def _log_evaluation(model, suite, path: Path, episodes: int, seed: int) -> None:
     print(f"step {model.settings.steps_trained}: test return {result.mean:.1f} +- {result.std:.1f}")
 
 
-def _generator_card(pd, what: str) -> str:
+def _generator_card(pd, what: str, args: argparse.Namespace) -> str:
     s = pd.settings
-    return (f"Command: `{command_line()}`\n\nThe generator was {what}: {s.steps_trained:,} steps in total so far, batch {s.batch_size}, "
+    return (f"Command: `{command_line(args)}`\n\nThe generator was {what}: {s.steps_trained:,} steps in total so far, batch {s.batch_size}, "
             f"AdamW lr {s.learning_rate:g}, betas {tuple(s.betas)}, weight decay {s.weight_decay:g}, grad-norm clip {s.grad_clip}, "
             f"update rule `{s.update}`, guidance weight {s.guidance_weight:g}, N={s.n_steps} ({s.schedule} schedule), "
             f"sampling temperature {s.temperature:g}; the PLM stayed frozen.")
@@ -142,7 +142,7 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
         while pd.settings.steps_trained < total:
             pd.learn(data, epochs=1, progress_bar=True)
             pd.settings.model_card = {"training": _generator_card(pd, f"pre-trained on the expert datasets of the {len(data)} "
-                                                                  f"training tasks of `{args.suite}`")}
+                                                                  f"training tasks of `{args.suite}`", args)}
             pd.save_generator(pretrained)
         return
     pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device)
@@ -153,15 +153,16 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
     pd.learn(few_shot, epochs=args.epochs, progress_bar=True)
     pd.settings.model_card = {"training": before + "\n\n" + _generator_card(
         pd, f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of each test task {suite.test_tasks} together "
-            f"(prompt conditions kept per task)")}
+            f"(prompt conditions kept per task)", args)}
     pd.save_pretrained(hub)
     print(f"saved {hub}")
 
 
-def command_line() -> str:
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed, for model cards and result files."""
     import shlex
 
-    return "promptrl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return "promptrl " + " ".join(shlex.quote(a) for a in args.argv)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -176,7 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         model = PromptDT.from_pretrained(args.model, device=args.device)
         prompts = (args.prompt or ["expert", "random"]) if model.settings.use_prompt else ["expert"]  # MT-ORL ignores it
-    lines = [f"Command: `{command_line()}` ({args.episodes} episodes per task, seed {args.seed}).\n",
+    lines = [f"Command: `{command_line(args)}` ({args.episodes} episodes per task, seed {args.seed}).\n",
              f"| prompt | {args.split}-split return (mean over tasks ± std over tasks) | per task |", "|---|---|---|"]
     for prompt in prompts:
         result = evaluate(model, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
@@ -215,7 +216,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, args.hub, args.device)
         print(f"\n{name} (test split, mean ± std over {budget.seeds} seed(s); paper beside):")
         print(r.suite_table(name, summaries[name]))
-    print(f"\nwritten {r.write_results(summaries, out, command_line(), budget)}")
+    print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     try:
         args.func(args)

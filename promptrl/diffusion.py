@@ -27,6 +27,22 @@ def beta_schedule(name: str, n_steps: int) -> torch.Tensor:
     raise ValueError(f"schedule must be 'linear' or 'cosine', got {name!r}")
 
 
+def mish_mlp(in_dim: int, out_dim: int, hidden: int = 256, n_hidden: int = 3, dropout: float = 0.1) -> nn.Sequential:
+    """``n_hidden`` (Linear, Mish, Dropout) layers of width ``hidden``, then a Linear to ``out_dim``."""
+    for name, value in (("hidden", hidden), ("n_hidden", n_hidden)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    layers: list[nn.Module] = []
+    width = in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(width, hidden), nn.Mish(), nn.Dropout(dropout)]
+        width = hidden
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
 class NoiseMLP(nn.Module):
     """eps_theta(x_k, y, k): an MLP with Mish activations over [x_k, y, embed(k)] (Appendix B)."""
 
@@ -34,13 +50,7 @@ class NoiseMLP(nn.Module):
         super().__init__()
         self.time_dim = time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), nn.Mish(), nn.Linear(2 * time_dim, time_dim))
-        layers: list[nn.Module] = []
-        width = x_dim + y_dim + time_dim
-        for _ in range(n_hidden):
-            layers += [nn.Linear(width, hidden), nn.Mish(), nn.Dropout(dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, x_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mish_mlp(x_dim + y_dim + time_dim, x_dim, hidden, n_hidden, dropout)
 
     def step_embedding(self, k: torch.Tensor) -> torch.Tensor:
         """Sinusoidal embedding of the diffusion step: (B,) -> (B, time_dim)."""

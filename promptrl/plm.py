@@ -72,6 +72,8 @@ class PromptDTSettings(PromptDTConfig):
     """Observation std (set by the first ``learn``)."""
     steps_trained: int = 0
     """Gradient steps done so far."""
+    model_card: dict[str, str] | None = None
+    """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
 
     def network_config(self) -> PromptDTConfig:
         names = {f.name for f in fields(PromptDTConfig)}
@@ -225,9 +227,7 @@ class PromptDT(
 
     def loss(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
         """Action MSE over the real (unpadded) history steps (Eq. 2)."""
-        pred = self.network(history, prompt)
-        err = (pred - history.actions).pow(2).mean(-1)  # (B, K)
-        return (err * history.mask).sum() / history.mask.sum()
+        return action_loss(self.network(history, prompt), history)
 
     def learn(
         self,
@@ -320,16 +320,20 @@ class PromptDT(
         arrays = (states, obs[prefix + "actions"] * mask[..., None], rtg, timesteps, mask)
         return Segment(*(torch.as_tensor(np.ascontiguousarray(a), device=self.device) for a in arrays))
 
-    @torch.no_grad()
     def predict(
         self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None, deterministic: bool = True
     ) -> tuple[np.ndarray, None]:
         """The action for the last step of each history, as in Stable-Baselines3 (batched if the observation is)."""
+        return self._predict_with(self.network, observation)
+
+    @torch.no_grad()
+    def _predict_with(self, forward: Callable[[Segment, Segment | None], torch.Tensor], observation: Mapping[str, Any]) -> tuple[np.ndarray, None]:
+        """``predict`` through ``forward(history, prompt) -> (B, K, act_dim)`` (this network, or an adapted one)."""
         obs, batched = self._check_observation(observation)
         self.network.eval()
         history = self._segment(obs)
         prompt = self._segment(obs, "prompt_") if self.settings.use_prompt else None
-        action = self.network(history, prompt)[:, -1].float().cpu().numpy()
+        action = forward(history, prompt)[:, -1].float().cpu().numpy()
         return (action if batched else action[0]), None
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
@@ -343,6 +347,8 @@ class PromptDT(
             f"gradient steps with promptrl. Observation size {s.obs_dim}, action "
             f"size {s.act_dim}; return-to-go target {s.rtg_target:g}, scale {s.rtg_scale:g}."))
         kwargs.setdefault("env_id", env_id)
+        for key, text in (s.model_card or {}).items():
+            kwargs.setdefault(key, text)
         return super().generate_model_card(*args, **kwargs)
 
     # ------------------------------------------------------------------ training checkpoints
@@ -409,6 +415,19 @@ class PromptDT(
         model.network.load_state_dict(state)
         model.network.eval()
         return model
+
+
+def action_loss(pred: torch.Tensor, history: Segment, groups: int = 1) -> torch.Tensor:
+    """Action MSE of predictions ``pred`` (B, K, act_dim) over the real history steps (Eq. 2).
+
+    With ``groups`` > 1 the batch is ``groups`` equal consecutive blocks (the same histories under
+    different prompts) and the result is one loss per block, shape (groups,).
+    """
+    err = (pred - history.actions).pow(2).mean(-1) * history.mask  # (B, K)
+    if groups == 1:
+        return err.sum() / history.mask.sum()
+    mask = history.mask.view(groups, -1, history.mask.shape[1])
+    return err.view(groups, -1, err.shape[1]).sum((1, 2)) / mask.sum((1, 2))
 
 
 def prompt_from_episode(episode: Episode, length: int, start: int | None = None, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:

@@ -97,11 +97,11 @@ def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
 
     b = ctx.budget
     if name == "MT-ORL":
-        return ctx.mt_orl
+        return baselines.MTORL(ctx.mt_orl)
     if name in ("Prompt-DT-Random", "Prompt-DT-Expert"):
         quality = "random" if name.endswith("Random") else "expert"
         source = ctx.suite.dataset(task, "random") if quality == "random" else ctx.few_shot(task)
-        return baselines.FixedPrompt(ctx.plm, seed=seed).learn(source, progress_bar=False)
+        return baselines.FixedPrompt(ctx.plm, quality=quality, seed=seed).learn(source, progress_bar=False)
     if name == "Prompt Diffuser":
         # One fine-tune per seed on every test task's few-shot data together: the generator is
         # conditioned per task (each task's prompts come from its own conditions), so this equals
@@ -140,8 +140,7 @@ def run_cell(name: str, ctx: Context, seed: int, path: Path) -> dict[str, Any]:
     for task in ctx.tasks:
         torch.manual_seed(seed)
         model = build_method(name, ctx, task, seed)
-        prompt = None if getattr(getattr(model, "plm", model), "settings").use_prompt else "expert"
-        result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=prompt, seed=seed)
+        result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=None, seed=seed)
         returns[str(task)] = result.returns[task]
     cell = {"method": name, "seed": seed, "returns": returns,
             "mean": float(np.mean([np.mean(r) for r in returns.values()]))}

@@ -114,16 +114,26 @@ class PromptDTNetwork(nn.Module):
         self.ln_out = nn.LayerNorm(cfg.embed_dim)
         self.action_head = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.act_dim), nn.Tanh())
 
-    def forward(self, history: Segment, prompt: Segment | None = None) -> torch.Tensor:
-        """Action predictions (B, K, act_dim) for the K history steps."""
+    def forward(self, history: Segment, prompt: Segment | None = None, prompt_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Action predictions (B, K, act_dim) for the K history steps.
+
+        ``prompt_tokens`` (B, 3K*, E), already-embedded prompt tokens (a soft prompt), replace
+        ``prompt``; they are all treated as real (unpadded) tokens.
+        """
         B, K = history.timesteps.shape
         tokens = self.embed(history)  # (B, 3K, E)
         keep = history.mask.repeat_interleave(3, dim=1)  # (B, 3K)
         if self.prompt_embed is not None:
-            if prompt is None:
+            if prompt_tokens is not None:
+                if prompt_tokens.dim() != 3 or prompt_tokens.shape[0] != B or prompt_tokens.shape[2] != self.cfg.embed_dim:
+                    raise ValueError(f"prompt_tokens must have shape ({B}, 3K*, {self.cfg.embed_dim}), got {tuple(prompt_tokens.shape)}")
+                prompt_keep = torch.ones(prompt_tokens.shape[:2], dtype=keep.dtype, device=keep.device)
+            elif prompt is None:
                 raise ValueError("this Prompt-DT was built with use_prompt=True: pass a prompt segment")
-            tokens = torch.cat([self.prompt_embed(prompt), tokens], dim=1)  # (B, 3K* + 3K, E)
-            keep = torch.cat([prompt.mask.repeat_interleave(3, dim=1), keep], dim=1)
+            else:
+                prompt_tokens, prompt_keep = self.prompt_embed(prompt), prompt.mask.repeat_interleave(3, dim=1)
+            tokens = torch.cat([prompt_tokens, tokens], dim=1)  # (B, 3K* + 3K, E)
+            keep = torch.cat([prompt_keep, keep], dim=1)
         T = tokens.shape[1]
         causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
         # A token sees earlier real tokens and always itself (so padded rows never attend to nothing).

@@ -94,7 +94,8 @@ def resolve_prompt(model: PromptDT, prompt: PromptSource, rng: np.random.Generat
     missing = [k for k in OBS_KEYS if k not in prompt]
     if missing:
         raise ValueError(f"prompt is missing keys {missing}")
-    out = {k: np.asarray(prompt[k]) for k in OBS_KEYS}
+    # generated prompts may be tensors on an accelerator
+    out = {k: np.asarray(prompt[k].detach().cpu() if hasattr(prompt[k], "detach") else prompt[k]) for k in OBS_KEYS}
     if out["states"].shape != (length, model.settings.obs_dim):
         raise ValueError(f"prompt['states'] must have shape ({length}, {model.settings.obs_dim}) for this model, got {out['states'].shape}")
     out["rtg"] = out["rtg"].reshape(length, 1)

@@ -40,8 +40,11 @@ def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
     assert main(args[:3] + ["--steps", "6"] + args[5:]) == 0  # resumes from step 4
     assert "4/6 steps done" in capsys.readouterr().out
     assert PromptDT.load_checkpoint(out / "checkpoint").settings.steps_trained == 6
-    assert main(["evaluate", str(out / "final"), "mw-reach", "--episodes", "1"]) == 0
+    assert main(["evaluate", str(out / "final"), "mw-reach", "--episodes", "1", "--prompt", "expert", "--record"]) == 0
     assert "| **mean** |" in capsys.readouterr().out
+    card = (out / "final" / "README.md").read_text()
+    assert "promptrl train plm mw-reach" in card or "6 steps" in card or "Multi-task" in card
+    assert "| expert |" in card and "--record" in card
 
 
 def test_train_plm_without_data_names_the_command(tmp_path, capsys):

@@ -1,0 +1,466 @@
+"""Adapting a frozen pre-trained Prompt-DT (the PLM) to new tasks from few-shot data: the shared base
+of the prompt generators (:mod:`promptrl.diffuser`, :mod:`promptrl.baselines.vae`) and of the
+baselines of :mod:`promptrl.baselines`.
+
+:class:`FrozenPLMMethod` holds what they have in common: settings checked on construction, the
+``learn`` loop over few-shot batches of history windows (AdamW with betas (0.9, 0.95) and gradient
+clip 0.25, as Table 4 of the Prompt Diffuser paper), a seeded :class:`PromptBank` of real prompt
+windows per task, Stable-Baselines3-style ``predict`` and self-contained save/load (the PLM in
+``plm/``, the method's weights in ``model.safetensors`` and its settings in ``config.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from promptrl.checkpoint import CONFIG_NAME, WEIGHTS_NAME, JsonHubMixin, atomic_folder, write_model_files
+from promptrl.plm import OBS_KEYS, PromptDT, _as_task_episodes, _spaces_of, action_loss
+from promptrl.segments import Episode, SegmentSampler
+from promptrl.transformer import Segment
+
+PLM_FOLDER = "plm"
+Callback = Callable[[dict[str, Any]], "bool | None"]
+Method = TypeVar("Method", bound="FrozenPLMMethod")
+
+
+# ---------------------------------------------------------------------- settings
+def check_number(name: str, value: Any, *, integer: bool = False, minimum: float = 0.0, strict: bool = True) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a (strictly, if ``strict``) larger-than-``minimum`` number."""
+    kind = (int,) if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if not ok:
+        bound = f"{'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
+
+
+@dataclass
+class MethodSettings:
+    """Settings every method has."""
+
+    seed: int = 0
+    """Seeds initialization, batches and prompt draws."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+
+@dataclass
+class TrainingSettings(MethodSettings):
+    """Settings of a method that trains (Table 4 fine-tuning budget and optimizer by default)."""
+
+    learning_rate: float = 1e-4
+    """AdamW learning rate."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    grad_clip: float = 0.25
+    """Gradient-norm clip."""
+    batch_size: int = 32
+    """Windows per training batch."""
+    epochs: int = 20
+    """Default epochs of ``learn``."""
+    steps_per_epoch: int = 100
+    """Gradient steps per epoch."""
+    steps_trained: int = 0
+    """Updates done so far (all ``learn`` calls)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.betas, Sequence) or len(self.betas) != 2 or not all(
+                isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        check_number("learning_rate", self.learning_rate)
+        check_number("weight_decay", self.weight_decay, strict=False)
+        check_number("grad_clip", self.grad_clip)
+        check_number("steps_trained", self.steps_trained, integer=True, strict=False)
+        for name in ("batch_size", "epochs", "steps_per_epoch"):
+            check_number(name, getattr(self, name), integer=True)
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global generator (which initialization and dropout use) forked and seeded: reproducible
+    results without touching the caller's random state."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed % 2**63)
+        yield
+
+
+# ---------------------------------------------------------------------- prompt windows
+def raw_window(ep: Episode, start: int, length: int) -> tuple[np.ndarray, ...]:
+    """The whole ``length``-step window of ``ep`` ending at ``start + length`` (moved back to fit):
+    raw (states, actions, rewards, rtg, timesteps as float32)."""
+    end = min(start + length, len(ep))
+    start = end - length  # whole windows only: prompts have no padding
+    t = np.arange(start, end)
+    return ep.observations[t], ep.actions[t], ep.rewards[t], ep.rtg[t], t.astype(np.float32)
+
+
+def whole_windows(episodes: list[Episode], length: int) -> list[tuple[np.ndarray, ...]]:
+    """Every whole ``length``-step window of the episodes, in order (see :func:`raw_window`)."""
+    return [raw_window(e, t, length) for e in episodes for t in range(len(e) - length + 1)]
+
+
+def check_prompt_length(tasks: Mapping[int, list[Episode]], length: int) -> None:
+    """Prompts are whole windows: every episode needs at least ``length`` steps."""
+    for task, eps in tasks.items():
+        if min(len(e) for e in eps) < length:
+            raise ValueError(f"task {task} has episodes shorter than the prompt length {length}")
+
+
+def prompt_dicts(states: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor, timesteps: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Raw prompts (B, K*, ...) as the list of dicts that :func:`~promptrl.wrappers.resolve_prompt` takes."""
+    mask = torch.ones(timesteps.shape, device=timesteps.device)
+    return [{"states": states[i], "actions": actions[i], "rtg": rtg[i].reshape(-1, 1), "timesteps": timesteps[i],
+             "mask": mask[i]} for i in range(len(states))]
+
+
+def requested_tasks(n: int, task: int | Sequence[int] | None) -> list[int | None]:
+    """``task`` (one index, one per prompt, or None) as a list of ``n`` entries."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    tasks = [task] * n if task is None or isinstance(task, (int, np.integer)) else list(task)
+    if len(tasks) != n:
+        raise ValueError(f"task must be one task index or {n} of them, got {len(tasks)}")
+    return [None if t is None else int(t) for t in tasks]
+
+
+def choose_rows(row_tasks: Sequence[int], tasks: list[int | None], generator: torch.Generator,
+                device: torch.device) -> list[int]:
+    """For each requested task, a uniformly drawn row of that task (of any row when the task is None
+    or was never learned, with a warning)."""
+    by_task: dict[int, list[int]] = {}
+    for i, t in enumerate(row_tasks):
+        by_task.setdefault(int(t), []).append(i)
+    missing = sorted({t for t in tasks if t is not None and t not in by_task})
+    if missing:
+        warnings.warn(f"no few-shot data of task(s) {missing} was learned: their prompts are conditioned on "
+                      f"all learned tasks ({sorted(by_task)}); call learn() on their data first", stacklevel=4)
+    everything = list(range(len(row_tasks)))
+    out = []
+    for t in tasks:
+        rows = by_task.get(t, everything) if t is not None else everything
+        out.append(rows[int(torch.randint(0, len(rows), (1,), generator=generator, device=device))])
+    return out
+
+
+class PromptBank(nn.Module):
+    """Real prompt windows (raw units) labeled with their task, kept as buffers so they are saved
+    with the method; at most ``limit`` windows per task, drawn with the method's seeded generator."""
+
+    FIELDS = ("states", "actions", "rtg", "timesteps", "task")
+
+    def __init__(self, obs_dim: int, act_dim: int, length: int):
+        super().__init__()
+        self.length = length
+        self.register_buffer("states", torch.zeros(0, length, obs_dim))
+        self.register_buffer("actions", torch.zeros(0, length, act_dim))
+        self.register_buffer("rtg", torch.zeros(0, length))
+        self.register_buffer("timesteps", torch.zeros(0, length, dtype=torch.long))
+        self.register_buffer("task", torch.zeros(0, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return self.task.shape[0]
+
+    def fill(self, tasks: Mapping[int, list[Episode]], limit: int, rng: np.random.Generator) -> None:
+        """Replace the contents by whole windows of ``tasks`` (a random ``limit`` of each task's)."""
+        check_prompt_length(tasks, self.length)
+        rows: list[tuple[int, tuple[np.ndarray, ...]]] = []
+        for task, eps in tasks.items():
+            windows = whole_windows(eps, self.length)
+            if len(windows) > limit:
+                windows = [windows[i] for i in np.sort(rng.choice(len(windows), limit, replace=False))]
+            rows += [(task, w) for w in windows]
+        device = self.task.device
+        cols = [np.stack(c) for c in zip(*(w for _, w in rows))]  # states, actions, rewards, rtg, timesteps
+        self.states, self.actions = (torch.as_tensor(c, dtype=torch.float32, device=device) for c in cols[:2])
+        self.rtg = torch.as_tensor(cols[3], dtype=torch.float32, device=device)
+        self.timesteps = torch.as_tensor(cols[4], device=device).long()
+        self.task = torch.tensor([t for t, _ in rows], dtype=torch.long, device=device)
+
+    def sample(self, n: int, task: int | Sequence[int] | None, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
+        """``n`` prompts (raw units) of ``task`` (one index, one per prompt, or None: any learned task)."""
+        tasks = requested_tasks(n, task)
+        if len(self) == 0:
+            raise RuntimeError("there are no prompts yet: call learn() first")
+        idx = torch.tensor(choose_rows(self.task.tolist(), tasks, generator, self.task.device), device=self.task.device)
+        return prompt_dicts(self.states[idx], self.actions[idx], self.rtg[idx], self.timesteps[idx])
+
+    def observation(self, idx: Sequence[int]) -> dict[str, np.ndarray]:
+        """Windows ``idx`` as numpy arrays keyed like a PromptWrapper observation (for ``PromptDT._segment``)."""
+        d = prompt_dicts(self.states[idx], self.actions[idx], self.rtg[idx], self.timesteps[idx])
+        return {k: np.stack([p[k].cpu().numpy() for p in d]) for k in OBS_KEYS}
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The number of windows depends on the data: take the saved shapes.
+        for name in self.FIELDS:
+            if prefix + name in state_dict:
+                saved = state_dict[prefix + name]
+                setattr(self, name, torch.empty(saved.shape, dtype=saved.dtype, device=self.task.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------- the base class
+class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags=["reinforcement-learning", "decision-transformer", "offline-rl"]):
+    """Base of every method that adapts a pre-trained :class:`PromptDT` (the PLM) with few-shot data.
+
+    :param plm: the pre-trained Prompt-DT; frozen (its parameters never change).
+    :param env: optional; its sizes must match the PLM's (kept for the SB3-style signature).
+    :param hyperparams: fields of the method's settings dataclass (``settings_class``).
+    """
+
+    settings_class: ClassVar[type[MethodSettings]] = MethodSettings
+    requires_prompt: ClassVar[bool | None] = True
+    """True: the PLM must use prompts; False: it must not (MT-ORL); None: either."""
+    data_arg: ClassVar[str] = "few_shot_data"
+
+    def __init__(self, plm: PromptDT, env: Any = None, **hyperparams: Any):
+        name = type(self).__name__
+        valid = {f.name for f in fields(self.settings_class)}
+        unknown = set(hyperparams) - valid
+        if unknown:
+            raise TypeError(f"unknown {name} hyperparameters {sorted(unknown)}; valid: {sorted(valid)}")
+        self.settings = self.settings_class(**hyperparams)
+        if not isinstance(plm, PromptDT):
+            raise TypeError(f"plm must be a PromptDT, got {type(plm).__name__}")
+        if self.requires_prompt and not plm.settings.use_prompt:
+            raise ValueError(f"the PLM was trained without prompts (MT-ORL): {name} needs a prompt-conditioned Prompt-DT")
+        if self.requires_prompt is False and plm.settings.use_prompt:
+            raise ValueError(f"{name} is for a PLM trained without prompts (PromptDT(..., use_prompt=False)); this one uses prompts")
+        self.env_task = self._env_task(env, plm)
+        self.plm = self._adopt(plm)
+        self.device = self.plm.device
+        seed = self.settings.seed
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._rng = np.random.default_rng(seed)
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._sampler: SegmentSampler | None = None
+        self.bank: PromptBank | None = None
+        with seeded_torch(seed, self.device):
+            self._build()
+
+    @staticmethod
+    def _env_task(env: Any, plm: PromptDT) -> tuple[str, int] | None:
+        """Check the env's sizes; return its (suite, task) when it is a promptrl task env."""
+        if env is None:
+            return None
+        obs_dim, act_dim, _ = _spaces_of(env)
+        if (obs_dim, act_dim) != (plm.settings.obs_dim, plm.settings.act_dim):
+            raise ValueError(f"env sizes ({obs_dim}, {act_dim}) do not match the PLM's ({plm.settings.obs_dim}, {plm.settings.act_dim})")
+        base = getattr(env, "unwrapped", None)
+        suite, task = getattr(base, "suite", None), getattr(base, "task", None)
+        return (suite, int(task)) if isinstance(suite, str) and isinstance(task, (int, np.integer)) else None
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def _adopt(self, plm: PromptDT) -> PromptDT:
+        """The PLM this method runs (default: the given one, frozen and in eval mode)."""
+        plm.network.requires_grad_(False).eval()
+        return plm
+
+    def _build(self) -> None:
+        """Create the method's modules (runs under the method's seed); default: an empty module and,
+        for a prompt-conditioned PLM, a :class:`PromptBank`."""
+        p = self.plm.settings
+        self.module = nn.Module()
+        if p.use_prompt:
+            self.bank = self.module.bank = PromptBank(p.obs_dim, p.act_dim, p.prompt_length).to(self.device)
+
+    def _state_module(self) -> nn.Module:
+        """Everything saved in ``model.safetensors``: tuned parameters and buffers."""
+        return self.module
+
+    def _tuned_parameters(self) -> list[nn.Parameter]:
+        """The parameters this method changes (counted by :meth:`num_parameters`)."""
+        return list(self._state_module().parameters())
+
+    def _pretrained(self) -> PromptDT:
+        """The pre-trained PLM as given (saved in ``plm/``)."""
+        return self.plm
+
+    def _forward(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
+        """The adapted model's action predictions (B, K, act_dim)."""
+        return self.plm.network(history, prompt)
+
+    def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
+        """Called by ``learn`` before training; default: fill the prompt bank with windows of ``prompts``
+        (``max_prompts`` per task) and, for a method that trains, make a seeded sampler of
+        (history, prompt) windows."""
+        if self.bank is not None:
+            self.bank.fill(prompts, getattr(self.settings, "max_prompts", 1000), self._rng)
+        if self._tuned_parameters():
+            self._make_sampler(tasks, prompts if self.plm.settings.use_prompt else None)
+
+    def _train_step(self) -> dict[str, float]:
+        """One update; default: a gradient step on the action loss of a few-shot batch."""
+        history, prompt = self._sampler.sample(self._per_task, self.device)
+        loss = self.loss(history, prompt)
+        self._apply_gradients(torch.autograd.grad(loss, self._tuned_parameters()))
+        return {"loss": loss.item()}
+
+    # ------------------------------------------------------------------ shared machinery
+    def _make_sampler(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]] | None) -> None:
+        self._per_task = max(1, self.settings.batch_size // len(tasks))
+        seed = int(self._rng.integers(2**31))
+        self._sampler = SegmentSampler(tasks, prompts, self.plm._segment_spec(), seed=seed)
+
+    def _apply_gradients(self, grads: Sequence[torch.Tensor]) -> None:
+        """Set the tuned parameters' gradients, clip their norm and take an AdamW step."""
+        params, s = self._tuned_parameters(), self.settings
+        if self._optimizer is None:
+            self._optimizer = torch.optim.AdamW(params, lr=s.learning_rate, betas=s.betas, weight_decay=s.weight_decay)
+        for q, g in zip(params, grads):
+            q.grad = g.detach().view_as(q)
+        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+        self._optimizer.step()
+
+    def _budget(self, epochs: int | None, steps_per_epoch: int | None) -> int:
+        s = self.settings
+        epochs = getattr(s, "epochs", 1) if epochs is None else epochs
+        steps_per_epoch = getattr(s, "steps_per_epoch", 1) if steps_per_epoch is None else steps_per_epoch
+        check_number("epochs", epochs, integer=True)
+        check_number("steps_per_epoch", steps_per_epoch, integer=True)
+        return epochs * steps_per_epoch
+
+    def _learn(self: Method, data: Any, prompt_data: Any, epochs: int | None, steps_per_epoch: int | None,
+               callback: Callback | None, progress_bar: bool) -> Method:
+        total = self._budget(epochs, steps_per_epoch)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+        p = self.plm.settings
+        if p.state_mean is None:
+            raise RuntimeError("the PLM has no state statistics: pre-train it with PromptDT.learn() first")
+        tasks = _as_task_episodes(data, p.obs_dim, p.act_dim, self.data_arg)
+        prompts = tasks if prompt_data is None else _as_task_episodes(prompt_data, p.obs_dim, p.act_dim, "prompt_data")
+        self._prepare(tasks, prompts)
+        if self._tuned_parameters():
+            self._train(total, callback, progress_bar)
+        return self
+
+    def _train(self, total: int, callback: Callback | None, progress_bar: bool) -> None:
+        module = self._state_module()
+        bar = tqdm(total=total, desc=type(self).__name__, disable=not progress_bar)
+        module.train()
+        # Dropout masks come from torch's global generator: fork it, seeded by the settings and the updates done.
+        seeded = seeded_torch(self.settings.seed * 1_000_003 + self.settings.steps_trained, self.device)
+        try:
+            with seeded:
+                for step in range(1, total + 1):
+                    values = self._train_step()
+                    self.settings.steps_trained += 1
+                    if not all(math.isfinite(v) for v in values.values()):
+                        raise FloatingPointError(f"training loss became non-finite at step {step}: {values}")
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+                    bar.update()
+                    if callback is not None and callback({"step": step, **values, "model": self}) is False:
+                        break
+        finally:
+            bar.close()
+            module.eval()
+
+    # ------------------------------------------------------------------ public API
+    def learn(self: Method, few_shot_data: Any, epochs: int | None = None, steps_per_epoch: int | None = None,
+              callback: Callback | None = None, progress_bar: bool = True, prompt_data: Any = None) -> Method:
+        """Adapt to the tasks of ``few_shot_data`` (a MinariDataset, a list of them or ``{task: dataset}``);
+        returns self.
+
+        :param epochs: epochs of ``steps_per_epoch`` updates (defaults: the settings').
+        :param callback: called after every update with ``{"step", <losses>, "model"}``; returning False stops.
+        :param prompt_data: where prompts are cut from, per task (default: ``few_shot_data``).
+        """
+        return self._learn(few_shot_data, prompt_data, epochs, steps_per_epoch, callback, progress_bar)
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed batch sampling, noise and prompt draws (as Stable-Baselines3's ``set_random_seed``)."""
+        self.settings.seed = int(seed)
+        self._generator.manual_seed(self.settings.seed)
+        self._rng = np.random.default_rng(self.settings.seed)
+
+    def num_parameters(self) -> int:
+        """Parameters this method tunes (the PLM's are frozen unless the method fine-tunes them)."""
+        return sum(q.numel() for q in self._tuned_parameters())
+
+    def percentage(self) -> float:
+        """:meth:`num_parameters` in percent of the PLM's parameter count (Table 1's "Percentage" row)."""
+        return 100.0 * self.num_parameters() / self._pretrained().num_parameters()
+
+    def loss(self, history: Segment, prompt: Segment | None = None) -> torch.Tensor:
+        """The adapted model's action loss (Eq. 2) on a batch of (normalized) history windows."""
+        return action_loss(self._forward(history, prompt), history)
+
+    def generate_prompt(self, n: int = 1, task: int | Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+        """``n`` prompts (raw units, on the method's device) for ``task`` (one index, one per prompt, or
+        None), drawn from the learned prompt windows; used by PromptWrapper and ``evaluate(prompt=None)``.
+        For a PLM without prompts (MT-ORL), ``n`` empty dicts (wrappers never ask for them)."""
+        if self.bank is None:
+            return [{} for _ in requested_tasks(n, task)]
+        return self.bank.sample(n, task, self._generator)
+
+    def predict(self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """The adapted model's action for a PromptWrapper observation, as in Stable-Baselines3 (batched if the observation is)."""
+        self._state_module().eval()
+        return self.plm._predict_with(self._forward, observation)
+
+    # ------------------------------------------------------------------ save / load
+    def _write_method_files(self, folder: Path) -> None:
+        write_model_files(Path(folder), self._state_module(), self.settings)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        self._pretrained().save_pretrained(Path(save_directory) / PLM_FOLDER)
+        self._write_method_files(Path(save_directory))
+
+    def save_method(self, folder: str | Path) -> None:
+        """Save the method alone (config + weights, no PLM); load it with ``from_pretrained(folder, plm=plm)``."""
+        with atomic_folder(Path(folder)) as tmp:
+            self._write_method_files(tmp)
+
+    @classmethod
+    def _from_pretrained(cls: type[Method], *, model_id: str, revision: str | None = None, cache_dir: Any = None,
+                         force_download: bool = False, local_files_only: bool = False, token: Any = None, device: str = "cpu",
+                         plm: PromptDT | None = None, **_: Any) -> Method:
+        """``plm=`` reuses an already loaded PLM (then the folder needs no ``plm/``)."""
+        folder = Path(model_id)
+        if not folder.is_dir():
+            folder = Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                            local_files_only=local_files_only, token=token))
+        needed = (CONFIG_NAME, WEIGHTS_NAME) + (() if plm is not None else (f"{PLM_FOLDER}/{CONFIG_NAME}", f"{PLM_FOLDER}/{WEIGHTS_NAME}"))
+        for name in needed:
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{name} not found in {model_id}: a {cls.__name__} folder holds its PLM in {PLM_FOLDER}/")
+        if plm is None:
+            plm = PromptDT.from_pretrained(folder / PLM_FOLDER, device=device)
+        elif not isinstance(plm, PromptDT):
+            raise TypeError(f"plm must be a PromptDT, got {type(plm).__name__}")
+        try:
+            settings = json.loads((folder / CONFIG_NAME).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"corrupt {CONFIG_NAME} in {model_id}: {err}") from err
+        valid = {f.name for f in fields(cls.settings_class)}
+        if not isinstance(settings, dict) or set(settings) - valid:
+            raise ValueError(f"{CONFIG_NAME} in {model_id} is not a {cls.__name__} config")
+        method = cls(plm, **settings)
+        try:
+            method._state_module().load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        except Exception as err:
+            raise ValueError(f"{WEIGHTS_NAME} in {model_id} is corrupt or does not match its {CONFIG_NAME}: {err}") from err
+        method._state_module().eval()
+        return method

@@ -1,0 +1,224 @@
+"""The shared part of the prompt generators (the Prompt Diffuser and its VAE ablation, Table 5 of the
+paper): the (x0, y) representation of a prompt, guided training and conditional generation.
+
+x0 is a K*-step prompt window flattened as (states, actions, rewards), each feature scaled into
+[-1, 1] by the training data's min/max; the condition y is the window's returns-to-go (scaled by
+the PLM's return scale) and timesteps (scaled by the PLM's timestep range). A training step draws
+prompt windows and history windows of the same task, computes the generative loss (L_DM for the
+diffusion model, the negative ELBO for the VAE) and the frozen PLM's action loss L_DT on a prompt
+generated with gradients (Eq. 13), and combines the two gradients by ``update`` (Eq. 15, 18-20).
+A subclass supplies the model (``_make_model``), its loss (``_generative_loss``) and its sampler
+(``_sample_x0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from promptrl.adaptation import (
+    Callback,
+    FrozenPLMMethod,
+    Method,
+    TrainingSettings,
+    check_number,
+    check_prompt_length,
+    choose_rows,
+    prompt_dicts,
+    raw_window,
+    requested_tasks,
+    whole_windows,
+)
+from promptrl.diffusion import UPDATE_RULES, combine_gradients
+from promptrl.segments import Episode, random_window, stack_windows
+from promptrl.transformer import Segment
+
+
+@dataclass
+class GeneratorSettings(TrainingSettings):
+    """Settings every prompt generator has (besides its model's)."""
+
+    update: str = "projection"
+    """How the generative and L_DT gradients combine: projection (Eq. 15), dm (generative loss only),
+    dt or sum (Eq. 18-20)."""
+    guidance_weight: float = 1.0
+    """Multiplier of L_DT."""
+    temperature: float = 0.5
+    """Variance multiplier of the sampling noise at inference (low-temperature sampling, Eq. 16)."""
+    x_min: list[float] | None = None
+    """Per-feature minimum of the (state, action, reward) tokens (set by the first ``learn``)."""
+    x_max: list[float] | None = None
+    """Per-feature maximum of the (state, action, reward) tokens."""
+    conditions: dict[str, list[list[float]]] | None = None
+    """Per task (key: task index), the conditions y of the latest ``learn`` data, drawn from at generation."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.update not in UPDATE_RULES:
+            raise ValueError(f"update must be one of {UPDATE_RULES}, got {self.update!r}")
+        check_number("guidance_weight", self.guidance_weight, strict=False)
+        if not isinstance(self.temperature, (int, float)) or not 0.0 <= self.temperature <= 1.0:
+            raise ValueError(f"temperature must be in [0, 1], got {self.temperature!r}")
+
+
+class PromptGenerator(FrozenPLMMethod):
+    """Base of the conditional prompt generators of a frozen :class:`~promptrl.plm.PromptDT`."""
+
+    settings_class: ClassVar[type[GeneratorSettings]] = GeneratorSettings
+    data_arg: ClassVar[str] = "datasets"
+    generative_loss_name: ClassVar[str] = "loss_dm"
+    """Key of the generative loss in the ``learn`` callback's dict."""
+
+    # ------------------------------------------------------------------ for subclasses
+    def _make_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _generative_loss(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _sample_x0(self, y: torch.Tensor, temperature: float, keep_grad: bool = False) -> torch.Tensor:
+        """Generated x0 (B, x_dim) for conditions y; with ``keep_grad`` differentiable in the model."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        p = self.plm.settings
+        self.token_dim = p.obs_dim + p.act_dim + 1
+        self.x_dim, self.y_dim = p.prompt_length * self.token_dim, 2 * p.prompt_length
+        self.model = self._make_model().to(self.device)
+
+    def _state_module(self) -> nn.Module:
+        return self.model
+
+    # ------------------------------------------------------------------ prompt <-> x0, y
+    def _bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.settings.x_min is None:
+            raise RuntimeError("the model has no token bounds yet: call learn() first")
+        lo = torch.tensor(self.settings.x_min, device=self.device)
+        hi = torch.tensor(self.settings.x_max, device=self.device)
+        return lo, torch.maximum(hi, lo + 1e-6)
+
+    def _encode(self, windows: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw windows (states, actions, rewards, rtg, timesteps) -> normalized x0 (B, x_dim), y (B, y_dim)."""
+        states, actions, rewards, rtg, timesteps = (torch.as_tensor(np.stack(c), device=self.device, dtype=torch.float32)
+                                                    for c in zip(*windows))
+        tokens = torch.cat([states, actions, rewards[..., None]], -1)  # (B, K*, token_dim)
+        lo, hi = self._bounds()
+        x0 = (2 * (tokens - lo) / (hi - lo) - 1).clamp(-1, 1).flatten(1)  # (B, K* * token_dim)
+        p = self.plm.settings
+        y = torch.cat([rtg / p.rtg_scale, timesteps / p.max_ep_len], -1)  # (B, 2 K*)
+        return x0, y
+
+    def _raw_prompt(self, x0: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x0, y -> raw (states, actions clamped to [-1, 1], rtg (B, K*, 1), timesteps); differentiable in x0."""
+        p = self.plm.settings
+        lo, hi = self._bounds()
+        tokens = (x0.view(-1, p.prompt_length, self.token_dim) + 1) / 2 * (hi - lo) + lo  # (B, K*, token_dim)
+        actions = tokens[..., p.obs_dim: p.obs_dim + p.act_dim].clamp(-1, 1)
+        timesteps = (y[:, p.prompt_length:] * p.max_ep_len).round().long().clamp(0, p.max_ep_len - 1)
+        return tokens[..., : p.obs_dim], actions, y[:, : p.prompt_length, None] * p.rtg_scale, timesteps
+
+    def _decode(self, x0: torch.Tensor, y: torch.Tensor) -> Segment:
+        """x0, y -> the PLM's (normalized) prompt segment; differentiable in x0."""
+        p = self.plm.settings
+        states, actions, _, timesteps = self._raw_prompt(x0, y)
+        mean = torch.tensor(p.state_mean, device=self.device)
+        std = torch.tensor(p.state_std, device=self.device)
+        rtg = y[:, : p.prompt_length, None]  # already scaled by rtg_scale
+        return Segment((states - mean) / std, actions, rtg, timesteps, torch.ones_like(rtg[..., 0]))
+
+    # ------------------------------------------------------------------ training
+    def learn(self: Method, datasets: Any, epochs: int | None = None, steps_per_epoch: int | None = None,
+              callback: Callback | None = None, progress_bar: bool = True) -> Method:
+        """Train the generator on prompts from ``datasets`` (one per task, or one dataset), guided by the
+        frozen PLM's action loss on history windows of the same task; returns self.
+
+        Use it twice: on the training tasks' datasets (generator pre-training), then on a test task's
+        few-shot data (fine-tuning, Table 4's budget by default). The callback gets the generative
+        loss (key ``generative_loss_name``) and ``loss_dt``.
+        """
+        return self._learn(datasets, None, epochs, steps_per_epoch, callback, progress_bar)
+
+    def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
+        s = self.settings
+        check_prompt_length(tasks, self.plm.settings.prompt_length)
+        if s.x_min is None:
+            tokens = np.concatenate([np.concatenate([e.observations, e.actions, e.rewards[:, None]], 1)
+                                     for eps in tasks.values() for e in eps])
+            s.x_min, s.x_max = tokens.min(0).tolist(), tokens.max(0).tolist()
+        self._seg_spec = self.plm._segment_spec()
+        self._remember_conditions(tasks)
+        self._tasks, self._task_ids = tasks, sorted(tasks)
+
+    def _remember_conditions(self, tasks: dict[int, list[Episode]]) -> None:
+        """Keep the conditions y of every whole prompt window of the data (the few-shot data after fine-tuning)."""
+        length = self.plm.settings.prompt_length
+        self.settings.conditions = {str(task): self._encode(whole_windows(eps, length))[1].cpu().tolist()
+                                    for task, eps in tasks.items()}
+
+    def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, Segment]:
+        """``batch_size`` (prompt window, history window) pairs, each pair of one random task: x0, y, history."""
+        p, rng = self.plm.settings, self._rng
+        prompts, histories = [], []
+        for _ in range(self.settings.batch_size):
+            eps = self._tasks[self._task_ids[rng.integers(len(self._task_ids))]]
+            pe = eps[rng.integers(len(eps))]
+            prompts.append(raw_window(pe, int(rng.integers(0, len(pe))), p.prompt_length))
+            histories.append(random_window(eps[rng.integers(len(eps))], p.context, self._seg_spec, rng))
+        x0, y = self._encode(prompts)
+        return x0, y, stack_windows(histories, self.device)
+
+    def _train_step(self) -> dict[str, float]:
+        s = self.settings
+        x0, y, history = self._sample_batch()
+        params = self._tuned_parameters()
+        loss_gen = self._generative_loss(x0, y)
+        grads: Sequence[torch.Tensor] = torch.autograd.grad(loss_gen, params)
+        loss_dt = torch.zeros((), device=self.device)
+        if s.update != "dm":
+            generated = self._sample_x0(y, temperature=1.0, keep_grad=True)
+            loss_dt = s.guidance_weight * self.loss(history, self._decode(generated, y))
+            g_dt = torch.autograd.grad(loss_dt, params, allow_unused=True)  # parts of a model may not generate
+            flat = combine_gradients(torch.cat([g.flatten() for g in grads]),
+                                     torch.cat([(torch.zeros_like(q) if g is None else g).flatten() for q, g in zip(params, g_dt)]),
+                                     s.update)
+            grads = flat.split([q.numel() for q in params])
+        self._apply_gradients(grads)
+        return {self.generative_loss_name: loss_gen.item(), "loss_dt": loss_dt.item()}
+
+    # ------------------------------------------------------------------ generation
+    def _conditions(self, n: int, task: int | Sequence[int] | None) -> torch.Tensor:
+        """Draw ``n`` conditions y: from the bank of ``task`` (one task, or one per prompt), else from all."""
+        tasks = requested_tasks(n, task)
+        banks = self.settings.conditions
+        if not banks:
+            raise RuntimeError("the generator has no conditions yet: call learn() first")
+        rows = [y for bank in banks.values() for y in bank]
+        row_tasks = [int(t) for t, bank in banks.items() for _ in bank]
+        idx = choose_rows(row_tasks, tasks, self._generator, self.device)
+        return torch.tensor([rows[i] for i in idx], device=self.device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def generate_prompt(self, n: int = 1, rtg: float | None = None, temperature: float | None = None,
+                        task: int | Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+        """``n`` prompts for the PLM (raw units, on the model's device): dicts of states, actions, rtg,
+        timesteps and mask. Conditions come from the latest ``learn`` data of ``task`` (one index or
+        one per prompt; wrappers pass their env's task), of all learned tasks when None; ``rtg``
+        replaces their return-to-go (e.g. zero-shot: the target return only)."""
+        p = self.plm.settings
+        y = self._conditions(n, task)
+        if rtg is not None:
+            y[:, : p.prompt_length] = float(rtg) / p.rtg_scale
+        self.model.eval()
+        x0 = self._sample_x0(y, temperature=self.settings.temperature if temperature is None else temperature)
+        return prompt_dicts(*self._raw_prompt(x0, y))
+
+    def save_generator(self, folder: str | Path) -> None:
+        """Save the generator alone (config + weights, no PLM); load it with ``from_pretrained(folder, plm=plm)``."""
+        self.save_method(folder)

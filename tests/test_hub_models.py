@@ -1,0 +1,46 @@
+"""Every shipped folder under hub_models/ loads on its own and acts in its suite's env."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import promptrl
+from promptrl import PromptDiffuser, PromptDT, PromptWrapper
+from promptrl.reproduce import TABLE1_SUITES
+
+HUB = Path(__file__).resolve().parent.parent / "hub_models"
+SUITES = sorted(p.name for p in HUB.iterdir() if (p / "config.json").is_file()) if HUB.is_dir() else []
+
+
+def test_every_table1_suite_is_shipped():
+    assert set(TABLE1_SUITES) <= set(SUITES)
+
+
+def _one_step(model, suite, task, prompt=None):
+    env = PromptWrapper(suite.make_env(task), model, prompt=prompt)
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == env.action_space.shape and np.isfinite(action).all()
+    assert np.all(np.abs(action) <= 1)
+    env.step(action)
+
+
+@pytest.mark.parametrize("name", SUITES)
+def test_shipped_folder_loads_and_acts(name):
+    folder = HUB / name
+    suite = promptrl.load_suite(name)
+    task = suite.test_tasks[0]
+    pd = PromptDiffuser.from_pretrained(folder)
+    assert pd.plm.settings.suite == name and pd.settings.conditions
+    assert str(task) in pd.settings.conditions, "the shipped generator is fine-tuned on every test task"
+    _one_step(pd, suite, task)
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---") and "## Results" in card and "No measured results" not in card
+    plm = PromptDT.from_pretrained(folder / "plm")
+    assert "No measured results" not in (folder / "plm" / "README.md").read_text()
+    generator = PromptDiffuser.from_pretrained(folder / "pretrained", plm=plm)
+    assert generator.num_parameters() == pd.num_parameters()
+    mt_orl = PromptDT.from_pretrained(folder / "mt-orl")
+    assert not mt_orl.settings.use_prompt
+    _one_step(mt_orl, suite, task)

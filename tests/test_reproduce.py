@@ -1,0 +1,77 @@
+"""The reproduce pipeline's plumbing on a tiny slice: one mw-reach task, tiny shipped-style models."""
+
+import json
+
+import pytest
+
+import promptrl
+from promptrl.cli import main
+from promptrl.datasets import create_datasets
+from promptrl.diffuser import PromptDiffuser
+from promptrl.plm import PromptDT
+from promptrl.reproduce import METHODS, Budget, reproduce_suite, suite_table, table1, write_results
+
+TINY_PLM = dict(embed_dim=16, n_layer=1, batch_per_task=4, warmup_steps=5, context=6)
+TINY_BUDGET = Budget(seeds=1, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2, full_epochs=1)
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """hub_models/mw-reach laid out as shipped: plm/, mt-orl/, pretrained/ (generator only)."""
+    suite = promptrl.load_suite("mw-reach")
+    for quality in ("expert", "random"):
+        create_datasets(suite, quality, tasks=[6, 9], episodes=2)
+    data = [suite.dataset(t, "expert") for t in (6, 9)]
+    folder = tmp_path / "hub" / "mw-reach"
+    plm = PromptDT(suite, seed=0, **TINY_PLM).learn(data, total_steps=2, progress_bar=False)
+    plm.save_pretrained(folder / "plm")
+    PromptDT(suite, seed=0, use_prompt=False, **TINY_PLM).learn(data, total_steps=2, progress_bar=False).save_pretrained(folder / "mt-orl")
+    pd = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4).learn(data[1:], epochs=1, steps_per_epoch=2, progress_bar=False)
+    pd.save_generator(folder / "pretrained")
+    return tmp_path / "hub"
+
+
+def test_every_method_runs_and_resumes(hub, tmp_path):
+    out = tmp_path / "results"
+    summary = reproduce_suite("mw-reach", TINY_BUDGET, METHODS, out, hub, tasks=[6])
+    assert list(summary) == list(METHODS)
+    for name, row in summary.items():
+        assert len(row["seeds"]) == 1 and row["params"] >= 0, name
+        cell = json.loads((out / "runs" / "mw-reach" / name.replace(" ", "_") / "seed0.json").read_text())
+        assert list(cell["returns"]) == ["6"] and len(cell["returns"]["6"]) == 1
+    assert summary["Prompt-DT-Expert"]["params"] == 0 and summary["Prompt-DT-FT"]["percentage"] == pytest.approx(100)
+    assert 0 < summary["Prompt Diffuser"]["params"] and 0 < summary["Soft Prompt"]["percentage"] < 100
+    # A finished cell is read back, not redone: a marker value survives a rerun.
+    path = out / "runs" / "mw-reach" / "MT-ORL" / "seed0.json"
+    cell = json.loads(path.read_text())
+    cell["mean"] = 12345.0
+    path.write_text(json.dumps(cell))
+    again = reproduce_suite("mw-reach", TINY_BUDGET, ["MT-ORL"], out, hub, tasks=[6])
+    assert again["MT-ORL"]["mean"] == 12345.0
+    md = write_results({"mw-reach": summary}, out, "promptrl reproduce mw-reach", TINY_BUDGET)
+    text = md.read_text()
+    assert "| mw-reach |" in text and "(555.7 ± 6.8)" in text and "| Prompt Diffuser |" in suite_table("mw-reach", summary)
+    assert (out / "table1.csv").read_text().count("\n") == len(METHODS) + 1
+    assert "Sizes" in table1({"mw-reach": summary})
+
+
+def test_missing_models_and_bad_method(tmp_path):
+    with pytest.raises(ValueError, match="unknown methods"):
+        reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt-DT-Best"], tmp_path, tmp_path, tasks=[6])
+    create_datasets(promptrl.load_suite("mw-reach"), "expert", tasks=[6], episodes=1)
+    create_datasets(promptrl.load_suite("mw-reach"), "random", tasks=[6], episodes=1)
+    with pytest.raises(FileNotFoundError, match="hub_models/mw-reach"):
+        reproduce_suite("mw-reach", TINY_BUDGET, ["MT-ORL"], tmp_path, tmp_path, tasks=[6])
+
+
+def test_cli_quick_path_reports_a_table(hub, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("promptrl.reproduce.QUICK", TINY_BUDGET)
+    monkeypatch.setattr("promptrl.reproduce.TABLE1_SUITES", ("mw-reach",))
+    import promptrl.reproduce as r
+
+    real = r.reproduce_suite
+    monkeypatch.setattr(r, "reproduce_suite", lambda *a, **k: real(*a, **k, tasks=[6]))
+    assert main(["reproduce", "all", "--quick", "--hub", str(hub), "--out", str(tmp_path / "q"), "--threads", "1",
+                 "--methods", "Prompt-DT-Expert", "Prompt Diffuser"]) == 0
+    out = capsys.readouterr().out
+    assert "| Prompt Diffuser |" in out and (tmp_path / "q" / "table1.md").is_file()
