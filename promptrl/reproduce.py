@@ -70,17 +70,19 @@ class Context:
     generators: dict[int, Any] = field(default_factory=dict)
     """Fine-tuned Prompt Diffusers by seed."""
 
-    def load_models(self) -> None:
+    def load_models(self, methods: Sequence[str]) -> None:
         from promptrl.plm import PromptDT
 
-        missing = [p for p in (self.hub / "plm", self.hub / "mt-orl", self.hub / "pretrained") if not (p / "config.json").is_file()]
+        needed = [self.hub / "plm", self.hub / "pretrained"] + ([self.hub / "mt-orl"] if "MT-ORL" in methods else [])
+        missing = [p for p in needed if not (p / "config.json").is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{', '.join(map(str, missing))} not found: reproduce needs the shipped models of {self.suite.name!r} "
                 f"(hub_models/{self.suite.name}/plm, mt-orl and pretrained; see `promptrl train plm` / `promptrl train diffuser`)"
             )
         self.plm = PromptDT.from_pretrained(self.hub / "plm", device=self.device)
-        self.mt_orl = PromptDT.from_pretrained(self.hub / "mt-orl", device=self.device)
+        if "MT-ORL" in methods:
+            self.mt_orl = PromptDT.from_pretrained(self.hub / "mt-orl", device=self.device)
 
     def few_shot(self, task: int) -> Any:
         return self.suite.dataset(task, "expert", episodes=self.budget.few_shot_episodes)
@@ -173,7 +175,7 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
     tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
     ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, tasks)
     ensure_datasets(suite, tasks)
-    ctx.load_models()
+    ctx.load_models(methods)
     runs = Path(out) / "runs" / suite_name
     summary: dict[str, dict[str, Any]] = {}
     cells = [(m, s) for m in methods for s in range(budget.seeds)]

@@ -41,6 +41,7 @@ def test_shipped_folder_loads_and_acts(name):
     assert "No measured results" not in (folder / "plm" / "README.md").read_text()
     generator = PromptDiffuser.from_pretrained(folder / "pretrained", plm=plm)
     assert generator.num_parameters() == pd.num_parameters()
-    mt_orl = PromptDT.from_pretrained(folder / "mt-orl")
-    assert not mt_orl.settings.use_prompt
-    _one_step(mt_orl, suite, task)
+    if name in TABLE1_SUITES:  # MT-ORL is a Table 1 column
+        mt_orl = PromptDT.from_pretrained(folder / "mt-orl")
+        assert not mt_orl.settings.use_prompt
+        _one_step(mt_orl, suite, task)
