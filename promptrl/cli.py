@@ -235,8 +235,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
     summaries = {}
     for name in suites:
-        summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, args.hub, args.device)
-        print(f"\n{name} (test split, mean ± std over {budget.seeds} seed(s); paper beside):")
+        summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, args.hub, args.device,
+                                            collect=args.collect)
+        print(f"\n{name} (test split; paper beside):")
         print(r.suite_table(name, summaries[name]))
     print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
 
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="adaptation epochs (default: 20 of 100 steps, Table 4)")
     p.add_argument("--full-epochs", type=int, default=None, help="epochs of Prompt-DT-FT-Full (default: 100)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help="subset of the Table 1 methods (quote names)")
+    p.add_argument("--collect", action="store_true", help="run nothing: tabulate the finished (method, seed) results")
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument("--device", default="cpu")

@@ -47,6 +47,11 @@ class Budget:
     full_epochs: int = 100
     """Epochs of Prompt-DT-FT-Full (on the whole expert dataset of the task)."""
 
+    def tag(self) -> str:
+        """Names the folder of this budget's results (seeds excluded: more seeds extend a run)."""
+        return (f"adapt{self.epochs}x{self.steps_per_epoch}-full{self.full_epochs}-fewshot{self.few_shot_episodes}"
+                f"-episodes{self.episodes}")
+
 
 FULL = Budget()
 QUICK = Budget(seeds=1, episodes=3, epochs=1, steps_per_epoch=25, full_epochs=2)
@@ -160,23 +165,30 @@ def paper_table() -> dict[str, Any]:
 
 
 def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[str] = METHODS, out: str | Path = "results",
-                    hub_root: str | Path = "hub_models", device: str = "cpu", tasks: Sequence[int] | None = None
-                    ) -> dict[str, dict[str, Any]]:
+                    hub_root: str | Path = "hub_models", device: str = "cpu", tasks: Sequence[int] | None = None,
+                    collect: bool = False) -> dict[str, dict[str, Any]]:
     """Run every method on one suite's test tasks (or ``tasks``); returns
-    ``{method: {"seeds": [means], "mean", "std", "params", "percentage"}}``."""
+    ``{method: {"seeds": [means], "mean", "std", "params", "percentage"}}``.
+
+    ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
+    the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     suite = load_suite(suite_name)
     tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
     ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, tasks)
-    ensure_datasets(suite, tasks)
+    if not collect:
+        ensure_datasets(suite, tasks)
     ctx.load_models(methods)
-    runs = Path(out) / "runs" / suite_name
+    runs = Path(out) / "runs" / suite_name / budget.tag()  # a cell is reused only under the same budget
     summary: dict[str, dict[str, Any]] = {}
     cells = [(m, s) for m in methods for s in range(budget.seeds)]
-    for name, seed in tqdm(cells, desc=f"reproduce {suite_name}"):
-        cell = run_cell(name, ctx, seed, runs / name.replace(" ", "_") / f"seed{seed}.json")
+    for name, seed in tqdm(cells, desc=f"reproduce {suite_name}", disable=collect):
+        path = runs / name.replace(" ", "_") / f"seed{seed}.json"
+        if collect and not path.is_file():
+            continue
+        cell = run_cell(name, ctx, seed, path)
         summary.setdefault(name, {"seeds": []})["seeds"].append(cell["mean"])
     plm_params = ctx.plm.num_parameters()
     for name, row in summary.items():
@@ -198,11 +210,11 @@ def suite_table(suite_name: str, summary: dict[str, dict[str, Any]]) -> str:
     """Markdown: one row per method, ours beside the paper's."""
     paper = paper_table()
     cols = paper["columns"]
-    rows = ["| method | ours (mean ± std over seeds) | paper | trainable params | % of PLM |", "|---|---|---|---|---|"]
+    rows = ["| method | ours (mean ± std over seeds) | seeds | paper | trainable params | % of PLM |", "|---|---|---|---|---|---|"]
     for name, row in summary.items():
         ref = paper.get(suite_name, [None] * len(cols))[cols.index(name)] if suite_name in paper else None
-        rows.append(f"| {name} | {row['mean']:.1f} ± {row['std']:.1f} | {_fmt(ref)} | {_size(row['params'])} | "
-                    f"{row['percentage']:.4g}% |")
+        rows.append(f"| {name} | {row['mean']:.1f} ± {row['std']:.1f} | {len(row['seeds'])} | {_fmt(ref)} | "
+                    f"{_size(row['params'])} | {row['percentage']:.4g}% |")
     return "\n".join(rows)
 
 

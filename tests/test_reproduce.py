@@ -37,12 +37,12 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert list(summary) == list(METHODS)
     for name, row in summary.items():
         assert len(row["seeds"]) == 1 and row["params"] >= 0, name
-        cell = json.loads((out / "runs" / "mw-reach" / name.replace(" ", "_") / "seed0.json").read_text())
+        cell = json.loads((out / "runs" / "mw-reach" / TINY_BUDGET.tag() / name.replace(" ", "_") / "seed0.json").read_text())
         assert list(cell["returns"]) == ["6"] and len(cell["returns"]["6"]) == 1
     assert summary["Prompt-DT-Expert"]["params"] == 0 and summary["Prompt-DT-FT"]["percentage"] == pytest.approx(100)
     assert 0 < summary["Prompt Diffuser"]["params"] and 0 < summary["Soft Prompt"]["percentage"] < 100
     # A finished cell is read back, not redone: a marker value survives a rerun.
-    path = out / "runs" / "mw-reach" / "MT-ORL" / "seed0.json"
+    path = out / "runs" / "mw-reach" / TINY_BUDGET.tag() / "MT-ORL" / "seed0.json"
     cell = json.loads(path.read_text())
     cell["mean"] = 12345.0
     path.write_text(json.dumps(cell))
