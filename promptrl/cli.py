@@ -179,10 +179,17 @@ def _pretrain_generator(args: argparse.Namespace, suite, plm, folder: Path) -> N
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The command as typed, for model cards and result files."""
+    """The command as typed, for model cards and result files (without ``--out``: where a run kept its
+    files is nobody else's business)."""
     import shlex
 
-    return "promptrl " + " ".join(shlex.quote(a) for a in args.argv)
+    words, skip = [], False
+    for a in args.argv:
+        if skip or a == "--out" or a.startswith("--out="):
+            skip = a == "--out"
+            continue
+        words.append(a)
+    return "promptrl " + " ".join(shlex.quote(a) for a in words)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
