@@ -57,12 +57,16 @@ class GeneratorSettings(TrainingSettings):
     """Per-feature maximum of the (state, action, reward) tokens."""
     conditions: dict[str, list[list[float]]] | None = None
     """Per task (key: task index), the conditions y of the latest ``learn`` data, drawn from at generation."""
+    max_conditions: int = 200
+    """Conditions kept per task (a seeded subset when the data has more windows; one 200-step
+    episode has 196), so that ``config.json`` stays small."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.update not in UPDATE_RULES:
             raise ValueError(f"update must be one of {UPDATE_RULES}, got {self.update!r}")
         check_number("guidance_weight", self.guidance_weight, strict=False)
+        check_number("max_conditions", self.max_conditions, integer=True)
         if not isinstance(self.temperature, (int, float)) or not 0.0 <= self.temperature <= 1.0:
             raise ValueError(f"temperature must be in [0, 1], got {self.temperature!r}")
 
@@ -158,9 +162,15 @@ class PromptGenerator(FrozenPLMMethod):
 
     def _remember_conditions(self, tasks: dict[int, list[Episode]]) -> None:
         """Keep the conditions y of every whole prompt window of the data (the few-shot data after fine-tuning)."""
-        length = self.plm.settings.prompt_length
-        self.settings.conditions = {str(task): self._encode(whole_windows(eps, length))[1].cpu().tolist()
-                                    for task, eps in tasks.items()}
+        length, keep = self.plm.settings.prompt_length, self.settings.max_conditions
+        rng = np.random.default_rng(self.settings.seed)
+        self.settings.conditions = {}
+        for task, eps in tasks.items():
+            windows = whole_windows(eps, length)
+            if len(windows) > keep:
+                windows = [windows[i] for i in sorted(rng.choice(len(windows), keep, replace=False))]
+            y = self._encode(windows)[1].cpu().numpy().astype(np.float64)
+            self.settings.conditions[str(task)] = np.round(y, 6).tolist()  # float32 precision, short JSON
 
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, Segment]:
         """``batch_size`` (prompt window, history window) pairs, each pair of one random task: x0, y, history."""

@@ -129,3 +129,12 @@ def test_prompts_are_conditioned_on_their_own_task(setup):
         pd.generate_prompt(1, task=0)
     with pytest.raises(ValueError, match="task"):
         pd.generate_prompt(3, task=[6, 9])
+
+
+def test_condition_bank_is_capped_per_task(setup):
+    """config.json keeps at most max_conditions conditions per task (a seeded subset)."""
+    suite, data, plm = setup
+    a = PromptDiffuser(plm, max_conditions=7, **TINY).learn(data, progress_bar=False)
+    b = PromptDiffuser(plm, max_conditions=7, **TINY).learn(data, progress_bar=False)
+    assert all(len(rows) == 7 for rows in a.settings.conditions.values())
+    assert a.settings.conditions == b.settings.conditions
