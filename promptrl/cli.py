@@ -243,7 +243,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     summaries = {}
     for name in suites:
         summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, args.hub, args.device,
-                                            collect=args.collect)
+                                            collect=args.collect, seed_list=args.seed_list)
         print(f"\n{name} (test split; paper beside):")
         print(r.suite_table(name, summaries[name]))
     print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-epochs", type=int, default=None, help="epochs of Prompt-DT-FT-Full (default: 100)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help="subset of the Table 1 methods (quote names)")
     p.add_argument("--collect", action="store_true", help="run nothing: tabulate the finished (method, seed) results")
+    p.add_argument("--seed-list", type=int, nargs="+", default=None, help="run only these seeds (e.g. one per process)")
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument("--device", default="cpu")

@@ -166,12 +166,13 @@ def paper_table() -> dict[str, Any]:
 
 def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[str] = METHODS, out: str | Path = "results",
                     hub_root: str | Path = "hub_models", device: str = "cpu", tasks: Sequence[int] | None = None,
-                    collect: bool = False) -> dict[str, dict[str, Any]]:
+                    collect: bool = False, seed_list: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
     """Run every method on one suite's test tasks (or ``tasks``); returns
     ``{method: {"seeds": [means], "mean", "std", "params", "percentage"}}``.
 
     ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
-    the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts."""
+    the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts.
+    ``seed_list`` runs only these seeds (e.g. to spread seeds over processes)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
@@ -183,7 +184,7 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
     ctx.load_models(methods)
     runs = Path(out) / "runs" / suite_name / budget.tag()  # a cell is reused only under the same budget
     summary: dict[str, dict[str, Any]] = {}
-    cells = [(m, s) for m in methods for s in range(budget.seeds)]
+    cells = [(m, s) for m in methods for s in (range(budget.seeds) if seed_list is None else seed_list)]
     for name, seed in tqdm(cells, desc=f"reproduce {suite_name}", disable=collect):
         path = runs / name.replace(" ", "_") / f"seed{seed}.json"
         if collect and not path.is_file():
