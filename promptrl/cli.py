@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: the models are small, more threads mostly wait on each other)")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT or Prompt Diffuser on a suite split")
