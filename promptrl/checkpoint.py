@@ -73,6 +73,16 @@ def write_model_files(folder: Path, module: torch.nn.Module, settings: Any) -> N
     tmp.replace(folder / CONFIG_NAME)
 
 
+def model_card_template(usage: str) -> str:
+    """A Hub model-card template (metadata block, title, summary, usage, training, results) with ``usage``
+    as its Python example; the sections are filled by ``generate_model_card``."""
+    return (
+        "---\n{{ card_data }}\n---\n\n# {{ title }}\n\n{{ summary }}\n\n## Usage\n\n```python\n" + usage.strip() + "\n```\n\n"
+        '## Training\n\n{{ training | default("No training details were recorded.", true) }}\n\n'
+        '## Results\n\n{{ results | default("No measured results were recorded.", true) }}\n'
+    )
+
+
 class JsonHubMixin(ModelHubMixin):
     """``ModelHubMixin`` whose ``from_pretrained`` reports a corrupt ``config.json`` as a ``ValueError``."""
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from promptrl.adaptation import PLM_FOLDER
+from promptrl.checkpoint import model_card_template
 from promptrl.diffusion import GaussianDiffusion, NoiseMLP
 from promptrl.generator import GeneratorSettings, PromptGenerator
 
@@ -44,33 +45,14 @@ class PromptDiffuserSettings(GeneratorSettings):
     """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
 
 
-MODEL_CARD = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-{{ summary }}
-
-## Usage
-
-```python
+MODEL_CARD = model_card_template("""
 from promptrl import PromptDiffuser, PromptWrapper, load_suite
 
 pd = PromptDiffuser.from_pretrained("{{ repo_id | default("path/to/this/folder", true) }}")
 env = PromptWrapper(load_suite("{{ suite }}").make_env(task={{ task }}), pd)  # a generated prompt at every reset
 obs, info = env.reset(seed=0)
 action, _ = pd.predict(obs, deterministic=True)
-```
-
-## Training
-
-{{ training | default("No training details were recorded.", true) }}
-
-## Results
-
-{{ results | default("No measured results were recorded.", true) }}
-"""
+""")
 
 
 class PromptDiffuser(PromptGenerator, license="mit", model_card_template=MODEL_CARD,

@@ -32,6 +32,7 @@ from promptrl.checkpoint import (
     atomic_folder,
     latest_folder,
     load_optimizer_tensors,
+    model_card_template,
     optimizer_tensors,
     write_model_files,
 )
@@ -125,17 +126,7 @@ def _as_task_episodes(data: Any, obs_dim: int, act_dim: int, arg: str) -> dict[i
     return out
 
 
-MODEL_CARD = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-{{ summary }}
-
-## Usage
-
-```python
+MODEL_CARD = model_card_template("""
 import gymnasium as gym
 from promptrl import PromptDT, PromptWrapper
 
@@ -143,16 +134,7 @@ model = PromptDT.from_pretrained("{{ repo_id | default("path/to/this/folder", tr
 env = PromptWrapper(gym.make("{{ env_id }}", task=0), model, prompt="expert")
 obs, info = env.reset(seed=0)
 action, _ = model.predict(obs, deterministic=True)
-```
-
-## Training
-
-{{ training | default("No training details were recorded.", true) }}
-
-## Results
-
-{{ results | default("No measured results were recorded.", true) }}
-"""
+""")
 
 
 class PromptDT(
