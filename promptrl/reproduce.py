@@ -91,48 +91,38 @@ class Context:
         return self.suite.dataset(task, "expert", episodes=self.budget.few_shot_episodes)
 
 
-def _adapt(method: Any, data: Any, epochs: int, budget: Budget) -> Any:
-    return method.learn(data, epochs=epochs, steps_per_epoch=budget.steps_per_epoch, progress_bar=False)
-
-
-def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
-    """The adapted model of ``name`` for one test task (trained here where the method trains)."""
+def fresh_method(name: str, ctx: Context, seed: int = 0) -> Any:
+    """Method ``name`` built on the shipped models, before any adaptation."""
     from promptrl import baselines
     from promptrl.diffuser import PromptDiffuser
 
-    b = ctx.budget
     if name == "MT-ORL":
         return baselines.MTORL(ctx.mt_orl)
     if name in ("Prompt-DT-Random", "Prompt-DT-Expert"):
-        quality = "random" if name.endswith("Random") else "expert"
-        source = ctx.suite.dataset(task, "random") if quality == "random" else ctx.few_shot(task)
-        return baselines.FixedPrompt(ctx.plm, quality=quality, seed=seed).learn(source, progress_bar=False)
+        return baselines.FixedPrompt(ctx.plm, quality="random" if name.endswith("Random") else "expert", seed=seed)
     if name == "Prompt Diffuser":
-        # Per task, from the shipped pre-trained generator. (Fine-tuning one generator on all test
-        # tasks at once does not work: its conditions, returns-to-go and timesteps, barely differ
-        # between e.g. cheetah-vel tasks, so the generator cannot tell them apart.)
         pd = PromptDiffuser.from_pretrained(ctx.hub / "pretrained", plm=ctx.plm, device=ctx.device)
         pd.set_random_seed(seed)
-        return _adapt(pd, ctx.few_shot(task), b.epochs, b)
-    if name == "Prompt-DT-FT-Full":
-        return _adapt(baselines.FineTune(ctx.plm, seed=seed), ctx.suite.dataset(task, "expert"), b.full_epochs, b)
-    cls = {"Soft Prompt": baselines.SoftPrompt, "Adaptor": baselines.Adaptor, "Prompt-DT-FT": baselines.FineTune,
-           "Prompt-Tuning DT": baselines.PromptTuningDT}[name]
-    return _adapt(cls(ctx.plm, seed=seed), ctx.few_shot(task), b.epochs, b)
-
-
-def trainable_parameters(name: str, ctx: Context, task: int) -> int:
-    """Parameters the method trains, measured from a freshly built instance (no training)."""
-    from promptrl import baselines
-    from promptrl.diffuser import PromptDiffuser
-
-    if name in ("Prompt-DT-Random", "Prompt-DT-Expert", "MT-ORL"):
-        return 0
-    if name == "Prompt Diffuser":
-        return PromptDiffuser.from_pretrained(ctx.hub / "pretrained", plm=ctx.plm, device=ctx.device).num_parameters()
+        return pd
     cls = {"Soft Prompt": baselines.SoftPrompt, "Adaptor": baselines.Adaptor, "Prompt-DT-FT": baselines.FineTune,
            "Prompt-DT-FT-Full": baselines.FineTune, "Prompt-Tuning DT": baselines.PromptTuningDT}[name]
-    return cls(ctx.plm).num_parameters()
+    return cls(ctx.plm, seed=seed)
+
+
+def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
+    """The adapted model of ``name`` for one test task (trained here where the method trains).
+
+    The Prompt Diffuser adapts per task from the shipped pre-trained generator: fine-tuning one
+    generator on all test tasks at once does not work, because its conditions (returns-to-go and
+    timesteps) barely differ between e.g. cheetah-vel tasks, so it cannot tell them apart."""
+    method, b = fresh_method(name, ctx, seed), ctx.budget
+    if name == "MT-ORL":
+        return method
+    if name in ("Prompt-DT-Random", "Prompt-DT-Expert"):  # nothing trains: learn stores the prompt windows
+        return method.learn(ctx.suite.dataset(task, "random") if name.endswith("Random") else ctx.few_shot(task),
+                            progress_bar=False)
+    data, epochs = (ctx.suite.dataset(task, "expert"), b.full_epochs) if name == "Prompt-DT-FT-Full" else (ctx.few_shot(task), b.epochs)
+    return method.learn(data, epochs=epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
 
 
 def run_cell(name: str, ctx: Context, seed: int, path: Path) -> dict[str, Any]:
@@ -194,7 +184,7 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
     plm_params = ctx.plm.num_parameters()
     for name, row in summary.items():
         row["mean"], row["std"] = float(np.mean(row["seeds"])), float(np.std(row["seeds"]))
-        row["params"] = trainable_parameters(name, ctx, tasks[0])
+        row["params"] = fresh_method(name, ctx).num_parameters()
         row["percentage"] = 100.0 * row["params"] / plm_params
     return summary
 
