@@ -115,9 +115,14 @@ def raw_window(ep: Episode, start: int, length: int) -> tuple[np.ndarray, ...]:
     return ep.observations[t], ep.actions[t], ep.rewards[t], ep.rtg[t], t.astype(np.float32)
 
 
-def whole_windows(episodes: list[Episode], length: int) -> list[tuple[np.ndarray, ...]]:
-    """Every whole ``length``-step window of the episodes, in order (see :func:`raw_window`)."""
-    return [raw_window(e, t, length) for e in episodes for t in range(len(e) - length + 1)]
+def whole_windows(episodes: list[Episode], length: int, limit: int | None = None,
+                  rng: np.random.Generator | None = None) -> list[tuple[np.ndarray, ...]]:
+    """Every whole ``length``-step window of the episodes, in order (see :func:`raw_window`); with
+    ``limit``, a random subset of that many (drawn with ``rng``, kept in order), chosen before cutting."""
+    starts = [(e, t) for e in episodes for t in range(len(e) - length + 1)]
+    if limit is not None and len(starts) > limit:
+        starts = [starts[i] for i in np.sort(rng.choice(len(starts), limit, replace=False))]
+    return [raw_window(e, t, length) for e, t in starts]
 
 
 def check_prompt_length(tasks: Mapping[int, list[Episode]], length: int) -> None:
@@ -186,10 +191,7 @@ class PromptBank(nn.Module):
         check_prompt_length(tasks, self.length)
         rows: list[tuple[int, tuple[np.ndarray, ...]]] = []
         for task, eps in tasks.items():
-            windows = whole_windows(eps, self.length)
-            if len(windows) > limit:
-                windows = [windows[i] for i in np.sort(rng.choice(len(windows), limit, replace=False))]
-            rows += [(task, w) for w in windows]
+            rows += [(task, w) for w in whole_windows(eps, self.length, limit, rng)]
         device = self.task.device
         cols = [np.stack(c) for c in zip(*(w for _, w in rows))]  # states, actions, rewards, rtg, timesteps
         self.states, self.actions = (torch.as_tensor(c, dtype=torch.float32, device=device) for c in cols[:2])

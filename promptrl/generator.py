@@ -166,10 +166,7 @@ class PromptGenerator(FrozenPLMMethod):
         rng = np.random.default_rng(self.settings.seed)
         self.settings.conditions = {}
         for task, eps in tasks.items():
-            windows = whole_windows(eps, length)
-            if len(windows) > keep:
-                windows = [windows[i] for i in sorted(rng.choice(len(windows), keep, replace=False))]
-            y = self._encode(windows)[1].cpu().numpy().astype(np.float64)
+            y = self._encode(whole_windows(eps, length, keep, rng))[1].cpu().numpy().astype(np.float64)
             self.settings.conditions[str(task)] = np.round(y, 6).tolist()  # float32 precision, short JSON
 
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, Segment]:
