@@ -249,6 +249,39 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
 
 
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from promptrl import ablations as a
+    from promptrl.reproduce import TABLE1_SUITES
+
+    torch.set_num_threads(args.threads)
+    budget = a.DEFAULT_BUDGET
+    for field in ("seeds", "episodes", "epochs"):
+        if getattr(args, field) is not None:
+            budget = replace(budget, **{field: getattr(args, field)})
+    default_suite = {"init": "cheetah-vel", "update-rules": "all", "zero-shot": "ant-dir-ood", "prompts": "ant-dir-ood",
+                     "denoising": "cheetah-vel"}[args.name]
+    suite = args.suite or default_suite
+    if suite == "all" and args.name != "update-rules":
+        raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
+    common = dict(out=args.out, hub_root=args.hub, device=args.device, command=command_line(args))
+    if args.name == "init":
+        md = a.prompt_initialization(suite, budget, n_tasks=args.tasks, **common)
+    elif args.name == "update-rules":
+        md = a.update_rules(list(TABLE1_SUITES) if suite == "all" else [suite], budget, n_tasks=args.tasks, **common)
+    elif args.name == "zero-shot":
+        md = a.zero_shot(suite, budget, n_tasks=args.tasks, **common)
+    elif args.name == "prompts":
+        md = a.prompt_similarity(suite, budget, n_prompts=args.n_prompts, **common)
+    else:
+        md = a.denoising(suite, n=args.n_prompts, **common)
+    print(md.read_text())
+    print(f"written {md}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptrl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -328,6 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: the models are small, more threads mostly wait on each other)")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("ablate", help="an ablation of the paper (Table 2, Fig. 3, Table 9, Table 6/Fig. 5, Fig. 4): a table, CSV and plot")
+    p.add_argument("name", choices=("init", "update-rules", "zero-shot", "prompts", "denoising"),
+                   help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
+                        "denoising: Fig. 4")
+    p.add_argument("suite", nargs="?", choices=["all", *available_suites()], default=None,
+                   help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default 1)")
+    p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per test task (default 5)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of 100 steps (default 3; Table 4: 20)")
+    p.add_argument("--tasks", type=int, default=None, help="only the first N test tasks")
+    p.add_argument("--n-prompts", type=int, default=8, help="prompts: prompts per method; denoising: prompts drawn")
+    p.add_argument("--out", default="results/ablations", help="results folder")
+    p.add_argument("--hub", default="hub_models", help="where the shipped models live")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT or Prompt Diffuser on a suite split")
     p.add_argument("model", help="folder or Hub repo id")

@@ -82,6 +82,18 @@ class PromptDiffuser(PromptGenerator, license="mit", model_card_template=MODEL_C
     def _sample_x0(self, y: torch.Tensor, temperature: float, keep_grad: bool = False) -> torch.Tensor:
         return self.diffusion.sample(self.model, y, self.x_dim, self._generator, temperature=temperature, keep_grad=keep_grad)
 
+    @torch.no_grad()
+    def denoising_chain(self, n: int = 1, task: int | None = None, temperature: float | None = None) -> torch.Tensor:
+        """The reverse process of ``n`` prompts (Fig. 4 of the paper): x_N (noise), ..., x_0 in normalized
+        units, shape (N + 1, n, K*, obs_dim + act_dim + 1); conditions as in :meth:`generate_prompt`."""
+        y = self._conditions(n, task)
+        if self.settings.target_rtg is not None:
+            y[:, : self.plm.settings.prompt_length] = self.settings.target_rtg / self.plm.settings.rtg_scale
+        self.model.eval()
+        t = self.settings.temperature if temperature is None else temperature
+        _, chain = self.diffusion.sample(self.model, y, self.x_dim, self._generator, temperature=t, return_chain=True)
+        return torch.stack(chain).view(len(chain), n, self.plm.settings.prompt_length, self.token_dim)
+
     # ------------------------------------------------------------------ hub
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
         """The Hub model card; ``save_pretrained(..., model_card_kwargs={"training": ..., "results": ...})`` fills it in."""

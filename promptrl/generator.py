@@ -13,6 +13,7 @@ A subclass supplies the model (``_make_model``), its loss (``_generative_loss``)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,9 @@ class GeneratorSettings(TrainingSettings):
     max_conditions: int = 200
     """Conditions kept per task (a seeded subset when the data has more windows; one 200-step
     episode has 196), so that ``config.json`` stays small."""
+    target_rtg: float | None = None
+    """When set, every generated prompt's return-to-go condition is this return (zero-shot: no data
+    of the task, only its target return; Table 9 of the paper)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,6 +71,9 @@ class GeneratorSettings(TrainingSettings):
             raise ValueError(f"update must be one of {UPDATE_RULES}, got {self.update!r}")
         check_number("guidance_weight", self.guidance_weight, strict=False)
         check_number("max_conditions", self.max_conditions, integer=True)
+        rtg = self.target_rtg
+        if rtg is not None and (not isinstance(rtg, (int, float)) or isinstance(rtg, bool) or not math.isfinite(rtg)):
+            raise ValueError(f"target_rtg must be a finite number or None, got {rtg!r}")
         if not isinstance(self.temperature, (int, float)) or not 0.0 <= self.temperature <= 1.0:
             raise ValueError(f"temperature must be in [0, 1], got {self.temperature!r}")
 
@@ -108,8 +115,9 @@ class PromptGenerator(FrozenPLMMethod):
         hi = torch.tensor(self.settings.x_max, device=self.device)
         return lo, torch.maximum(hi, lo + 1e-6)
 
-    def _encode(self, windows: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw windows (states, actions, rewards, rtg, timesteps) -> normalized x0 (B, x_dim), y (B, y_dim)."""
+    def encode(self, windows: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw prompt windows (tuples of states, actions, rewards, rtg, timesteps, as
+        :func:`~promptrl.adaptation.whole_windows` cuts them) -> normalized x0 (B, x_dim) and conditions y (B, y_dim)."""
         states, actions, rewards, rtg, timesteps = (torch.as_tensor(np.stack(c), device=self.device, dtype=torch.float32)
                                                     for c in zip(*windows))
         tokens = torch.cat([states, actions, rewards[..., None]], -1)  # (B, K*, token_dim)
@@ -139,15 +147,17 @@ class PromptGenerator(FrozenPLMMethod):
 
     # ------------------------------------------------------------------ training
     def learn(self: Method, datasets: Any, epochs: int | None = None, steps_per_epoch: int | None = None,
-              callback: Callback | None = None, progress_bar: bool = True) -> Method:
+              callback: Callback | None = None, progress_bar: bool = True, prompt_data: Any = None) -> Method:
         """Train the generator on prompts from ``datasets`` (one per task, or one dataset), guided by the
         frozen PLM's action loss on history windows of the same task; returns self.
 
         Use it twice: on the training tasks' datasets (generator pre-training), then on a test task's
         few-shot data (fine-tuning, Table 4's budget by default). The callback gets the generative
-        loss (key ``generative_loss_name``) and ``loss_dt``.
+        loss (key ``generative_loss_name``) and ``loss_dt``. Generation afterwards is conditioned on
+        the windows of ``prompt_data`` (the initial prompts y(tau*_initial) of Algorithm 1; default:
+        ``datasets``), per task.
         """
-        return self._learn(datasets, None, epochs, steps_per_epoch, callback, progress_bar)
+        return self._learn(datasets, prompt_data, epochs, steps_per_epoch, callback, progress_bar)
 
     def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
         s = self.settings
@@ -157,7 +167,8 @@ class PromptGenerator(FrozenPLMMethod):
                                      for eps in tasks.values() for e in eps])
             s.x_min, s.x_max = tokens.min(0).tolist(), tokens.max(0).tolist()
         self._seg_spec = self.plm._segment_spec()
-        self._remember_conditions(tasks)
+        check_prompt_length(prompts, self.plm.settings.prompt_length)
+        self._remember_conditions(prompts)
         self._tasks, self._task_ids = tasks, sorted(tasks)
 
     def _remember_conditions(self, tasks: dict[int, list[Episode]]) -> None:
@@ -166,7 +177,7 @@ class PromptGenerator(FrozenPLMMethod):
         rng = np.random.default_rng(self.settings.seed)
         self.settings.conditions = {}
         for task, eps in tasks.items():
-            y = self._encode(whole_windows(eps, length, keep, rng))[1].cpu().numpy().astype(np.float64)
+            y = self.encode(whole_windows(eps, length, keep, rng))[1].cpu().numpy().astype(np.float64)
             self.settings.conditions[str(task)] = np.round(y, 6).tolist()  # float32 precision, short JSON
 
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, Segment]:
@@ -178,7 +189,7 @@ class PromptGenerator(FrozenPLMMethod):
             pe = eps[rng.integers(len(eps))]
             prompts.append(raw_window(pe, int(rng.integers(0, len(pe))), p.prompt_length))
             histories.append(random_window(eps[rng.integers(len(eps))], p.context, self._seg_spec, rng))
-        x0, y = self._encode(prompts)
+        x0, y = self.encode(prompts)
         return x0, y, stack_windows(histories, self.device)
 
     def _train_step(self) -> dict[str, float]:
@@ -213,13 +224,21 @@ class PromptGenerator(FrozenPLMMethod):
 
     @torch.no_grad()
     def generate_prompt(self, n: int = 1, rtg: float | None = None, temperature: float | None = None,
-                        task: int | Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+                        task: int | Sequence[int] | None = None, conditions: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts for the PLM (raw units, on the model's device): dicts of states, actions, rtg,
         timesteps and mask. Conditions come from the latest ``learn`` data of ``task`` (one index or
         one per prompt; wrappers pass their env's task), of all learned tasks when None; ``rtg``
-        replaces their return-to-go (e.g. zero-shot: the target return only)."""
+        replaces their return-to-go (e.g. zero-shot: the target return only; default: the
+        ``target_rtg`` setting, if set). ``conditions`` (n, 2 K*) gives the conditions y explicitly
+        (e.g. ``encode(windows)[1]``: one prompt per real window)."""
         p = self.plm.settings
-        y = self._conditions(n, task)
+        if conditions is None:
+            y = self._conditions(n, task)
+        elif conditions.shape != (n, self.y_dim):
+            raise ValueError(f"conditions must have shape ({n}, {self.y_dim}), got {tuple(conditions.shape)}")
+        else:
+            y = conditions.to(self.device, torch.float32).clone()
+        rtg = self.settings.target_rtg if rtg is None else rtg
         if rtg is not None:
             y[:, : p.prompt_length] = float(rtg) / p.rtg_scale
         self.model.eval()

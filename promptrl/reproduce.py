@@ -14,7 +14,7 @@ import csv
 import datetime
 import json
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,23 +125,32 @@ def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
     return method.learn(data, epochs=epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
 
 
-def run_cell(name: str, ctx: Context, seed: int, path: Path) -> dict[str, Any]:
-    """One (method, seed): adapt and evaluate on every test task; the JSON at ``path`` makes it resumable."""
+Builder = Callable[[str, Context, int, int], Any]
+
+
+def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = build_method) -> dict[str, Any]:
+    """One (method, seed): adapt (``build(name, ctx, task, seed)``) and evaluate on every test task;
+    the JSON at ``path`` makes it resumable."""
     if path.is_file():
         return json.loads(path.read_text())
     returns: dict[str, list[float]] = {}
     for task in ctx.tasks:
         torch.manual_seed(seed)
-        model = build_method(name, ctx, task, seed)
+        model = build(name, ctx, task, seed)
         result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=None, seed=seed)
         returns[str(task)] = result.returns[task]
     cell = {"method": name, "seed": seed, "returns": returns,
             "mean": float(np.mean([np.mean(r) for r in returns.values()]))}
+    write_json(path, cell)
+    return cell
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell, indent=1))
+    tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
-    return cell
 
 
 def ensure_datasets(suite: TaskSuite, tasks: Sequence[int]) -> None:
@@ -228,14 +237,18 @@ def table1(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(rows)
 
 
+def hardware() -> str:
+    """The machine a result was measured on, in words (processor, torch threads, GPU)."""
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " + (
+        torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+
+
 def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Path, command: str, budget: Budget) -> Path:
     """Write ``table1.md`` and ``table1.csv`` under ``out``; returns the markdown path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.date.today().isoformat()
-    hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " + (
-        torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
-    text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {stamp}  ", f"Hardware: {hardware}  ",
+    text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {stamp}  ", f"Hardware: {hardware()}  ",
             f"Budget: {json.dumps(asdict(budget))}\n",
             "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
             table1(summaries), ""]

@@ -1,0 +1,387 @@
+"""The ablations of the Prompt Diffuser paper, each one function and one ``promptrl ablate <name> <suite>``:
+
+- ``init`` (Table 2): prompt initialization (expert / medium / random windows) x fine-tuning data
+  quality, for Prompt-Tuning DT and the Prompt Diffuser (whose generation is conditioned on the
+  initial prompts' y, Algorithm 1 line 9).
+- ``update-rules`` (Fig. 3): the Prompt Diffuser fine-tuned with each gradient rule (dm, dt, sum,
+  projection), relative to dm.
+- ``zero-shot`` (Table 9): few-shot methods against zero-shot ones that see no data of the test task
+  (Prompt-DT with training-task prompts; the pre-trained generator conditioned on the target return).
+- ``prompts`` (Table 6, Fig. 5): linear CKA of Prompt-Tuning DT's and the Prompt Diffuser's prompts to
+  the expert windows they start from, and a t-SNE plot of the three.
+- ``denoising`` (Fig. 4): the reverse process of a shipped Prompt Diffuser, plotted.
+
+Every adaptation uses the shipped models of ``hub_models/<suite>/`` and the few-shot data of
+:mod:`promptrl.reproduce`; each (setting, seed) is cached as JSON under ``<out>/runs/``, so a rerun
+resumes. Results go to ``<out>/<name>-<suite>.md`` and ``.csv`` (and ``.png``), the paper beside ours.
+Plots need matplotlib and t-SNE scikit-learn (``pip install "promptrl[plots]"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from promptrl.adaptation import whole_windows
+from promptrl.datasets import create_datasets
+from promptrl.reproduce import (
+    PAPER_TABLES,
+    Budget,
+    Context,
+    build_method,
+    fresh_method,
+    hardware,
+    hub_folder,
+    run_cell,
+    write_json,
+)
+from promptrl.segments import episodes_of
+from promptrl.suites import QUALITIES, load_suite
+
+ABLATIONS = ("init", "update-rules", "zero-shot", "prompts", "denoising")
+UPDATE_RULES = ("dm", "dt", "sum", "projection")
+DEFAULT_BUDGET = Budget(seeds=1, episodes=5, epochs=3, steps_per_epoch=100)
+"""What the committed ablation tables ran: 1 seed, 5 episodes per task, 300 fine-tuning steps."""
+
+
+def paper(key: str) -> Any:
+    return json.loads(PAPER_TABLES.read_text())[key]
+
+
+def _fmt(values: Sequence[float] | None) -> str:
+    return "—" if values is None else f"{values[0]:.1f} ± {values[1]:.1f}"
+
+
+def context(suite_name: str, budget: Budget, hub_root: str | Path, device: str, n_tasks: int | None,
+            qualities: Sequence[str] = ("expert",), methods: Sequence[str] = ()) -> Context:
+    """The shipped models of a suite loaded, and its first ``n_tasks`` test tasks' datasets made."""
+    suite = load_suite(suite_name)
+    tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
+    for quality in qualities:
+        create_datasets(suite, quality, tasks=tasks, progress_bar=True)
+    ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, list(tasks))
+    ctx.load_models(methods)
+    return ctx
+
+
+def measure(ctx: Context, label: str, build: Callable[[str, Context, int, int], Any], runs: Path) -> dict[str, Any]:
+    """Mean ± std over the budget's seeds of ``build``'s test return (cells cached under ``runs``)."""
+    means = [run_cell(label, ctx, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build)["mean"]
+             for seed in range(ctx.budget.seeds)]
+    return {"seeds": means, "mean": float(np.mean(means)), "std": float(np.std(means))}
+
+
+def _runs(out: Path, name: str, suite: str, budget: Budget) -> Path:
+    return out / "runs" / name / suite / budget.tag()
+
+
+def _write(out: Path, stem: str, title: str, command: str, budget: Budget | None, body: list[str],
+           rows: list[dict[str, Any]]) -> Path:
+    """``<stem>.md`` (header, body) and ``<stem>.csv`` (rows) under ``out``; returns the markdown path."""
+    import datetime
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{stem}.md"
+    head = [f"# {title}\n", f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ",
+            f"Hardware: {hardware()}  "] + ([f"Budget: {json.dumps(asdict(budget))}\n"] if budget else [""])
+    md.write_text("\n".join(head + body) + "\n")
+    if rows:
+        with open(out / f"{stem}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return md
+
+
+def _adapt(method: str, ctx: Context, task: int, seed: int, data: Any, prompt_data: Any = None, **settings: Any) -> Any:
+    """``method`` built from the shipped models, settings overridden, adapted on ``data`` with the budget."""
+    model = fresh_method(method, ctx, seed)
+    model.settings = replace(model.settings, **settings)
+    b = ctx.budget
+    return model.learn(data, epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False, prompt_data=prompt_data)
+
+
+# ---------------------------------------------------------------------- Table 2
+def prompt_initialization(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
+                          hub_root: str | Path = "hub_models", device: str = "cpu", n_tasks: int | None = None,
+                          command: str = "promptrl ablate init cheetah-vel") -> Path:
+    """Table 2: each method fine-tuned on data of each quality from initial prompts of each quality
+    (one episode of each, ``few_shot_episodes``), evaluated on the test tasks."""
+    out = Path(out)
+    ctx = context(suite_name, budget, hub_root, device, n_tasks, qualities=QUALITIES)
+    runs, ref = _runs(out, "init", suite_name, budget), paper("table2_cheetah_vel")
+    rows, body = [], [f"Rows: fine-tuning data quality; columns: prompt initialization. Ours mean ± std over seeds "
+                      f"(paper in parentheses, cheetah-vel). Test tasks {ctx.tasks}.\n"]
+    for method in ("Prompt-Tuning DT", "Prompt Diffuser"):
+        body += [f"\n## {method}\n", "| data \\ prompt init | " + " | ".join(QUALITIES) + " |", "|---|---|---|---|"]
+        for data_q in QUALITIES:
+            cells = []
+            for init_q in QUALITIES:
+                def build(_: str, ctx: Context, task: int, seed: int, method: str = method, data_q: str = data_q,
+                          init_q: str = init_q) -> Any:
+                    fs = ctx.budget.few_shot_episodes
+                    return _adapt(method, ctx, task, seed, ctx.suite.dataset(task, data_q, episodes=fs),
+                                  ctx.suite.dataset(task, init_q, episodes=fs))
+
+                r = measure(ctx, f"{method} data-{data_q} init-{init_q}", build, runs)
+                theirs = ref[method][data_q][init_q] if suite_name == "cheetah-vel" else None
+                cells.append(f"{r['mean']:.1f} ± {r['std']:.1f} ({_fmt(theirs)})")
+                rows.append({"method": method, "data": data_q, "init": init_q, "mean": round(r["mean"], 2),
+                             "std": round(r["std"], 2), "seeds": len(r["seeds"]), "paper": _fmt(theirs)})
+            body.append(f"| {data_q} | " + " | ".join(cells) + " |")
+    return _write(out, f"init-{suite_name}", f"Prompt initialization x data quality (Table 2), {suite_name}", command,
+                  budget, body, rows)
+
+
+# ---------------------------------------------------------------------- Fig. 3
+def update_rules(suites: Sequence[str], budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
+                 hub_root: str | Path = "hub_models", device: str = "cpu", n_tasks: int | None = None,
+                 command: str = "promptrl ablate update-rules") -> Path:
+    """Fig. 3: the Prompt Diffuser fine-tuned with each update rule; change relative to dm (Eq. 18)."""
+    out = Path(out)
+    rows, body = [], ["Relative change = (return - return_dm) / |return_dm|, in percent (the paper plots performance "
+                      f"relative to dm). Paper: {paper('fig3_update_rules')}\n",
+                      "| suite | test tasks | " + " | ".join(UPDATE_RULES) + " |", "|---|---|" + "---|" * len(UPDATE_RULES)]
+    for suite_name in suites:
+        ctx = context(suite_name, budget, hub_root, device, n_tasks)
+        runs, results = _runs(out, "update-rules", suite_name, budget), {}
+        for rule in UPDATE_RULES:
+            def build(_: str, ctx: Context, task: int, seed: int, rule: str = rule) -> Any:
+                return _adapt("Prompt Diffuser", ctx, task, seed, ctx.few_shot(task), update=rule)
+
+            results[rule] = measure(ctx, rule, build, runs)
+        base = results["dm"]["mean"]
+        cells = []
+        for rule, r in results.items():
+            rel = 100.0 * (r["mean"] - base) / max(abs(base), 1e-8)
+            cells.append(f"{r['mean']:.1f} ± {r['std']:.1f} ({rel:+.1f}%)")
+            rows.append({"suite": suite_name, "rule": rule, "mean": round(r["mean"], 2), "std": round(r["std"], 2),
+                         "seeds": len(r["seeds"]), "relative_to_dm_percent": round(rel, 2)})
+        body.append(f"| {suite_name} | {ctx.tasks} | " + " | ".join(cells) + " |")
+    stem = "update-rules-" + ("all" if len(suites) > 1 else suites[0])
+    md = _write(out, stem, "Update rules of the Prompt Diffuser (Fig. 3)", command, budget, body, rows)
+    _plot_update_rules(rows, out / f"{stem}.png")
+    return md
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError('plots need matplotlib: pip install "promptrl[plots]"') from err
+    return plt
+
+
+def _plot_update_rules(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    suites = list(dict.fromkeys(r["suite"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(suites), 3.2))
+    width = 0.8 / len(UPDATE_RULES)
+    for i, rule in enumerate(UPDATE_RULES):
+        vals = [next(r["relative_to_dm_percent"] for r in rows if r["suite"] == s and r["rule"] == rule) for s in suites]
+        ax.bar(np.arange(len(suites)) + (i - 1.5) * width, vals, width, label=rule)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(suites)), suites)
+    ax.set_ylabel("return relative to dm (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- Table 9
+def zero_shot(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
+              hub_root: str | Path = "hub_models", device: str = "cpu", n_tasks: int | None = None,
+              command: str = "promptrl ablate zero-shot ant-dir-ood") -> Path:
+    """Table 9: few-shot methods (one expert episode of the test task) against zero-shot ones: Prompt-DT
+    with expert prompts of the training tasks, and the pre-trained generator (no fine-tuning) with its
+    training-task conditions and the suite's target return as return-to-go."""
+    out = Path(out)
+    ctx = context(suite_name, budget, hub_root, device, n_tasks)
+    runs = _runs(out, "zero-shot", suite_name, budget)
+    ref = paper("table9_ant_dir_ood") if suite_name == "ant-dir-ood" else {}
+
+    def prompt_dt_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
+        return fresh_method("Prompt-DT-Expert", ctx, seed).learn(ctx.suite.datasets("train", "expert"), progress_bar=False)
+
+    def diffuser_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
+        pd = fresh_method("Prompt Diffuser", ctx, seed)
+        pd.settings.target_rtg = float(ctx.suite.rtg_target)
+        return pd
+
+    builders = {"Prompt-DT few-shot": ("Prompt-DT-Expert", build_method), "Prompt-Tuning DT few-shot": ("Prompt-Tuning DT", build_method),
+                "Prompt Diffuser few-shot": ("Prompt Diffuser", build_method), "Prompt-DT zero-shot": (None, prompt_dt_zero),
+                "Prompt Diffuser zero-shot": (None, diffuser_zero)}
+    rows, body = [], [f"Test tasks {ctx.tasks}; zero-shot prompts come from the training tasks only.\n",
+                      "| setting | ours | paper |", "|---|---|---|"]
+    with warnings.catch_warnings():  # zero-shot prompts are, by design, of tasks other than the evaluated one
+        warnings.filterwarnings("ignore", message="no few-shot data of task")
+        for label, (method, build) in builders.items():
+            r = measure(ctx, label, (lambda _, c, t, s, m=method, b=build: b(m or _, c, t, s)), runs)
+            body.append(f"| {label} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(ref.get(label))} |")
+            rows.append({"setting": label, "mean": round(r["mean"], 2), "std": round(r["std"], 2), "seeds": len(r["seeds"]),
+                         "paper": _fmt(ref.get(label))})
+    return _write(out, f"zero-shot-{suite_name}", f"Zero-shot vs few-shot (Table 9), {suite_name}", command, budget, body, rows)
+
+
+# ---------------------------------------------------------------------- Table 6, Fig. 5
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centered kernel alignment (Kornblith et al. 2019) of two (n, d) representations of the same n items."""
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        raise ValueError(f"x and y must be (n, d) arrays with the same n >= 2, got {x.shape} and {y.shape}")
+    x, y = x - x.mean(0), y - y.mean(0)
+    cross = np.linalg.norm(y.T @ x) ** 2
+    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+def prompt_features(plm: Any, prompts: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Prompts (raw dicts) as the PLM sees them, flattened: normalized states, actions, rtg / scale: (n, K* (obs + act + 1))."""
+    p = plm.settings
+    mean, std = np.asarray(p.state_mean), np.asarray(p.state_std)
+    rows = []
+    for d in prompts:
+        get = (lambda k: np.asarray(d[k].detach().cpu() if torch.is_tensor(d[k]) else d[k], dtype=np.float64))
+        rows.append(np.concatenate([(get("states") - mean) / std, get("actions"), get("rtg").reshape(-1, 1) / p.rtg_scale], 1).ravel())
+    return np.stack(rows)
+
+
+def _window_dict(w: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+    states, actions, _, rtg, timesteps = w
+    return {"states": states, "actions": actions, "rtg": rtg, "timesteps": timesteps}
+
+
+def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
+                      hub_root: str | Path = "hub_models", device: str = "cpu", n_prompts: int = 8,
+                      command: str = "promptrl ablate prompts ant-dir-ood") -> Path:
+    """Table 6 and Fig. 5 on the suite's first test task: ``n_prompts`` expert windows of its few-shot
+    data; Prompt-Tuning DT tuned from each (one run per seed 0..n-1, paired with its initial window);
+    the fine-tuned Prompt Diffuser generating one prompt per window's conditions. Linear CKA of each
+    method's prompts to their expert windows, each method's test return, and a t-SNE plot."""
+    out = Path(out)
+    ctx = context(suite_name, budget, hub_root, device, 1)
+    task, runs = ctx.tasks[0], _runs(out, "prompts", suite_name, budget)
+    cache = runs / f"prompts-n{n_prompts}.json"
+    if cache.is_file():
+        data = json.loads(cache.read_text())
+    else:
+        few = ctx.few_shot(task)
+        pd = build_method("Prompt Diffuser", ctx, task, 0)
+        windows = whole_windows(episodes_of(few), ctx.plm.settings.prompt_length, n_prompts, np.random.default_rng(0))
+        generated = pd.generate_prompt(len(windows), conditions=pd.encode(windows)[1])
+        tuned, starts = [], []
+        for seed in range(n_prompts):
+            pt = build_method("Prompt-Tuning DT", ctx, task, seed)
+            starts.append(pt.bank.sample(1, task, pt._generator)[0])
+            tuned.append(pt.generate_prompt(1)[0])
+        feats = {"expert (PD conditions)": prompt_features(ctx.plm, [_window_dict(w) for w in windows]),
+                 "Prompt Diffuser": prompt_features(ctx.plm, generated),
+                 "expert (PTDT initial)": prompt_features(ctx.plm, starts),
+                 "Prompt-Tuning DT": prompt_features(ctx.plm, tuned)}
+        data = {k: v.tolist() for k, v in feats.items()}
+        write_json(cache, data)
+    feats = {k: np.asarray(v) for k, v in data.items()}
+    sim = {"Prompt-Tuning DT": linear_cka(feats["expert (PTDT initial)"], feats["Prompt-Tuning DT"]),
+           "Prompt Diffuser": linear_cka(feats["expert (PD conditions)"], feats["Prompt Diffuser"])}
+    returns = {"expert": measure(ctx, "Prompt-DT-Expert", build_method, runs),
+               "Prompt-Tuning DT": measure(ctx, "Prompt-Tuning DT", build_method, runs),
+               "Prompt Diffuser": measure(ctx, "Prompt Diffuser", build_method, runs)}
+    ref = paper("table6_ant_dir_ood_cka") if suite_name == "ant-dir-ood" else {"similarity": {}, "return": {}}
+    body = [f"Task {task}; {n_prompts} prompts per method; features: the prompt as the PLM reads it (normalized states, "
+            "actions, return-to-go / scale), flattened. CKA of each method's prompts to the expert windows they start "
+            "from (Prompt-Tuning DT: its initial window; Prompt Diffuser: the window whose conditions it was given).\n",
+            "| | similarity (CKA) | paper | test return | paper |", "|---|---|---|---|---|"]
+    rows = []
+    for name in ("expert", "Prompt-Tuning DT", "Prompt Diffuser"):
+        s = 1.0 if name == "expert" else sim[name]
+        r = returns[name]
+        body.append(f"| {name} | {s:.4f} | {ref['similarity'].get(name, '—')} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(ref['return'].get(name))} |")
+        rows.append({"method": name, "cka": round(s, 4), "return_mean": round(r["mean"], 2), "return_std": round(r["std"], 2)})
+    md = _write(out, f"prompts-{suite_name}", f"Prompt similarity (Table 6) and t-SNE (Fig. 5), {suite_name}", command, budget,
+                body + [f"\n![t-SNE](prompts-{suite_name}.png)"], rows)
+    _plot_tsne({"expert": np.concatenate([feats["expert (PD conditions)"], feats["expert (PTDT initial)"]]),
+                "Prompt-Tuning DT": feats["Prompt-Tuning DT"], "Prompt Diffuser": feats["Prompt Diffuser"]},
+               out / f"prompts-{suite_name}.png", f"{suite_name}, task {task}")
+    return md
+
+
+def _plot_tsne(groups: dict[str, np.ndarray], path: Path, title: str) -> None:
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError as err:
+        raise ImportError('the t-SNE plot needs scikit-learn: pip install "promptrl[plots]"') from err
+    plt = _pyplot()
+    x = np.concatenate(list(groups.values()))
+    xy = TSNE(2, perplexity=min(30.0, (len(x) - 1) / 3), random_state=0, init="pca").fit_transform(x)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    start = 0
+    for (name, g), marker in zip(groups.items(), "o^s"):
+        ax.scatter(*xy[start:start + len(g)].T, label=name, marker=marker, alpha=0.8)
+        start += len(g)
+    ax.set_title(f"t-SNE of prompts ({title})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- Fig. 4
+def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablations", hub_root: str | Path = "hub_models",
+              device: str = "cpu", n: int = 64, seed: int = 0, command: str = "promptrl ablate denoising cheetah-vel") -> Path:
+    """Fig. 4: ``n`` prompts of the shipped Prompt Diffuser through the reverse chain, for the task it
+    was fine-tuned on. Each panel shows their tokens at one step (coloured by position in the prompt)
+    beside the tokens of every real window of the task's few-shot episode (grey), projected on the
+    real tokens' two principal axes; the table gives, per step, the RMS distance of each prompt to its
+    nearest real window (normalized units; 0 = a copy of one)."""
+    from promptrl.diffuser import PromptDiffuser
+
+    out = Path(out)
+    pd = PromptDiffuser.from_pretrained(hub_folder(suite_name, hub_root), device=device)
+    pd.set_random_seed(seed)
+    task = int(sorted(pd.settings.conditions, key=int)[0])
+    p = pd.plm.settings
+    windows = whole_windows(episodes_of(load_suite(suite_name).dataset(task, "expert", episodes=1)), p.prompt_length)
+    real = pd.encode(windows)[0].cpu().numpy()  # (M, x_dim)
+    chain = pd.denoising_chain(n, task=task).cpu().numpy()  # (N + 1, n, K*, d), chain[0] = x_N
+    N, K, d = chain.shape[0] - 1, chain.shape[2], chain.shape[3]
+    real_tokens = real.reshape(-1, d)
+    center = real_tokens.mean(0)
+    axes = np.linalg.svd(real_tokens - center, full_matrices=False)[2][:2]
+    snapshots = sorted({N, 3 * N // 4, N // 2, N // 4, N // 10, 0}, reverse=True)
+    rows, body = [], [f"{n} prompts for task {task} (the shipped model's fine-tuning task); step k = {N} is pure noise, "
+                      f"k = 0 the generated prompt; {len(real)} real windows of the task's few-shot episode.\n",
+                      "| step k | RMS distance to the nearest real window (mean over prompts) |", "|---|---|"]
+    for k in snapshots:
+        x = chain[N - k].reshape(n, -1)
+        dist = np.sqrt(((x[:, None, :] - real[None]) ** 2).mean(-1)).min(1)
+        rows.append({"step": k, "nearest_real_rms": round(float(dist.mean()), 4)})
+        body.append(f"| {k} | {dist.mean():.3f} |")
+    stem = f"denoising-{suite_name}"
+    md = _write(out, stem, f"Reverse denoising process (Fig. 4), {suite_name}", command, None,
+                body + [f"\n![denoising]({stem}.png)"], rows)
+    plt = _pyplot()
+    fig, axs = plt.subplots(1, len(snapshots), figsize=(2.4 * len(snapshots), 2.7), sharex=True, sharey=True)
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, K))
+    ref = (real_tokens - center) @ axes.T
+    for ax, k in zip(axs, snapshots):
+        xy = (chain[N - k] - center) @ axes.T  # (n, K*, 2)
+        for j in range(K):
+            ax.scatter(xy[:, j, 0], xy[:, j, 1], s=6, color=colors[j], label=f"prompt step {j + 1}")
+        ax.scatter(ref[:, 0], ref[:, 1], s=2, color="black", alpha=0.4, label="real windows")
+        ax.set_title(f"k = {k}", fontsize=9)
+    axs[0].legend(fontsize=6, markerscale=2)
+    fig.suptitle(f"Reverse denoising of {n} prompts ({suite_name}, task {task})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / f"{stem}.png", dpi=110)
+    plt.close(fig)
+    return md
