@@ -205,15 +205,18 @@ def zero_shot(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_BUDGET, 
               hub_root: str | Path = "hub_models", device: str = "cpu", n_tasks: int | None = None,
               command: str = "promptrl ablate zero-shot ant-dir-ood") -> Path:
     """Table 9: few-shot methods (one expert episode of the test task) against zero-shot ones: Prompt-DT
-    with expert prompts of the training tasks, and the pre-trained generator (no fine-tuning) with its
-    training-task conditions and the suite's target return as return-to-go."""
+    with expert prompts of the training tasks the generator was pre-trained on, and that pre-trained
+    generator (no fine-tuning) with its training-task conditions and the suite's target return as
+    return-to-go."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, n_tasks)
     runs = _runs(out, "zero-shot", suite_name, budget)
     ref = paper("table9_ant_dir_ood") if suite_name == "ant-dir-ood" else {}
 
     def prompt_dt_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
-        return fresh_method("Prompt-DT-Expert", ctx, seed).learn(ctx.suite.datasets("train", "expert"), progress_bar=False)
+        # The same information as the zero-shot generator: the tasks it was pre-trained on.
+        trained = sorted(int(t) for t in fresh_method("Prompt Diffuser", ctx, seed).settings.conditions)
+        return fresh_method("Prompt-DT-Expert", ctx, seed).learn([ctx.suite.dataset(t) for t in trained], progress_bar=False)
 
     def diffuser_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
         pd = fresh_method("Prompt Diffuser", ctx, seed)

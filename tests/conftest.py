@@ -1,3 +1,32 @@
+from pathlib import Path
+
+import pytest
+
+TINY_PLM = dict(embed_dim=16, n_layer=1, batch_per_task=4, warmup_steps=5, context=6)
+
+
+def make_tiny_hub(root: Path, suite_name: str, tasks: list[int], qualities=("expert", "random")) -> Path:
+    """``root/<suite>`` laid out as shipped (plm/, mt-orl/, pretrained/ and a root Prompt Diffuser),
+    with tiny models trained two steps on 2-episode datasets of ``tasks`` (the first a test task)."""
+    import promptrl
+    from promptrl.datasets import create_datasets
+    from promptrl.diffuser import PromptDiffuser
+    from promptrl.plm import PromptDT
+
+    suite = promptrl.load_suite(suite_name)
+    for quality in qualities:
+        create_datasets(suite, quality, tasks=tasks, episodes=2)
+    data = [suite.dataset(t, "expert") for t in tasks]
+    folder = root / suite_name
+    plm = PromptDT(suite, seed=0, **TINY_PLM).learn(data, total_steps=2, progress_bar=False)
+    plm.save_pretrained(folder / "plm")
+    PromptDT(suite, seed=0, use_prompt=False, **TINY_PLM).learn(data, total_steps=2, progress_bar=False).save_pretrained(folder / "mt-orl")
+    pd = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4).learn(data[1:], epochs=1, steps_per_epoch=2, progress_bar=False)
+    pd.save_generator(folder / "pretrained")
+    pd.learn(data[:1], epochs=1, steps_per_epoch=2, progress_bar=False).save_pretrained(folder)
+    return root
+
+
 import pytest
 
 

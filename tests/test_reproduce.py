@@ -7,28 +7,16 @@ import pytest
 import promptrl
 from promptrl.cli import main
 from promptrl.datasets import create_datasets
-from promptrl.diffuser import PromptDiffuser
-from promptrl.plm import PromptDT
+from conftest import make_tiny_hub
 from promptrl.reproduce import METHODS, Budget, reproduce_suite, suite_table, table1, write_results
 
-TINY_PLM = dict(embed_dim=16, n_layer=1, batch_per_task=4, warmup_steps=5, context=6)
 TINY_BUDGET = Budget(seeds=1, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2, full_epochs=1)
 
 
 @pytest.fixture
 def hub(tmp_path):
     """hub_models/mw-reach laid out as shipped: plm/, mt-orl/, pretrained/ (generator only)."""
-    suite = promptrl.load_suite("mw-reach")
-    for quality in ("expert", "random"):
-        create_datasets(suite, quality, tasks=[6, 9], episodes=2)
-    data = [suite.dataset(t, "expert") for t in (6, 9)]
-    folder = tmp_path / "hub" / "mw-reach"
-    plm = PromptDT(suite, seed=0, **TINY_PLM).learn(data, total_steps=2, progress_bar=False)
-    plm.save_pretrained(folder / "plm")
-    PromptDT(suite, seed=0, use_prompt=False, **TINY_PLM).learn(data, total_steps=2, progress_bar=False).save_pretrained(folder / "mt-orl")
-    pd = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4).learn(data[1:], epochs=1, steps_per_epoch=2, progress_bar=False)
-    pd.save_generator(folder / "pretrained")
-    return tmp_path / "hub"
+    return make_tiny_hub(tmp_path / "hub", "mw-reach", [6, 9])
 
 
 def test_every_method_runs_and_resumes(hub, tmp_path):

@@ -1,0 +1,108 @@
+"""The ablation commands on a tiny slice (one cheetah-vel test task, tiny shipped-style models), and
+the pieces they add: linear CKA, conditions from other data, zero-shot returns, explicit conditions."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import promptrl
+from conftest import make_tiny_hub
+from promptrl import ablations
+from promptrl.adaptation import whole_windows
+from promptrl.cli import main
+from promptrl.diffuser import PromptDiffuser
+from promptrl.reproduce import Budget
+from promptrl.segments import episodes_of
+
+TINY = Budget(seeds=1, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2, full_epochs=1)
+
+
+@pytest.fixture
+def hub(tmp_path):
+    return make_tiny_hub(tmp_path / "hub", "cheetah-vel", [2, 0], qualities=("expert", "medium", "random"))
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_linear_cka_closed_form():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6))
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    assert ablations.linear_cka(x, x) == pytest.approx(1.0)
+    assert ablations.linear_cka(x, 3.0 * x @ q + 2.0) == pytest.approx(1.0)  # invariant to scale, rotation, shift
+    assert ablations.linear_cka(x, rng.normal(size=(50, 6))) < 0.3
+    y = x[:, :3] @ rng.normal(size=(3, 4)) + 0.1 * rng.normal(size=(50, 4))
+    gram = (lambda a: (a - a.mean(0)) @ (a - a.mean(0)).T)  # the n x n kernels of the definition
+    k, l = gram(x), gram(y)
+    assert ablations.linear_cka(x, y) == pytest.approx(np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l)))
+    with pytest.raises(ValueError, match="same n"):
+        ablations.linear_cka(x, x[:10])
+
+
+def test_generator_conditions_from_prompt_data_and_zero_shot(hub):
+    suite = promptrl.load_suite("cheetah-vel")
+    pd = PromptDiffuser.from_pretrained(hub / "cheetah-vel" / "pretrained", plm=promptrl.PromptDT.from_pretrained(hub / "cheetah-vel" / "plm"))
+    expert, random = suite.dataset(2, "expert", episodes=1), suite.dataset(2, "random", episodes=1)
+    pd.learn(expert, epochs=1, steps_per_epoch=1, progress_bar=False, prompt_data=random)
+    length = pd.plm.settings.prompt_length
+    rng = np.random.default_rng(pd.settings.seed)
+    want = pd.encode(whole_windows(episodes_of(random), length, pd.settings.max_conditions, rng))[1]
+    assert np.allclose(pd.settings.conditions["2"], want.numpy(), atol=1e-5)  # y(tau*_initial) of the random data
+
+    pd.settings.target_rtg = 123.0
+    prompts = pd.generate_prompt(3, task=2)
+    assert all(torch.allclose(p["rtg"], torch.full_like(p["rtg"], 123.0)) for p in prompts)
+    chain = pd.denoising_chain(2, task=2)
+    assert chain.shape == (pd.settings.n_steps + 1, 2, length, pd.token_dim)
+    y = pd.encode(whole_windows(episodes_of(expert), length)[:2])[1]
+    pd.settings.target_rtg = None
+    given = pd.generate_prompt(2, conditions=y)
+    assert torch.allclose(given[1]["rtg"].flatten(), y[1, :length] * pd.plm.settings.rtg_scale)
+    with pytest.raises(ValueError, match="conditions must have shape"):
+        pd.generate_prompt(3, conditions=y)
+    with pytest.raises(ValueError, match="target_rtg"):
+        PromptDiffuser(pd.plm, target_rtg=math.nan)
+
+
+def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
+    out = tmp_path / "ablations"
+    md = ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1)
+    rows = _csv(out / "init-cheetah-vel.csv")
+    assert len(rows) == 18 and {r["init"] for r in rows} == {"expert", "medium", "random"}
+    assert all(math.isfinite(float(r["mean"])) for r in rows) and "(-32.6 ± 1.3)" in md.read_text()
+    # A finished cell is read back, not redone.
+    cell = out / "runs" / "init" / "cheetah-vel" / TINY.tag() / "Prompt_Diffuser_data-random_init-expert" / "seed0.json"
+    data = json.loads(cell.read_text())
+    data["mean"] = 777.0
+    cell.write_text(json.dumps(data))
+    ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1)
+    assert "777.0" in (out / "init-cheetah-vel.md").read_text()
+
+    ablations.update_rules(["cheetah-vel"], TINY, out, hub, n_tasks=1)
+    rules = _csv(out / "update-rules-cheetah-vel.csv")
+    assert [r["rule"] for r in rules] == list(ablations.UPDATE_RULES) and float(rules[0]["relative_to_dm_percent"]) == 0
+    assert (out / "update-rules-cheetah-vel.png").stat().st_size > 0
+
+    ablations.zero_shot("cheetah-vel", TINY, out, hub, n_tasks=1)
+    assert [r["setting"] for r in _csv(out / "zero-shot-cheetah-vel.csv")][-1] == "Prompt Diffuser zero-shot"
+
+    ablations.prompt_similarity("cheetah-vel", TINY, out, hub, n_prompts=3)
+    sim = {r["method"]: float(r["cka"]) for r in _csv(out / "prompts-cheetah-vel.csv")}
+    assert sim["expert"] == 1.0 and 0 <= sim["Prompt Diffuser"] <= 1 and 0 <= sim["Prompt-Tuning DT"] <= 1
+    assert (out / "prompts-cheetah-vel.png").stat().st_size > 0
+
+
+def test_cli_denoising(hub, tmp_path, capsys):
+    out = tmp_path / "abl"
+    assert main(["ablate", "denoising", "cheetah-vel", "--hub", str(hub), "--out", str(out), "--n-prompts", "4"]) == 0
+    rows = _csv(out / "denoising-cheetah-vel.csv")
+    assert rows[0]["step"] == "4" and rows[-1]["step"] == "0" and (out / "denoising-cheetah-vel.png").is_file()
+    assert "RMS distance" in capsys.readouterr().out
+    assert main(["ablate", "zero-shot", "all", "--hub", str(hub)]) == 2  # one suite only
