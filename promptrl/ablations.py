@@ -10,6 +10,8 @@
 - ``prompts`` (Table 6, Fig. 5): linear CKA of Prompt-Tuning DT's and the Prompt Diffuser's prompts to
   the expert windows they start from, and a t-SNE plot of the three.
 - ``denoising`` (Fig. 4): the reverse process of a shipped Prompt Diffuser, plotted.
+- ``prompt-length`` (Table 8): a PLM and a generator per prompt length K* (trained here, at a budget
+  given on the command line), fine-tuned and evaluated like Table 1's Prompt Diffuser.
 
 Every adaptation uses the shipped models of ``hub_models/<suite>/`` and the few-shot data of
 :mod:`promptrl.reproduce`; each (setting, seed) is cached as JSON under ``<out>/runs/``, so a rerun
@@ -46,7 +48,7 @@ from promptrl.reproduce import (
 from promptrl.segments import episodes_of
 from promptrl.suites import QUALITIES, load_suite
 
-ABLATIONS = ("init", "update-rules", "zero-shot", "prompts", "denoising")
+ABLATIONS = ("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length")
 UPDATE_RULES = ("dm", "dt", "sum", "projection")
 DEFAULT_BUDGET = Budget(seeds=1, episodes=5, epochs=3, steps_per_epoch=100)
 """What the committed ablation tables ran: 1 seed, 5 episodes per task, 300 fine-tuning steps."""
@@ -388,3 +390,83 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
     fig.savefig(out / f"{stem}.png", dpi=110)
     plt.close(fig)
     return md
+
+
+# ---------------------------------------------------------------------- Table 8
+PROMPT_LENGTHS = ("2", "5", "10", "40", "40 (larger N)")
+
+
+def _train_plm(suite_name: str, folder: Path, steps: int, device: str, **hyper: Any) -> Any:
+    """A Prompt-DT trained ``steps`` steps on the suite's training tasks into ``folder/final`` (checkpoints
+    every 250 steps in ``folder/checkpoint``; a rerun resumes or reloads)."""
+    from promptrl.plm import PromptDT
+
+    if (folder / "final" / "config.json").is_file():
+        return PromptDT.from_pretrained(folder / "final", device=device)
+    suite = load_suite(suite_name)
+    data = suite.datasets("train", "expert")
+    model = PromptDT.load_checkpoint(folder / "checkpoint", device=device) or PromptDT(suite, device=device, seed=0, **hyper)
+    while model.settings.steps_trained < steps:
+        model.learn(data, total_steps=min(250, steps - model.settings.steps_trained), progress_bar=True)
+        model.save_checkpoint(folder / "checkpoint")
+    model.save_pretrained(folder / "final")
+    return model
+
+
+def _pretrain_generator(plm: Any, suite_name: str, folder: Path, steps: int, **settings: Any) -> Any:
+    """The generator pre-trained on the training tasks as ``promptrl train diffuser --stage pretrain``
+    does it (L_DM only, lr 1e-3, batch 64), then given Table 4's fine-tuning settings; cached in ``folder``."""
+    from promptrl.diffuser import PromptDiffuser
+
+    if (folder / "config.json").is_file():
+        return PromptDiffuser.from_pretrained(folder, plm=plm)
+    pd = PromptDiffuser(plm, update="dm", learning_rate=1e-3, batch_size=64, **settings)
+    pd.learn(load_suite(suite_name).datasets("train", "expert"), epochs=1, steps_per_epoch=steps, progress_bar=True)
+    pd.settings = replace(pd.settings, update="projection", learning_rate=1e-4, batch_size=32)
+    pd.save_generator(folder)
+    return pd
+
+
+def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
+                  device: str = "cpu", n_tasks: int | None = None, plm_steps: int = 1000, generator_steps: int = 2000,
+                  lengths: Sequence[str] = PROMPT_LENGTHS, larger_n: int = 200, plm_settings: dict[str, Any] | None = None,
+                  generator_settings: dict[str, Any] | None = None,
+                  command: str = "promptrl ablate prompt-length cheetah-vel") -> Path:
+    """Table 8: for each prompt length K*, a Prompt-DT trained with K*-step prompts (``plm_steps`` steps
+    of 4 sequences per task, warm-up 500, lr 2e-4: the same budget for every length, K* = 5
+    included, so the lengths compare fairly), a generator pre-trained ``generator_steps`` steps, then
+    the Prompt Diffuser fine-tuned per test task and evaluated. "40 (larger N)" uses ``larger_n``
+    diffusion steps instead of 100. ``plm_settings`` / ``generator_settings`` override the models'
+    other settings (e.g. smaller ones)."""
+    out = Path(out)
+    suite = load_suite(suite_name)
+    tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
+    create_datasets(suite, "expert", tasks=tasks, progress_bar=True)
+    runs = _runs(out, "prompt-length", suite_name, budget)
+    ref = paper("table8_prompt_length")
+    rows, body = [], [f"Every length has its own Prompt-DT ({plm_steps:,} steps, 4 sequences per task) and generator "
+                      f"({generator_steps:,} L_DM steps), then Table 1's per-task fine-tuning. Test tasks {list(tasks)}. "
+                      f"Paper: {ref['_note']}\n", "| prompt length | N | ours | paper |", "|---|---|---|---|"]
+    for label in lengths:
+        k, n_steps = int(label.split()[0]), (larger_n if "larger" in label else 100)
+        models = runs / "models" / f"K{k}-plm{plm_steps}"
+        hyper = {"batch_per_task": 4, "warmup_steps": 500, "learning_rate": 2e-4, **(plm_settings or {}), "prompt_length": k}
+        plm = _train_plm(suite_name, models / "plm", plm_steps, device, **hyper)
+        gen = models / f"generator-N{n_steps}-steps{generator_steps}"
+        _pretrain_generator(plm, suite_name, gen, generator_steps, **{**(generator_settings or {}), "n_steps": n_steps})
+        ctx = Context(suite, budget, gen, device, list(tasks), plm=plm)
+
+        def build(_: str, ctx: Context, task: int, seed: int, gen: Path = gen) -> Any:
+            from promptrl.diffuser import PromptDiffuser
+
+            pd = PromptDiffuser.from_pretrained(gen, plm=ctx.plm, device=ctx.device)
+            pd.set_random_seed(seed)
+            b = ctx.budget
+            return pd.learn(ctx.few_shot(task), epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
+
+        r = measure(ctx, f"K{k}-N{n_steps}-plm{plm_steps}-gen{generator_steps}", build, runs)
+        theirs = ref.get(label) if suite_name == "cheetah-vel" else None
+        body.append(f"| {label} | {n_steps} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(theirs)} |")
+        rows.append({"prompt_length": k, "n_steps": n_steps, "mean": round(r["mean"], 2), "std": round(r["std"], 2),
+                     "seeds": len(r["seeds"]), "paper": _fmt(theirs)})
+    return _write(out, f"prompt-length-{suite_name}", f"Prompt length (Table 8), {suite_name}", command, budget, body, rows)

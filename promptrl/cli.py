@@ -263,7 +263,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         if getattr(args, field) is not None:
             budget = replace(budget, **{field: getattr(args, field)})
     default_suite = {"init": "cheetah-vel", "update-rules": "all", "zero-shot": "ant-dir-ood", "prompts": "ant-dir-ood",
-                     "denoising": "cheetah-vel"}[args.name]
+                     "denoising": "cheetah-vel", "prompt-length": "cheetah-vel"}[args.name]
     suite = args.suite or default_suite
     if suite == "all" and args.name != "update-rules":
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
@@ -274,6 +274,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         md = a.update_rules(list(TABLE1_SUITES) if suite == "all" else [suite], budget, n_tasks=args.tasks, **common)
     elif args.name == "zero-shot":
         md = a.zero_shot(suite, budget, n_tasks=args.tasks, **common)
+    elif args.name == "prompt-length":
+        md = a.prompt_length(suite, budget, args.out, args.device, n_tasks=args.tasks, plm_steps=args.plm_steps,
+                             generator_steps=args.generator_steps, command=command_line(args))
     elif args.name == "prompts":
         md = a.prompt_similarity(suite, budget, n_prompts=args.n_prompts, **common)
     else:
@@ -363,15 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("ablate", help="an ablation of the paper (Table 2, Fig. 3, Table 9, Table 6/Fig. 5, Fig. 4): a table, CSV and plot")
-    p.add_argument("name", choices=("init", "update-rules", "zero-shot", "prompts", "denoising"),
+    p.add_argument("name", choices=("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length"),
                    help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
-                        "denoising: Fig. 4")
+                        "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length)")
     p.add_argument("suite", nargs="?", choices=["all", *available_suites()], default=None,
                    help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default 1)")
     p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per test task (default 5)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of 100 steps (default 3; Table 4: 20)")
     p.add_argument("--tasks", type=int, default=None, help="only the first N test tasks")
+    p.add_argument("--plm-steps", type=int, default=1000, help="prompt-length: training steps of each length's PLM")
+    p.add_argument("--generator-steps", type=int, default=2000, help="prompt-length: generator pre-training steps")
     p.add_argument("--n-prompts", type=int, default=8, help="prompts: prompts per method; denoising: prompts drawn")
     p.add_argument("--out", default="results/ablations", help="results folder")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")

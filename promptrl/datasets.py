@@ -92,7 +92,7 @@ def create_dataset(suite: TaskSuite, task: int, quality: str, episodes: int | No
     )
     final = datasets_root() / dataset_id
     with _scratch_root() as scratch, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*code_permalink.*")
+        warnings.filterwarnings("ignore", message=".*(code_permalink|author_email).*")  # the project has neither yet
         minari.create_dataset_from_buffers(
             dataset_id, buffers, env=env, eval_env=env.spec, algorithm_name=f"promptrl-{quality}-policy",
             author="promptrl", description=description, requirements=["promptrl"],

@@ -106,3 +106,25 @@ def test_cli_denoising(hub, tmp_path, capsys):
     assert rows[0]["step"] == "4" and rows[-1]["step"] == "0" and (out / "denoising-cheetah-vel.png").is_file()
     assert "RMS distance" in capsys.readouterr().out
     assert main(["ablate", "zero-shot", "all", "--hub", str(hub)]) == 2  # one suite only
+
+
+def test_prompt_length_trains_a_plm_and_generator_per_length(tmp_path):
+    from conftest import TINY_PLM
+    from promptrl.datasets import create_datasets
+
+    suite = promptrl.load_suite("ant-dir-ood")
+    create_datasets(suite, "expert", tasks=suite.train_tasks + suite.test_tasks[:1], episodes=1)
+    out = tmp_path / "abl"
+    kw = dict(n_tasks=1, plm_steps=2, generator_steps=2, lengths=("2", "8 (larger N)"), larger_n=6,
+              plm_settings={k: v for k, v in TINY_PLM.items() if k != "warmup_steps"}, generator_settings={"hidden": 16})
+    ablations.prompt_length("ant-dir-ood", TINY, out, **kw)
+    rows = _csv(out / "prompt-length-ant-dir-ood.csv")
+    assert [(r["prompt_length"], r["n_steps"]) for r in rows] == [("2", "100"), ("8", "6")]
+    models = out / "runs" / "prompt-length" / "ant-dir-ood" / TINY.tag() / "models"
+    plm = promptrl.PromptDT.from_pretrained(models / "K8-plm2" / "plm" / "final")
+    assert plm.settings.prompt_length == 8 and plm.settings.steps_trained == 2
+    gen = PromptDiffuser.from_pretrained(models / "K8-plm2" / "generator-N6-steps2", plm=plm)
+    assert gen.settings.n_steps == 6 and gen.settings.update == "projection" and gen.settings.steps_trained == 2
+    # Rerun: models and cells are reused (nothing trains again).
+    ablations.prompt_length("ant-dir-ood", TINY, out, **kw)
+    assert promptrl.PromptDT.from_pretrained(models / "K2-plm2" / "plm" / "final").settings.steps_trained == 2
