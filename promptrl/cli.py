@@ -205,10 +205,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model = PromptDT.from_pretrained(args.model, device=args.device)
         prompts = (args.prompt or ["expert", "random"]) if model.settings.use_prompt else ["expert"]  # MT-ORL ignores it
     lines = [f"Command: `{command_line(args)}` ({args.episodes} episodes per task, seed {args.seed}).\n",
-             f"| prompt | {args.split}-split return (mean over tasks ± std over tasks) | per task |", "|---|---|---|"]
+             f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean over tasks ± std over tasks) "
+             "| per task |", "|---|---|---|"]
     for prompt in prompts:
         result = evaluate(model, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
-                          progress_bar=True)
+                          progress_bar=True, tasks=args.tasks)
         label = "generated" if prompt is None else (prompt if model.settings.use_prompt else "none (MT-ORL)")
         print(f"prompt: {label}\n{result}")
         per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
@@ -389,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=available_suites())
     p.add_argument("--split", choices=("train", "test", "all"), default="test")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    p.add_argument("--tasks", type=int, nargs="+", default=None, help="only these task ids (instead of --split)")
     p.add_argument("--prompt", nargs="+", choices=QUALITIES, default=None,
                    help="prompt qualities for a Prompt-DT (default: expert and random); a Prompt Diffuser uses its own")
     p.add_argument("--record", action="store_true", help="write the results table into the folder's model card")

@@ -50,3 +50,15 @@ def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
 def test_train_plm_without_data_names_the_command(tmp_path, capsys):
     assert main(["train", "plm", "cheetah-vel", "--steps", "1", "--out", str(tmp_path)]) == 2
     assert "promptrl data cheetah-vel" in capsys.readouterr().err
+
+
+def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
+    from conftest import make_tiny_hub
+
+    hub = make_tiny_hub(tmp_path / "hub", "mw-reach", [6, 9])
+    folder = hub / "mw-reach"
+    assert main(["evaluate", str(folder), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
+    card = (folder / "README.md").read_text()
+    assert "tasks [6] return" in card and "| generated |" in card and "6: " in card
+    assert main(["evaluate", str(folder), "mw-reach", "--tasks", "99"]) == 2
+    assert "task" in capsys.readouterr().err
