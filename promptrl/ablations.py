@@ -34,6 +34,7 @@ import torch
 
 from promptrl.adaptation import whole_windows
 from promptrl.datasets import create_datasets
+from promptrl.evaluation import evaluate
 from promptrl.reproduce import (
     PAPER_TABLES,
     Budget,
@@ -272,7 +273,8 @@ def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_
     """Table 6 and Fig. 5 on the suite's first test task: ``n_prompts`` expert windows of its few-shot
     data; Prompt-Tuning DT tuned from each (one run per seed 0..n-1, paired with its initial window);
     the fine-tuned Prompt Diffuser generating one prompt per window's conditions. Linear CKA of each
-    method's prompts to their expert windows, each method's test return, and a t-SNE plot."""
+    method's prompts to their expert windows, the test return (mean ± std over seeds of the
+    evaluation) of expert prompts, the seed-0 Prompt-Tuning DT and the Prompt Diffuser, and a t-SNE plot."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, 1)
     task, runs = ctx.tasks[0], _runs(out, "prompts", suite_name, budget)
@@ -280,27 +282,32 @@ def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_
     if cache.is_file():
         data = json.loads(cache.read_text())
     else:
-        few = ctx.few_shot(task)
+        few, b = ctx.few_shot(task), ctx.budget
+
+        def score(model: Any) -> list[float]:
+            return [evaluate(model, ctx.suite, tasks=[task], n_episodes=b.episodes, prompt=None, seed=seed).mean
+                    for seed in range(b.seeds)]
+
         pd = build_method("Prompt Diffuser", ctx, task, 0)
         windows = whole_windows(episodes_of(few), ctx.plm.settings.prompt_length, n_prompts, np.random.default_rng(0))
         generated = pd.generate_prompt(len(windows), conditions=pd.encode(windows)[1])
-        tuned, starts = [], []
+        tuned, starts, returns = [], [], {"expert": score(build_method("Prompt-DT-Expert", ctx, task, 0)), "Prompt Diffuser": score(pd)}
         for seed in range(n_prompts):
             pt = build_method("Prompt-Tuning DT", ctx, task, seed)
             starts.append(pt.bank.sample(1, task, pt._generator)[0])
             tuned.append(pt.generate_prompt(1)[0])
+            if seed == 0:
+                returns["Prompt-Tuning DT"] = score(pt)
         feats = {"expert (PD conditions)": prompt_features(ctx.plm, [_window_dict(w) for w in windows]),
                  "Prompt Diffuser": prompt_features(ctx.plm, generated),
                  "expert (PTDT initial)": prompt_features(ctx.plm, starts),
                  "Prompt-Tuning DT": prompt_features(ctx.plm, tuned)}
-        data = {k: v.tolist() for k, v in feats.items()}
+        data = {"features": {k: v.tolist() for k, v in feats.items()}, "returns": returns}
         write_json(cache, data)
-    feats = {k: np.asarray(v) for k, v in data.items()}
+    feats = {k: np.asarray(v) for k, v in data["features"].items()}
     sim = {"Prompt-Tuning DT": linear_cka(feats["expert (PTDT initial)"], feats["Prompt-Tuning DT"]),
            "Prompt Diffuser": linear_cka(feats["expert (PD conditions)"], feats["Prompt Diffuser"])}
-    returns = {"expert": measure(ctx, "Prompt-DT-Expert", build_method, runs),
-               "Prompt-Tuning DT": measure(ctx, "Prompt-Tuning DT", build_method, runs),
-               "Prompt Diffuser": measure(ctx, "Prompt Diffuser", build_method, runs)}
+    returns = {k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in data["returns"].items()}
     ref = paper("table6_ant_dir_ood_cka") if suite_name == "ant-dir-ood" else {"similarity": {}, "return": {}}
     body = [f"Task {task}; {n_prompts} prompts per method; features: the prompt as the PLM reads it (normalized states, "
             "actions, return-to-go / scale), flattened. CKA of each method's prompts to the expert windows they start "
