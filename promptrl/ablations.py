@@ -75,10 +75,16 @@ def context(suite_name: str, budget: Budget, hub_root: str | Path, device: str, 
     return ctx
 
 
-def measure(ctx: Context, label: str, build: Callable[[str, Context, int, int], Any], runs: Path) -> dict[str, Any]:
-    """Mean ± std over the budget's seeds of ``build``'s test return (cells cached under ``runs``)."""
-    means = [run_cell(label, ctx, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build)["mean"]
-             for seed in range(ctx.budget.seeds)]
+def measure(ctx: Context, label: str, build: Callable[[str, Context, int, int], Any], runs: Path,
+            collect: bool = False) -> dict[str, Any] | None:
+    """Mean ± std over the budget's seeds of ``build``'s test return (cells cached under ``runs``).
+    ``collect=True`` runs nothing: the finished seeds only, None if there are none."""
+    paths = [runs / label.replace(" ", "_") / f"seed{seed}.json" for seed in range(ctx.budget.seeds)]
+    if collect:
+        paths = [p for p in paths if p.is_file()]
+        if not paths:
+            return None
+    means = [run_cell(label, ctx, seed, path, build)["mean"] for seed, path in enumerate(paths)]
     return {"seeds": means, "mean": float(np.mean(means)), "std": float(np.std(means))}
 
 
@@ -115,15 +121,17 @@ def _adapt(method: str, ctx: Context, task: int, seed: int, data: Any, prompt_da
 # ---------------------------------------------------------------------- Table 2
 def prompt_initialization(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
                           hub_root: str | Path = "hub_models", device: str = "cpu", n_tasks: int | None = None,
+                          methods: Sequence[str] = ("Prompt-Tuning DT", "Prompt Diffuser"), collect: bool = False,
                           command: str = "promptrl ablate init cheetah-vel") -> Path:
     """Table 2: each method fine-tuned on data of each quality from initial prompts of each quality
-    (one episode of each, ``few_shot_episodes``), evaluated on the test tasks."""
+    (one episode of each, ``few_shot_episodes``), evaluated on the test tasks. ``collect=True`` runs
+    nothing and tabulates the finished cells ("not run" for the others)."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, n_tasks, qualities=QUALITIES)
     runs, ref = _runs(out, "init", suite_name, budget), paper("table2_cheetah_vel")
     rows, body = [], [f"Rows: fine-tuning data quality; columns: prompt initialization. Ours mean ± std over seeds "
                       f"(paper in parentheses, cheetah-vel). Test tasks {ctx.tasks}.\n"]
-    for method in ("Prompt-Tuning DT", "Prompt Diffuser"):
+    for method in methods:
         body += [f"\n## {method}\n", "| data \\ prompt init | " + " | ".join(QUALITIES) + " |", "|---|---|---|---|"]
         for data_q in QUALITIES:
             cells = []
@@ -134,11 +142,12 @@ def prompt_initialization(suite_name: str = "cheetah-vel", budget: Budget = DEFA
                     return _adapt(method, ctx, task, seed, ctx.suite.dataset(task, data_q, episodes=fs),
                                   ctx.suite.dataset(task, init_q, episodes=fs))
 
-                r = measure(ctx, f"{method} data-{data_q} init-{init_q}", build, runs)
+                r = measure(ctx, f"{method} data-{data_q} init-{init_q}", build, runs, collect)
                 theirs = ref[method][data_q][init_q] if suite_name == "cheetah-vel" else None
-                cells.append(f"{r['mean']:.1f} ± {r['std']:.1f} ({_fmt(theirs)})")
-                rows.append({"method": method, "data": data_q, "init": init_q, "mean": round(r["mean"], 2),
-                             "std": round(r["std"], 2), "seeds": len(r["seeds"]), "paper": _fmt(theirs)})
+                cells.append(("not run" if r is None else f"{r['mean']:.1f} ± {r['std']:.1f}") + f" ({_fmt(theirs)})")
+                if r is not None:
+                    rows.append({"method": method, "data": data_q, "init": init_q, "mean": round(r["mean"], 2),
+                                 "std": round(r["std"], 2), "seeds": len(r["seeds"]), "paper": _fmt(theirs)})
             body.append(f"| {data_q} | " + " | ".join(cells) + " |")
     return _write(out, f"init-{suite_name}", f"Prompt initialization x data quality (Table 2), {suite_name}", command,
                   budget, body, rows)

@@ -270,7 +270,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
     common = dict(out=args.out, hub_root=args.hub, device=args.device, command=command_line(args))
     if args.name == "init":
-        md = a.prompt_initialization(suite, budget, n_tasks=args.tasks, **common)
+        methods = args.methods or ["Prompt-Tuning DT", "Prompt Diffuser"]
+        md = a.prompt_initialization(suite, budget, n_tasks=args.tasks, methods=methods, collect=args.collect, **common)
     elif args.name == "update-rules":
         md = a.update_rules(list(TABLE1_SUITES) if suite == "all" else [suite], budget, n_tasks=args.tasks, **common)
     elif args.name == "zero-shot":
@@ -376,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per test task (default 5)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of 100 steps (default 3; Table 4: 20)")
     p.add_argument("--tasks", type=int, default=None, help="only the first N test tasks")
+    p.add_argument("--methods", nargs="+", choices=("Prompt-Tuning DT", "Prompt Diffuser"), default=None,
+                   help="init: only these methods")
+    p.add_argument("--collect", action="store_true", help="init: run nothing, tabulate the finished cells")
     p.add_argument("--plm-steps", type=int, default=1000, help="prompt-length: training steps of each length's PLM")
     p.add_argument("--generator-steps", type=int, default=2000, help="prompt-length: generator pre-training steps")
     p.add_argument("--n-prompts", type=int, default=8, help="prompts: prompts per method; denoising: prompts drawn")

@@ -84,6 +84,9 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     cell.write_text(json.dumps(data))
     ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1)
     assert "777.0" in (out / "init-cheetah-vel.md").read_text()
+    cell.unlink()  # --collect tabulates what is finished and runs nothing
+    text = ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1, collect=True).read_text()
+    assert text.count("not run") == 1 and not cell.exists() and len(_csv(out / "init-cheetah-vel.csv")) == 17
 
     ablations.update_rules(["cheetah-vel"], TINY, out, hub, n_tasks=1)
     rules = _csv(out / "update-rules-cheetah-vel.csv")
