@@ -88,8 +88,9 @@ def measure(ctx: Context, label: str, build: Callable[[str, Context, int, int], 
     return {"seeds": means, "mean": float(np.mean(means)), "std": float(np.std(means))}
 
 
-def _runs(out: Path, name: str, suite: str, budget: Budget) -> Path:
-    return out / "runs" / name / suite / budget.tag()
+def _runs(out: Path, name: str, suite: str, budget: Budget, tasks: Sequence[int]) -> Path:
+    """Where the cells of one ablation, suite, budget and set of test tasks are cached."""
+    return out / "runs" / name / suite / budget.tag() / ("tasks-" + "-".join(map(str, tasks)))
 
 
 def _write(out: Path, stem: str, title: str, command: str, budget: Budget | None, body: list[str],
@@ -128,7 +129,7 @@ def prompt_initialization(suite_name: str = "cheetah-vel", budget: Budget = DEFA
     nothing and tabulates the finished cells ("not run" for the others)."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, n_tasks, qualities=QUALITIES)
-    runs, ref = _runs(out, "init", suite_name, budget), paper("table2_cheetah_vel")
+    runs, ref = _runs(out, "init", suite_name, budget, ctx.tasks), paper("table2_cheetah_vel")
     rows, body = [], [f"Rows: fine-tuning data quality; columns: prompt initialization. Ours mean ± std over seeds "
                       f"(paper in parentheses, cheetah-vel). Test tasks {ctx.tasks}.\n"]
     for method in methods:
@@ -164,7 +165,7 @@ def update_rules(suites: Sequence[str], budget: Budget = DEFAULT_BUDGET, out: st
                       "| suite | test tasks | " + " | ".join(UPDATE_RULES) + " |", "|---|---|" + "---|" * len(UPDATE_RULES)]
     for suite_name in suites:
         ctx = context(suite_name, budget, hub_root, device, n_tasks)
-        runs, results = _runs(out, "update-rules", suite_name, budget), {}
+        runs, results = _runs(out, "update-rules", suite_name, budget, ctx.tasks), {}
         for rule in UPDATE_RULES:
             def build(_: str, ctx: Context, task: int, seed: int, rule: str = rule) -> Any:
                 return _adapt("Prompt Diffuser", ctx, task, seed, ctx.few_shot(task), update=rule)
@@ -222,7 +223,7 @@ def zero_shot(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_BUDGET, 
     return-to-go."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, n_tasks)
-    runs = _runs(out, "zero-shot", suite_name, budget)
+    runs = _runs(out, "zero-shot", suite_name, budget, ctx.tasks)
     ref = paper("table9_ant_dir_ood") if suite_name == "ant-dir-ood" else {}
 
     def prompt_dt_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
@@ -286,7 +287,7 @@ def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_
     evaluation) of expert prompts, the seed-0 Prompt-Tuning DT and the Prompt Diffuser, and a t-SNE plot."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, 1)
-    task, runs = ctx.tasks[0], _runs(out, "prompts", suite_name, budget)
+    task, runs = ctx.tasks[0], _runs(out, "prompts", suite_name, budget, ctx.tasks)
     cache = runs / f"prompts-n{n_prompts}.json"
     if cache.is_file():
         data = json.loads(cache.read_text())
@@ -458,7 +459,7 @@ def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDG
     suite = load_suite(suite_name)
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
     create_datasets(suite, "expert", tasks=tasks, progress_bar=True)
-    runs = _runs(out, "prompt-length", suite_name, budget)
+    runs = _runs(out, "prompt-length", suite_name, budget, tasks)
     ref = paper("table8_prompt_length")
     rows, body = [], [f"Every length has its own Prompt-DT ({plm_steps:,} steps, 4 sequences per task) and generator "
                       f"({generator_steps:,} L_DM steps), then Table 1's per-task fine-tuning. Test tasks {list(tasks)}. "

@@ -78,7 +78,7 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     assert len(rows) == 18 and {r["init"] for r in rows} == {"expert", "medium", "random"}
     assert all(math.isfinite(float(r["mean"])) for r in rows) and "(-32.6 ± 1.3)" in md.read_text()
     # A finished cell is read back, not redone.
-    cell = out / "runs" / "init" / "cheetah-vel" / TINY.tag() / "Prompt_Diffuser_data-random_init-expert" / "seed0.json"
+    cell = out / "runs" / "init" / "cheetah-vel" / TINY.tag() / "tasks-2" / "Prompt_Diffuser_data-random_init-expert" / "seed0.json"
     data = json.loads(cell.read_text())
     data["mean"] = 777.0
     cell.write_text(json.dumps(data))
@@ -123,7 +123,7 @@ def test_prompt_length_trains_a_plm_and_generator_per_length(tmp_path):
     ablations.prompt_length("ant-dir-ood", TINY, out, **kw)
     rows = _csv(out / "prompt-length-ant-dir-ood.csv")
     assert [(r["prompt_length"], r["n_steps"]) for r in rows] == [("2", "100"), ("8", "6")]
-    models = out / "runs" / "prompt-length" / "ant-dir-ood" / TINY.tag() / "models"
+    models = out / "runs" / "prompt-length" / "ant-dir-ood" / TINY.tag() / "tasks-1" / "models"
     plm = promptrl.PromptDT.from_pretrained(models / "K8-plm2" / "plm" / "final")
     assert plm.settings.prompt_length == 8 and plm.settings.steps_trained == 2
     gen = PromptDiffuser.from_pretrained(models / "K8-plm2" / "generator-N6-steps2", plm=plm)
