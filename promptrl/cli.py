@@ -280,9 +280,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         md = a.prompt_length(suite, budget, args.out, args.device, n_tasks=args.tasks, plm_steps=args.plm_steps,
                              generator_steps=args.generator_steps, command=command_line(args))
     elif args.name == "prompts":
-        md = a.prompt_similarity(suite, budget, n_prompts=args.n_prompts, **common)
+        md = a.prompt_similarity(suite, budget, n_prompts=args.n_prompts or 8, **common)
     else:
-        md = a.denoising(suite, n=args.n_prompts, **common)
+        md = a.denoising(suite, n=args.n_prompts or 64, **common)
     print(md.read_text())
     print(f"written {md}")
 
@@ -382,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collect", action="store_true", help="init: run nothing, tabulate the finished cells")
     p.add_argument("--plm-steps", type=int, default=1000, help="prompt-length: training steps of each length's PLM")
     p.add_argument("--generator-steps", type=int, default=2000, help="prompt-length: generator pre-training steps")
-    p.add_argument("--n-prompts", type=int, default=8, help="prompts: prompts per method; denoising: prompts drawn")
+    p.add_argument("--n-prompts", type=int, default=None,
+                   help="prompts: prompts per method (default 8); denoising: prompts drawn (default 64)")
     p.add_argument("--out", default="results/ablations", help="results folder")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument("--device", default="cpu")
