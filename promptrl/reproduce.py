@@ -30,6 +30,9 @@ from promptrl.suites import TaskSuite, load_suite
 TABLE1_SUITES = ("cheetah-dir", "cheetah-vel", "ant-dir", "mw-reach")
 METHODS = ("Prompt-DT-Random", "Prompt-DT-Expert", "MT-ORL", "Soft Prompt", "Adaptor", "Prompt-DT-FT",
            "Prompt-Tuning DT", "Prompt Diffuser", "Prompt-DT-FT-Full")
+VARIANTS = ("Prompt Diffuser (dt)",)
+"""Methods beyond the paper's columns: the Prompt Diffuser fine-tuned with the L_DT-only rule (Eq. 19),
+which measured best in our update-rule ablation."""
 PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.json"
 
 
@@ -100,9 +103,11 @@ def fresh_method(name: str, ctx: Context, seed: int = 0) -> Any:
         return baselines.MTORL(ctx.mt_orl)
     if name in ("Prompt-DT-Random", "Prompt-DT-Expert"):
         return baselines.FixedPrompt(ctx.plm, quality="random" if name.endswith("Random") else "expert", seed=seed)
-    if name == "Prompt Diffuser":
+    if name.startswith("Prompt Diffuser"):
         pd = PromptDiffuser.from_pretrained(ctx.hub / "pretrained", plm=ctx.plm, device=ctx.device)
         pd.set_random_seed(seed)
+        if name == "Prompt Diffuser (dt)":
+            pd.settings.update = "dt"
         return pd
     cls = {"Soft Prompt": baselines.SoftPrompt, "Adaptor": baselines.Adaptor, "Prompt-DT-FT": baselines.FineTune,
            "Prompt-DT-FT-Full": baselines.FineTune, "Prompt-Tuning DT": baselines.PromptTuningDT}[name]
@@ -172,9 +177,9 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
     ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
     the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts.
     ``seed_list`` runs only these seeds (e.g. to spread seeds over processes)."""
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS + VARIANTS]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS + VARIANTS)}")
     suite = load_suite(suite_name)
     tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
     ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, tasks)
@@ -212,7 +217,7 @@ def suite_table(suite_name: str, summary: dict[str, dict[str, Any]]) -> str:
     cols = paper["columns"]
     rows = ["| method | ours (mean ± std over seeds) | seeds | paper | trainable params | % of PLM |", "|---|---|---|---|---|---|"]
     for name, row in summary.items():
-        ref = paper.get(suite_name, [None] * len(cols))[cols.index(name)] if suite_name in paper else None
+        ref = paper[suite_name][cols.index(name)] if suite_name in paper and name in cols else None
         rows.append(f"| {name} | {row['mean']:.1f} ± {row['std']:.1f} | {len(row['seeds'])} | {_fmt(ref)} | "
                     f"{_size(row['params'])} | {row['percentage']:.4g}% |")
     return "\n".join(rows)
@@ -221,14 +226,14 @@ def suite_table(suite_name: str, summary: dict[str, dict[str, Any]]) -> str:
 def table1(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Markdown in the paper's Table 1 layout: suites as rows, methods as columns, ours (paper)."""
     paper = paper_table()
-    methods = [m for m in METHODS if any(m in s for s in summaries.values())]
+    methods = [m for m in METHODS + VARIANTS if any(m in s for s in summaries.values())]
     head = "| suite | " + " | ".join(methods) + " |"
     rows = [head, "|" + "---|" * (len(methods) + 1)]
     for suite_name, summary in summaries.items():
         cells = []
         for m in methods:
             ours = summary.get(m)
-            ref = paper[suite_name][paper["columns"].index(m)] if suite_name in paper else None
+            ref = paper[suite_name][paper["columns"].index(m)] if suite_name in paper and m in paper["columns"] else None
             cells.append(("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}") + f" ({_fmt(ref)})")
         rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
     any_summary = next(iter(summaries.values()))

@@ -43,6 +43,18 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert "Sizes" in table1({"mw-reach": summary})
 
 
+def test_l_dt_only_variant(hub, tmp_path):
+    from promptrl.reproduce import Context, fresh_method, hub_folder
+
+    summary = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser (dt)"], tmp_path, hub, tasks=[6])
+    assert summary["Prompt Diffuser (dt)"]["params"] > 0
+    assert "| Prompt Diffuser (dt) |" in suite_table("mw-reach", summary) and "(dt) |" in table1({"mw-reach": summary})
+    ctx = Context(promptrl.load_suite("mw-reach"), TINY_BUDGET, hub_folder("mw-reach", hub), "cpu", [6])
+    ctx.load_models(["Prompt Diffuser"])
+    assert fresh_method("Prompt Diffuser (dt)", ctx).settings.update == "dt"
+    assert fresh_method("Prompt Diffuser", ctx).settings.update == "projection"
+
+
 def test_missing_models_and_bad_method(tmp_path):
     with pytest.raises(ValueError, match="unknown methods"):
         reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt-DT-Best"], tmp_path, tmp_path, tasks=[6])
