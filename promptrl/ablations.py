@@ -447,14 +447,15 @@ def _pretrain_generator(plm: Any, suite_name: str, folder: Path, steps: int, **s
 def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
                   device: str = "cpu", n_tasks: int | None = None, plm_steps: int = 1000, generator_steps: int = 2000,
                   lengths: Sequence[str] = PROMPT_LENGTHS, larger_n: int = 200, plm_settings: dict[str, Any] | None = None,
-                  generator_settings: dict[str, Any] | None = None,
+                  generator_settings: dict[str, Any] | None = None, collect: bool = False,
                   command: str = "promptrl ablate prompt-length cheetah-vel") -> Path:
     """Table 8: for each prompt length K*, a Prompt-DT trained with K*-step prompts (``plm_steps`` steps
     of 4 sequences per task, warm-up 500, lr 2e-4: the same budget for every length, K* = 5
     included, so the lengths compare fairly), a generator pre-trained ``generator_steps`` steps, then
     the Prompt Diffuser fine-tuned per test task and evaluated. "40 (larger N)" uses ``larger_n``
     diffusion steps instead of 100. ``plm_settings`` / ``generator_settings`` override the models'
-    other settings (e.g. smaller ones)."""
+    other settings (e.g. smaller ones). ``collect=True`` trains and runs nothing: it tabulates the
+    finished lengths ("not run" for the others)."""
     out = Path(out)
     suite = load_suite(suite_name)
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
@@ -467,9 +468,14 @@ def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDG
     for label in lengths:
         k, n_steps = int(label.split()[0]), (larger_n if "larger" in label else 100)
         models = runs / "models" / f"K{k}-plm{plm_steps}"
+        gen = models / f"generator-N{n_steps}-steps{generator_steps}"
+        label_k = f"K{k}-N{n_steps}-plm{plm_steps}-gen{generator_steps}"
+        theirs = ref.get(label) if suite_name == "cheetah-vel" else None
+        if collect and not (runs / label_k).is_dir():
+            body.append(f"| {label} | {n_steps} | not run | {_fmt(theirs)} |")
+            continue
         hyper = {"batch_per_task": 4, "warmup_steps": 500, "learning_rate": 2e-4, **(plm_settings or {}), "prompt_length": k}
         plm = _train_plm(suite_name, models / "plm", plm_steps, device, **hyper)
-        gen = models / f"generator-N{n_steps}-steps{generator_steps}"
         _pretrain_generator(plm, suite_name, gen, generator_steps, **{**(generator_settings or {}), "n_steps": n_steps})
         ctx = Context(suite, budget, gen, device, list(tasks), plm=plm)
 
@@ -481,8 +487,10 @@ def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDG
             b = ctx.budget
             return pd.learn(ctx.few_shot(task), epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
 
-        r = measure(ctx, f"K{k}-N{n_steps}-plm{plm_steps}-gen{generator_steps}", build, runs)
-        theirs = ref.get(label) if suite_name == "cheetah-vel" else None
+        r = measure(ctx, label_k, build, runs, collect)
+        if r is None:
+            body.append(f"| {label} | {n_steps} | not run | {_fmt(theirs)} |")
+            continue
         body.append(f"| {label} | {n_steps} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(theirs)} |")
         rows.append({"prompt_length": k, "n_steps": n_steps, "mean": round(r["mean"], 2), "std": round(r["std"], 2),
                      "seeds": len(r["seeds"]), "paper": _fmt(theirs)})

@@ -278,7 +278,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         md = a.zero_shot(suite, budget, n_tasks=args.tasks, **common)
     elif args.name == "prompt-length":
         md = a.prompt_length(suite, budget, args.out, args.device, n_tasks=args.tasks, plm_steps=args.plm_steps,
-                             generator_steps=args.generator_steps, command=command_line(args))
+                             generator_steps=args.generator_steps, collect=args.collect, command=command_line(args))
     elif args.name == "prompts":
         md = a.prompt_similarity(suite, budget, n_prompts=args.n_prompts or 8, **common)
     else:
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=None, help="only the first N test tasks")
     p.add_argument("--methods", nargs="+", choices=("Prompt-Tuning DT", "Prompt Diffuser"), default=None,
                    help="init: only these methods")
-    p.add_argument("--collect", action="store_true", help="init: run nothing, tabulate the finished cells")
+    p.add_argument("--collect", action="store_true", help="init, prompt-length: run nothing, tabulate the finished cells")
     p.add_argument("--plm-steps", type=int, default=1000, help="prompt-length: training steps of each length's PLM")
     p.add_argument("--generator-steps", type=int, default=2000, help="prompt-length: generator pre-training steps")
     p.add_argument("--n-prompts", type=int, default=None,

@@ -131,3 +131,7 @@ def test_prompt_length_trains_a_plm_and_generator_per_length(tmp_path):
     # Rerun: models and cells are reused (nothing trains again).
     ablations.prompt_length("ant-dir-ood", TINY, out, **kw)
     assert promptrl.PromptDT.from_pretrained(models / "K2-plm2" / "plm" / "final").settings.steps_trained == 2
+    # --collect: finished lengths tabulated, the others "not run", nothing trained.
+    md = ablations.prompt_length("ant-dir-ood", TINY, out, **{**kw, "lengths": ("2", "3")}, collect=True)
+    assert "| 3 | 100 | not run |" in md.read_text() and not (models / "K3-plm2").exists()
+    assert len(_csv(out / "prompt-length-ant-dir-ood.csv")) == 1
