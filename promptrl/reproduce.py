@@ -51,9 +51,9 @@ class Budget:
     """Epochs of Prompt-DT-FT-Full (on the whole expert dataset of the task)."""
 
     def tag(self) -> str:
-        """Names the folder of this budget's results (seeds excluded: more seeds extend a run)."""
-        return (f"adapt{self.epochs}x{self.steps_per_epoch}-full{self.full_epochs}-fewshot{self.few_shot_episodes}"
-                f"-episodes{self.episodes}")
+        """Names the folder of this budget's results (seeds excluded: more seeds extend a run;
+        ``full_epochs`` too: it names Prompt-DT-FT-Full's own folder, see :func:`cell_path`)."""
+        return f"adapt{self.epochs}x{self.steps_per_epoch}-fewshot{self.few_shot_episodes}-episodes{self.episodes}"
 
 
 FULL = Budget()
@@ -150,6 +150,12 @@ def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = bu
     return cell
 
 
+def cell_path(runs: Path, name: str, seed: int, budget: Budget) -> Path:
+    """Where the result of (method ``name``, ``seed``) under ``budget`` is kept inside ``runs``."""
+    folder = name.replace(" ", "_") + (f"-full{budget.full_epochs}" if name == "Prompt-DT-FT-Full" else "")
+    return runs / folder / f"seed{seed}.json"
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON atomically (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +196,7 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
     summary: dict[str, dict[str, Any]] = {}
     cells = [(m, s) for m in methods for s in (range(budget.seeds) if seed_list is None else seed_list)]
     for name, seed in tqdm(cells, desc=f"reproduce {suite_name}", disable=collect):
-        path = runs / name.replace(" ", "_") / f"seed{seed}.json"
+        path = cell_path(runs, name, seed, budget)
         if collect and not path.is_file():
             continue
         cell = run_cell(name, ctx, seed, path)

@@ -1,5 +1,6 @@
 """The reproduce pipeline's plumbing on a tiny slice: one mw-reach task, tiny shipped-style models."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,7 @@ import promptrl
 from promptrl.cli import main
 from promptrl.datasets import create_datasets
 from conftest import make_tiny_hub
-from promptrl.reproduce import METHODS, Budget, reproduce_suite, suite_table, table1, write_results
+from promptrl.reproduce import METHODS, Budget, cell_path, reproduce_suite, suite_table, table1, write_results
 
 TINY_BUDGET = Budget(seeds=1, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2, full_epochs=1)
 
@@ -25,7 +26,7 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert list(summary) == list(METHODS)
     for name, row in summary.items():
         assert len(row["seeds"]) == 1 and row["params"] >= 0, name
-        cell = json.loads((out / "runs" / "mw-reach" / TINY_BUDGET.tag() / name.replace(" ", "_") / "seed0.json").read_text())
+        cell = json.loads(cell_path(out / "runs" / "mw-reach" / TINY_BUDGET.tag(), name, 0, TINY_BUDGET).read_text())
         assert list(cell["returns"]) == ["6"] and len(cell["returns"]["6"]) == 1
     assert summary["Prompt-DT-Expert"]["params"] == 0 and summary["Prompt-DT-FT"]["percentage"] == pytest.approx(100)
     assert 0 < summary["Prompt Diffuser"]["params"] and 0 < summary["Soft Prompt"]["percentage"] < 100
@@ -36,6 +37,11 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     path.write_text(json.dumps(cell))
     again = reproduce_suite("mw-reach", TINY_BUDGET, ["MT-ORL"], out, hub, tasks=[6])
     assert again["MT-ORL"]["mean"] == 12345.0
+    # FT-Full's cells are kept per full-data budget: another --full-epochs does not reuse them.
+    longer = dataclasses.replace(TINY_BUDGET, full_epochs=2)
+    assert longer.tag() == TINY_BUDGET.tag()
+    assert cell_path(out, "Prompt-DT-FT-Full", 0, longer) != cell_path(out, "Prompt-DT-FT-Full", 0, TINY_BUDGET)
+    assert cell_path(out, "Prompt-DT-FT", 0, longer) == cell_path(out, "Prompt-DT-FT", 0, TINY_BUDGET)
     md = write_results({"mw-reach": summary}, out, "promptrl reproduce mw-reach", TINY_BUDGET)
     text = md.read_text()
     assert "| mw-reach |" in text and "(555.7 ± 6.8)" in text and "| Prompt Diffuser |" in suite_table("mw-reach", summary)
