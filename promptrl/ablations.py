@@ -21,7 +21,6 @@ Plots need matplotlib and t-SNE scikit-learn (``pip install "promptrl[plots]"``)
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from promptrl.adaptation import whole_windows
+from promptrl.checkpoint import csv_text, write_text_atomic
 from promptrl.datasets import create_datasets
 from promptrl.evaluation import evaluate
 from promptrl.reproduce import (
@@ -93,6 +93,13 @@ def _runs(out: Path, name: str, suite: str, budget: Budget, tasks: Sequence[int]
     return out / "runs" / name / suite / budget.tag() / ("tasks-" + "-".join(map(str, tasks)))
 
 
+def _save_png(fig: Any, path: Path, dpi: int) -> None:
+    """Save a matplotlib figure as PNG atomically (temp file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=dpi, format="png")
+    tmp.replace(path)
+
+
 def _write(out: Path, stem: str, title: str, command: str, budget: Budget | None, body: list[str],
            rows: list[dict[str, Any]]) -> Path:
     """``<stem>.md`` (header, body) and ``<stem>.csv`` (rows) under ``out``; returns the markdown path."""
@@ -102,12 +109,9 @@ def _write(out: Path, stem: str, title: str, command: str, budget: Budget | None
     md = out / f"{stem}.md"
     head = [f"# {title}\n", f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ",
             f"Hardware: {hardware()}  "] + ([f"Budget: {json.dumps(asdict(budget))}\n"] if budget else [""])
-    md.write_text("\n".join(head + body) + "\n")
+    write_text_atomic(md, "\n".join(head + body) + "\n")
     if rows:
-        with open(out / f"{stem}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_text_atomic(out / f"{stem}.csv", csv_text(list(rows[0]), [list(r.values()) for r in rows]))
     return md
 
 
@@ -209,7 +213,7 @@ def _plot_update_rules(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("return relative to dm (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_png(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -353,7 +357,7 @@ def _plot_tsne(groups: dict[str, np.ndarray], path: Path, title: str) -> None:
     ax.set_title(f"t-SNE of prompts ({title})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_png(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -404,7 +408,7 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
     axs[0].legend(fontsize=6, markerscale=2)
     fig.suptitle(f"Reverse denoising of {n} prompts ({suite_name}, task {task})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / f"{stem}.png", dpi=110)
+    _save_png(fig, out / f"{stem}.png", dpi=110)
     plt.close(fig)
     return md
 

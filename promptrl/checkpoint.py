@@ -4,6 +4,8 @@ moments stored as safetensors (no pickle)."""
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,25 @@ def atomic_folder(final: Path) -> Iterator[Path]:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    """``header`` and ``rows`` as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def latest_folder(final: Path, marker: str) -> Path | None:

@@ -10,7 +10,6 @@ episodes; Prompt-DT-FT-Full: the whole expert dataset) and is evaluated on that 
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import platform
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from promptrl.checkpoint import csv_text, write_text_atomic
 from promptrl.datasets import create_datasets
 from promptrl.evaluation import evaluate
 from promptrl.suites import TaskSuite, load_suite
@@ -158,10 +158,7 @@ def cell_path(runs: Path, name: str, seed: int, budget: Budget) -> Path:
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def ensure_datasets(suite: TaskSuite, tasks: Sequence[int]) -> None:
@@ -266,12 +263,8 @@ def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Pa
     for suite_name, summary in summaries.items():
         text += [f"\n## {suite_name}\n", suite_table(suite_name, summary), ""]
     md = out / "table1.md"
-    md.write_text("\n".join(text))
-    with open(out / "table1.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["suite", "method", "mean", "std", "seeds", "params", "percentage"])
-        for suite_name, summary in summaries.items():
-            for m, row in summary.items():
-                w.writerow([suite_name, m, f"{row['mean']:.2f}", f"{row['std']:.2f}", " ".join(f"{x:.2f}" for x in row["seeds"]),
-                            row["params"], f"{row['percentage']:.6f}"])
+    write_text_atomic(md, "\n".join(text))
+    rows = [[suite_name, m, f"{row['mean']:.2f}", f"{row['std']:.2f}", " ".join(f"{x:.2f}" for x in row["seeds"]),
+             row["params"], f"{row['percentage']:.6f}"] for suite_name, summary in summaries.items() for m, row in summary.items()]
+    write_text_atomic(out / "table1.csv", csv_text(["suite", "method", "mean", "std", "seeds", "params", "percentage"], rows))
     return md
