@@ -239,9 +239,10 @@ def table1(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
             ref = paper[suite_name][paper["columns"].index(m)] if suite_name in paper and m in paper["columns"] else None
             cells.append(("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}") + f" ({_fmt(ref)})")
         rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
-    any_summary = next(iter(summaries.values()))
-    rows.append("| Sizes | " + " | ".join(_size(any_summary[m]["params"]) if m in any_summary else "—" for m in methods) + " |")
-    rows.append("| Percentage | " + " | ".join(f"{any_summary[m]['percentage']:.4g}%" if m in any_summary else "—" for m in methods) + " |")
+    # Sizes depend on the suite's spaces: each method's come from the first suite that has it, as one row in the paper.
+    first = {m: next(s[m] for s in summaries.values() if m in s) for m in methods}
+    rows.append("| Sizes | " + " | ".join(_size(first[m]["params"]) for m in methods) + " |")
+    rows.append("| Percentage | " + " | ".join(f"{first[m]['percentage']:.4g}%" for m in methods) + " |")
     return "\n".join(rows)
 
 
