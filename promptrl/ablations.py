@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from promptrl.adaptation import whole_windows
-from promptrl.checkpoint import csv_text, write_text_atomic
+from promptrl.checkpoint import atomic_file, csv_text, write_text_atomic
 from promptrl.datasets import create_datasets
 from promptrl.evaluation import evaluate
 from promptrl.reproduce import (
@@ -95,9 +95,8 @@ def _runs(out: Path, name: str, suite: str, budget: Budget, tasks: Sequence[int]
 
 def _save_png(fig: Any, path: Path, dpi: int) -> None:
     """Save a matplotlib figure as PNG atomically (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
 
 
 def _write(out: Path, stem: str, title: str, command: str, budget: Budget | None, body: list[str],

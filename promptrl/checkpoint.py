@@ -37,14 +37,25 @@ def atomic_folder(final: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path`` (readers never see
+    half a file), on an error it is removed and ``path`` keeps its old content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -86,12 +97,9 @@ def write_model_files(folder: Path, module: torch.nn.Module, settings: Any) -> N
     """Write ``model.safetensors`` and ``config.json`` (a settings dataclass), each atomically."""
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    tmp.replace(folder / WEIGHTS_NAME)
-    tmp = folder / (CONFIG_NAME + ".tmp")
-    tmp.write_text(json.dumps(asdict(settings), indent=2))
-    tmp.replace(folder / CONFIG_NAME)
+    with atomic_file(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_text_atomic(folder / CONFIG_NAME, json.dumps(asdict(settings), indent=2))
 
 
 def model_card_template(usage: str) -> str:

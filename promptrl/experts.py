@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, safe_open
 from torch import nn
 
+from promptrl.checkpoint import atomic_file
 from promptrl.suites import SuiteSpec
 
 EXPERT_DIR = Path(__file__).parent / "experts"
@@ -96,11 +97,9 @@ def save_actor(actor: Actor, path: Path, metadata: dict[str, Any]) -> None:
     """Write actor weights and their metadata to a safetensors file atomically."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in actor.state_dict().items()}
-    save_file(state, str(tmp), metadata={"promptrl": json.dumps(metadata)})
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file(state, str(tmp), metadata={"promptrl": json.dumps(metadata)})
 
 
 def load_actor(path: Path) -> tuple[Actor, dict[str, Any]]:

@@ -15,12 +15,13 @@ def test_write_text_atomic_replaces_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["table.md"]
 
 
-def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "table.csv"
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "results" / "table.csv"
     write_text_atomic(path, "kept")
     with pytest.raises(TypeError):
         write_text_atomic(path, None)  # type: ignore[arg-type]
     assert path.read_text() == "kept"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["table.csv"]  # no temp file left behind
 
 
 def test_csv_text_round_trips_quotes_and_commas():
