@@ -234,6 +234,8 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
     requires_prompt: ClassVar[bool | None] = True
     """True: the PLM must use prompts; False: it must not (MT-ORL); None: either."""
     data_arg: ClassVar[str] = "few_shot_data"
+    legacy_settings: ClassVar[dict[str, Any]] = {}
+    """Values of settings added later, for configs saved before they existed (so old folders load as saved)."""
 
     def __init__(self, plm: PromptDT, env: Any = None, **hyperparams: Any):
         name = type(self).__name__
@@ -459,7 +461,7 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         valid = {f.name for f in fields(cls.settings_class)}
         if not isinstance(settings, dict) or set(settings) - valid:
             raise ValueError(f"{CONFIG_NAME} in {model_id} is not a {cls.__name__} config")
-        method = cls(plm, **settings)
+        method = cls(plm, **{**cls.legacy_settings, **settings})
         try:
             method._state_module().load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
         except Exception as err:

@@ -41,6 +41,9 @@ class PromptDiffuserSettings(GeneratorSettings):
     """Hidden layers of the noise MLP."""
     dropout: float = 0.1
     """Dropout in the noise MLP."""
+    residual: bool = True
+    """Residual noise MLP (dropout inside the residual branches, as improved-diffusion's blocks);
+    False: a plain (Linear, Mish, Dropout) stack, where dropout is on the main path."""
     model_card: dict[str, str] | None = None
     """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
 
@@ -69,10 +72,11 @@ class PromptDiffuser(PromptGenerator, license="mit", model_card_template=MODEL_C
     """
 
     settings_class: ClassVar[type[PromptDiffuserSettings]] = PromptDiffuserSettings
+    legacy_settings: ClassVar[dict[str, Any]] = {"residual": False}  # folders saved before the residual noise MLP
 
     def _make_model(self) -> nn.Module:
         s = self.settings
-        model = NoiseMLP(self.x_dim, self.y_dim, s.hidden, s.n_hidden, s.dropout)
+        model = NoiseMLP(self.x_dim, self.y_dim, s.hidden, s.n_hidden, s.dropout, residual=s.residual)
         self.diffusion = GaussianDiffusion(s.n_steps, s.schedule).to(self.device)
         return model
 
@@ -101,7 +105,7 @@ class PromptDiffuser(PromptGenerator, license="mit", model_card_template=MODEL_C
         tasks = sorted(int(t) for t in (s.conditions or {"0": []}))
         kwargs.setdefault("title", f"Prompt Diffuser{f' for {p.suite}' if p.suite else ''}")
         kwargs.setdefault("summary", (
-            f"A conditional diffusion model (N={s.n_steps} steps, {s.n_hidden}x{s.hidden} Mish MLP, "
+            f"A conditional diffusion model (N={s.n_steps} steps, {s.n_hidden}x{s.hidden} {'residual ' if s.residual else ''}Mish MLP, "
             f"{self.num_parameters():,} trainable parameters, {100 * self.num_parameters() / self.plm.num_parameters():.2f}% of the PLM) "
             f"that generates the {p.prompt_length}-step trajectory prompt of the frozen Prompt-DT in `plm/` "
             f"({self.plm.num_parameters():,} parameters). Trained {s.steps_trained:,} steps with update rule `{s.update}`; "

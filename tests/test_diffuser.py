@@ -94,6 +94,24 @@ def test_save_load_roundtrip(setup, tmp_path):
         PromptDiffuser.from_pretrained(tmp_path / "pd")
 
 
+def test_folder_saved_before_the_residual_net_loads_as_saved(setup, tmp_path):
+    """A config without ``residual`` (saved before the option existed) loads the plain MLP it was trained with."""
+    import json
+
+    suite, data, plm = setup
+    pd = PromptDiffuser(plm, seed=1, residual=False, **TINY).learn(data, progress_bar=False)
+    pd.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["residual"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = PromptDiffuser.from_pretrained(tmp_path / "old")
+    assert loaded.settings.residual is False
+    pd._generator.manual_seed(7)
+    loaded._generator.manual_seed(7)
+    torch.testing.assert_close(pd.generate_prompt(2)[0]["states"], loaded.generate_prompt(2)[0]["states"])
+    assert PromptDiffuser(plm, **TINY).settings.residual is True
+
+
 def test_bad_input(setup):
     suite, data, plm = setup
     with pytest.raises(ValueError, match="update must be one of"):

@@ -74,6 +74,22 @@ def test_sampling_is_seeded_and_temperature_zero_is_deterministic(diffusion):
         diffusion.sample(model, y, 4, temperature=1.5)
 
 
+def test_residual_noise_mlp_keeps_dropout_off_the_main_path():
+    """The residual net's dropout sits only inside residual branches; the plain net has it between layers."""
+    from torch import nn
+
+    from promptrl.diffusion import ResidualBlock
+
+    res, plain = NoiseMLP(4, 2, hidden=16, n_hidden=3), NoiseMLP(4, 2, hidden=16, n_hidden=3, residual=False)
+    assert sum(isinstance(m, ResidualBlock) for m in res.net) == 3
+    assert not any(isinstance(m, nn.Dropout) for m in res.net) and any(isinstance(m, nn.Dropout) for m in plain.net)
+    block = res.net[1].eval()
+    h = torch.randn(2, 16)
+    torch.testing.assert_close(block(h), h + block.branch(h))
+    with pytest.raises(ValueError, match="n_hidden"):
+        NoiseMLP(4, 2, n_hidden=0)
+
+
 def test_loss_is_finite_and_trains(diffusion):
     torch.manual_seed(0)
     model = NoiseMLP(3, 1, hidden=32, dropout=0.0)
