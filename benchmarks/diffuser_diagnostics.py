@@ -91,10 +91,12 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
         return combine_gradients(g_dm, g_dt, rule)
 
     generator_module.combine_gradients = recording  # the training step looks it up at call time
+    pretrained = f"{args.hub}/{args.suite}/pretrained"
+    # The real windows in x0 units: every variant starts from the same pre-trained token bounds.
+    x0, y = real_windows(PromptDiffuser.from_pretrained(pretrained, plm=plm), episodes)
     rng = np.random.default_rng(args.seed)
-    spec = plm._segment_spec()
-    n = min(64, sum(len(e) - plm.settings.prompt_length + 1 for e in episodes))  # history windows, one per prompt
-    history = stack_windows([random_window(episodes[0], plm.settings.context, spec, rng) for _ in range(n)])
+    n = min(64, len(x0))  # history windows, one per prompt
+    history = stack_windows([random_window(episodes[0], plm.settings.context, plm._segment_spec(), rng) for _ in range(n)])
     rows, returns = [], {}
     if args.episodes:
         expert = baselines.FixedPrompt(plm, quality="expert", seed=args.seed).learn(few_shot, progress_bar=False)
@@ -102,7 +104,7 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
                                                    prompt=None, seed=args.seed).returns[args.task]))
     for variant in args.variants:
         rule, _, weight = variant.partition(":")
-        pd = PromptDiffuser.from_pretrained(f"{args.hub}/{args.suite}/pretrained", plm=plm)
+        pd = PromptDiffuser.from_pretrained(pretrained, plm=plm)
         pd.set_random_seed(args.seed)
         pd.settings.update, pd.settings.guidance_weight = rule, float(weight or 1.0)
         stats.clear()
@@ -110,7 +112,6 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
         torch.manual_seed(args.seed)
         pd.learn(few_shot, epochs=args.epochs, steps_per_epoch=100, progress_bar=False)
         seconds = time.perf_counter() - t
-        x0, y = real_windows(pd, episodes)
         with torch.no_grad():
             torch.manual_seed(args.seed)
             generated = pd._sample_x0(y, temperature=pd.settings.temperature)
@@ -125,7 +126,7 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
                      nearest, loss_gen, loss_real, returns.get(variant, float("nan")), seconds))
         print(f"done {variant}", flush=True)
     print(f"\n{args.suite} task {args.task}, seed {args.seed}, {args.epochs * 100} fine-tuning steps from "
-          f"{args.hub}/{args.suite}/pretrained; Prompt-DT-Expert return {returns.get('expert', float('nan')):.1f} "
+          f"{pretrained}; Prompt-DT-Expert return {returns.get('expert', float('nan')):.1f} "
           f"({args.episodes} episodes)\n")
     print("| rule[:weight] | median norm grad L_DM | median norm grad L_DT | median cosine | conflicts | RMS to own window "
           "| RMS to nearest window | L_DT generated / real prompt | return | fine-tune s |")
