@@ -29,11 +29,10 @@ import numpy as np
 import torch
 
 import promptrl
-import promptrl.generator as generator_module
 from promptrl import baselines, evaluate
 from promptrl.adaptation import whole_windows
 from promptrl.diffuser import PromptDiffuser
-from promptrl.diffusion import GaussianDiffusion, NoiseMLP, combine_gradients
+from promptrl.diffusion import GaussianDiffusion, NoiseMLP
 from promptrl.plm import PromptDT
 from promptrl.segments import episodes_of, random_window, stack_windows
 
@@ -85,12 +84,10 @@ def run_fidelity(args: argparse.Namespace, pd: PromptDiffuser, episodes: list) -
 def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT, few_shot, episodes: list) -> None:
     stats: list[tuple[float, float, float]] = []
 
-    def recording(g_dm: torch.Tensor, g_dt: torch.Tensor, rule: str = "projection") -> torch.Tensor:
-        n_dm, n_dt = g_dm.norm().item(), g_dt.norm().item()
-        stats.append((n_dm, n_dt, torch.dot(g_dm, g_dt).item() / max(n_dm * n_dt, 1e-20)))
-        return combine_gradients(g_dm, g_dt, rule)
+    def recording(values: dict) -> None:  # the learn callback: gradient norms and cosine of every step
+        if "grad_cos" in values:
+            stats.append((values["grad_gen"], values["grad_dt"], values["grad_cos"]))
 
-    generator_module.combine_gradients = recording  # the training step looks it up at call time
     pretrained = f"{args.hub}/{args.suite}/pretrained"
     # The real windows in x0 units: every variant starts from the same pre-trained token bounds.
     x0, y = real_windows(PromptDiffuser.from_pretrained(pretrained, plm=plm), episodes)
@@ -110,7 +107,7 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
         stats.clear()
         t = time.perf_counter()
         torch.manual_seed(args.seed)
-        pd.learn(few_shot, epochs=args.epochs, steps_per_epoch=100, progress_bar=False)
+        pd.learn(few_shot, epochs=args.epochs, steps_per_epoch=100, callback=recording, progress_bar=False)
         seconds = time.perf_counter() - t
         with torch.no_grad():
             torch.manual_seed(args.seed)

@@ -67,7 +67,7 @@ class PromptDiffuser(PromptGenerator, license="mit", model_card_template=MODEL_C
     :param hyperparams: fields of :class:`PromptDiffuserSettings`.
 
     ``learn(datasets, epochs, steps_per_epoch, callback, progress_bar)`` trains it (callback keys
-    ``loss_dm`` and ``loss_dt``), ``generate_prompt(n, rtg, temperature, task)`` samples prompts,
+    ``loss_dm``, ``loss_dt`` and the gradient statistics ``grad_gen``, ``grad_dt``, ``grad_cos``), ``generate_prompt(n, rtg, temperature, task)`` samples prompts,
     ``predict`` runs the PLM, ``num_parameters()`` counts the noise model's parameters.
     """
 

@@ -8,6 +8,7 @@ low-temperature sampling (Eq. 16-17), the MLP noise model, and the gradient-comb
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +73,7 @@ class NoiseMLP(nn.Module):
     def __init__(self, x_dim: int, y_dim: int, hidden: int = 256, n_hidden: int = 3, dropout: float = 0.1,
                  time_dim: int = 32, residual: bool = True):
         super().__init__()
-        self.time_dim = time_dim
+        self.x_dim, self.y_dim, self.time_dim = x_dim, y_dim, time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), nn.Mish(), nn.Linear(2 * time_dim, time_dim))
         in_dim = x_dim + y_dim + time_dim
         if residual:
@@ -91,6 +92,18 @@ class NoiseMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([x, y, self.time_mlp(self.step_embedding(k))], dim=-1))
+
+    def conditioned(self, y: torch.Tensor, n_steps: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """``eps(x, step)`` = ``forward(x, y, step)`` for a reverse chain over ``n_steps``: the first
+        layer's y and step terms are computed once (for every step) instead of at each step."""
+        if y.dim() != 2 or y.shape[1] != self.y_dim:
+            raise ValueError(f"y must have shape (B, {self.y_dim}), got {tuple(y.shape)}")
+        first, rest = self.net[0], self.net[1:]
+        w_x, w_y, w_t = first.weight.split([self.x_dim, self.y_dim, self.time_dim], dim=1)
+        base = F.linear(y, w_y, first.bias)  # (B, hidden)
+        steps = self.time_mlp(self.step_embedding(torch.arange(n_steps, device=y.device)))
+        per_step = F.linear(steps, w_t).unbind(0)  # n_steps x (hidden,)
+        return lambda x, step: rest(F.linear(x, w_x) + base + per_step[step])
 
 
 class GaussianDiffusion(nn.Module):
@@ -156,29 +169,32 @@ class GaussianDiffusion(nn.Module):
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return F.mse_loss(model(self.q_sample(x0, k, noise), y, k), noise)
 
-    def sample(self, model: nn.Module, y: torch.Tensor, x_dim: int, generator: torch.Generator | None = None,
+    def sample(self, model: NoiseMLP, y: torch.Tensor, x_dim: int, generator: torch.Generator | None = None,
                temperature: float = 1.0, clip_denoised: bool = True, keep_grad: bool = False,
                return_chain: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the whole reverse chain from x_N ~ N(0, I) (Eq. 16 with variance scaled by ``temperature``).
 
-        With ``keep_grad`` the chain stays in the autograd graph, so a loss on the result reaches the
-        noise model through every step (the downstream guidance of Eq. 13). Everything stays on
-        ``y``'s device; no step leaves it.
+        Each step is :meth:`p_mean_variance` with the schedule read once as Python numbers and the noise
+        model's condition terms computed once (:meth:`NoiseMLP.conditioned`). With ``keep_grad`` the
+        chain stays in the autograd graph, so a loss on the result reaches the noise model through
+        every step (the downstream guidance of Eq. 13). Everything stays on ``y``'s device; no step leaves it.
         """
         if not 0.0 <= temperature <= 1.0:
             raise ValueError(f"temperature must be in [0, 1], got {temperature}")
-        B = y.shape[0]
-        x = torch.randn((B, x_dim), generator=generator, device=y.device, dtype=y.dtype)
+        recip, recipm1, coef_x0, coef_xk, log_var = (getattr(self, name).tolist() for name in (
+            "sqrt_recip_abar", "sqrt_recipm1_abar", "posterior_coef_x0", "posterior_coef_xk", "posterior_log_variance"))
+        x = torch.randn((y.shape[0], x_dim), generator=generator, device=y.device, dtype=y.dtype)
         chain = [x]
         with torch.set_grad_enabled(keep_grad):
+            eps = model.conditioned(y, self.n_steps)
             for step in reversed(range(self.n_steps)):
-                k = torch.full((B,), step, device=y.device, dtype=torch.long)
-                mean, log_var = self.p_mean_variance(model, x, y, k, clip_denoised)
+                x0 = recip[step] * x - recipm1[step] * eps(x, step)  # predict_x0
+                if clip_denoised:
+                    x0 = x0.clamp(-1, 1)
+                x = coef_x0[step] * x0 + coef_xk[step] * x  # the posterior mean (Eq. 17)
                 if step > 0:
                     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                    x = mean + math.sqrt(temperature) * (0.5 * log_var).exp() * noise
-                else:
-                    x = mean
+                    x = x + math.sqrt(temperature) * math.exp(0.5 * log_var[step]) * noise
                 if return_chain:
                     chain.append(x)
         return (x, chain) if return_chain else x

@@ -153,7 +153,8 @@ class PromptGenerator(FrozenPLMMethod):
 
         Use it twice: on the training tasks' datasets (generator pre-training), then on a test task's
         few-shot data (fine-tuning, Table 4's budget by default). The callback gets the generative
-        loss (key ``generative_loss_name``) and ``loss_dt``. Generation afterwards is conditioned on
+        loss (key ``generative_loss_name``) and ``loss_dt``; unless ``update="dm"``, also the norms of
+        the two gradients (``grad_gen``, ``grad_dt``, before combining) and their cosine ``grad_cos``. Generation afterwards is conditioned on
         the windows of ``prompt_data`` (the initial prompts y(tau*_initial) of Algorithm 1; default:
         ``datasets``), per task.
         """
@@ -198,17 +199,19 @@ class PromptGenerator(FrozenPLMMethod):
         params = self._tuned_parameters()
         loss_gen = self._generative_loss(x0, y)
         grads: Sequence[torch.Tensor] = torch.autograd.grad(loss_gen, params)
-        loss_dt = torch.zeros((), device=self.device)
+        values = {self.generative_loss_name: loss_gen.item(), "loss_dt": 0.0}
         if s.update != "dm":
             generated = self._sample_x0(y, temperature=1.0, keep_grad=True)
             loss_dt = s.guidance_weight * self.loss(history, self._decode(generated, y))
             g_dt = torch.autograd.grad(loss_dt, params, allow_unused=True)  # parts of a model may not generate
-            flat = combine_gradients(torch.cat([g.flatten() for g in grads]),
-                                     torch.cat([(torch.zeros_like(q) if g is None else g).flatten() for q, g in zip(params, g_dt)]),
-                                     s.update)
-            grads = flat.split([q.numel() for q in params])
+            g_gen = torch.cat([g.flatten() for g in grads])
+            g_dt_flat = torch.cat([(torch.zeros_like(q) if g is None else g).flatten() for q, g in zip(params, g_dt)])
+            grads = combine_gradients(g_gen, g_dt_flat, s.update).split([q.numel() for q in params])
+            n_gen, n_dt = g_gen.norm().item(), g_dt_flat.norm().item()
+            values.update(loss_dt=loss_dt.item(), grad_gen=n_gen, grad_dt=n_dt,
+                          grad_cos=torch.dot(g_gen, g_dt_flat).item() / max(n_gen * n_dt, 1e-20))
         self._apply_gradients(grads)
-        return {self.generative_loss_name: loss_gen.item(), "loss_dt": loss_dt.item()}
+        return values
 
     # ------------------------------------------------------------------ generation
     def _conditions(self, n: int, task: int | Sequence[int] | None) -> torch.Tensor:

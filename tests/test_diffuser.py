@@ -27,9 +27,14 @@ def test_learn_keeps_plm_frozen_and_trains_generator(setup):
     before = {k: v.clone() for k, v in plm.network.state_dict().items()}
     pd = PromptDiffuser(plm, suite.make_env(6), **TINY)
     gen_before = [p.clone() for p in pd.model.parameters()]
-    losses = []
-    pd.learn(data, callback=lambda d: losses.append((d["loss_dm"], d["loss_dt"])), progress_bar=False)
-    assert len(losses) == 3 and all(dt > 0 for _, dt in losses)
+    values = []
+    pd.learn(data, callback=values.append, progress_bar=False)
+    assert len(values) == 3 and all(v["loss_dm"] > 0 and v["loss_dt"] > 0 for v in values)
+    # the gradient statistics of every step: positive norms and a cosine in [-1, 1]
+    assert all(v["grad_gen"] > 0 and v["grad_dt"] > 0 and -1 - 1e-6 <= v["grad_cos"] <= 1 + 1e-6 for v in values)
+    dm_only = PromptDiffuser(plm, update="dm", **TINY)
+    dm_only.learn(data, callback=values.append, progress_bar=False)
+    assert "grad_cos" not in values[-1] and values[-1]["loss_dt"] == 0
     for k, v in plm.network.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert any(not torch.equal(a, b) for a, b in zip(gen_before, pd.model.parameters()))

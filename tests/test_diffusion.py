@@ -50,6 +50,19 @@ def test_mean_is_eq17_without_clipping(diffusion):
     torch.testing.assert_close(mean, eq17, rtol=1e-4, atol=1e-5)
 
 
+def test_chain_steps_are_p_mean_variance(diffusion):
+    """The sampler's precomputed step (schedule as numbers, condition terms once) is p_mean_variance's mean."""
+    torch.manual_seed(0)
+    model = NoiseMLP(4, 2, hidden=16).eval()
+    y = torch.randn(3, 2)
+    _, chain = diffusion.sample(model, y, 4, generator=torch.Generator().manual_seed(2), temperature=0.0, return_chain=True)
+    for i, step in enumerate(reversed(range(diffusion.n_steps))):
+        mean, _ = diffusion.p_mean_variance(model, chain[i], y, torch.full((3,), step))
+        torch.testing.assert_close(chain[i + 1], mean, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="y must have shape"):
+        model.conditioned(torch.randn(3, 5), diffusion.n_steps)
+
+
 def test_gradient_reaches_model_through_the_whole_chain(diffusion):
     torch.manual_seed(0)
     model = NoiseMLP(4, 2, hidden=16)
