@@ -300,9 +300,10 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         """The pre-trained PLM as given (saved in ``plm/``)."""
         return self.plm
 
-    def _forward(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
-        """The adapted model's action predictions (B, K, act_dim)."""
-        return self.plm.network(history, prompt)
+    def _forward(self, history: Segment, prompt: Segment | None, last_only: bool = False) -> torch.Tensor:
+        """The adapted model's action predictions (B, K, act_dim); ``last_only``: (B, 1, act_dim), see
+        :meth:`~promptrl.transformer.PromptDTNetwork.forward`."""
+        return self.plm.network(history, prompt, last_only=last_only)
 
     def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
         """Called by ``learn`` before training; default: fill the prompt bank with windows of ``prompts``

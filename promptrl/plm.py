@@ -309,13 +309,13 @@ class PromptDT(
         return self._predict_with(self.network, observation)
 
     @torch.no_grad()
-    def _predict_with(self, forward: Callable[[Segment, Segment | None], torch.Tensor], observation: Mapping[str, Any]) -> tuple[np.ndarray, None]:
-        """``predict`` through ``forward(history, prompt) -> (B, K, act_dim)`` (this network, or an adapted one)."""
+    def _predict_with(self, forward: Callable[..., torch.Tensor], observation: Mapping[str, Any]) -> tuple[np.ndarray, None]:
+        """``predict`` through ``forward(history, prompt, last_only=True) -> (B, 1, act_dim)`` (this network, or an adapted one)."""
         obs, batched = self._check_observation(observation)
         self.network.eval()
         history = self._segment(obs)
         prompt = self._segment(obs, "prompt_") if self.settings.use_prompt else None
-        action = forward(history, prompt)[:, -1].float().cpu().numpy()
+        action = forward(history, prompt, last_only=True)[:, -1].float().cpu().numpy()
         return (action if batched else action[0]), None
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:

@@ -90,12 +90,16 @@ class Block(nn.Module):
         )
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, only: int | None = None) -> torch.Tensor:
+        """x (B, T, E) -> (B, T, E); with ``only`` the output of that token alone, (B, 1, E)."""
         B, T, E = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(E, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, E // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, E)  # (B, nh, T, hs) -> (B, T, E)
+        if only is not None:  # every token's keys and values, one query
+            x, q, attn_mask = x[:, only: only + 1], q[:, only: only + 1], attn_mask[..., only: only + 1, :]
+        heads = lambda t: t.view(B, t.shape[1], self.n_head, E // self.n_head).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, q.shape[1], E)  # (B, nh, Tq, hs) -> (B, Tq, E)
         x = x + self.resid_drop(self.proj(y))
         return x + self.mlp(self.ln2(x))
 
@@ -114,8 +118,11 @@ class PromptDTNetwork(nn.Module):
         self.ln_out = nn.LayerNorm(cfg.embed_dim)
         self.action_head = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.act_dim), nn.Tanh())
 
-    def forward(self, history: Segment, prompt: Segment | None = None, prompt_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """Action predictions (B, K, act_dim) for the K history steps.
+    def forward(self, history: Segment, prompt: Segment | None = None, prompt_tokens: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """Action predictions (B, K, act_dim) for the K history steps; with ``last_only`` (inference) the
+        last step's alone, (B, 1, act_dim), with the same value and less compute: the final block then
+        runs its attention output and MLP for that state token only.
 
         ``prompt_tokens`` (B, 3K*, E), already-embedded prompt tokens (a soft prompt), replace
         ``prompt``; they are all treated as real (unpadded) tokens.
@@ -139,8 +146,11 @@ class PromptDTNetwork(nn.Module):
         # A token sees earlier real tokens and always itself (so padded rows never attend to nothing).
         attn_mask = (causal & keep.bool()[:, None, :]) | torch.eye(T, dtype=torch.bool, device=tokens.device)
         x = self.drop(self.ln_in(tokens))
-        for block in self.blocks:
-            x = block(x, attn_mask[:, None])  # mask (B, 1, T, T) broadcasts over heads
+        for i, block in enumerate(self.blocks):
+            last_block = i == len(self.blocks) - 1
+            x = block(x, attn_mask[:, None], only=T - 2 if last_only and last_block else None)  # mask (B, 1, T, T) broadcasts over heads
+        if last_only:
+            return self.action_head(self.ln_out(x))  # (B, 1, E): the last s_t token
         x = self.ln_out(x[:, T - 3 * K:])  # history tokens only: (B, 3K, E)
         state_tokens = x.view(B, K, 3, -1)[:, :, 1]  # (B, K, E): the hidden state at each s_t token
         return self.action_head(state_tokens)

@@ -93,6 +93,18 @@ def test_trains_only_its_own_parameters(world, name):
         assert any(not torch.equal(v, frozen[k]) for k, v in method.plm.network.state_dict().items())
 
 
+@pytest.mark.parametrize("name", ["soft", "adaptor", "prompt_tuning", "finetune"])
+def test_predict_shortcut_equals_full_forward(world, name):
+    """predict's last-token forward gives each adapted model's full-forward action (the Adaptor's hooks included)."""
+    suite, data, plm, _ = world
+    method = make(name, plm, data)
+    method._state_module().eval()
+    method.plm.network.eval()
+    history, prompt = fixed_batch(plm, data[6], n=8)
+    with torch.no_grad():
+        torch.testing.assert_close(method._forward(history, prompt, last_only=True), method._forward(history, prompt)[:, -1:])
+
+
 def test_parameter_counts_equal_hand_counts(world):
     suite, data, plm, mt_orl = world
     total = plm.num_parameters()

@@ -51,6 +51,17 @@ def test_padding_is_ignored(net):
     assert torch.isfinite(net(h, p)).all()
 
 
+def test_last_only_is_the_last_step_of_the_full_forward(net):
+    """Inference's shortcut (the final block for the last state token only) gives the same action:
+    with a prompt segment, with padding, with soft prompt tokens, and without a prompt (MT-ORL)."""
+    h, p = segment(3, 6, 0, pad=2), segment(3, 3, 1)
+    torch.testing.assert_close(net(h, p, last_only=True), net(h, p)[:, -1:])
+    tokens = torch.randn(3, 9, 32)
+    torch.testing.assert_close(net(h, prompt_tokens=tokens, last_only=True), net(h, prompt_tokens=tokens)[:, -1:])
+    mt = PromptDTNetwork(PromptDTConfig(OBS, ACT, embed_dim=16, n_layer=1, use_prompt=False)).eval()
+    torch.testing.assert_close(mt(h, last_only=True), mt(h)[:, -1:])
+
+
 def test_mt_orl_needs_no_prompt():
     net = PromptDTNetwork(PromptDTConfig(OBS, ACT, embed_dim=16, n_layer=1, use_prompt=False))
     assert net(segment(2, 6, 0)).shape == (2, 6, ACT)

@@ -76,6 +76,6 @@ class Adaptor(FrozenPLMMethod):
             for handle in handles:
                 handle.remove()
 
-    def _forward(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
+    def _forward(self, history: Segment, prompt: Segment | None, last_only: bool = False) -> torch.Tensor:
         with self._attached():
-            return self.plm.network(history, prompt)
+            return self.plm.network(history, prompt, last_only=last_only)

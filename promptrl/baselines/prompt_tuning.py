@@ -91,8 +91,9 @@ class PromptTuningDT(OneTaskPrompt):
         return Segment(prompts[..., : p.obs_dim], prompts[..., p.obs_dim: p.obs_dim + p.act_dim], prompts[..., -1:],
                        timesteps, torch.ones(timesteps.shape, device=self.device))
 
-    def _forward(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
-        return self.plm.network(history, self._segment(self.module.prompt.expand(history.timesteps.shape[0], -1, -1)))
+    def _forward(self, history: Segment, prompt: Segment | None, last_only: bool = False) -> torch.Tensor:
+        return self.plm.network(history, self._segment(self.module.prompt.expand(history.timesteps.shape[0], -1, -1)),
+                                last_only=last_only)
 
     @torch.no_grad()
     def candidate_losses(self, candidates: torch.Tensor, history: Segment) -> torch.Tensor:

@@ -61,6 +61,6 @@ class SoftPrompt(OneTaskPrompt):
     def _initialize(self, prompt: Segment) -> None:
         self.module.tokens.copy_(self.plm.network.prompt_embed(prompt)[0])
 
-    def _forward(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
+    def _forward(self, history: Segment, prompt: Segment | None, last_only: bool = False) -> torch.Tensor:
         tokens = self.module.tokens
-        return self.plm.network(history, prompt_tokens=tokens.expand(history.timesteps.shape[0], *tokens.shape))
+        return self.plm.network(history, prompt_tokens=tokens.expand(history.timesteps.shape[0], *tokens.shape), last_only=last_only)
