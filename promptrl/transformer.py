@@ -90,12 +90,12 @@ class Block(nn.Module):
         )
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, only: int | None = None) -> torch.Tensor:
-        """x (B, T, E) -> (B, T, E); with ``only`` the output of that token alone, (B, 1, E)."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """x (B, T, E) -> (B, T, E); with ``rows`` the outputs of those tokens alone, (B, T', E)."""
         B, T, E = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(E, dim=2)
-        if only is not None:  # every token's keys and values, one query
-            x, q, attn_mask = x[:, only: only + 1], q[:, only: only + 1], attn_mask[..., only: only + 1, :]
+        if rows is not None:  # every token's keys and values, the queries of ``rows``
+            x, q, attn_mask = x[:, rows], q[:, rows], attn_mask[..., rows, :]
         heads = lambda t: t.view(B, t.shape[1], self.n_head, E // self.n_head).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
         y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0)
@@ -109,6 +109,10 @@ class PromptDTNetwork(nn.Module):
 
     def __init__(self, cfg: PromptDTConfig):
         super().__init__()
+        for name in ("obs_dim", "act_dim", "embed_dim", "n_layer", "n_head", "context", "max_ep_len"):
+            value = getattr(cfg, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.cfg = cfg
         self.embed = TokenEmbedding(cfg)
         self.prompt_embed = TokenEmbedding(cfg) if cfg.use_prompt else None
@@ -121,8 +125,8 @@ class PromptDTNetwork(nn.Module):
     def forward(self, history: Segment, prompt: Segment | None = None, prompt_tokens: torch.Tensor | None = None,
                 last_only: bool = False) -> torch.Tensor:
         """Action predictions (B, K, act_dim) for the K history steps; with ``last_only`` (inference) the
-        last step's alone, (B, 1, act_dim), with the same value and less compute: the final block then
-        runs its attention output and MLP for that state token only.
+        last step's alone, (B, 1, act_dim). The final block computes its attention output and MLP only
+        for the state tokens the action head reads (all K, or the last one): the same values, less compute.
 
         ``prompt_tokens`` (B, 3K*, E), already-embedded prompt tokens (a soft prompt), replace
         ``prompt``; they are all treated as real (unpadded) tokens.
@@ -145,12 +149,10 @@ class PromptDTNetwork(nn.Module):
         causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
         # A token sees earlier real tokens and always itself (so padded rows never attend to nothing).
         attn_mask = (causal & keep.bool()[:, None, :]) | torch.eye(T, dtype=torch.bool, device=tokens.device)
+        # The history's s_t tokens (tokens are (rtg, s, a) per step, the history last): all K, or the last.
+        state_rows = slice(T - 2, T - 1) if last_only else slice(T - 3 * K + 1, T, 3)
         x = self.drop(self.ln_in(tokens))
         for i, block in enumerate(self.blocks):
-            last_block = i == len(self.blocks) - 1
-            x = block(x, attn_mask[:, None], only=T - 2 if last_only and last_block else None)  # mask (B, 1, T, T) broadcasts over heads
-        if last_only:
-            return self.action_head(self.ln_out(x))  # (B, 1, E): the last s_t token
-        x = self.ln_out(x[:, T - 3 * K:])  # history tokens only: (B, 3K, E)
-        state_tokens = x.view(B, K, 3, -1)[:, :, 1]  # (B, K, E): the hidden state at each s_t token
-        return self.action_head(state_tokens)
+            # mask (B, 1, T, T) broadcasts over heads
+            x = block(x, attn_mask[:, None], rows=state_rows if i == len(self.blocks) - 1 else None)
+        return self.action_head(self.ln_out(x))  # (B, K or 1, act_dim)

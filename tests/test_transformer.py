@@ -51,6 +51,29 @@ def test_padding_is_ignored(net):
     assert torch.isfinite(net(h, p)).all()
 
 
+class FullThenSelect(torch.nn.Module):
+    """A block that computes every token's output and only then keeps ``rows``: the reference for the shortcut."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x, attn_mask, rows=None):
+        out = self.block(x, attn_mask)
+        return out if rows is None else out[:, rows]
+
+
+def test_final_block_computes_only_the_rows_it_needs(net):
+    """The final block's query subset (the history's state tokens) gives what computing every token gives."""
+    import copy
+
+    reference = copy.deepcopy(net)
+    reference.blocks[-1] = FullThenSelect(reference.blocks[-1])
+    h, p = segment(3, 6, 0, pad=2), segment(3, 3, 1)
+    torch.testing.assert_close(net(h, p), reference(h, p))
+    torch.testing.assert_close(net(h, p, last_only=True), reference(h, p, last_only=True))
+
+
 def test_last_only_is_the_last_step_of_the_full_forward(net):
     """Inference's shortcut (the final block for the last state token only) gives the same action:
     with a prompt segment, with padding, with soft prompt tokens, and without a prompt (MT-ORL)."""
@@ -72,3 +95,5 @@ def test_mt_orl_needs_no_prompt():
 def test_bad_config():
     with pytest.raises(ValueError, match="divisible by n_head"):
         PromptDTNetwork(PromptDTConfig(OBS, ACT, embed_dim=30, n_head=4))
+    with pytest.raises(ValueError, match="n_layer must be a positive integer"):
+        PromptDTNetwork(PromptDTConfig(OBS, ACT, n_layer=0))
