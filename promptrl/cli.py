@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from promptrl.suites import QUALITIES, available_suites, load_suite
 
@@ -67,8 +68,10 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     model = PromptDT.load_checkpoint(out / "checkpoint", device=args.device)
     if model is None:
         model = PromptDT(suite, device=args.device, seed=args.seed, **hyper)
+    tensorboard = _tensorboard(out / "tensorboard")
     print(f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
-          f"{model.settings.steps_trained}/{args.steps} steps done (log: {out / 'progress.csv'})")
+          f"{model.settings.steps_trained}/{args.steps} steps done (log: {out / 'progress.csv'}"
+          f"{', ' + str(out / 'tensorboard') if tensorboard else ''})")
     log_path = out / "progress.csv"
     new = not log_path.exists()
     with open(log_path, "a", newline="") as f:
@@ -79,17 +82,25 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
 
         def log_step(info: dict) -> None:
             losses.append(info["loss"])
-            if info["step"] % 100 == 0:
-                writer.writerow([info["step"], f"{sum(losses) / len(losses):.5f}", f"{time.time() - start:.0f}"])
+            if info["step"] % args.log_steps == 0:
+                mean = sum(losses) / len(losses)
+                writer.writerow([info["step"], f"{mean:.5f}", f"{time.time() - start:.0f}"])
                 f.flush()
                 losses.clear()
+                if tensorboard:
+                    tensorboard.add_scalar("train/loss", mean, info["step"])
+                    tensorboard.add_scalar("train/learning_rate", model._scheduler.get_last_lr()[0], info["step"])
 
         while model.settings.steps_trained < args.steps:
             chunk = min(args.checkpoint_steps, args.steps - model.settings.steps_trained)
             model.learn(data, total_steps=chunk, prompt_datasets=prompts, callback=log_step, progress_bar=True)
             model.save_checkpoint(out / "checkpoint")
             if args.eval_episodes:
-                _log_evaluation(model, suite, out / "eval.csv", args.eval_episodes, args.seed)
+                _log_evaluation(model, suite, out / "eval.csv", args.eval_episodes, args.seed, tensorboard)
+            if tensorboard:
+                tensorboard.flush()
+    if tensorboard:
+        tensorboard.close()
     s = model.settings
     model.settings.model_card = {"training": (
         f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} training on the "
@@ -100,11 +111,22 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     print(f"done: {out / 'final'}")
 
 
-def _log_evaluation(model, suite, path: Path, episodes: int, seed: int) -> None:
-    """Append the test-split return with expert prompts (no prompt for MT-ORL) to a CSV."""
+def _tensorboard(folder: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` into ``folder`` when the ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package
+        return None
+    return SummaryWriter(str(folder))
+
+
+def _log_evaluation(model, suite, path: Path, episodes: int, seed: int, tensorboard: Any = None) -> None:
+    """Append the test-split return with expert prompts (no prompt for MT-ORL) to a CSV (and TensorBoard)."""
     from promptrl.evaluation import evaluate
 
     result = evaluate(model, suite, split="test", n_episodes=episodes, prompt="expert", seed=seed)
+    if tensorboard:
+        tensorboard.add_scalar("eval/test_return", result.mean, model.settings.steps_trained)
     new = not path.exists()
     with open(path, "a") as f:
         if new:
@@ -325,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=10_000, help="learning-rate warm-up (new runs)")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (new runs)")
     p.add_argument("--checkpoint-steps", type=int, default=1000, help="steps between atomic checkpoints")
+    p.add_argument("--log-steps", type=int, default=100,
+                   help="steps averaged into each row of progress.csv (and TensorBoard's train/loss, if installed)")
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="after each checkpoint, evaluate this many episodes per test task into eval.csv")
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/plm/<suite>)")

@@ -1,3 +1,4 @@
+import importlib.util
 import minari
 import pytest
 
@@ -32,14 +33,22 @@ def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
 
     assert main(["data", "mw-reach", "--quality", "expert", "--episodes", "1"]) == 0
     out = tmp_path / "plm"
-    args = ["train", "plm", "mw-reach", "--steps", "4", "--checkpoint-steps", "2", "--out", str(out), "--threads", "1"]
+    args = ["train", "plm", "mw-reach", "--steps", "4", "--checkpoint-steps", "2", "--out", str(out), "--threads", "1",
+            "--log-steps", "2"]
     assert main(args) == 0
+    rows = (out / "progress.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,seconds" and [r.split(",")[0] for r in rows[1:]] == ["2", "4"]
     first = PromptDT.load_checkpoint(out / "checkpoint")
     assert first.settings.steps_trained == 4 and (out / "final" / "model.safetensors").is_file()
     assert not (out / "checkpoint.tmp").exists()
     assert main(args[:3] + ["--steps", "6"] + args[5:]) == 0  # resumes from step 4
     assert "4/6 steps done" in capsys.readouterr().out
     assert PromptDT.load_checkpoint(out / "checkpoint").settings.steps_trained == 6
+    if importlib.util.find_spec("tensorboard") is not None:  # a dev dependency; optional for users
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(out / "tensorboard")).Reload()
+        assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
     assert main(["evaluate", str(out / "final"), "mw-reach", "--episodes", "1", "--prompt", "expert", "--record"]) == 0
     assert "| **mean** |" in capsys.readouterr().out
     card = (out / "final" / "README.md").read_text()
