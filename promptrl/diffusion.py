@@ -137,6 +137,8 @@ class GaussianDiffusion(nn.Module):
         }
         for name, value in buffers.items():
             self.register_buffer(name, value.float(), persistent=False)
+        # The same numbers on the host, for the reverse chain's per-step scalars (no device reads per step).
+        self._host = {name: value.float().tolist() for name, value in buffers.items()}
 
     @staticmethod
     def _at(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -181,7 +183,7 @@ class GaussianDiffusion(nn.Module):
         """
         if not 0.0 <= temperature <= 1.0:
             raise ValueError(f"temperature must be in [0, 1], got {temperature}")
-        recip, recipm1, coef_x0, coef_xk, log_var = (getattr(self, name).tolist() for name in (
+        recip, recipm1, coef_x0, coef_xk, log_var = (self._host[name] for name in (
             "sqrt_recip_abar", "sqrt_recipm1_abar", "posterior_coef_x0", "posterior_coef_xk", "posterior_log_variance"))
         x = torch.randn((y.shape[0], x_dim), generator=generator, device=y.device, dtype=y.dtype)
         chain = [x]
