@@ -2,6 +2,7 @@
 
     python benchmarks/diffuser_diagnostics.py fidelity [--suite ant-dir] [--task 6] [--steps 3000]
     python benchmarks/diffuser_diagnostics.py rules [--suite ant-dir] [--task 6] [--variants dm projection dt projection:100]
+    python benchmarks/diffuser_diagnostics.py temperature [--suite ant-dir] [--temperatures 0 0.25 0.5 1] [--episodes 20]
 
 ``fidelity`` trains noise models from scratch on the prompt windows of one expert episode of a task
 (L_DM only, AdamW lr 1e-3, batch 32) — the plain (Linear, Mish, Dropout) MLP with dropout 0.1 and
@@ -16,7 +17,11 @@ expert episode of the task (``--epochs`` x 100 steps, Table 4's other settings) 
 cosine, how often they conflict (negative dot product: the projection case of Eq. 15), prompt
 fidelity, the frozen PLM's action loss with generated against real prompts, and the test return
 (``--episodes``; 0 skips the rollouts), with Prompt-DT-Expert's return on the same task and seed.
-Both end with one ``RESULT`` line.
+``temperature`` evaluates a Prompt Diffuser at several sampling temperatures (beta of Eq. 16) beside
+Prompt-DT-Expert, over the same evaluation seeds: the shipped fine-tuned one (``hub_models/<suite>``)
+on the task it was fine-tuned on, else the shipped pre-trained generator fine-tuned here
+(``--epochs`` x 100 steps) on the task's first expert episode — on a training task, this chooses
+the temperature without looking at the test split. All end with one ``RESULT`` line.
 """
 
 from __future__ import annotations
@@ -134,16 +139,44 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
     print("\nRESULT " + " ".join(f"return_{v.replace(':', '_w')}={r:.1f}" for v, r in returns.items()))
 
 
+def run_temperature(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT, few_shot) -> None:
+    shipped = PromptDiffuser.from_pretrained(f"{args.hub}/{args.suite}", plm=plm)
+    if str(args.task) in (shipped.settings.conditions or {}):
+        pd, source = shipped, f"{args.hub}/{args.suite} ({shipped.settings.steps_trained:,} steps trained)"
+    else:  # e.g. a training task, to choose the temperature without looking at the test split
+        pd = PromptDiffuser.from_pretrained(f"{args.hub}/{args.suite}/pretrained", plm=plm)
+        pd.set_random_seed(args.seed)
+        torch.manual_seed(args.seed)
+        pd.learn(few_shot, epochs=args.epochs, steps_per_epoch=100, progress_bar=False)
+        source = f"{args.hub}/{args.suite}/pretrained fine-tuned {args.epochs * 100} steps on the task's first expert episode"
+    expert = baselines.FixedPrompt(plm, quality="expert", seed=args.seed).learn(few_shot, progress_bar=False)
+    split = "test" if args.task in suite.test_tasks else "training"
+    print(f"{args.suite} {split} task {args.task}, {source}, {args.episodes} episodes, seed {args.seed}\n")
+    print("| prompts | return (mean ± std over episodes) |\n|---|---|")
+    means = {}
+    for t in [None, *args.temperatures]:
+        if t is not None:
+            pd.settings.temperature = t
+            pd.set_random_seed(args.seed)
+        r = evaluate(expert if t is None else pd, suite, tasks=[args.task], n_episodes=args.episodes, prompt=None,
+                     seed=args.seed).returns[args.task]
+        means["expert" if t is None else f"t{t:g}"] = float(np.mean(r))
+        name = "Prompt-DT-Expert" if t is None else f"Prompt Diffuser, temperature {t:g}"
+        print(f"| {name} | {np.mean(r):.1f} ± {np.std(r):.1f} |", flush=True)
+    print("\nRESULT " + " ".join(f"return_{k}={m:.1f}" for k, m in means.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("fidelity", "rules"))
+    parser.add_argument("part", choices=("fidelity", "rules", "temperature"))
     parser.add_argument("--suite", default="ant-dir")
     parser.add_argument("--task", type=int, default=None, help="default: the suite's first test task")
     parser.add_argument("--hub", default="hub_models")
     parser.add_argument("--steps", type=int, default=3000, help="fidelity: training steps per noise model")
     parser.add_argument("--variants", nargs="+", default=["dm", "projection", "dt"], help="rules: rule[:guidance_weight]")
-    parser.add_argument("--epochs", type=int, default=3, help="rules: fine-tuning epochs of 100 steps")
-    parser.add_argument("--episodes", type=int, default=5, help="rules: evaluation episodes (0: none)")
+    parser.add_argument("--epochs", type=int, default=3, help="rules, temperature: fine-tuning epochs of 100 steps")
+    parser.add_argument("--episodes", type=int, default=5, help="rules, temperature: evaluation episodes (rules: 0 for none)")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0], help="temperature: the betas")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -153,7 +186,9 @@ def main() -> None:
     plm = PromptDT.from_pretrained(f"{args.hub}/{args.suite}/plm")
     few_shot = suite.dataset(args.task, "expert", episodes=1)
     episodes = episodes_of(few_shot)
-    if args.part == "fidelity":
+    if args.part == "temperature":
+        run_temperature(args, suite, plm, few_shot)
+    elif args.part == "fidelity":
         pd = PromptDiffuser.from_pretrained(f"{args.hub}/{args.suite}/pretrained", plm=plm)  # for its token bounds
         run_fidelity(args, pd, episodes)
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,17 +136,24 @@ Builder = Callable[[str, Context, int, int], Any]
 
 def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = build_method) -> dict[str, Any]:
     """One (method, seed): adapt (``build(name, ctx, task, seed)``) and evaluate on every test task;
-    the JSON at ``path`` makes it resumable."""
+    the JSON at ``path`` (returns per task, their mean, wall seconds spent adapting and evaluating,
+    the hardware) makes it resumable."""
     if path.is_file():
         return json.loads(path.read_text())
     returns: dict[str, list[float]] = {}
+    seconds = {"adapt": 0.0, "evaluate": 0.0}
     for task in ctx.tasks:
         torch.manual_seed(seed)
+        start = time.perf_counter()
         model = build(name, ctx, task, seed)
+        adapted = time.perf_counter()
         result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=None, seed=seed)
+        seconds["adapt"] += adapted - start
+        seconds["evaluate"] += time.perf_counter() - adapted
         returns[str(task)] = result.returns[task]
     cell = {"method": name, "seed": seed, "returns": returns,
-            "mean": float(np.mean([np.mean(r) for r in returns.values()]))}
+            "mean": float(np.mean([np.mean(r) for r in returns.values()])),
+            "seconds": {k: round(v, 1) for k, v in seconds.items()}, "hardware": hardware()}
     write_json(path, cell)
     return cell
 

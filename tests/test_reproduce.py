@@ -28,6 +28,7 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
         assert len(row["seeds"]) == 1 and row["params"] >= 0, name
         cell = json.loads(cell_path(out / "runs" / "mw-reach" / TINY_BUDGET.tag(), name, 0, TINY_BUDGET).read_text())
         assert list(cell["returns"]) == ["6"] and len(cell["returns"]["6"]) == 1
+        assert cell["seconds"]["adapt"] >= 0 and cell["seconds"]["evaluate"] > 0 and cell["hardware"]
     assert summary["Prompt-DT-Expert"]["params"] == 0 and summary["Prompt-DT-FT"]["percentage"] == pytest.approx(100)
     assert 0 < summary["Prompt Diffuser"]["params"] and 0 < summary["Soft Prompt"]["percentage"] < 100
     # A finished cell is read back, not redone: a marker value survives a rerun.
