@@ -381,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per test task")
     p.add_argument("--epochs", type=int, default=None, help="adaptation epochs (default: 20 of 100 steps, Table 4)")
     p.add_argument("--full-epochs", type=int, default=None, help="epochs of Prompt-DT-FT-Full (default: 100)")
-    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help='subset of the Table 1 methods (quote names), or "Prompt Diffuser (dt)": the L_DT-only update rule')
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help='subset of the Table 1 methods (quote names), or the variants "Prompt Diffuser (dt)" (the L_DT-only '
+                        'update rule) and "Prompt Diffuser (T=0)" (sampling temperature 0; reuses the kept generators)')
     p.add_argument("--collect", action="store_true", help="run nothing: tabulate the finished (method, seed) results")
     p.add_argument("--seed-list", type=int, nargs="+", default=None, help="run only these seeds (e.g. one per process)")
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")

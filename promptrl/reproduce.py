@@ -31,9 +31,14 @@ from promptrl.suites import TaskSuite, load_suite
 TABLE1_SUITES = ("cheetah-dir", "cheetah-vel", "ant-dir", "mw-reach")
 METHODS = ("Prompt-DT-Random", "Prompt-DT-Expert", "MT-ORL", "Soft Prompt", "Adaptor", "Prompt-DT-FT",
            "Prompt-Tuning DT", "Prompt Diffuser", "Prompt-DT-FT-Full")
-VARIANTS = ("Prompt Diffuser (dt)",)
+VARIANTS = ("Prompt Diffuser (dt)", "Prompt Diffuser (T=0)")
 """Methods beyond the paper's columns: the Prompt Diffuser fine-tuned with the L_DT-only rule (Eq. 19),
-which measured best in our update-rule ablation."""
+which measured best in our update-rule ablation, and the Prompt Diffuser sampled at temperature 0
+(beta = 0 in Eq. 16; the same fine-tuned generators as "Prompt Diffuser", reused when saved)."""
+TRAINED_AS = {"Prompt Diffuser (T=0)": "Prompt Diffuser"}
+"""Variants that only change inference: they reuse the generators fine-tuned for the named method..."""
+INFERENCE = {"Prompt Diffuser (T=0)": {"temperature": 0.0}}
+"""...with these settings changed."""
 PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.json"
 
 
@@ -76,6 +81,9 @@ class Context:
     """The test tasks evaluated."""
     plm: Any = None
     mt_orl: Any = None
+    models: Path | None = None
+    """Where fine-tuned prompt generators are kept (``<models>/<method>/seed<k>/task<t>/``), so a rerun
+    or an inference-only variant reuses them instead of fine-tuning again; None keeps nothing."""
 
     def load_models(self, methods: Sequence[str]) -> None:
         from promptrl.plm import PromptDT
@@ -121,6 +129,8 @@ def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
     The Prompt Diffuser adapts per task from the shipped pre-trained generator: fine-tuning one
     generator on all test tasks at once does not work, because its conditions (returns-to-go and
     timesteps) barely differ between e.g. cheetah-vel tasks, so it cannot tell them apart."""
+    if name.startswith("Prompt Diffuser"):
+        return _fine_tuned_generator(name, ctx, task, seed)
     method, b = fresh_method(name, ctx, seed), ctx.budget
     if name == "MT-ORL":
         return method
@@ -129,6 +139,26 @@ def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
                             progress_bar=False)
     data, epochs = (ctx.suite.dataset(task, "expert"), b.full_epochs) if name == "Prompt-DT-FT-Full" else (ctx.few_shot(task), b.epochs)
     return method.learn(data, epochs=epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
+
+
+def _fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
+    """A Prompt Diffuser variant fine-tuned on the task's few-shot data: loaded from ``ctx.models`` when
+    saved there (by this or a run of the method it is trained as), else fine-tuned (and saved)."""
+    from promptrl.diffuser import PromptDiffuser
+
+    trained_as = TRAINED_AS.get(name, name)
+    folder = None if ctx.models is None else ctx.models / trained_as.replace(" ", "_") / f"seed{seed}" / f"task{task}"
+    if folder is not None and (folder / "config.json").is_file():
+        pd = PromptDiffuser.from_pretrained(folder, plm=ctx.plm, device=ctx.device)
+    else:
+        pd = fresh_method(trained_as, ctx, seed)
+        pd.learn(ctx.few_shot(task), epochs=ctx.budget.epochs, steps_per_epoch=ctx.budget.steps_per_epoch, progress_bar=False)
+        if folder is not None:
+            pd.save_generator(folder)
+    for key, value in INFERENCE.get(name, {}).items():
+        setattr(pd.settings, key, value)
+    pd.set_random_seed(seed)  # evaluation draws the same prompts whether the generator was loaded or trained
+    return pd
 
 
 Builder = Callable[[str, Context, int, int], Any]
@@ -193,7 +223,8 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS + VARIANTS)}")
     suite = load_suite(suite_name)
     tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
-    ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, tasks)
+    ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, tasks,
+                  models=Path(out) / "models" / suite_name / budget.tag())
     if not collect:
         ensure_datasets(suite, tasks)
     ctx.load_models(methods)

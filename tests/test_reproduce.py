@@ -50,6 +50,23 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert "Sizes" in table1({"mw-reach": summary})
 
 
+def test_fine_tuned_generators_are_kept_and_reused(hub, tmp_path, monkeypatch):
+    """A Prompt Diffuser fine-tuned for a cell is saved; a rerun and the temperature-0 variant load it
+    instead of fine-tuning again, and a rerun gives the same returns as the first run."""
+    from promptrl.diffuser import PromptDiffuser
+
+    first = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
+    saved = tmp_path / "models" / "mw-reach" / TINY_BUDGET.tag() / "Prompt_Diffuser" / "seed0" / "task6"
+    assert (saved / "config.json").is_file() and (saved / "model.safetensors").is_file()
+    monkeypatch.setattr(PromptDiffuser, "learn", lambda *a, **k: pytest.fail("fine-tuned again instead of loading"))
+    cold = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser (T=0)"], tmp_path, hub, tasks=[6])
+    assert cold["Prompt Diffuser (T=0)"]["params"] == first["Prompt Diffuser"]["params"]
+    cell = cell_path(tmp_path / "runs" / "mw-reach" / TINY_BUDGET.tag(), "Prompt Diffuser", 0, TINY_BUDGET)
+    cell.unlink()
+    again = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
+    assert again["Prompt Diffuser"]["seeds"] == first["Prompt Diffuser"]["seeds"]
+
+
 def test_l_dt_only_variant(hub, tmp_path):
     from promptrl.reproduce import Context, fresh_method, hub_folder
 
