@@ -59,7 +59,11 @@ class Budget:
     def tag(self) -> str:
         """Names the folder of this budget's results (seeds excluded: more seeds extend a run;
         ``full_epochs`` too: it names Prompt-DT-FT-Full's own folder, see :func:`cell_path`)."""
-        return f"adapt{self.epochs}x{self.steps_per_epoch}-fewshot{self.few_shot_episodes}-episodes{self.episodes}"
+        return f"{self.adaptation_tag()}-episodes{self.episodes}"
+
+    def adaptation_tag(self) -> str:
+        """Names the folder of the models this budget's adaptation makes (evaluation excluded)."""
+        return f"adapt{self.epochs}x{self.steps_per_epoch}-fewshot{self.few_shot_episodes}"
 
 
 FULL = Budget()
@@ -224,7 +228,7 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
     suite = load_suite(suite_name)
     tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
     ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, tasks,
-                  models=Path(out) / "models" / suite_name / budget.tag())
+                  models=Path(out) / "models" / suite_name / budget.adaptation_tag())
     if not collect:
         ensure_datasets(suite, tasks)
     ctx.load_models(methods)

@@ -56,7 +56,7 @@ def test_fine_tuned_generators_are_kept_and_reused(hub, tmp_path, monkeypatch):
     from promptrl.diffuser import PromptDiffuser
 
     first = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
-    saved = tmp_path / "models" / "mw-reach" / TINY_BUDGET.tag() / "Prompt_Diffuser" / "seed0" / "task6"
+    saved = tmp_path / "models" / "mw-reach" / TINY_BUDGET.adaptation_tag() / "Prompt_Diffuser" / "seed0" / "task6"
     assert (saved / "config.json").is_file() and (saved / "model.safetensors").is_file()
     monkeypatch.setattr(PromptDiffuser, "learn", lambda *a, **k: pytest.fail("fine-tuned again instead of loading"))
     cold = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser (T=0)"], tmp_path, hub, tasks=[6])
@@ -65,6 +65,9 @@ def test_fine_tuned_generators_are_kept_and_reused(hub, tmp_path, monkeypatch):
     cell.unlink()
     again = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
     assert again["Prompt Diffuser"]["seeds"] == first["Prompt Diffuser"]["seeds"]
+    # more evaluation episodes: a new results folder, the same kept generators
+    longer = reproduce_suite("mw-reach", dataclasses.replace(TINY_BUDGET, episodes=2), ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
+    assert len(longer["Prompt Diffuser"]["seeds"]) == 1
 
 
 def test_l_dt_only_variant(hub, tmp_path):
