@@ -3,9 +3,11 @@
     python benchmarks/eval_throughput.py [--suite cheetah-vel] [--sizes 1 16 64 256] [--steps 200]
 
 (a) raw: the simulator alone with random actions in a SyncVectorEnv of n envs;
-(b) naive: one env, a full forward over the whole context every step, one episode at a time
-    (the reference implementation's evaluation loop shape);
-ours: ``promptrl.evaluate``-style batching: n episodes in one vector env, one batched forward per step.
+(b) naive: one env, a full forward over the whole context every step (all K action predictions,
+    of which the last is used), one episode at a time (the reference implementation's loop shape);
+ours: ``promptrl.evaluate``-style batching: n episodes in one vector env, one batched ``predict`` per
+    step (whose final block computes only the last state token), in float32 and with the
+    ``bf16_inference`` setting (bfloat16 autocast).
 The model is a reference-size Prompt-DT (embed 128, 3 layers) with random weights: speed does not
 depend on the weights. Ends with one ``RESULT`` line.
 """
@@ -60,9 +62,10 @@ def ours(model: PromptDT, suite, n: int, steps: int) -> float:
 def naive(model: PromptDT, suite, steps: int) -> float:
     env = PromptWrapper(suite.make_env(suite.test_tasks[0]), model, prompt=prompt_for(model))
     obs, _ = env.reset(seed=0)
+    full = lambda history, prompt, last_only: model.network(history, prompt)  # noqa: E731  all K predictions
     t = time.perf_counter()
     for _ in range(steps):
-        action, _ = model.predict(obs)
+        action, _ = model._predict_with(full, obs)
         obs, *_ = env.step(action)
     return steps / (time.perf_counter() - t)
 
@@ -80,15 +83,20 @@ def main() -> None:
     base = naive(model, suite, args.steps)
     print(f"{args.suite}, {args.steps} steps per episode, torch threads {args.threads}, reference-size Prompt-DT "
           f"({model.num_parameters():,} parameters)\n")
-    print("| parallel episodes | raw simulator (a) | naive loop (b) | ours | ours / (a) | ours / (b) |")
-    print("|---|---|---|---|---|---|")
+    print("| parallel episodes | raw simulator (a) | naive loop (b) | ours | ours, bf16_inference | ours / (a) | ours / (b) "
+          "| bf16 / (a) | bf16 / (b) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     result = {}
     for n in args.sizes:
         a, o = raw(suite, n, args.steps), ours(model, suite, n, args.steps)
-        print(f"| {n} | {a:,.0f} | {base:,.0f} | {o:,.0f} | {o / a:.2f} | {o / base:.1f} |")
-        result[n] = (o / a, o / base)
+        model.settings.bf16_inference = True
+        h = ours(model, suite, n, args.steps)
+        model.settings.bf16_inference = False
+        print(f"| {n} | {a:,.0f} | {base:,.0f} | {o:,.0f} | {h:,.0f} | {o / a:.2f} | {o / base:.1f} | {h / a:.2f} | {h / base:.1f} |")
+        result[n] = (o / a, o / base, h / a, h / base)
     last = max(result)
-    print(f"\nRESULT episodes={last} vs_raw={result[last][0]:.2f} vs_naive={result[last][1]:.1f}")
+    r = result[last]
+    print(f"\nRESULT episodes={last} vs_raw={r[0]:.2f} vs_naive={r[1]:.1f} bf16_vs_raw={r[2]:.2f} bf16_vs_naive={r[3]:.1f}")
 
 
 if __name__ == "__main__":

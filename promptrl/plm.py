@@ -63,6 +63,9 @@ class PromptDTSettings(PromptDTConfig):
     """Gradient-norm clip."""
     bf16: bool = True
     """bfloat16 autocast during training."""
+    bf16_inference: bool = False
+    """bfloat16 autocast in ``predict`` (about 2x the batched evaluation throughput on a CPU with
+    bf16 matrix units; actions differ from float32 in the third digit)."""
     rtg_target: float = 0.0
     """Return-to-go the policy is conditioned on at the start of an episode."""
     rtg_scale: float = 1.0
@@ -315,7 +318,8 @@ class PromptDT(
         self.network.eval()
         history = self._segment(obs)
         prompt = self._segment(obs, "prompt_") if self.settings.use_prompt else None
-        action = forward(history, prompt, last_only=True)[:, -1].float().cpu().numpy()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.bf16_inference):
+            action = forward(history, prompt, last_only=True)[:, -1].float().cpu().numpy()
         return (action if batched else action[0]), None
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:

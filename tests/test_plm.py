@@ -65,6 +65,20 @@ def test_batched_predict_equals_single(trained):
     np.testing.assert_allclose(actions[1], trained.predict(b)[0], atol=1e-5)
 
 
+def test_bf16_inference_is_close_and_saved(trained, tmp_path):
+    _, obs = rollout_obs(trained, task=6, seed=0)
+    full, _ = trained.predict(obs)
+    trained.settings.bf16_inference = True
+    try:
+        half, _ = trained.predict(obs)
+        np.testing.assert_allclose(half, full, atol=0.05)
+        assert half.dtype == np.float32
+        trained.save_pretrained(tmp_path / "plm")
+        assert PromptDT.from_pretrained(tmp_path / "plm").settings.bf16_inference
+    finally:
+        trained.settings.bf16_inference = False
+
+
 def test_save_load_roundtrip(trained, tmp_path):
     trained.save_pretrained(tmp_path / "plm")
     assert {p.name for p in (tmp_path / "plm").iterdir()} == {"config.json", "model.safetensors", "README.md"}
