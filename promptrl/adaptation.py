@@ -438,10 +438,19 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         with atomic_folder(Path(folder)) as tmp:
             self._write_method_files(tmp)
 
+    load_arguments: ClassVar[frozenset[str]] = frozenset({"device", "plm"})
+
+    @classmethod
+    def _check_overrides(cls, overrides: dict[str, Any]) -> None:
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls.settings_class)})
+        if unknown:
+            raise TypeError(f"from_pretrained got unknown arguments {unknown}: besides device, plm and the Hub's, "
+                            f"it takes fields of {cls.settings_class.__name__} to override")
+
     @classmethod
     def _from_pretrained(cls: type[Method], *, model_id: str, revision: str | None = None, cache_dir: Any = None,
                          force_download: bool = False, local_files_only: bool = False, token: Any = None, device: str = "cpu",
-                         plm: PromptDT | None = None, **_: Any) -> Method:
+                         plm: PromptDT | None = None, settings_overrides: dict[str, Any] | None = None, **_: Any) -> Method:
         """``plm=`` reuses an already loaded PLM (then the folder needs no ``plm/``)."""
         folder = Path(model_id)
         if not folder.is_dir():
@@ -462,7 +471,7 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         valid = {f.name for f in fields(cls.settings_class)}
         if not isinstance(settings, dict) or set(settings) - valid:
             raise ValueError(f"{CONFIG_NAME} in {model_id} is not a {cls.__name__} config")
-        method = cls(plm, **{**cls.legacy_settings, **settings})
+        method = cls(plm, **{**cls.legacy_settings, **settings, **(settings_overrides or {})})
         try:
             method._state_module().load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
         except Exception as err:

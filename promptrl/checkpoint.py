@@ -12,7 +12,7 @@ from pathlib import Path
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from huggingface_hub import ModelHubMixin
@@ -112,6 +112,10 @@ def model_card_template(usage: str) -> str:
     )
 
 
+HUB_ARGUMENTS = frozenset({"force_download", "resume_download", "proxies", "token", "cache_dir", "local_files_only", "revision"})
+"""``ModelHubMixin.from_pretrained``'s own keyword arguments."""
+
+
 class JsonHubMixin(ModelHubMixin):
     """``ModelHubMixin`` whose ``from_pretrained`` reports a corrupt ``config.json`` as a ``ValueError``."""
 
@@ -122,10 +126,23 @@ class JsonHubMixin(ModelHubMixin):
             card.unlink()
         return super().save_pretrained(save_directory, **kwargs)
 
+    load_arguments: ClassVar[frozenset[str]] = frozenset({"device"})
+    """Keyword arguments of ``from_pretrained`` besides the Hub's and the settings overrides."""
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Any:
-        """Load a model saved by ``save_pretrained`` from a local folder or a Hub repo id."""
+        """Load a model saved by ``save_pretrained`` from a local folder or a Hub repo id.
+
+        Other keyword arguments override saved settings, e.g. ``temperature=0.0`` or
+        ``bf16_inference=True``; an unknown name is a ``TypeError``."""
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in HUB_ARGUMENTS | cls.load_arguments}
+        cls._check_overrides(overrides)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            return super().from_pretrained(pretrained_model_name_or_path, settings_overrides=overrides, **kwargs)
         except json.JSONDecodeError as err:
             raise ValueError(f"corrupt {CONFIG_NAME} in {pretrained_model_name_or_path}: {err}") from err
+
+    @classmethod
+    def _check_overrides(cls, overrides: dict[str, Any]) -> None:
+        """Raise unless every key of ``overrides`` is a setting that may change at load time."""
+        raise NotImplementedError

@@ -365,8 +365,20 @@ class PromptDT(
         write_model_files(Path(save_directory), self.network, self.settings)
 
     @classmethod
+    def _check_overrides(cls, overrides: dict[str, Any]) -> None:
+        names = {f.name for f in fields(PromptDTSettings)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"from_pretrained got unknown arguments {unknown}: besides device and the Hub's, "
+                            f"it takes PromptDT settings to override, e.g. bf16_inference")
+        fixed = sorted(set(overrides) & ({f.name for f in fields(PromptDTConfig)} | {"state_mean", "state_std", "rtg_scale", "suite"}))
+        if fixed:
+            raise ValueError(f"{fixed} are part of the saved model (architecture, normalization) and cannot be overridden at load")
+
+    @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: Any = None, force_download: bool = False,
-                         local_files_only: bool = False, token: Any = None, device: str = "cpu", **_: Any) -> PromptDT:
+                         local_files_only: bool = False, token: Any = None, device: str = "cpu",
+                         settings_overrides: dict[str, Any] | None = None, **_: Any) -> PromptDT:
         def fetch(name: str) -> Path:
             if Path(model_id).is_dir():
                 path = Path(model_id) / name
@@ -383,7 +395,7 @@ class PromptDT(
         valid = {f.name for f in fields(PromptDTSettings)}
         if not isinstance(settings, dict) or set(settings) - valid or not {"obs_dim", "act_dim"} <= set(settings):
             raise ValueError(f"{CONFIG_NAME} in {model_id} is not a PromptDT config (keys {sorted(settings)})")
-        model = cls(device=device, **settings)
+        model = cls(device=device, **{**settings, **(settings_overrides or {})})
         try:
             state = load_file(str(fetch(WEIGHTS_NAME)))
         except FileNotFoundError:

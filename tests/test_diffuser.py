@@ -94,6 +94,10 @@ def test_save_load_roundtrip(setup, tmp_path):
     for x, y in zip(pd.generate_prompt(3), loaded.generate_prompt(3)):
         for k in x:
             torch.testing.assert_close(x[k], y[k])
+    cold = PromptDiffuser.from_pretrained(tmp_path / "pd", temperature=0.0)
+    assert cold.settings.temperature == 0.0 and loaded.settings.temperature == pd.settings.temperature
+    with pytest.raises(TypeError, match="unknown arguments \\['temprature'\\]"):
+        PromptDiffuser.from_pretrained(tmp_path / "pd", temprature=0.0)
     (tmp_path / "pd" / "plm" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="plm/model.safetensors not found"):
         PromptDiffuser.from_pretrained(tmp_path / "pd")

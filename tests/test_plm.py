@@ -77,6 +77,13 @@ def test_bf16_inference_is_close_and_saved(trained, tmp_path):
         assert PromptDT.from_pretrained(tmp_path / "plm").settings.bf16_inference
     finally:
         trained.settings.bf16_inference = False
+    # settings can be overridden at load time; typos and architecture fields are errors
+    trained.save_pretrained(tmp_path / "plm32")
+    assert PromptDT.from_pretrained(tmp_path / "plm32", bf16_inference=True).settings.bf16_inference
+    with pytest.raises(TypeError, match="unknown arguments \\['bf16_inferense'\\]"):
+        PromptDT.from_pretrained(tmp_path / "plm32", bf16_inferense=True)
+    with pytest.raises(ValueError, match="cannot be overridden"):
+        PromptDT.from_pretrained(tmp_path / "plm32", embed_dim=64)
 
 
 def test_save_load_roundtrip(trained, tmp_path):
