@@ -441,13 +441,6 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
     load_arguments: ClassVar[frozenset[str]] = frozenset({"device", "plm"})
 
     @classmethod
-    def _check_overrides(cls, overrides: dict[str, Any]) -> None:
-        unknown = sorted(set(overrides) - {f.name for f in fields(cls.settings_class)})
-        if unknown:
-            raise TypeError(f"from_pretrained got unknown arguments {unknown}: besides device, plm and the Hub's, "
-                            f"it takes fields of {cls.settings_class.__name__} to override")
-
-    @classmethod
     def _from_pretrained(cls: type[Method], *, model_id: str, revision: str | None = None, cache_dir: Any = None,
                          force_download: bool = False, local_files_only: bool = False, token: Any = None, device: str = "cpu",
                          plm: PromptDT | None = None, settings_overrides: dict[str, Any] | None = None, **_: Any) -> Method:

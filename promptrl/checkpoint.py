@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
 import torch
@@ -128,6 +128,10 @@ class JsonHubMixin(ModelHubMixin):
 
     load_arguments: ClassVar[frozenset[str]] = frozenset({"device"})
     """Keyword arguments of ``from_pretrained`` besides the Hub's and the settings overrides."""
+    settings_class: ClassVar[type]
+    """The settings dataclass that ``config.json`` holds: its fields are what may be overridden..."""
+    fixed_settings: ClassVar[frozenset[str]] = frozenset()
+    """...except these, which the saved weights depend on."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> Any:
@@ -145,4 +149,10 @@ class JsonHubMixin(ModelHubMixin):
     @classmethod
     def _check_overrides(cls, overrides: dict[str, Any]) -> None:
         """Raise unless every key of ``overrides`` is a setting that may change at load time."""
-        raise NotImplementedError
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls.settings_class)})
+        if unknown:
+            raise TypeError(f"from_pretrained got unknown arguments {unknown}: besides {', '.join(sorted(cls.load_arguments))} "
+                            f"and the Hub's, it takes fields of {cls.settings_class.__name__} to override")
+        fixed = sorted(set(overrides) & cls.fixed_settings)
+        if fixed:
+            raise ValueError(f"{fixed} are part of the saved model (architecture, normalization) and cannot be overridden at load")

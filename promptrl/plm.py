@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -155,6 +155,10 @@ class PromptDT(
     :param seed: seeds initialization and batch sampling.
     :param hyperparams: any field of :class:`PromptDTSettings`.
     """
+
+    settings_class: ClassVar[type[PromptDTSettings]] = PromptDTSettings
+    fixed_settings: ClassVar[frozenset[str]] = frozenset(
+        {f.name for f in fields(PromptDTConfig)} | {"state_mean", "state_std", "rtg_scale", "suite"})
 
     def __init__(self, env: gym.Env | TaskSuite | str | None = None, *, device: str | torch.device = "cpu", seed: int = 0, **hyperparams: Any):
         valid = {f.name for f in fields(PromptDTSettings)}
@@ -363,17 +367,6 @@ class PromptDT(
     # ------------------------------------------------------------------ hub
     def _save_pretrained(self, save_directory: Path) -> None:
         write_model_files(Path(save_directory), self.network, self.settings)
-
-    @classmethod
-    def _check_overrides(cls, overrides: dict[str, Any]) -> None:
-        names = {f.name for f in fields(PromptDTSettings)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise TypeError(f"from_pretrained got unknown arguments {unknown}: besides device and the Hub's, "
-                            f"it takes PromptDT settings to override, e.g. bf16_inference")
-        fixed = sorted(set(overrides) & ({f.name for f in fields(PromptDTConfig)} | {"state_mean", "state_std", "rtg_scale", "suite"}))
-        if fixed:
-            raise ValueError(f"{fixed} are part of the saved model (architecture, normalization) and cannot be overridden at load")
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: Any = None, force_download: bool = False,

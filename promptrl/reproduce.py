@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptrl.checkpoint import csv_text, write_text_atomic
+from promptrl.checkpoint import CONFIG_NAME, csv_text, write_text_atomic
 from promptrl.datasets import create_datasets
 from promptrl.evaluation import evaluate
 from promptrl.suites import TaskSuite, load_suite
@@ -152,7 +152,7 @@ def _fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
 
     trained_as = TRAINED_AS.get(name, name)
     folder = None if ctx.models is None else ctx.models / trained_as.replace(" ", "_") / f"seed{seed}" / f"task{task}"
-    if folder is not None and (folder / "config.json").is_file():
+    if folder is not None and (folder / CONFIG_NAME).is_file():
         pd = PromptDiffuser.from_pretrained(folder, plm=ctx.plm, device=ctx.device)
     else:
         pd = fresh_method(trained_as, ctx, seed)
