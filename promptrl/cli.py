@@ -160,7 +160,8 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
         _pretrain_generator(args, suite, plm, pretrained)
         return
     task = suite.test_tasks[0] if args.task is None else suite.check_task(args.task)
-    pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device)
+    overrides = {} if args.temperature is None else {"temperature": args.temperature}
+    pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device, **overrides)
     pd.set_random_seed(args.seed)
     few_shot = suite.dataset(task, "expert", episodes=args.few_shot_episodes)
     print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of task {task} for {args.epochs} epochs")
@@ -364,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs of 100 steps (default: 40 pretrain, 20 finetune as Table 4)")
     p.add_argument("--task", type=int, default=None, help="finetune: the test task (default: the suite's first)")
     p.add_argument("--few-shot-episodes", type=int, default=1, help="finetune: expert episodes of the task")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="finetune: sampling temperature saved with the model (default: the pre-trained generator's)")
     p.add_argument("--update", choices=("dm", "projection", "dt", "sum"), default="dm", help="pretrain: update rule")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="pretrain: AdamW learning rate")
     p.add_argument("--batch-size", type=int, default=64, help="pretrain: prompts per batch")

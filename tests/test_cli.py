@@ -71,3 +71,23 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     assert "tasks [6] return" in card and "| generated |" in card and "6: " in card
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "99"]) == 2
     assert "task" in capsys.readouterr().err
+
+
+def test_train_diffuser_finetunes_into_the_hub_folder(tmp_path, capsys):
+    from conftest import make_tiny_hub
+
+    from promptrl.diffuser import PromptDiffuser
+
+    hub = make_tiny_hub(tmp_path / "hub", "mw-reach", [6, 9])
+    args = ["train", "diffuser", "mw-reach", "--stage", "finetune", "--task", "6", "--epochs", "1", "--temperature", "0",
+            "--hub", str(hub)]
+    assert main(args) == 0
+    pd = PromptDiffuser.from_pretrained(hub / "mw-reach")
+    pretrained = PromptDiffuser.from_pretrained(hub / "mw-reach" / "pretrained", plm=pd.plm)
+    assert pd.settings.temperature == 0.0 and pretrained.settings.temperature == 0.5
+    assert pd.settings.steps_trained == pretrained.settings.steps_trained + 100
+    assert sorted(pd.settings.conditions) == ["6"]
+    card = (hub / "mw-reach" / "README.md").read_text()
+    assert "--temperature 0" in card and "test task 6" in card and "sampling temperature 0;" in card
+    assert main(args[:-2] + ["--hub", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
