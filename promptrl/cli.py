@@ -222,8 +222,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from promptrl.evaluation import evaluate
     from promptrl.plm import PromptDT
 
-    if (Path(args.model) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: prompts come from its generator
-        model, prompts = PromptDiffuser.from_pretrained(args.model, device=args.device), [None]
+    if (Path(args.model) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
+        model, prompts = PromptDiffuser.from_pretrained(args.model, device=args.device), [None, "expert"]
     else:
         model = PromptDT.from_pretrained(args.model, device=args.device)
         prompts = (args.prompt or ["expert", "random"]) if model.settings.use_prompt else ["expert"]  # MT-ORL ignores it
@@ -231,9 +231,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
              f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean over tasks ± std over tasks) "
              "| per task |", "|---|---|---|"]
     for prompt in prompts:
-        result = evaluate(model, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
+        policy = model.plm if isinstance(model, PromptDiffuser) and prompt is not None else model
+        result = evaluate(policy, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
                           progress_bar=True, tasks=args.tasks)
-        label = "generated" if prompt is None else (prompt if model.settings.use_prompt else "none (MT-ORL)")
+        label = ("generated" if prompt is None else f"{prompt} (the frozen PLM)" if policy is not model
+                 else prompt if model.settings.use_prompt else "none (MT-ORL)")
         print(f"prompt: {label}\n{result}")
         per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
         lines.append(f"| {label} | {result.mean:.1f} ± {result.std:.1f} | {per_task} |")
@@ -425,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10, help="episodes per task")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="only these task ids (instead of --split)")
     p.add_argument("--prompt", nargs="+", choices=QUALITIES, default=None,
-                   help="prompt qualities for a Prompt-DT (default: expert and random); a Prompt Diffuser uses its own")
+                   help="prompt qualities for a Prompt-DT (default: expert and random); a Prompt Diffuser "
+                        "folder is run with its generated prompts, then its PLM with expert prompts for comparison")
     p.add_argument("--record", action="store_true", help="write the results table into the folder's model card")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
