@@ -46,7 +46,7 @@ def evaluate(
     suite: TaskSuite | str,
     split: str = "test",
     n_episodes: int = 10,
-    prompt: PromptSource = "expert",
+    prompt: PromptSource | None = None,
     seed: int = 0,
     rtg_target: float | None = None,
     vectorization: str = "sync",
@@ -56,6 +56,9 @@ def evaluate(
     """Run ``n_episodes`` episodes on every task of ``split`` together and return their returns.
 
     :param prompt: as for :class:`~promptrl.wrappers.PromptWrapper` (one prompt per episode, seeded).
+        None: the model's own prompts when it makes them (``generate_prompt``: the Prompt Diffuser's
+        generated prompts, a baseline's learned ones), else expert windows of each task's dataset.
+        A generator draws from its own random state: ``model.set_random_seed(s)`` first repeats its prompts.
     :param vectorization: ``"sync"`` or ``"async"`` (one process per episode).
     :param tasks: evaluate these task indices instead of the whole split.
     """
@@ -76,7 +79,7 @@ def evaluate(
     n = len(tasks)
     rng = np.random.default_rng(seed)
     if s.use_prompt and prompt is None:
-        prompt = model.generate_prompt
+        prompt = getattr(model, "generate_prompt", "expert")
     prompts = None
     if s.use_prompt:
         if callable(prompt) and not isinstance(prompt, (str, dict)):  # a generator: one batched call

@@ -239,8 +239,11 @@ def test_evaluate_and_vector_wrapper_use_the_method(world, name):
     suite, data, plm, _ = world
     method = make(name, plm, data)
     short = ShortSuite(dataclasses.replace(suite.spec, test_tasks=[6]))
+    method.set_random_seed(1)
     result = evaluate(method, short, n_episodes=2, prompt=None, seed=0)
     assert list(result.returns) == [6] and len(result.returns[6]) == 2
+    method.set_random_seed(1)  # a generator's prompt draws come from its own random state
+    assert evaluate(method, short, n_episodes=2, seed=0).returns == result.returns  # default: the method's own prompts
     vec = gym.vector.SyncVectorEnv([lambda: gym.make("promptrl/MetaWorldReach-v0", task=6)] * 2)
     venv = VectorPromptWrapper(vec, method)
     obs, _ = venv.reset(seed=[0, 1])

@@ -165,6 +165,7 @@ def test_evaluate_is_seeded(trained, reach_data):
     assert sorted(a.returns) == suite.test_tasks and all(len(r) == 1 for r in a.returns.values())
     c = evaluate(trained, suite, split="test", n_episodes=1, seed=4)
     assert c.returns != a.returns
+    assert evaluate(trained, suite, split="test", n_episodes=1, seed=3, prompt="expert").returns == a.returns  # the default
     assert "| **mean** |" in a.table()
 
 
