@@ -218,12 +218,20 @@ def command_line(args: argparse.Namespace) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from promptrl.datasets import dataset_exists
     from promptrl.diffuser import PLM_FOLDER, PromptDiffuser
     from promptrl.evaluation import evaluate
     from promptrl.plm import PromptDT
 
     if (Path(args.model) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
-        model, prompts = PromptDiffuser.from_pretrained(args.model, device=args.device), [None, "expert"]
+        model, prompts = PromptDiffuser.from_pretrained(args.model, device=args.device), [None]
+        suite = load_suite(args.suite)
+        missing = [t for t in (args.tasks or suite.split(args.split)) if not dataset_exists(suite.dataset_id(t, "expert"))]
+        if missing:
+            print(f"no expert datasets for tasks {missing}, so no expert-prompt comparison "
+                  f"(create them with `promptrl data {args.suite} --quality expert`)")
+        else:
+            prompts.append("expert")
     else:
         model = PromptDT.from_pretrained(args.model, device=args.device)
         prompts = (args.prompt or ["expert", "random"]) if model.settings.use_prompt else ["expert"]  # MT-ORL ignores it

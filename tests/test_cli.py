@@ -69,6 +69,10 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
     card = (folder / "README.md").read_text()
     assert "tasks [6] return" in card and "| generated |" in card and "| expert (the frozen PLM) |" in card and "6: " in card
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1"]) == 0  # no dataset of task 8
+    out = capsys.readouterr().out
+    assert "no expert datasets for tasks [8]" in out and "prompt: generated" in out and "prompt: expert" not in out
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "99"]) == 2
     assert "task" in capsys.readouterr().err
 
