@@ -235,8 +235,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         model = PromptDT.from_pretrained(args.model, device=args.device)
         prompts = (args.prompt or ["expert", "random"]) if model.settings.use_prompt else ["expert"]  # MT-ORL ignores it
+    one_task = args.tasks is not None and len(args.tasks) == 1
+    spread = "over episodes" if one_task else "over tasks of the per-task means"
     lines = [f"Command: `{command_line(args)}` ({args.episodes} episodes per task, seed {args.seed}).\n",
-             f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean over tasks ± std over tasks) "
+             f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
              "| per task |", "|---|---|---|"]
     for prompt in prompts:
         policy = model.plm if isinstance(model, PromptDiffuser) and prompt is not None else model
@@ -246,7 +248,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                  else prompt if model.settings.use_prompt else "none (MT-ORL)")
         print(f"prompt: {label}\n{result}")
         per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
-        lines.append(f"| {label} | {result.mean:.1f} ± {result.std:.1f} | {per_task} |")
+        std = float(np.std(next(iter(result.returns.values())))) if one_task else result.std
+        lines.append(f"| {label} | {result.mean:.1f} ± {std:.1f} | {per_task} |")
     if args.record:
         if not Path(args.model).is_dir():
             raise ValueError("--record writes the results into a local model folder; the model is not one")

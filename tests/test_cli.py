@@ -68,7 +68,7 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     folder = hub / "mw-reach"
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
     card = (folder / "README.md").read_text()
-    assert "tasks [6] return" in card and "| generated |" in card and "| expert (the frozen PLM) |" in card and "6: " in card
+    assert "tasks [6] return (mean ± std over episodes)" in card and "| generated |" in card and "| expert (the frozen PLM) |" in card and "6: " in card
     capsys.readouterr()
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1"]) == 0  # no dataset of task 8
     out = capsys.readouterr().out
