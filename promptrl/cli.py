@@ -224,28 +224,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from promptrl.plm import PromptDT
 
     if (Path(args.model) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
-        model, prompts = PromptDiffuser.from_pretrained(args.model, device=args.device), [None]
+        model = PromptDiffuser.from_pretrained(args.model, device=args.device)
+        runs = [("generated", model, None)]
         suite = load_suite(args.suite)
         missing = [t for t in (args.tasks or suite.split(args.split)) if not dataset_exists(suite.dataset_id(t, "expert"))]
         if missing:
             print(f"no expert datasets for tasks {missing}, so no expert-prompt comparison "
                   f"(create them with `promptrl data {args.suite} --quality expert`)")
         else:
-            prompts.append("expert")
+            runs.append(("expert (the frozen PLM)", model.plm, "expert"))
     else:
         model = PromptDT.from_pretrained(args.model, device=args.device)
-        prompts = (args.prompt or ["expert", "random"]) if model.settings.use_prompt else ["expert"]  # MT-ORL ignores it
+        runs = ([(q, model, q) for q in args.prompt or ["expert", "random"]] if model.settings.use_prompt
+                else [("none (MT-ORL)", model, "expert")])  # MT-ORL ignores the prompt
     one_task = args.tasks is not None and len(args.tasks) == 1
     spread = "over episodes" if one_task else "over tasks of the per-task means"
     lines = [f"Command: `{command_line(args)}` ({args.episodes} episodes per task, seed {args.seed}).\n",
              f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
              "| per task |", "|---|---|---|"]
-    for prompt in prompts:
-        policy = model.plm if isinstance(model, PromptDiffuser) and prompt is not None else model
+    for label, policy, prompt in runs:
         result = evaluate(policy, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
                           progress_bar=True, tasks=args.tasks)
-        label = ("generated" if prompt is None else f"{prompt} (the frozen PLM)" if policy is not model
-                 else prompt if model.settings.use_prompt else "none (MT-ORL)")
         print(f"prompt: {label}\n{result}")
         per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
         std = float(np.std(next(iter(result.returns.values())))) if one_task else result.std
