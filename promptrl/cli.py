@@ -140,7 +140,7 @@ def _generator_card(pd, what: str, args: argparse.Namespace) -> str:
     return (f"Command: `{command_line(args)}`\n\nThe generator was {what}: {s.steps_trained:,} steps in total so far, batch {s.batch_size}, "
             f"AdamW lr {s.learning_rate:g}, betas {tuple(s.betas)}, weight decay {s.weight_decay:g}, grad-norm clip {s.grad_clip}, "
             f"update rule `{s.update}`, guidance weight {s.guidance_weight:g}, N={s.n_steps} ({s.schedule} schedule), "
-            f"sampling temperature {s.temperature:g}; the PLM stayed frozen.")
+            f"sampling temperature {s.temperature:g}{', PLM under bf16 autocast in L_DT' if s.bf16_plm else ''}; the PLM stayed frozen.")
 
 
 def cmd_train_diffuser(args: argparse.Namespace) -> None:
@@ -161,6 +161,8 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
         return
     task = suite.test_tasks[0] if args.task is None else suite.check_task(args.task)
     overrides = {} if args.temperature is None else {"temperature": args.temperature}
+    if args.bf16_plm:
+        overrides["bf16_plm"] = True
     pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device, **overrides)
     pd.set_random_seed(args.seed)
     few_shot = suite.dataset(task, "expert", episodes=args.few_shot_episodes)
@@ -379,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--few-shot-episodes", type=int, default=1, help="finetune: expert episodes of the task")
     p.add_argument("--temperature", type=float, default=None,
                    help="finetune: sampling temperature saved with the model (default: the pre-trained generator's)")
+    p.add_argument("--bf16-plm", action="store_true",
+                   help="finetune: bfloat16 autocast of the frozen PLM inside the guidance loss (faster on CPUs with bf16 units)")
     p.add_argument("--update", choices=("dm", "projection", "dt", "sum"), default="dm", help="pretrain: update rule")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="pretrain: AdamW learning rate")
     p.add_argument("--batch-size", type=int, default=64, help="pretrain: prompts per batch")

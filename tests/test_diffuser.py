@@ -59,6 +59,22 @@ def test_downstream_loss_reaches_the_noise_model(setup):
     assert not any(p.requires_grad for p in plm.network.parameters())
 
 
+def test_bf16_plm_guidance_follows_float32(setup):
+    """With the PLM under bf16 autocast, the guided steps see nearly the same L_DT and L_DT gradient."""
+    suite, data, plm = setup
+    runs = {}
+    for bf16 in (False, True):
+        values = []
+        PromptDiffuser(plm, bf16_plm=bf16, seed=3, **TINY).learn(data, callback=values.append, progress_bar=False)
+        runs[bf16] = values
+    for a, b in zip(runs[False], runs[True]):
+        assert a["loss_dm"] == pytest.approx(b["loss_dm"], rel=1e-3)  # the generative part stays float32
+        assert a["loss_dt"] == pytest.approx(b["loss_dt"], rel=0.05) and a["loss_dt"] != b["loss_dt"]
+        assert a["grad_dt"] == pytest.approx(b["grad_dt"], rel=0.1)
+    with pytest.raises(ValueError, match="bf16_plm must be True or False"):
+        PromptDiffuser(plm, bf16_plm="yes")
+
+
 def test_generation_is_seeded_and_shaped(setup):
     suite, data, plm = setup
     a = PromptDiffuser(plm, seed=3, **TINY).learn(data, progress_bar=False)
