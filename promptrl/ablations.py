@@ -34,7 +34,9 @@ import torch
 from promptrl.adaptation import whole_windows
 from promptrl.checkpoint import atomic_file, csv_text, write_text_atomic
 from promptrl.datasets import create_datasets
+from promptrl.diffuser import pretrain_generator
 from promptrl.evaluation import evaluate
+from promptrl.plm import train_plm
 from promptrl.reproduce import (
     PAPER_TABLES,
     Budget,
@@ -416,37 +418,6 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
 PROMPT_LENGTHS = ("2", "5", "10", "40", "40 (larger N)")
 
 
-def _train_plm(suite_name: str, folder: Path, steps: int, device: str, **hyper: Any) -> Any:
-    """A Prompt-DT trained ``steps`` steps on the suite's training tasks into ``folder/final`` (checkpoints
-    every 250 steps in ``folder/checkpoint``; a rerun resumes or reloads)."""
-    from promptrl.plm import PromptDT
-
-    if (folder / "final" / "config.json").is_file():
-        return PromptDT.from_pretrained(folder / "final", device=device)
-    suite = load_suite(suite_name)
-    data = suite.datasets("train", "expert")
-    model = PromptDT.load_checkpoint(folder / "checkpoint", device=device) or PromptDT(suite, device=device, seed=0, **hyper)
-    while model.settings.steps_trained < steps:
-        model.learn(data, total_steps=min(250, steps - model.settings.steps_trained), progress_bar=True)
-        model.save_checkpoint(folder / "checkpoint")
-    model.save_pretrained(folder / "final")
-    return model
-
-
-def _pretrain_generator(plm: Any, suite_name: str, folder: Path, steps: int, **settings: Any) -> Any:
-    """The generator pre-trained on the training tasks as ``promptrl train diffuser --stage pretrain``
-    does it (L_DM only, lr 1e-3, batch 64), then given Table 4's fine-tuning settings; cached in ``folder``."""
-    from promptrl.diffuser import PromptDiffuser
-
-    if (folder / "config.json").is_file():
-        return PromptDiffuser.from_pretrained(folder, plm=plm)
-    pd = PromptDiffuser(plm, update="dm", learning_rate=1e-3, batch_size=64, **settings)
-    pd.learn(load_suite(suite_name).datasets("train", "expert"), epochs=1, steps_per_epoch=steps, progress_bar=True)
-    pd.settings = replace(pd.settings, update="projection", learning_rate=1e-4, batch_size=32)
-    pd.save_generator(folder)
-    return pd
-
-
 def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
                   device: str = "cpu", n_tasks: int | None = None, plm_steps: int = 1000, generator_steps: int = 2000,
                   lengths: Sequence[str] = PROMPT_LENGTHS, larger_n: int = 200, plm_settings: dict[str, Any] | None = None,
@@ -478,8 +449,9 @@ def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDG
             body.append(f"| {label} | {n_steps} | not run | {_fmt(theirs)} |")
             continue
         hyper = {"batch_per_task": 4, "warmup_steps": 500, "learning_rate": 2e-4, **(plm_settings or {}), "prompt_length": k}
-        plm = _train_plm(suite_name, models / "plm", plm_steps, device, **hyper)
-        _pretrain_generator(plm, suite_name, gen, generator_steps, **{**(generator_settings or {}), "n_steps": n_steps})
+        plm = train_plm(suite_name, models / "plm", plm_steps, device=device, checkpoint_steps=250, **hyper)
+        pretrain_generator(plm, suite.datasets("train", "expert"), gen, generator_steps, save_steps=generator_steps,
+                           **{**(generator_settings or {}), "n_steps": n_steps})
         ctx = Context(suite, budget, gen, device, list(tasks), plm=plm)
 
         def build(_: str, ctx: Context, task: int, seed: int, gen: Path = gen) -> Any:

@@ -55,22 +55,18 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
 
     import torch
 
-    from promptrl.plm import PromptDT
+    from promptrl.plm import PromptDT, train_plm
 
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else home() / "plm" / args.suite
     out.mkdir(parents=True, exist_ok=True)
-    data = suite.datasets("train", args.quality)
-    prompts = suite.datasets("train", "expert") if args.quality != "expert" else None
     hyper = {"use_prompt": not args.no_prompt, "batch_per_task": args.batch_per_task,
              "warmup_steps": args.warmup_steps, "learning_rate": args.learning_rate}
-    model = PromptDT.load_checkpoint(out / "checkpoint", device=args.device)
-    if model is None:
-        model = PromptDT(suite, device=args.device, seed=args.seed, **hyper)
+    resumed = PromptDT.load_checkpoint(out / "checkpoint")
     tensorboard = _tensorboard(out / "tensorboard")
     print(f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
-          f"{model.settings.steps_trained}/{args.steps} steps done (log: {out / 'progress.csv'}"
+          f"{resumed.settings.steps_trained if resumed else 0}/{args.steps} steps done (log: {out / 'progress.csv'}"
           f"{', ' + str(out / 'tensorboard') if tensorboard else ''})")
     log_path = out / "progress.csv"
     new = not log_path.exists()
@@ -89,25 +85,26 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
                 losses.clear()
                 if tensorboard:
                     tensorboard.add_scalar("train/loss", mean, info["step"])
-                    tensorboard.add_scalar("train/learning_rate", model._scheduler.get_last_lr()[0], info["step"])
+                    tensorboard.add_scalar("train/learning_rate", info["model"]._scheduler.get_last_lr()[0], info["step"])
 
-        while model.settings.steps_trained < args.steps:
-            chunk = min(args.checkpoint_steps, args.steps - model.settings.steps_trained)
-            model.learn(data, total_steps=chunk, prompt_datasets=prompts, callback=log_step, progress_bar=True)
-            model.save_checkpoint(out / "checkpoint")
+        def after_checkpoint(model: PromptDT) -> None:
             if args.eval_episodes:
                 _log_evaluation(model, suite, out / "eval.csv", args.eval_episodes, args.seed, tensorboard)
             if tensorboard:
                 tensorboard.flush()
+
+        def card(model: PromptDT) -> str:
+            s = model.settings
+            return (f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} "
+                    f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
+                    f"({suite.spec.episodes[args.quality]} episodes each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
+                    f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
+                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, seed {args.seed}.")
+
+        train_plm(suite, out, args.steps, quality=args.quality, device=args.device, seed=args.seed,
+                  checkpoint_steps=args.checkpoint_steps, callback=log_step, on_checkpoint=after_checkpoint, model_card=card, **hyper)
     if tensorboard:
         tensorboard.close()
-    s = model.settings
-    model.settings.model_card = {"training": (
-        f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} training on the "
-        f"{args.quality} datasets of the {len(data)} training tasks of `{args.suite}` ({suite.spec.episodes[args.quality]} episodes each, "
-        f"made by `promptrl data {args.suite}`): {s.steps_trained:,} steps of {s.batch_per_task} sequences per task, AdamW lr "
-        f"{s.learning_rate:g}, weight decay {s.weight_decay:g}, warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, seed {args.seed}.")}
-    model.save_pretrained(out / "final")
     print(f"done: {out / 'final'}")
 
 
@@ -176,31 +173,20 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
 
 
 def _pretrain_generator(args: argparse.Namespace, suite, plm, folder: Path) -> None:
-    """Generator pre-training on the training tasks, in chunks saved atomically (resumes). It runs
-    with its own update rule, learning rate and batch (default: L_DM only, 1e-3, 64: ~25x cheaper a
-    step than the full guided chain); the saved config then holds Table 4's fine-tuning settings."""
-    from dataclasses import replace
+    """Generator pre-training on the training tasks with its own update rule, learning rate and batch,
+    saved every 1,000 steps (resumes); the saved config holds Table 4's fine-tuning settings."""
+    from promptrl.diffuser import pretrain_generator
 
-    from promptrl.diffuser import PromptDiffuser, PromptDiffuserSettings
-
-    table4 = PromptDiffuserSettings()
     recipe = {"update": args.update, "learning_rate": args.learning_rate, "batch_size": args.batch_size}
-    finetune = {k: getattr(table4, k) for k in recipe}
     data = suite.datasets("train", "expert")
-    pd = (PromptDiffuser.from_pretrained(folder, plm=plm, device=args.device) if (folder / "config.json").is_file()
-          else PromptDiffuser(plm, seed=args.seed))
-    total = args.epochs * pd.settings.steps_per_epoch
-    print(f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): "
-          f"{pd.settings.steps_trained}/{total} steps done, saved every 1,000 steps to {folder}")
-    while pd.settings.steps_trained < total:
-        pd.settings = replace(pd.settings, **recipe)
-        pd.learn(data, epochs=1, steps_per_epoch=min(1000, total - pd.settings.steps_trained), progress_bar=True)
-        pd.settings = replace(pd.settings, **finetune)
-        what = (f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
-                f"`{args.update}`, learning rate {args.learning_rate:g} and batch {args.batch_size}; the settings below are "
-                f"those saved for fine-tuning")
-        pd.settings.model_card = {"training": _generator_card(pd, what, args)}
-        pd.save_generator(folder)
+    total = args.epochs * 100
+    print(f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}) to {total:,} steps, "
+          f"saved every 1,000 steps to {folder}")
+    what = (f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
+            f"`{args.update}`, learning rate {args.learning_rate:g} and batch {args.batch_size}; the settings below are "
+            f"those saved for fine-tuning")
+    pretrain_generator(plm, data, folder, total, recipe=recipe, seed=args.seed, model_card=lambda pd: _generator_card(pd, what, args))
+    print(f"saved {folder}")
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -278,9 +264,15 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         budget = replace(budget, full_epochs=args.full_epochs)
     suites = list(r.TABLE1_SUITES) if args.suite == "all" else [args.suite]
     out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
+    hub = Path(args.hub)
+    if args.retrain:  # its own models, cells and tables, apart from the shipped models'
+        out, hub = out / r.RETRAINED, out / r.RETRAINED / "hub"
+        if not args.collect:
+            for name in suites:
+                r.retrain_models(name, Path(args.hub) / name, hub / name, args.device, args.plm_steps, args.generator_steps)
     summaries = {}
     for name in suites:
-        summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, args.hub, args.device,
+        summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, hub, args.device,
                                             collect=args.collect, seed_list=args.seed_list)
         print(f"\n{name} (test split; paper beside):")
         print(r.suite_table(name, summaries[name]))
@@ -406,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-list", type=int, nargs="+", default=None, help="run only these seeds (e.g. one per process)")
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
+    p.add_argument("--retrain", action="store_true",
+                   help="first train the PLM, MT-ORL and pre-trained generator again with the shipped models' recipes "
+                        "(resumable), into <out>/retrained/hub/<suite>/, and run Table 1 with those (results in <out>/retrained/)")
+    p.add_argument("--plm-steps", type=int, default=None, help="--retrain: PLM and MT-ORL steps (default: the shipped models')")
+    p.add_argument("--generator-steps", type=int, default=None, help="--retrain: generator pre-training steps (default: the shipped one's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: the models are small, more threads mostly wait on each other)")

@@ -408,6 +408,40 @@ class PromptDT(
         return model
 
 
+def train_plm(suite: TaskSuite | str, folder: str | Path, steps: int, *, quality: str = "expert", device: str = "cpu",
+              seed: int = 0, checkpoint_steps: int = 1000, callback: Callable[[dict[str, Any]], None] | None = None,
+              on_checkpoint: Callable[[PromptDT], None] | None = None, model_card: Callable[[PromptDT], str] | None = None,
+              progress_bar: bool = True, **hyperparams: Any) -> PromptDT:
+    """A Prompt-DT (``use_prompt=False``: MT-ORL) trained on the suite's training tasks until ``steps``
+    steps are done in all, saved to ``folder/final``.
+
+    Every ``checkpoint_steps`` steps it writes an atomic checkpoint to ``folder/checkpoint`` (then
+    calls ``on_checkpoint``), and a rerun resumes from there; a rerun with more ``steps`` continues
+    training. ``hyperparams`` (fields of :class:`PromptDTSettings`) apply to a new run only;
+    ``model_card(model)`` gives the card's training section. Datasets of a ``quality`` other than
+    expert are paired with expert prompts."""
+    suite = load_suite(suite) if isinstance(suite, str) else suite
+    folder = Path(folder)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    final = folder / "final"
+    if (final / CONFIG_NAME).is_file() and json.loads((final / CONFIG_NAME).read_text()).get("steps_trained", 0) >= steps:
+        return PromptDT.from_pretrained(final, device=device)
+    data = suite.datasets("train", quality)
+    prompts = suite.datasets("train", "expert") if quality != "expert" else None
+    model = PromptDT.load_checkpoint(folder / "checkpoint", device=device) or PromptDT(suite, device=device, seed=seed, **hyperparams)
+    while model.settings.steps_trained < steps:
+        chunk = min(checkpoint_steps, steps - model.settings.steps_trained)
+        model.learn(data, total_steps=chunk, prompt_datasets=prompts, callback=callback, progress_bar=progress_bar)
+        model.save_checkpoint(folder / "checkpoint")
+        if on_checkpoint is not None:
+            on_checkpoint(model)
+    if model_card is not None:
+        model.settings.model_card = {"training": model_card(model)}
+    model.save_pretrained(final)
+    return model
+
+
 def action_loss(pred: torch.Tensor, history: Segment, groups: int = 1) -> torch.Tensor:
     """Action MSE of predictions ``pred`` (B, K, act_dim) over the real history steps (Eq. 2).
 

@@ -15,7 +15,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +203,70 @@ def write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1))
 
 
-def ensure_datasets(suite: TaskSuite, tasks: Sequence[int]) -> None:
-    """Create the tasks' expert and random datasets that are missing (seeded, atomic)."""
-    for quality in ("expert", "random"):
+def ensure_datasets(suite: TaskSuite, tasks: Sequence[int], qualities: Sequence[str] = ("expert", "random")) -> None:
+    """Create the tasks' datasets of these qualities that are missing (seeded, atomic)."""
+    for quality in qualities:
         create_datasets(suite, quality, tasks=list(tasks), progress_bar=True)
 
 
 def paper_table() -> dict[str, Any]:
     return json.loads(PAPER_TABLES.read_text())["table1"]
+
+
+RETRAINED = "retrained"
+"""Subfolder of the results folder that a ``--retrain`` run keeps to itself: its models in
+``hub/<suite>/`` and its cells and tables, apart from those of the shipped models."""
+NOT_RECIPE = ("suite", "obs_dim", "act_dim", "state_mean", "state_std", "steps_trained", "model_card", "seed", "x_min", "x_max", "conditions")
+"""Config fields of a shipped model that are outcomes of its training (or given apart), not its recipe."""
+
+
+def _recipe(config: dict[str, Any], settings_class: type) -> dict[str, Any]:
+    names = {f.name for f in fields(settings_class)} - set(NOT_RECIPE)
+    return {k: v for k, v in config.items() if k in names}
+
+
+def retrain_models(suite_name: str, shipped: str | Path, folder: str | Path, device: str = "cpu",
+                   plm_steps: int | None = None, generator_steps: int | None = None, seed: int = 0) -> Path:
+    """Train a suite's PLM, MT-ORL and pre-trained prompt generator again from its training tasks'
+    expert datasets, laid out in ``folder`` as in ``hub_models/<suite>/`` (``plm/``, ``mt-orl/``,
+    ``pretrained/``); returns ``folder``.
+
+    Each follows the recipe of the shipped model in ``shipped`` (architecture, batch, learning rate,
+    warm-up and step count from its ``config.json``; the generator: its settings, pre-trained with
+    :data:`~promptrl.diffuser.PRETRAIN_RECIPE`), with
+    ``plm_steps`` / ``generator_steps`` replacing the step counts (e.g. the reference 50,000 on a
+    GPU). Training checkpoints under ``folder/runs/`` and resumes after a kill; a finished model is
+    not trained again (more steps continue it). The shipped folder is only read."""
+    from promptrl.diffuser import PRETRAIN_RECIPE, PromptDiffuserSettings, pretrain_generator
+    from promptrl.plm import PromptDT, PromptDTSettings, train_plm
+
+    suite, shipped, folder = load_suite(suite_name), Path(shipped), Path(folder)
+    for sub in ("plm", "mt-orl", "pretrained"):
+        if not (shipped / sub / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{shipped / sub / CONFIG_NAME} not found: --retrain follows the recipes of the shipped "
+                                    f"models of {suite_name!r} (hub_models/{suite_name}/plm, mt-orl and pretrained)")
+    ensure_datasets(suite, suite.train_tasks, qualities=("expert",))
+    for sub in ("plm", "mt-orl"):
+        config = json.loads((shipped / sub / CONFIG_NAME).read_text())
+        steps = plm_steps or config["steps_trained"]
+        done = folder / sub / CONFIG_NAME
+        if done.is_file() and json.loads(done.read_text())["steps_trained"] >= steps:
+            continue
+        hyper = _recipe(config, PromptDTSettings)
+        print(f"retraining {suite_name} {sub}: {steps:,} steps, {hyper}")
+        model = train_plm(suite, folder / "runs" / sub, steps, device=device, seed=seed, model_card=lambda m: (
+            f"Retrained by `promptrl reproduce --retrain` with the recipe of the shipped model: {m.settings.steps_trained:,} "
+            f"steps on the expert datasets of the {len(suite.train_tasks)} training tasks of `{suite_name}`, seed {seed}."), **hyper)
+        model.save_pretrained(folder / sub)
+    config = json.loads((shipped / "pretrained" / CONFIG_NAME).read_text())
+    steps = generator_steps or config["steps_trained"]
+    print(f"retraining the {suite_name} prompt generator: {steps:,} steps, {PRETRAIN_RECIPE}")
+    pretrain_generator(PromptDT.from_pretrained(folder / "plm", device=device), suite.datasets("train", "expert"),
+                       folder / "pretrained", steps, seed=seed, model_card=lambda pd: (
+                           f"Pre-trained by `promptrl reproduce --retrain` ({PRETRAIN_RECIPE}): {pd.settings.steps_trained:,} "
+                           f"steps on the expert datasets of the training tasks of `{suite_name}`, seed {seed}."),
+                       **_recipe(config, PromptDiffuserSettings))
+    return folder
 
 
 def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[str] = METHODS, out: str | Path = "results",

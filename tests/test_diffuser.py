@@ -181,3 +181,25 @@ def test_condition_bank_is_capped_per_task(setup):
     b = PromptDiffuser(plm, max_conditions=7, **TINY).learn(data, progress_bar=False)
     assert all(len(rows) == 7 for rows in a.settings.conditions.values())
     assert a.settings.conditions == b.settings.conditions
+
+
+def test_pretrain_generator_saves_fine_tuning_settings_and_resumes(setup, tmp_path):
+    """Pre-training runs PRETRAIN_RECIPE (L_DM, lr 1e-3, batch 64) but saves Table 4's fine-tuning
+    settings; a rerun with more steps continues from the saved generator, one with as many does nothing."""
+    from promptrl.diffuser import pretrain_generator
+
+    suite, data, plm = setup
+    folder = tmp_path / "pretrained"
+    seen = []
+    pd = pretrain_generator(plm, data, folder, 3, save_steps=2, progress_bar=False, n_steps=8, hidden=32,
+                            model_card=lambda g: seen.append((g.settings.steps_trained, g.settings.update)) or "card")
+    assert seen == [(2, "projection"), (3, "projection")]  # saved twice, each with the fine-tuning rule
+    saved = PromptDiffuser.from_pretrained(folder, plm=plm)
+    assert (saved.settings.steps_trained, saved.settings.update, saved.settings.learning_rate, saved.settings.batch_size) == (3, "projection", 1e-4, 32)
+    assert saved.settings.model_card == {"training": "card"} and pd.settings.hidden == 32
+    assert pretrain_generator(plm, data, folder, 5, progress_bar=False).settings.steps_trained == 5
+    mtime = (folder / "model.safetensors").stat().st_mtime_ns
+    assert pretrain_generator(plm, data, folder, 5, progress_bar=False).settings.steps_trained == 5
+    assert (folder / "model.safetensors").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        pretrain_generator(plm, data, folder, 0)

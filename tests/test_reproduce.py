@@ -102,3 +102,31 @@ def test_cli_quick_path_reports_a_table(hub, tmp_path, capsys, monkeypatch):
                  "--methods", "Prompt-DT-Expert", "Prompt Diffuser"]) == 0
     out = capsys.readouterr().out
     assert "| Prompt Diffuser |" in out and (tmp_path / "q" / "table1.md").is_file()
+
+
+def test_retrain_follows_the_shipped_recipes_apart_from_the_shipped_models(tmp_path, capsys, monkeypatch):
+    """--retrain trains PLM, MT-ORL and generator again as the shipped ones were (their architecture
+    and step counts), into <out>/retrained/, runs Table 1 with them, resumes, and leaves hub_models alone."""
+    import promptrl.reproduce as r
+
+    hub = make_tiny_hub(tmp_path / "hub", "cheetah-dir", [0, 1])  # cheetah-dir trains and tests on tasks 0 and 1
+    shipped = {p: p.read_bytes() for p in (hub / "cheetah-dir").rglob("*") if p.is_file()}
+    monkeypatch.setattr("promptrl.reproduce.QUICK", TINY_BUDGET)
+    real = r.reproduce_suite
+    monkeypatch.setattr(r, "reproduce_suite", lambda *a, **k: real(*a, **k, tasks=[0]))
+    argv = ["reproduce", "cheetah-dir", "--quick", "--retrain", "--hub", str(hub), "--out", str(tmp_path / "q"),
+            "--threads", "1", "--methods", "Prompt-DT-Expert", "MT-ORL", "Prompt Diffuser"]
+    assert main(argv) == 0
+    assert "| Prompt Diffuser |" in capsys.readouterr().out
+    retrained = tmp_path / "q" / "retrained" / "hub" / "cheetah-dir"
+    for sub, keys in (("plm", ("embed_dim", "n_layer", "context", "batch_per_task", "use_prompt", "steps_trained")),
+                      ("mt-orl", ("embed_dim", "use_prompt", "prompt_length", "steps_trained")),
+                      ("pretrained", ("n_steps", "hidden", "batch_size", "update", "learning_rate", "steps_trained"))):
+        ours = json.loads((retrained / sub / "config.json").read_text())
+        theirs = json.loads((hub / "cheetah-dir" / sub / "config.json").read_text())
+        assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}, sub
+    assert (tmp_path / "q" / "retrained" / "table1.md").is_file() and not (tmp_path / "q" / "table1.md").exists()
+    assert {p: p.read_bytes() for p in (hub / "cheetah-dir").rglob("*") if p.is_file()} == shipped
+    weights = {p: p.stat().st_mtime_ns for p in retrained.rglob("model.safetensors")}
+    assert main(argv) == 0  # a rerun trains nothing again
+    assert {p: p.stat().st_mtime_ns for p in retrained.rglob("model.safetensors")} == weights
