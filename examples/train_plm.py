@@ -3,7 +3,8 @@ test split with expert and random prompts. The datasets are made first if missin
 
     python examples/train_plm.py --suite cheetah-vel --steps 4000
 
-(`promptrl train plm <suite>` is the same with atomic checkpoints and resume.)
+(`promptrl.plm.train_plm(suite, folder, steps, ...)` and `promptrl train plm <suite>` do the same with
+atomic checkpoints and resume.)
 """
 
 import argparse
