@@ -151,6 +151,19 @@ def test_bad_input(setup):
     create_datasets(vel, "random", tasks=[2], episodes=1)
     with pytest.raises(ValueError, match="observations of size 17, the model expects 39"):
         PromptDiffuser(plm, **TINY).learn(vel.dataset(2, "random"), progress_bar=False)
+    # a user's own Minari dataset with one NaN reward
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    ep = next(iter(data[0].iterate_episodes()))
+    rewards = ep.rewards.astype(float)
+    rewards[3] = np.nan
+    buffer = EpisodeBuffer(id=0, observations=ep.observations, actions=ep.actions, rewards=list(rewards),
+                           terminations=list(ep.terminations), truncations=list(ep.truncations))
+    env = suite.make_env(6)
+    bad = minari.create_dataset_from_buffers("user/reach-nan-v0", [buffer], env=env, algorithm_name="user")
+    with pytest.raises(ValueError, match="'user/reach-nan-v0' episode 0 contains NaN"):
+        PromptDiffuser(plm, **TINY).learn(bad, progress_bar=False)
 
 
 def test_prompts_are_conditioned_on_their_own_task(setup):
