@@ -103,12 +103,14 @@ def write_model_files(folder: Path, module: torch.nn.Module, settings: Any) -> N
 
 
 def model_card_template(usage: str) -> str:
-    """A Hub model-card template (metadata block, title, summary, usage, training, results) with ``usage``
-    as its Python example; the sections are filled by ``generate_model_card``."""
+    """A Hub model-card template (metadata block, title, summary, usage, training, results and, when
+    recorded, results across the test split) with ``usage`` as its Python example; the sections are
+    filled by ``generate_model_card``."""
     return (
         "---\n{{ card_data }}\n---\n\n# {{ title }}\n\n{{ summary }}\n\n## Usage\n\n```python\n" + usage.strip() + "\n```\n\n"
         '## Training\n\n{{ training | default("No training details were recorded.", true) }}\n\n'
         '## Results\n\n{{ results | default("No measured results were recorded.", true) }}\n'
+        "{% if test_split %}\n### Across the test split\n\n{{ test_split }}\n{% endif %}"
     )
 
 

@@ -262,7 +262,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         budget = replace(budget, epochs=args.epochs)
     if args.full_epochs is not None:
         budget = replace(budget, full_epochs=args.full_epochs)
-    suites = list(r.TABLE1_SUITES) if args.suite == "all" else [args.suite]
+    suites = list(dict.fromkeys(n for name in args.suite for n in (r.TABLE1_SUITES if name == "all" else [name])))
     out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
     hub = Path(args.hub)
     if args.retrain:  # its own models, cells and tables, apart from the shipped models'
@@ -276,6 +276,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                                             collect=args.collect, seed_list=args.seed_list)
         print(f"\n{name} (test split; paper beside):")
         print(r.suite_table(name, summaries[name]))
+        if args.record and summaries[name]:
+            print(f"recorded in {r.record_in_card(hub / name, name, summaries[name], budget, command_line(args))}")
     print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
 
 
@@ -386,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_diffuser)
 
     p = sub.add_parser("reproduce", help="Table 1: every method on a suite's test split, beside the paper's numbers")
-    p.add_argument("suite", choices=["all", *available_suites()])
+    p.add_argument("suite", nargs="+", choices=["all", *available_suites()], help="one or more suites, or all (the four of Table 1)")
     p.add_argument("--quick", action="store_true", help="1 seed, 3 episodes per task, 25 adaptation steps (minutes)")
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per test task")
@@ -398,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-list", type=int, nargs="+", default=None, help="run only these seeds (e.g. one per process)")
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
+    p.add_argument("--record", action="store_true",
+                   help="write each suite's table into the model card of <hub>/<suite> (section 'Across the test split')")
     p.add_argument("--retrain", action="store_true",
                    help="first train the PLM, MT-ORL and pre-trained generator again with the shipped models' recipes "
                         "(resumable), into <out>/retrained/hub/<suite>/, and run Table 1 with those (results in <out>/retrained/)")

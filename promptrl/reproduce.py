@@ -345,6 +345,32 @@ def table1(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(rows)
 
 
+def record_in_card(folder: str | Path, suite_name: str, summary: dict[str, dict[str, Any]], budget: Budget,
+                   command: str) -> Path:
+    """Write a run's table for one suite (ours beside the paper's) into the model card of the Prompt
+    Diffuser folder ``folder`` (e.g. ``hub_models/<suite>``), as its "Across the test split"
+    section; the rest of the card stays. Returns the card's path."""
+    from promptrl.diffuser import PromptDiffuser
+
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{folder / CONFIG_NAME} not found: record writes into the model card of a Prompt Diffuser "
+                                f"folder (hub_models/<suite>, with plm/ inside)")
+    pd = PromptDiffuser.from_pretrained(folder)
+    pretrained = json.loads((folder / "pretrained" / CONFIG_NAME).read_text()) if (folder / "pretrained" / CONFIG_NAME).is_file() else {}
+    text = (f"Command: `{command}` ({hardware()})."
+            + (" `--collect` tabulates the cells that runs of the same command without it made (e.g. one process per "
+               "seed with `--seed-list`)." if "--collect" in command.split() else "")
+            + f" Every method adapts per test task on its first {budget.few_shot_episodes} expert episode(s) for "
+            f"{budget.epochs} x {budget.steps_per_epoch} steps (the Prompt Diffuser from this folder's `pretrained/` "
+            f"generator, one generator per task, sampling at its temperature {pretrained.get('temperature', '—')}; the "
+            f"(T=0) row at 0) and is evaluated for {budget.episodes} episodes per task; mean ± std over seeds of the mean "
+            f"test-split return.\n\n" + suite_table(suite_name, summary))
+    pd.settings.model_card = {**(pd.settings.model_card or {}), "test_split": text}
+    pd.save_pretrained(folder)
+    return folder / "README.md"
+
+
 def hardware() -> str:
     """The machine a result was measured on, in words (processor, torch threads, GPU)."""
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " + (

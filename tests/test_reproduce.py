@@ -99,9 +99,16 @@ def test_cli_quick_path_reports_a_table(hub, tmp_path, capsys, monkeypatch):
     real = r.reproduce_suite
     monkeypatch.setattr(r, "reproduce_suite", lambda *a, **k: real(*a, **k, tasks=[6]))
     assert main(["reproduce", "all", "--quick", "--hub", str(hub), "--out", str(tmp_path / "q"), "--threads", "1",
-                 "--methods", "Prompt-DT-Expert", "Prompt Diffuser"]) == 0
+                 "--methods", "Prompt-DT-Expert", "Prompt Diffuser", "--record"]) == 0
     out = capsys.readouterr().out
     assert "| Prompt Diffuser |" in out and (tmp_path / "q" / "table1.md").is_file()
+    # --record: the table goes into the hub Prompt Diffuser's card, and `evaluate --record` keeps it
+    card = (hub / "mw-reach" / "README.md").read_text()
+    section = card.split("### Across the test split")[1]
+    assert "promptrl reproduce all --quick" in section and "| Prompt Diffuser |" in section and "| Prompt-DT-Expert |" in section
+    assert main(["evaluate", str(hub / "mw-reach"), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
+    card = (hub / "mw-reach" / "README.md").read_text()
+    assert card.index("## Results") < card.index("| generated |") < card.index("### Across the test split")
 
 
 def test_retrain_follows_the_shipped_recipes_apart_from_the_shipped_models(tmp_path, capsys, monkeypatch):
