@@ -64,3 +64,35 @@ def test_stable_baselines3_evaluate_policy_runs_a_shipped_model():
     assert lengths == [suite.horizon] * 4
     # its card: 721.0 +- 62.2 on this task; zero actions give 142.7 and uniform random actions 169.2
     assert all(r > 400 for r in returns), returns
+
+
+def test_push_to_hub_uploads_a_self_contained_folder(tmp_path, monkeypatch):
+    """push_to_hub (huggingface_hub.ModelHubMixin) uploads what from_pretrained needs: the Prompt
+    Diffuser with its PLM inside; the upload loads back to the same prompts. The Hub API is faked."""
+    import shutil
+
+    import huggingface_hub.hub_mixin as hub_mixin
+
+    uploaded = tmp_path / "uploaded"
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **_):
+            return type("RepoUrl", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **_):
+            shutil.copytree(folder_path, uploaded)
+            return f"https://huggingface.co/{repo_id}/commit/0"
+
+    monkeypatch.setattr(hub_mixin, "HfApi", FakeApi)
+    pd = PromptDiffuser.from_pretrained(HUB / "mw-reach")
+    assert pd.push_to_hub("someone/prompt-diffuser-mw-reach").endswith("/commit/0")
+    names = sorted(str(p.relative_to(uploaded)) for p in uploaded.rglob("*") if p.is_file())
+    assert names == ["README.md", "config.json", "model.safetensors", "plm/README.md", "plm/config.json", "plm/model.safetensors"]
+    back = PromptDiffuser.from_pretrained(uploaded)
+    pd.set_random_seed(0)
+    back.set_random_seed(0)
+    a, b = pd.generate_prompt(4, task=6), back.generate_prompt(4, task=6)
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
