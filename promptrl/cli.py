@@ -175,13 +175,16 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
 def _pretrain_generator(args: argparse.Namespace, suite, plm, folder: Path) -> None:
     """Generator pre-training on the training tasks with its own update rule, learning rate and batch,
     saved every 1,000 steps (resumes); the saved config holds Table 4's fine-tuning settings."""
+    import json
+
     from promptrl.diffuser import pretrain_generator
 
     recipe = {"update": args.update, "learning_rate": args.learning_rate, "batch_size": args.batch_size}
     data = suite.datasets("train", "expert")
     total = args.epochs * 100
-    print(f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}) to {total:,} steps, "
-          f"saved every 1,000 steps to {folder}")
+    done = json.loads((folder / "config.json").read_text())["steps_trained"] if (folder / "config.json").is_file() else 0
+    print(f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): {done:,}/{total:,} "
+          f"steps done, saved every 1,000 steps to {folder}")
     what = (f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
             f"`{args.update}`, learning rate {args.learning_rate:g} and batch {args.batch_size}; the settings below are "
             f"those saved for fine-tuning")
