@@ -76,6 +76,12 @@ def latest_folder(final: Path, marker: str) -> Path | None:
     return None
 
 
+def saved_steps(folder: Path | None) -> int:
+    """``steps_trained`` in ``folder/config.json``: 0 when there is no folder or no config yet."""
+    config = None if folder is None else Path(folder) / CONFIG_NAME
+    return json.loads(config.read_text()).get("steps_trained", 0) if config is not None and config.is_file() else 0
+
+
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
     """An optimizer's per-parameter state as flat tensors ``<prefix>.<param id>.<key>``."""
     return {f"{prefix}.{pid}.{k}": torch.as_tensor(v).clone() for pid, st in opt.state_dict()["state"].items() for k, v in st.items()}

@@ -55,6 +55,7 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
 
     import torch
 
+    from promptrl.checkpoint import latest_folder, saved_steps
     from promptrl.plm import PromptDT, train_plm
 
     torch.set_num_threads(args.threads)
@@ -63,10 +64,10 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     hyper = {"use_prompt": not args.no_prompt, "batch_per_task": args.batch_per_task,
              "warmup_steps": args.warmup_steps, "learning_rate": args.learning_rate}
-    resumed = PromptDT.load_checkpoint(out / "checkpoint")
+    done = saved_steps(latest_folder(out / "checkpoint", "progress.json"))  # read, not loaded: train_plm loads it
     tensorboard = _tensorboard(out / "tensorboard")
     print(f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
-          f"{resumed.settings.steps_trained if resumed else 0}/{args.steps} steps done (log: {out / 'progress.csv'}"
+          f"{done}/{args.steps} steps done (log: {out / 'progress.csv'}"
           f"{', ' + str(out / 'tensorboard') if tensorboard else ''})")
     log_path = out / "progress.csv"
     new = not log_path.exists()
@@ -175,15 +176,13 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
 def _pretrain_generator(args: argparse.Namespace, suite, plm, folder: Path) -> None:
     """Generator pre-training on the training tasks with its own update rule, learning rate and batch,
     saved every 1,000 steps (resumes); the saved config holds Table 4's fine-tuning settings."""
-    import json
-
+    from promptrl.checkpoint import saved_steps
     from promptrl.diffuser import pretrain_generator
 
     recipe = {"update": args.update, "learning_rate": args.learning_rate, "batch_size": args.batch_size}
     data = suite.datasets("train", "expert")
     total = args.epochs * 100
-    done = json.loads((folder / "config.json").read_text())["steps_trained"] if (folder / "config.json").is_file() else 0
-    print(f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): {done:,}/{total:,} "
+    print(f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): {saved_steps(folder):,}/{total:,} "
           f"steps done, saved every 1,000 steps to {folder}")
     what = (f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
             f"`{args.update}`, learning rate {args.learning_rate:g} and batch {args.batch_size}; the settings below are "

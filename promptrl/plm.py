@@ -34,6 +34,7 @@ from promptrl.checkpoint import (
     load_optimizer_tensors,
     model_card_template,
     optimizer_tensors,
+    saved_steps,
     write_model_files,
 )
 from promptrl.segments import Episode, SegmentSampler, SegmentSpec, dataset_task, episodes_of, stack_windows, state_statistics, window
@@ -425,7 +426,7 @@ def train_plm(suite: TaskSuite | str, folder: str | Path, steps: int, *, quality
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     final = folder / "final"
-    if (final / CONFIG_NAME).is_file() and json.loads((final / CONFIG_NAME).read_text()).get("steps_trained", 0) >= steps:
+    if saved_steps(final) >= steps:
         return PromptDT.from_pretrained(final, device=device)
     data = suite.datasets("train", quality)
     prompts = suite.datasets("train", "expert") if quality != "expert" else None

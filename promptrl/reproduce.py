@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptrl.checkpoint import CONFIG_NAME, csv_text, write_text_atomic
+from promptrl.checkpoint import CONFIG_NAME, csv_text, saved_steps, write_text_atomic
 from promptrl.datasets import create_datasets
 from promptrl.evaluation import evaluate
 from promptrl.suites import TaskSuite, load_suite
@@ -249,8 +249,7 @@ def retrain_models(suite_name: str, shipped: str | Path, folder: str | Path, dev
     for sub in ("plm", "mt-orl"):
         config = json.loads((shipped / sub / CONFIG_NAME).read_text())
         steps = plm_steps or config["steps_trained"]
-        done = folder / sub / CONFIG_NAME
-        if done.is_file() and json.loads(done.read_text())["steps_trained"] >= steps:
+        if saved_steps(folder / sub) >= steps:
             continue
         hyper = _recipe(config, PromptDTSettings)
         print(f"retraining {suite_name} {sub}: {steps:,} steps, {hyper}")
