@@ -85,6 +85,18 @@ class PromptDTSettings(PromptDTConfig):
         return PromptDTConfig(**{k: v for k, v in asdict(self).items() if k in names})
 
 
+def check_action_space(space: gym.Space, act_dim: int | None = None) -> None:
+    """A flat Box in [-1, 1] (of ``act_dim`` dimensions, when given): the range of the policy's tanh head."""
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise TypeError(f"env must have a flat Box action space, got {space}")
+    if act_dim is not None and space.shape != (act_dim,):
+        raise ValueError(f"env action space {space} does not match the model's act_dim={act_dim}")
+    if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
+        raise ValueError(
+            f"env has the action space {space}, but the policy's tanh head acts in [-1, 1]: wrap the env in "
+            "gymnasium.wrappers.RescaleAction(env, -1.0, 1.0) and rescale the datasets' actions the same way")
+
+
 def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
     if isinstance(env, str):
         env = load_suite(env)
@@ -97,8 +109,7 @@ def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
             obs_space = gym.spaces.Box(-np.inf, np.inf, obs_space["states"].shape[-1:])
         if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
             raise TypeError(f"env must have a flat Box observation space, got {obs_space}")
-        if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
-            raise TypeError(f"env must have a flat Box action space, got {act_space}")
+        check_action_space(act_space)
         base = env.unwrapped if isinstance(env, gym.Env) else None
         return obs_space.shape[0], act_space.shape[0], getattr(base, "suite", None)
     raise TypeError(f"env must be a gymnasium.Env, a TaskSuite or a suite name, got {type(env).__name__}")

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     import minari
 
 
+ACTION_TOLERANCE = 1e-4
+"""Slack on the [-1, 1] action range for float rounding in stored data."""
+
+
 @dataclass
 class Episode:
     """One episode as arrays: observations (T, obs), actions (T, act), rewards (T,), return-to-go (T,)."""
@@ -51,6 +55,11 @@ def episodes_of(dataset: minari.MinariDataset, obs_dim: int | None = None, act_d
             raise ValueError(f"dataset {name!r} has actions of size {e.actions.shape[1]}, the model expects {act_dim}")
         if not all(np.isfinite(x).all() for x in (e.observations, e.actions, e.rewards)):
             raise ValueError(f"dataset {name!r} episode {ep.id} contains NaN or infinite values")
+        if np.abs(e.actions).max(initial=0.0) > 1.0 + ACTION_TOLERANCE:
+            raise ValueError(
+                f"dataset {name!r} episode {ep.id} has actions in [{e.actions.min():.3g}, {e.actions.max():.3g}], but the "
+                "policy's tanh head acts in [-1, 1]: rescale the actions into [-1, 1] (and wrap the env in "
+                "gymnasium.wrappers.RescaleAction(env, -1.0, 1.0))")
         out.append(e)
     if not out:
         raise ValueError(f"dataset {dataset.spec.dataset_id!r} has no episodes")

@@ -27,7 +27,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from promptrl.plm import OBS_KEYS, PromptDT, prompt_from_episode
+from promptrl.plm import OBS_KEYS, PromptDT, check_action_space, prompt_from_episode
 from promptrl.segments import episodes_of
 
 PromptSource = Mapping[str, Any] | str | Callable[[int], list[Mapping[str, Any]]] | Any
@@ -147,8 +147,7 @@ class PromptWrapper(gym.Wrapper):
         obs_dim, act_dim = plm.settings.obs_dim, plm.settings.act_dim
         if env.observation_space.shape != (obs_dim,):
             raise ValueError(f"env observation space {env.observation_space} does not match the model's obs_dim={obs_dim}")
-        if env.action_space.shape != (act_dim,):
-            raise ValueError(f"env action space {env.action_space} does not match the model's act_dim={act_dim}")
+        check_action_space(env.action_space, act_dim)
         if prompt is None and plm.settings.use_prompt:
             if not hasattr(model, "generate_prompt"):
                 raise ValueError("this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')")
@@ -194,11 +193,9 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
         super().__init__(env)
         plm = getattr(model, "plm", model)
         s = plm.settings
-        if env.single_observation_space.shape != (s.obs_dim,) or env.single_action_space.shape != (s.act_dim,):
-            raise ValueError(
-                f"vector env spaces {env.single_observation_space} / {env.single_action_space} do not match the model's "
-                f"obs_dim={s.obs_dim}, act_dim={s.act_dim}"
-            )
+        if env.single_observation_space.shape != (s.obs_dim,):
+            raise ValueError(f"vector env observation space {env.single_observation_space} does not match the model's obs_dim={s.obs_dim}")
+        check_action_space(env.single_action_space, s.act_dim)
         self.autoreset_mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if self.autoreset_mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
             raise ValueError(f"VectorPromptWrapper needs NEXT_STEP or SAME_STEP autoreset, got {self.autoreset_mode}")

@@ -150,6 +150,31 @@ def test_bad_construction_and_env(trained, reach_data):
         PromptDT(vel, **TINY).learn(data, total_steps=1, progress_bar=False)
 
 
+def test_actions_outside_the_tanh_range_are_refused(trained, reach_data):
+    """The tanh head acts in [-1, 1]: an env or a dataset with a wider action range is an error that
+    names the fix, never a policy that silently cannot reach part of the range."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    pendulum = gym.make("Pendulum-v1")  # actions in [-2, 2]
+    with pytest.raises(ValueError, match="RescaleAction"):
+        PromptDT(pendulum, **TINY)
+    PromptDT(gym.wrappers.RescaleAction(pendulum, -1.0, 1.0), **TINY)  # the fix works
+    reach = gym.make("promptrl/MetaWorldReach-v0", task=6)
+    with pytest.raises(ValueError, match="tanh head acts in \\[-1, 1\\]"):
+        PromptWrapper(gym.wrappers.RescaleAction(reach, -2.0, 2.0), trained, prompt="expert")
+    vector = gym.vector.SyncVectorEnv([lambda: gym.wrappers.RescaleAction(gym.make("promptrl/MetaWorldReach-v0", task=6), -2.0, 2.0)])
+    with pytest.raises(ValueError, match="RescaleAction"):
+        promptrl.VectorPromptWrapper(vector, trained, prompt="expert")
+    # a user's dataset recorded in the env's own units, outside [-1, 1]
+    ep = next(iter(reach_data[1][0].iterate_episodes()))
+    buffer = EpisodeBuffer(id=0, observations=ep.observations, actions=ep.actions * 3.0, rewards=list(ep.rewards),
+                           terminations=list(ep.terminations), truncations=list(ep.truncations))
+    wide = minari.create_dataset_from_buffers("user/reach-wide-v0", [buffer], env=reach, algorithm_name="user")
+    with pytest.raises(ValueError, match="'user/reach-wide-v0' episode 0 has actions in \\[-.*\\], but the policy's tanh head"):
+        PromptDT("mw-reach", **TINY).learn(wide, total_steps=1, progress_bar=False)
+
+
 def test_prompt_changes_action(trained):
     _, obs = rollout_obs(trained)
     other = {**obs, "prompt_states": obs["prompt_states"] + 1.0}
