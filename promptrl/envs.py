@@ -1,6 +1,6 @@
 """Gymnasium environments of the task families, registered on ``import promptrl``.
 
-Each env takes ``task=<index>`` into its suite spec (``promptrl/specs/<suite>.json``); the goal of the task is
+Each env takes ``task=<index>`` into its suite spec (``envs/<suite>.json``); the goal of the task is
 reported in ``info["goal"]`` (for experts and analysis) and never appears in the observation.
 
 >>> import gymnasium as gym, promptrl

@@ -1,4 +1,4 @@
-"""Task suites: a spec file (``promptrl/specs/<suite>.json``) turned into envs, experts and datasets.
+"""Task suites: a spec file (``envs/<suite>.json``) turned into envs, experts and datasets.
 
 >>> from promptrl import load_suite
 >>> suite = load_suite("cheetah-vel")
@@ -98,7 +98,7 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> SuiteSpec:
 
 @functools.cache
 def load_spec(name: str) -> SuiteSpec:
-    """Read and validate ``promptrl/specs/<name>.json``."""
+    """Read and validate ``envs/<name>.json``."""
     suites = available_suites()
     if name not in suites:
         raise ValueError(f"unknown suite {name!r}; choose one of {suites}")
