@@ -67,10 +67,12 @@ class PromptDTSettings(PromptDTConfig):
     bf16_inference: bool = False
     """bfloat16 autocast in ``predict`` (about 2x the batched evaluation throughput on a CPU with
     bf16 matrix units; actions differ from float32 in the third digit)."""
-    rtg_target: float = 0.0
-    """Return-to-go the policy is conditioned on at the start of an episode."""
-    rtg_scale: float = 1.0
-    """Divisor of returns-to-go."""
+    rtg_target: float | None = None
+    """Return-to-go the policy is conditioned on at the start of an episode (default: the suite's;
+    without a suite, the first ``learn`` sets the highest episode return of its data)."""
+    rtg_scale: float | None = None
+    """Divisor of returns-to-go (default: the suite's; without a suite, the first ``learn`` sets the
+    largest absolute episode return of its data, at least 1)."""
     state_mean: list[float] | None = None
     """Observation mean (set by the first ``learn``)."""
     state_std: list[float] | None = None
@@ -83,6 +85,10 @@ class PromptDTSettings(PromptDTConfig):
     def network_config(self) -> PromptDTConfig:
         names = {f.name for f in fields(PromptDTConfig)}
         return PromptDTConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+def _g(value: float | None) -> str:
+    return "unset" if value is None else f"{value:g}"
 
 
 def check_action_space(space: gym.Space, act_dim: int | None = None) -> None:
@@ -191,6 +197,8 @@ class PromptDT(
                 hyperparams.setdefault("max_ep_len", max(1000, spec.horizon))
         if "obs_dim" not in hyperparams or "act_dim" not in hyperparams:
             raise TypeError("PromptDT needs an env (or obs_dim and act_dim)")
+        if hyperparams.get("rtg_scale") is not None and not hyperparams["rtg_scale"] > 0:
+            raise ValueError(f"rtg_scale must be positive, got {hyperparams['rtg_scale']!r}")
         if not hyperparams.get("use_prompt", True):
             hyperparams["prompt_length"] = 0
         self.settings = PromptDTSettings(**hyperparams)
@@ -205,7 +213,7 @@ class PromptDT(
     # ------------------------------------------------------------------ normalization
     def _segment_spec(self) -> SegmentSpec:
         s = self.settings
-        if s.state_mean is None or s.state_std is None:
+        if s.state_mean is None or s.state_std is None or s.rtg_scale is None:
             raise RuntimeError("the model has no state statistics yet: call learn() first")
         return SegmentSpec(s.context, s.prompt_length, s.rtg_scale, np.asarray(s.state_mean, np.float32),
                            np.asarray(s.state_std, np.float32), s.max_ep_len)
@@ -252,9 +260,17 @@ class PromptDT(
         prompts = None
         if s.use_prompt:
             prompts = histories if prompt_datasets is None else _as_task_episodes(prompt_datasets, s.obs_dim, s.act_dim, "prompt_datasets")
+        episodes = [e for eps in histories.values() for e in eps]
         if s.state_mean is None:
-            mean, std = state_statistics([e for eps in histories.values() for e in eps])
+            mean, std = state_statistics(episodes)
             s.state_mean, s.state_std = mean.tolist(), std.tolist()
+        if s.rtg_target is None or s.rtg_scale is None:  # an env outside the suites: from the data
+            returns = [float(e.rtg[0]) for e in episodes]
+            if s.rtg_target is None:
+                s.rtg_target = max(returns)
+            if s.rtg_scale is None:
+                s.rtg_scale = max(1.0, max(abs(r) for r in returns))
+            log.info("return-to-go target %g, scale %g (from the data)", s.rtg_target, s.rtg_scale)
         sampler = SegmentSampler(histories, prompts, self._segment_spec(), seed=self._sampler_seed)
         self._sampler_seed += 1
         if self._optimizer is None:
@@ -347,7 +363,7 @@ class PromptDT(
             f"A Prompt Decision Transformer ({self.num_parameters():,} parameters: embed {s.embed_dim}, {s.n_layer} layers, "
             f"{s.n_head} head(s), history K={s.context}, prompt K*={s.prompt_length}) trained for {s.steps_trained:,} "
             f"gradient steps with promptrl. Observation size {s.obs_dim}, action "
-            f"size {s.act_dim}; return-to-go target {s.rtg_target:g}, scale {s.rtg_scale:g}."))
+            f"size {s.act_dim}; return-to-go target {_g(s.rtg_target)}, scale {_g(s.rtg_scale)}."))
         kwargs.setdefault("env_id", env_id)
         for key, text in (s.model_card or {}).items():
             kwargs.setdefault(key, text)

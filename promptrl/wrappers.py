@@ -112,6 +112,15 @@ def generate_prompts(generator: Callable[..., list], n: int, tasks: list[int | N
     return generator(n, task=known) if takes_task else generator(n)
 
 
+def start_rtg(plm: PromptDT, rtg_target: float | None) -> float:
+    """The return-to-go an episode starts from: ``rtg_target``, else the model's."""
+    if rtg_target is not None:
+        return float(rtg_target)
+    if plm.settings.rtg_target is None:
+        raise ValueError("the model has no return-to-go target yet: call learn() first, or pass rtg_target=")
+    return float(plm.settings.rtg_target)
+
+
 def observation_space(model: PromptDT) -> gym.spaces.Dict:
     s = model.settings
     shapes = {"states": (s.context, s.obs_dim), "actions": (s.context, s.act_dim), "rtg": (s.context, 1),
@@ -153,7 +162,7 @@ class PromptWrapper(gym.Wrapper):
                 raise ValueError("this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')")
             prompt = model.generate_prompt
         self.plm, self.prompt_source = plm, prompt
-        self.rtg_target = plm.settings.rtg_target if rtg_target is None else float(rtg_target)
+        self.rtg_target = start_rtg(plm, rtg_target)
         self.observation_space = observation_space(plm)
         self.history = HistoryBuffer(1, plm.settings.context, obs_dim, act_dim)
         self.prompt: dict[str, np.ndarray] | None = None
@@ -204,7 +213,7 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
                 raise ValueError("this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')")
             prompt = model.generate_prompt
         self.model, self.plm, self.prompt_source = model, plm, prompt
-        self.rtg_target = s.rtg_target if rtg_target is None else float(rtg_target)
+        self.rtg_target = start_rtg(plm, rtg_target)
         self.single_observation_space = observation_space(plm)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.history = HistoryBuffer(self.num_envs, s.context, s.obs_dim, s.act_dim)

@@ -150,12 +150,62 @@ def test_bad_construction_and_env(trained, reach_data):
         PromptDT(vel, **TINY).learn(data, total_steps=1, progress_bar=False)
 
 
-def test_actions_outside_the_tanh_range_are_refused(trained, reach_data):
-    """The tanh head acts in [-1, 1]: an env or a dataset with a wider action range is an error that
-    names the fix, never a policy that silently cannot reach part of the range."""
+def user_dataset(dataset_id, env, episodes, seed=0, action_scale=1.0):
+    """A user's own Minari dataset of uniform random actions in [-1, 1], recorded times
+    ``action_scale``, made from buffers without promptrl."""
     import minari
     from minari.data_collector import EpisodeBuffer
 
+    rng, buffers = np.random.default_rng(seed), []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+        done = False
+        while not done:
+            action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(obs)
+            actions.append(action * action_scale)
+            rewards.append(reward)
+            terminations.append(terminated)
+            truncations.append(truncated)
+            done = terminated or truncated
+        buffers.append(EpisodeBuffer(id=i, observations=np.array(observations), actions=np.array(actions), rewards=rewards,
+                                     terminations=terminations, truncations=truncations))
+    return minari.create_dataset_from_buffers(dataset_id, buffers, env=env, algorithm_name="random")
+
+
+def test_an_env_outside_the_suites_with_its_own_minari_data(tmp_path):
+    """Any env with flat Box spaces in [-1, 1] and any Minari datasets: without a suite, the
+    return-to-go target and scale come from the data (highest return, largest |return|)."""
+    def pendulum(g):
+        return gym.wrappers.RescaleAction(gym.make("Pendulum-v1", g=g), -1.0, 1.0)
+
+    data = [user_dataset(f"user/pendulum-g{g}-v0", pendulum(g), episodes=2, seed=g) for g in (8, 10)]
+    returns = [float(ep.rewards.sum()) for d in data for ep in d.iterate_episodes()]
+    plm = PromptDT(pendulum(10), seed=0, **TINY)
+    with pytest.raises(ValueError, match="no return-to-go target yet"):
+        PromptWrapper(pendulum(10), plm, prompt=data[0])
+    plm.learn(data, total_steps=3, progress_bar=False)
+    assert plm.settings.suite is None
+    assert plm.settings.rtg_target == pytest.approx(max(returns), rel=1e-5)
+    assert plm.settings.rtg_scale == pytest.approx(max(abs(r) for r in returns), rel=1e-5)
+    env = PromptWrapper(pendulum(10), plm, prompt=data[1])
+    obs, _ = env.reset(seed=0)
+    assert obs["rtg"][-1, 0] == pytest.approx(plm.settings.rtg_target)
+    action, _ = plm.predict(obs)
+    env.step(action)
+    plm.save_pretrained(tmp_path / "pendulum")
+    loaded = PromptDT.from_pretrained(tmp_path / "pendulum")
+    assert (loaded.settings.rtg_target, loaded.settings.rtg_scale) == (plm.settings.rtg_target, plm.settings.rtg_scale)
+    np.testing.assert_array_equal(loaded.predict(obs)[0], action)
+    with pytest.raises(ValueError, match="rtg_scale must be positive"):
+        PromptDT(pendulum(10), rtg_scale=0.0)
+
+
+def test_actions_outside_the_tanh_range_are_refused(trained, reach_data):
+    """The tanh head acts in [-1, 1]: an env or a dataset with a wider action range is an error that
+    names the fix, never a policy that silently cannot reach part of the range."""
     pendulum = gym.make("Pendulum-v1")  # actions in [-2, 2]
     with pytest.raises(ValueError, match="RescaleAction"):
         PromptDT(pendulum, **TINY)
@@ -167,10 +217,7 @@ def test_actions_outside_the_tanh_range_are_refused(trained, reach_data):
     with pytest.raises(ValueError, match="RescaleAction"):
         promptrl.VectorPromptWrapper(vector, trained, prompt="expert")
     # a user's dataset recorded in the env's own units, outside [-1, 1]
-    ep = next(iter(reach_data[1][0].iterate_episodes()))
-    buffer = EpisodeBuffer(id=0, observations=ep.observations, actions=ep.actions * 3.0, rewards=list(ep.rewards),
-                           terminations=list(ep.terminations), truncations=list(ep.truncations))
-    wide = minari.create_dataset_from_buffers("user/reach-wide-v0", [buffer], env=reach, algorithm_name="user")
+    wide = user_dataset("user/reach-wide-v0", reach, episodes=1, action_scale=3.0)
     with pytest.raises(ValueError, match="'user/reach-wide-v0' episode 0 has actions in \\[-.*\\], but the policy's tanh head"):
         PromptDT("mw-reach", **TINY).learn(wide, total_steps=1, progress_bar=False)
 
