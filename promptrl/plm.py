@@ -168,7 +168,8 @@ class PromptDT(
     """Prompt Decision Transformer with Stable-Baselines3's call shape.
 
     :param env: a Gymnasium env, a :class:`TaskSuite` or a suite name; sizes come from its spaces
-        and return-to-go settings from its suite.
+        (actions in [-1, 1]) and return-to-go settings from its suite (without one, from the data of
+        the first ``learn``).
     :param device: torch device.
     :param seed: seeds initialization and batch sampling.
     :param hyperparams: any field of :class:`PromptDTSettings`.
