@@ -15,7 +15,8 @@ the data itself.
 expert episode of the task (``--epochs`` x 100 steps, Table 4's other settings) once per variant
 ``rule[:guidance_weight]`` and reports the median norms of grad L_DM and grad L_DT, their median
 cosine, how often they conflict (negative dot product: the projection case of Eq. 15), prompt
-fidelity, the frozen PLM's action loss with generated against real prompts, and the test return
+fidelity, the frozen PLM's action loss with generated against real prompts, on the ant suites the
+direction of travel the generated prompts show (their mean torso velocity), and the test return
 (``--episodes``; 0 skips the rollouts), with Prompt-DT-Expert's return on the same task and seed.
 ``temperature`` evaluates a Prompt Diffuser at several sampling temperatures (beta of Eq. 16) beside
 Prompt-DT-Expert, over the same evaluation seeds: the shipped fine-tuned one (``hub_models/<suite>``)
@@ -47,6 +48,16 @@ def fidelity(x0: torch.Tensor, generated: torch.Tensor) -> tuple[float, float]:
     own = (generated - x0).pow(2).mean(1).sqrt().mean().item()
     nearest = (torch.cdist(generated, x0) / math.sqrt(x0.shape[1])).min(1).values.mean().item()
     return own, nearest
+
+
+ANT_VELOCITY = (13, 14)
+"""Torso x and y velocity in the 27-dim Ant observation of the ant-dir suites."""
+
+
+def prompt_direction(states: torch.Tensor) -> np.ndarray:
+    """Direction (degrees in [0, 360)) of the mean planar torso velocity of each Ant prompt (B, K*, 27)."""
+    v = states[..., list(ANT_VELOCITY)].mean(1).cpu().numpy()
+    return np.degrees(np.arctan2(v[:, 1], v[:, 0])) % 360
 
 
 def real_windows(pd: PromptDiffuser, episodes: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,6 +111,7 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
     n = min(64, len(x0))  # history windows, one per prompt
     history = stack_windows([random_window(episodes[0], plm.settings.context, plm._segment_spec(), rng) for _ in range(n)])
     rows, returns = [], {}
+    ant = suite.spec.goal_name == "angle"  # the prompts' planar direction is then worth a column
     if args.episodes:
         expert = baselines.FixedPrompt(plm, quality="expert", seed=args.seed).learn(few_shot, progress_bar=False)
         returns["expert"] = float(np.mean(evaluate(expert, suite, tasks=[args.task], n_episodes=args.episodes,
@@ -120,22 +132,28 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
             own, nearest = fidelity(x0, generated)
             loss_gen = plm.loss(history, pd._decode(generated[:n], y[:n])).item()
             loss_real = plm.loss(history, pd._decode(x0[:n], y[:n])).item()
+            direction = np.median(prompt_direction(pd._raw_prompt(generated, y)[0])) if ant else float("nan")
         a = np.array(stats) if stats else np.full((1, 3), np.nan)
         if args.episodes:
             returns[variant] = float(np.mean(evaluate(pd, suite, tasks=[args.task], n_episodes=args.episodes,
                                                       prompt=None, seed=args.seed).returns[args.task]))
         rows.append((variant, np.median(a[:, 0]), np.median(a[:, 1]), np.median(a[:, 2]), (a[:, 2] < 0).mean(), own,
-                     nearest, loss_gen, loss_real, returns.get(variant, float("nan")), seconds))
+                     nearest, loss_gen, loss_real, direction, returns.get(variant, float("nan")), seconds))
         print(f"done {variant}", flush=True)
     print(f"\n{args.suite} task {args.task}, seed {args.seed}, {args.epochs * 100} fine-tuning steps from "
           f"{pretrained}; Prompt-DT-Expert return {returns.get('expert', float('nan')):.1f} "
-          f"({args.episodes} episodes)\n")
-    print("| rule[:weight] | median norm grad L_DM | median norm grad L_DT | median cosine | conflicts | RMS to own window "
-          "| RMS to nearest window | L_DT generated / real prompt | return | fine-tune s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for v, g1, g2, cos, conf, own, near, lg, lr, ret, sec in rows:
+          f"({args.episodes} episodes)")
+    if ant:
+        real = np.median(prompt_direction(PromptDiffuser.from_pretrained(pretrained, plm=plm)._raw_prompt(x0, y)[0]))
+        print(f"goal direction {np.degrees(suite.spec.tasks[args.task][0]):.0f} degrees; the real windows' median "
+              f"direction of travel {real:.0f}; prompt direction: the generated prompts' median")
+    print("\n| rule[:weight] | median norm grad L_DM | median norm grad L_DT | median cosine | conflicts | RMS to own window "
+          "| RMS to nearest window | L_DT generated / real prompt | prompt direction | return | fine-tune s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for v, g1, g2, cos, conf, own, near, lg, lr, d, ret, sec in rows:
         grads = "— | — | — | —" if math.isnan(g1) else f"{g1:.4f} | {g2:.4f} | {cos:+.3f} | {conf:.0%}"  # dm: no L_DT
-        print(f"| {v} | {grads} | {own:.3f} | {near:.3f} | {lg:.4f} / {lr:.4f} | {ret:.1f} | {sec:.0f} |")
+        angle = "—" if math.isnan(d) else f"{d:.0f}"
+        print(f"| {v} | {grads} | {own:.3f} | {near:.3f} | {lg:.4f} / {lr:.4f} | {angle} | {ret:.1f} | {sec:.0f} |")
     print("\nRESULT " + " ".join(f"return_{v.replace(':', '_w')}={r:.1f}" for v, r in returns.items()))
 
 
