@@ -114,7 +114,8 @@ def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
         if isinstance(obs_space, gym.spaces.Dict) and "states" in obs_space.spaces:  # a PromptWrapper
             obs_space = gym.spaces.Box(-np.inf, np.inf, obs_space["states"].shape[-1:])
         if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-            raise TypeError(f"env must have a flat Box observation space, got {obs_space}")
+            raise TypeError(f"env must have a flat Box observation space, got {obs_space}: wrap it in "
+                            "gymnasium.wrappers.FlattenObservation")
         check_action_space(act_space)
         base = env.unwrapped if isinstance(env, gym.Env) else None
         return obs_space.shape[0], act_space.shape[0], getattr(base, "suite", None)
@@ -196,6 +197,9 @@ class PromptDT(
                 hyperparams.setdefault("rtg_target", spec.rtg_target)
                 hyperparams.setdefault("rtg_scale", spec.rtg_scale)
                 hyperparams.setdefault("max_ep_len", max(1000, spec.horizon))
+            limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)  # a gymnasium.make'd env's time limit
+            if isinstance(limit, int):
+                hyperparams.setdefault("max_ep_len", max(1000, limit))
         if "obs_dim" not in hyperparams or "act_dim" not in hyperparams:
             raise TypeError("PromptDT needs an env (or obs_dim and act_dim)")
         if hyperparams.get("rtg_scale") is not None and not hyperparams["rtg_scale"] > 0:
@@ -262,6 +266,10 @@ class PromptDT(
         if s.use_prompt:
             prompts = histories if prompt_datasets is None else _as_task_episodes(prompt_datasets, s.obs_dim, s.act_dim, "prompt_datasets")
         episodes = [e for eps in histories.values() for e in eps]
+        longest = max(len(e) for group in (histories, prompts or {}) for eps in group.values() for e in eps)
+        if longest > s.max_ep_len:
+            raise ValueError(f"datasets hold an episode of {longest} steps, longer than max_ep_len={s.max_ep_len} (the "
+                             f"timestep embedding's size): construct the model with max_ep_len={longest} or more")
         if s.state_mean is None:
             mean, std = state_statistics(episodes)
             s.state_mean, s.state_std = mean.tolist(), std.tolist()

@@ -201,6 +201,14 @@ def test_an_env_outside_the_suites_with_its_own_minari_data(tmp_path):
     np.testing.assert_array_equal(loaded.predict(obs)[0], action)
     with pytest.raises(ValueError, match="rtg_scale must be positive"):
         PromptDT(pendulum(10), rtg_scale=0.0)
+    # the timestep embedding covers the env's time limit; longer episodes in the data are an error
+    long = gym.wrappers.RescaleAction(gym.make("Pendulum-v1", max_episode_steps=1500), -1.0, 1.0)
+    assert PromptDT(long, **TINY).settings.max_ep_len == 1500
+    with pytest.raises(ValueError, match="an episode of 200 steps, longer than max_ep_len=150"):
+        PromptDT(pendulum(10), **{**TINY, "max_ep_len": 150}).learn(data, total_steps=1, progress_bar=False)
+    base = pendulum(10)
+    with pytest.raises(TypeError, match="FlattenObservation"):
+        PromptDT(gym.wrappers.TransformObservation(base, lambda o: {"x": o}, gym.spaces.Dict({"x": base.observation_space})))
 
 
 def test_actions_outside_the_tanh_range_are_refused(trained, reach_data):
