@@ -195,6 +195,14 @@ def test_an_env_outside_the_suites_with_its_own_minari_data(tmp_path):
     assert obs["rtg"][-1, 0] == pytest.approx(plm.settings.rtg_target)
     action, _ = plm.predict(obs)
     env.step(action)
+    # a Prompt Diffuser on the same data generates this PLM's prompts at every reset
+    from promptrl import PromptDiffuser
+
+    pd = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4).learn(data, epochs=1, steps_per_epoch=2, progress_bar=False)
+    generated = PromptWrapper(pendulum(8), pd)
+    gen_obs, _ = generated.reset(seed=0)
+    assert gen_obs["prompt_states"].shape == (plm.settings.prompt_length, 3)
+    generated.step(pd.predict(gen_obs)[0])
     plm.save_pretrained(tmp_path / "pendulum")
     loaded = PromptDT.from_pretrained(tmp_path / "pendulum")
     assert (loaded.settings.rtg_target, loaded.settings.rtg_scale) == (plm.settings.rtg_target, plm.settings.rtg_scale)
