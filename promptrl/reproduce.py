@@ -377,8 +377,11 @@ def hardware() -> str:
 
 
 def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Path, command: str, budget: Budget) -> Path:
-    """Write ``table1.md`` and ``table1.csv`` under ``out``; returns the markdown path."""
+    """Write ``table1.md`` and ``table1.csv`` under ``out`` (``table1-<suite>[_<suite>...]`` when the
+    run leaves out a Table 1 suite, so that a one-suite run never replaces the whole table); returns
+    the markdown path."""
     out = Path(out)
+    name = "table1" if set(TABLE1_SUITES) <= set(summaries) else "table1-" + "_".join(summaries)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.date.today().isoformat()
     text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {stamp}  ", f"Hardware: {hardware()}  ",
@@ -387,9 +390,9 @@ def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Pa
             table1(summaries), ""]
     for suite_name, summary in summaries.items():
         text += [f"\n## {suite_name}\n", suite_table(suite_name, summary), ""]
-    md = out / "table1.md"
+    md = out / f"{name}.md"
     write_text_atomic(md, "\n".join(text))
     rows = [[suite_name, m, f"{row['mean']:.2f}", f"{row['std']:.2f}", " ".join(f"{x:.2f}" for x in row["seeds"]),
              row["params"], f"{row['percentage']:.6f}"] for suite_name, summary in summaries.items() for m, row in summary.items()]
-    write_text_atomic(out / "table1.csv", csv_text(["suite", "method", "mean", "std", "seeds", "params", "percentage"], rows))
+    write_text_atomic(out / f"{name}.csv", csv_text(["suite", "method", "mean", "std", "seeds", "params", "percentage"], rows))
     return md

@@ -46,7 +46,8 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     md = write_results({"mw-reach": summary}, out, "promptrl reproduce mw-reach", TINY_BUDGET)
     text = md.read_text()
     assert "| mw-reach |" in text and "(555.7 ± 6.8)" in text and "| Prompt Diffuser |" in suite_table("mw-reach", summary)
-    assert (out / "table1.csv").read_text().count("\n") == len(METHODS) + 1
+    assert md.name == "table1-mw-reach.md"  # one suite never replaces the four-suite table1.md
+    assert (out / "table1-mw-reach.csv").read_text().count("\n") == len(METHODS) + 1
     assert "Sizes" in table1({"mw-reach": summary})
 
 
@@ -132,7 +133,8 @@ def test_retrain_follows_the_shipped_recipes_apart_from_the_shipped_models(tmp_p
         ours = json.loads((retrained / sub / "config.json").read_text())
         theirs = json.loads((hub / "cheetah-dir" / sub / "config.json").read_text())
         assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}, sub
-    assert (tmp_path / "q" / "retrained" / "table1.md").is_file() and not (tmp_path / "q" / "table1.md").exists()
+    assert (tmp_path / "q" / "retrained" / "table1-cheetah-dir.md").is_file()
+    assert not list((tmp_path / "q").glob("table1*"))
     assert {p: p.read_bytes() for p in (hub / "cheetah-dir").rglob("*") if p.is_file()} == shipped
     weights = {p: p.stat().st_mtime_ns for p in retrained.rglob("model.safetensors")}
     assert main(argv) == 0  # a rerun trains nothing again
