@@ -106,7 +106,8 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
 
     pretrained = f"{args.hub}/{args.suite}/pretrained"
     # The real windows in x0 units: every variant starts from the same pre-trained token bounds.
-    x0, y = real_windows(PromptDiffuser.from_pretrained(pretrained, plm=plm), episodes)
+    reference = PromptDiffuser.from_pretrained(pretrained, plm=plm)
+    x0, y = real_windows(reference, episodes)
     rng = np.random.default_rng(args.seed)
     n = min(64, len(x0))  # history windows, one per prompt
     history = stack_windows([random_window(episodes[0], plm.settings.context, plm._segment_spec(), rng) for _ in range(n)])
@@ -144,7 +145,7 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
           f"{pretrained}; Prompt-DT-Expert return {returns.get('expert', float('nan')):.1f} "
           f"({args.episodes} episodes)")
     if ant:
-        real = np.median(prompt_direction(PromptDiffuser.from_pretrained(pretrained, plm=plm)._raw_prompt(x0, y)[0]))
+        real = np.median(prompt_direction(reference._raw_prompt(x0, y)[0]))
         print(f"goal direction {np.degrees(suite.spec.tasks[args.task][0]):.0f} degrees; the real windows' median "
               f"direction of travel {real:.0f}; prompt direction: the generated prompts' median")
     print("\n| rule[:weight] | median norm grad L_DM | median norm grad L_DT | median cosine | conflicts | RMS to own window "
