@@ -15,7 +15,7 @@ from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
 import torch
-from huggingface_hub import ModelHubMixin
+from huggingface_hub import EvalResult, ModelHubMixin
 from safetensors.torch import save_file
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
@@ -133,6 +133,15 @@ class JsonHubMixin(ModelHubMixin):
         if card.is_file():
             card.unlink()
         return super().save_pretrained(save_directory, **kwargs)
+
+    def generate_model_card(self, *args: Any, eval_results: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
+        """The Hub model card; ``eval_results`` (keyword arguments of ``huggingface_hub.EvalResult``, as
+        recorded by ``promptrl evaluate --record``) become its ``model-index`` metadata."""
+        card = super().generate_model_card(*args, **kwargs)
+        if eval_results:
+            card.data.model_name = kwargs.get("title") or type(self).__name__
+            card.data.eval_results = [EvalResult(**r) for r in eval_results]
+        return card
 
     load_arguments: ClassVar[frozenset[str]] = frozenset({"device"})
     """Keyword arguments of ``from_pretrained`` besides the Hub's and the settings overrides."""

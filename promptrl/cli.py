@@ -232,6 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     lines = [f"Command: `{command_line(args)}` ({args.episodes} episodes per task, seed {args.seed}).\n",
              f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
              "| per task |", "|---|---|---|"]
+    eval_results = []
     for label, policy, prompt in runs:
         result = evaluate(policy, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
                           progress_bar=True, tasks=args.tasks)
@@ -239,12 +240,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
         std = float(np.std(next(iter(result.returns.values())))) if one_task else result.std
         lines.append(f"| {label} | {result.mean:.1f} ± {std:.1f} | {per_task} |")
+        eval_results.append(_eval_result(args, label, result.mean, std))
     if args.record:
         if not Path(args.model).is_dir():
             raise ValueError("--record writes the results into a local model folder; the model is not one")
-        model.settings.model_card = {**(model.settings.model_card or {}), "results": "\n".join(lines)}
+        model.settings.model_card = {**(model.settings.model_card or {}), "results": "\n".join(lines),
+                                     "eval_results": eval_results}
         model.save_pretrained(args.model)
         print(f"recorded in {Path(args.model) / 'README.md'}")
+
+
+def _eval_result(args: argparse.Namespace, label: str, mean: float, std: float) -> dict[str, Any]:
+    """One measured return as keyword arguments of ``huggingface_hub.EvalResult`` (the card's
+    ``model-index``), in Stable-Baselines3's format: ``mean_reward`` valued ``"mean +/- std"``."""
+    tasks = f"tasks {', '.join(map(str, args.tasks))}" if args.tasks else f"{args.split} split"
+    what = {"none (MT-ORL)": "no prompt", "expert (the frozen PLM)": "the frozen PLM with expert prompts"}.get(label, f"{label} prompts")
+    return {"task_type": "reinforcement-learning", "task_name": "reinforcement-learning",
+            "dataset_type": load_suite(args.suite).env_id, "dataset_name": f"{args.suite} ({tasks})",
+            "dataset_split": args.split, "metric_type": "mean_reward", "metric_name": f"mean_reward ({what})",
+            "metric_value": f"{mean:.2f} +/- {std:.2f}", "verified": False}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:

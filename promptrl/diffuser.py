@@ -46,7 +46,7 @@ class PromptDiffuserSettings(GeneratorSettings):
     residual: bool = True
     """Residual noise MLP (dropout inside the residual branches, as improved-diffusion's blocks);
     False: a plain (Linear, Mish, Dropout) stack, where dropout is on the main path."""
-    model_card: dict[str, str] | None = None
+    model_card: dict[str, Any] | None = None
     """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
 
 

@@ -79,7 +79,7 @@ class PromptDTSettings(PromptDTConfig):
     """Observation std (set by the first ``learn``)."""
     steps_trained: int = 0
     """Gradient steps done so far."""
-    model_card: dict[str, str] | None = None
+    model_card: dict[str, Any] | None = None
     """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
 
     def network_config(self) -> PromptDTConfig:

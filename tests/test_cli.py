@@ -69,6 +69,15 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
     card = (folder / "README.md").read_text()
     assert "tasks [6] return (mean ± std over episodes)" in card and "| generated |" in card and "| expert (the frozen PLM) |" in card and "6: " in card
+    # the same numbers as the card's model-index, which the Hub shows as evaluation results
+    from huggingface_hub import ModelCard
+
+    index = ModelCard.load(folder / "README.md").data.eval_results
+    assert [r.metric_name for r in index] == ["mean_reward (generated prompts)", "mean_reward (the frozen PLM with expert prompts)"]
+    for r, label in zip(index, ["generated", "expert (the frozen PLM)"]):
+        mean, std = (float(x) for x in r.metric_value.split(" +/- "))
+        assert f"| {label} | {mean:.1f} ± {std:.1f} |" in card
+        assert r.task_type == "reinforcement-learning" and r.dataset_name == "mw-reach (tasks 6)" and r.dataset_type == "promptrl/MetaWorldReach-v0"
     capsys.readouterr()
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1"]) == 0  # no dataset of task 8
     out = capsys.readouterr().out
