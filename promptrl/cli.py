@@ -63,7 +63,7 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else home() / "plm" / args.suite
     out.mkdir(parents=True, exist_ok=True)
     hyper = {"use_prompt": not args.no_prompt, "batch_per_task": args.batch_per_task,
-             "warmup_steps": args.warmup_steps, "learning_rate": args.learning_rate}
+             "warmup_steps": args.warmup_steps, "learning_rate": args.learning_rate, "prompt_window": args.prompt_window}
     done = saved_steps(latest_folder(out / "checkpoint", "progress.json"))  # read, not loaded: train_plm loads it
     tensorboard = _tensorboard(out / "tensorboard")
     print(f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
@@ -100,7 +100,7 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
                     f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
                     f"({suite.spec.episodes[args.quality]} episodes each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
                     f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
-                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, seed {args.seed}.")
+                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, prompts: {s.prompt_window} windows, seed {args.seed}.")
 
         train_plm(suite, out, args.steps, quality=args.quality, device=args.device, seed=args.seed,
                   checkpoint_steps=args.checkpoint_steps, callback=log_step, on_checkpoint=after_checkpoint, model_card=card, **hyper)
@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-per-task", type=int, default=16, help="sequences per task in each batch (new runs)")
     p.add_argument("--warmup-steps", type=int, default=10_000, help="learning-rate warm-up (new runs)")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (new runs)")
+    p.add_argument("--prompt-window", choices=["random", "last"], default="random",
+                   help="where prompts are cut from expert episodes: anywhere, or their last K* steps as the reference Prompt-DT (new runs)")
     p.add_argument("--checkpoint-steps", type=int, default=1000, help="steps between atomic checkpoints")
     p.add_argument("--log-steps", type=int, default=100,
                    help="steps averaged into each row of progress.csv (and TensorBoard's train/loss, if installed)")

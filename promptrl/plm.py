@@ -43,6 +43,7 @@ from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment
 
 log = logging.getLogger(__name__)
 OBS_KEYS = ("states", "actions", "rtg", "timesteps", "mask")
+PROMPT_WINDOWS = ("random", "last")
 
 
 @dataclass
@@ -62,6 +63,10 @@ class PromptDTSettings(PromptDTConfig):
     """Sequences per task in each batch."""
     grad_clip: float = 0.25
     """Gradient-norm clip."""
+    prompt_window: str = "random"
+    """Where a prompt is cut from an expert episode, in training and for ``prompt="expert"``:
+    ``"random"`` (a window starting anywhere) or ``"last"`` (its last K* steps, as the reference
+    Prompt-DT code does)."""
     bf16: bool = True
     """bfloat16 autocast during training."""
     bf16_inference: bool = False
@@ -204,6 +209,8 @@ class PromptDT(
             raise TypeError("PromptDT needs an env (or obs_dim and act_dim)")
         if hyperparams.get("rtg_scale") is not None and not hyperparams["rtg_scale"] > 0:
             raise ValueError(f"rtg_scale must be positive, got {hyperparams['rtg_scale']!r}")
+        if hyperparams.get("prompt_window", "random") not in PROMPT_WINDOWS:
+            raise ValueError(f"prompt_window must be one of {PROMPT_WINDOWS}, got {hyperparams['prompt_window']!r}")
         if not hyperparams.get("use_prompt", True):
             hyperparams["prompt_length"] = 0
         self.settings = PromptDTSettings(**hyperparams)
@@ -221,7 +228,7 @@ class PromptDT(
         if s.state_mean is None or s.state_std is None or s.rtg_scale is None:
             raise RuntimeError("the model has no state statistics yet: call learn() first")
         return SegmentSpec(s.context, s.prompt_length, s.rtg_scale, np.asarray(s.state_mean, np.float32),
-                           np.asarray(s.state_std, np.float32), s.max_ep_len)
+                           np.asarray(s.state_std, np.float32), s.max_ep_len, s.prompt_window)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameter count of the network."""

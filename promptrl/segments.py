@@ -89,6 +89,8 @@ class SegmentSpec:
     state_mean: np.ndarray
     state_std: np.ndarray
     max_ep_len: int
+    prompt_window: str = "random"
+    """``"random"``: prompts start anywhere in an episode; ``"last"``: its last ``prompt_length`` steps."""
 
 
 def window(ep: Episode, start: int, length: int, spec: SegmentSpec) -> tuple[np.ndarray, ...]:
@@ -119,6 +121,13 @@ def random_window(ep: Episode, length: int, spec: SegmentSpec, rng: np.random.Ge
     return window(ep, int(rng.integers(0, len(ep))), length, spec)
 
 
+def prompt_window(ep: Episode, spec: SegmentSpec, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """A prompt cut from ``ep`` as ``spec.prompt_window`` says."""
+    if spec.prompt_window == "last":
+        return window(ep, max(0, len(ep) - spec.prompt_length), spec.prompt_length, spec)
+    return random_window(ep, spec.prompt_length, spec, rng)
+
+
 class SegmentSampler:
     """Seeded sampler of (history, prompt) batches over several tasks.
 
@@ -144,5 +153,5 @@ class SegmentSampler:
                 hist.append(random_window(ep, self.spec.context, self.spec, self.rng))
                 if self.prompts is not None:
                     pep = self.prompts[task][self.rng.integers(len(self.prompts[task]))]
-                    prompt.append(random_window(pep, self.spec.prompt_length, self.spec, self.rng))
+                    prompt.append(prompt_window(pep, self.spec, self.rng))
         return stack_windows(hist, device), (stack_windows(prompt, device) if prompt else None)

@@ -88,7 +88,8 @@ def resolve_prompt(model: PromptDT, prompt: PromptSource, rng: np.random.Generat
         prompt = load_suite(suite).dataset(task, prompt)
     if isinstance(prompt, minari.MinariDataset):
         episode = episodes_of(prompt, model.settings.obs_dim, model.settings.act_dim)[0]
-        prompt = prompt_from_episode(episode, length, rng=rng)
+        last = model.settings.prompt_window == "last"
+        prompt = prompt_from_episode(episode, length, start=max(0, len(episode) - length) if last else None, rng=rng)
     if not isinstance(prompt, Mapping):
         raise TypeError(f"prompt must be a dict of arrays, a MinariDataset, a quality name or a callable, got {type(prompt).__name__}")
     missing = [k for k in OBS_KEYS if k not in prompt]

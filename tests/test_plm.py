@@ -1,6 +1,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import promptrl
 from promptrl.datasets import create_datasets
@@ -293,3 +294,29 @@ def test_vector_wrapper_matches_single_wrapper(trained, mode):
             # NEXT_STEP: this step only restarted the sub-envs; its history holds just the reset observation.
             assert obs["mask"].sum(1).tolist() == [1, 1]
     assert obs["timesteps"][:, -1].max() < 10
+
+
+def test_last_prompt_window_cuts_the_end_of_episodes(reach_data, tmp_path):
+    """prompt_window="last": training prompts and expert prompts are an episode's last K* steps."""
+    from dataclasses import replace
+
+    from promptrl.plm import episodes_of
+    from promptrl.segments import SegmentSampler
+
+    suite, data = reach_data
+    model = PromptDT(suite, seed=0, prompt_window="last", **TINY).learn(data, total_steps=2, progress_bar=False)
+    episodes = {t: episodes_of(d, 39, 4) for t, d in zip(TASKS, data)}
+    horizon = len(episodes[6][0])
+    spec = model._segment_spec()
+    _, prompt = SegmentSampler(episodes, episodes, spec, seed=0).sample(3)
+    assert (prompt.timesteps == torch.arange(horizon - 5, horizon)).all() and (prompt.mask == 1).all()
+    env = PromptWrapper(gym.make("promptrl/MetaWorldReach-v0", task=6), model, prompt="expert", seed=0)
+    obs, _ = env.reset(seed=0)
+    assert obs["prompt_timesteps"].tolist() == list(range(horizon - 5, horizon))
+    model.save_pretrained(tmp_path / "plm")
+    assert PromptDT.from_pretrained(tmp_path / "plm").settings.prompt_window == "last"
+    # the default cuts windows anywhere; a typo is an error naming the choices
+    _, prompt = SegmentSampler(episodes, episodes, replace(spec, prompt_window="random"), seed=0).sample(3)
+    assert len(set(prompt.timesteps[:, -1].tolist())) > 1
+    with pytest.raises(ValueError, match="prompt_window must be one of"):
+        PromptDT(suite, prompt_window="end", **TINY)
