@@ -116,10 +116,11 @@ def raw_window(ep: Episode, start: int, length: int) -> tuple[np.ndarray, ...]:
 
 
 def whole_windows(episodes: list[Episode], length: int, limit: int | None = None,
-                  rng: np.random.Generator | None = None) -> list[tuple[np.ndarray, ...]]:
-    """Every whole ``length``-step window of the episodes, in order (see :func:`raw_window`); with
-    ``limit``, a random subset of that many (drawn with ``rng``, kept in order), chosen before cutting."""
-    starts = [(e, t) for e in episodes for t in range(len(e) - length + 1)]
+                  rng: np.random.Generator | None = None, last: bool = False) -> list[tuple[np.ndarray, ...]]:
+    """Every whole ``length``-step window of the episodes, in order (see :func:`raw_window`), or with
+    ``last`` only each episode's last one (a PLM with ``prompt_window="last"``); with ``limit``, a
+    random subset of that many (drawn with ``rng``, kept in order), chosen before cutting."""
+    starts = [(e, t) for e in episodes for t in (range(len(e) - length, len(e) - length + 1) if last else range(len(e) - length + 1))]
     if limit is not None and len(starts) > limit:
         starts = [starts[i] for i in np.sort(rng.choice(len(starts), limit, replace=False))]
     return [raw_window(e, t, length) for e, t in starts]
@@ -170,13 +171,14 @@ def choose_rows(row_tasks: Sequence[int], tasks: list[int | None], generator: to
 
 class PromptBank(nn.Module):
     """Real prompt windows (raw units) labeled with their task, kept as buffers so they are saved
-    with the method; at most ``limit`` windows per task, drawn with the method's seeded generator."""
+    with the method; at most ``limit`` windows per task, drawn with the method's seeded generator
+    (``last``: only the episodes' last windows, as the PLM's ``prompt_window="last"``)."""
 
     FIELDS = ("states", "actions", "rtg", "timesteps", "task")
 
-    def __init__(self, obs_dim: int, act_dim: int, length: int):
+    def __init__(self, obs_dim: int, act_dim: int, length: int, last: bool = False):
         super().__init__()
-        self.length = length
+        self.length, self.last = length, last
         self.register_buffer("states", torch.zeros(0, length, obs_dim))
         self.register_buffer("actions", torch.zeros(0, length, act_dim))
         self.register_buffer("rtg", torch.zeros(0, length))
@@ -191,7 +193,7 @@ class PromptBank(nn.Module):
         check_prompt_length(tasks, self.length)
         rows: list[tuple[int, tuple[np.ndarray, ...]]] = []
         for task, eps in tasks.items():
-            rows += [(task, w) for w in whole_windows(eps, self.length, limit, rng)]
+            rows += [(task, w) for w in whole_windows(eps, self.length, limit, rng, self.last)]
         device = self.task.device
         cols = [np.stack(c) for c in zip(*(w for _, w in rows))]  # states, actions, rewards, rtg, timesteps
         self.states, self.actions = (torch.as_tensor(c, dtype=torch.float32, device=device) for c in cols[:2])
@@ -286,7 +288,7 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         p = self.plm.settings
         self.module = nn.Module()
         if p.use_prompt:
-            self.bank = self.module.bank = PromptBank(p.obs_dim, p.act_dim, p.prompt_length).to(self.device)
+            self.bank = self.module.bank = PromptBank(p.obs_dim, p.act_dim, p.prompt_length, p.prompt_window == "last").to(self.device)
 
     def _state_module(self) -> nn.Module:
         """Everything saved in ``model.safetensors``: tuned parameters and buffers."""

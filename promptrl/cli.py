@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-per-task", type=int, default=16, help="sequences per task in each batch (new runs)")
     p.add_argument("--warmup-steps", type=int, default=10_000, help="learning-rate warm-up (new runs)")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (new runs)")
-    p.add_argument("--prompt-window", choices=["random", "last"], default="random",
+    p.add_argument("--prompt-window", choices=["random", "last"], default="last",
                    help="where prompts are cut from expert episodes: anywhere, or their last K* steps as the reference Prompt-DT (new runs)")
     p.add_argument("--checkpoint-steps", type=int, default=1000, help="steps between atomic checkpoints")
     p.add_argument("--log-steps", type=int, default=100,

@@ -184,7 +184,7 @@ class PromptGenerator(FrozenPLMMethod):
         rng = np.random.default_rng(self.settings.seed)
         self.settings.conditions = {}
         for task, eps in tasks.items():
-            y = self.encode(whole_windows(eps, length, keep, rng))[1].cpu().numpy().astype(np.float64)
+            y = self.encode(whole_windows(eps, length, keep, rng, self.plm.settings.prompt_window == "last"))[1].cpu().numpy().astype(np.float64)
             self.settings.conditions[str(task)] = np.round(y, 6).tolist()  # float32 precision, short JSON
 
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, Segment]:
@@ -194,7 +194,8 @@ class PromptGenerator(FrozenPLMMethod):
         for _ in range(self.settings.batch_size):
             eps = self._tasks[self._task_ids[rng.integers(len(self._task_ids))]]
             pe = eps[rng.integers(len(eps))]
-            prompts.append(raw_window(pe, int(rng.integers(0, len(pe))), p.prompt_length))
+            start = len(pe) - p.prompt_length if p.prompt_window == "last" else int(rng.integers(0, len(pe)))
+            prompts.append(raw_window(pe, start, p.prompt_length))
             histories.append(random_window(eps[rng.integers(len(eps))], p.context, self._seg_spec, rng))
         x0, y = self.encode(prompts)
         return x0, y, stack_windows(histories, self.device)

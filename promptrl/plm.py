@@ -63,10 +63,11 @@ class PromptDTSettings(PromptDTConfig):
     """Sequences per task in each batch."""
     grad_clip: float = 0.25
     """Gradient-norm clip."""
-    prompt_window: str = "random"
-    """Where a prompt is cut from an expert episode, in training and for ``prompt="expert"``:
-    ``"random"`` (a window starting anywhere) or ``"last"`` (its last K* steps, as the reference
-    Prompt-DT code does)."""
+    prompt_window: str = "last"
+    """Where a prompt is cut from an expert episode, in training, for ``prompt="expert"`` and for the
+    real prompt windows of the adaptation methods: ``"last"`` (its last K* steps, as the reference
+    Prompt-DT code does) or ``"random"`` (a window starting anywhere; what a ``config.json``
+    without this field was trained with)."""
     bf16: bool = True
     """bfloat16 autocast during training."""
     bf16_inference: bool = False
@@ -209,7 +210,7 @@ class PromptDT(
             raise TypeError("PromptDT needs an env (or obs_dim and act_dim)")
         if hyperparams.get("rtg_scale") is not None and not hyperparams["rtg_scale"] > 0:
             raise ValueError(f"rtg_scale must be positive, got {hyperparams['rtg_scale']!r}")
-        if hyperparams.get("prompt_window", "random") not in PROMPT_WINDOWS:
+        if hyperparams.get("prompt_window", "last") not in PROMPT_WINDOWS:
             raise ValueError(f"prompt_window must be one of {PROMPT_WINDOWS}, got {hyperparams['prompt_window']!r}")
         if not hyperparams.get("use_prompt", True):
             hyperparams["prompt_length"] = 0
@@ -432,6 +433,7 @@ class PromptDT(
         valid = {f.name for f in fields(PromptDTSettings)}
         if not isinstance(settings, dict) or set(settings) - valid or not {"obs_dim", "act_dim"} <= set(settings):
             raise ValueError(f"{CONFIG_NAME} in {model_id} is not a PromptDT config (keys {sorted(settings)})")
+        settings.setdefault("prompt_window", "random")  # configs written before the field existed
         model = cls(device=device, **{**settings, **(settings_overrides or {})})
         try:
             state = load_file(str(fetch(WEIGHTS_NAME)))

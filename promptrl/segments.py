@@ -2,8 +2,9 @@
 normalization, and seeded sampling of (history, prompt) segment pairs.
 
 A history window is K consecutive steps starting anywhere in an episode, left-padded (mask 0) when
-it runs past the episode's end; its prompt is a K*-step window of a randomly drawn episode of the
-same task's prompt data (expert demonstrations), as in Prompt-DT's prompt augmentation.
+it runs past the episode's end; its prompt is a K*-step window (the last K* steps, or with ``prompt_window="random"`` one starting
+anywhere) of a randomly drawn episode of the same task's prompt data (expert demonstrations), as in
+Prompt-DT's prompt augmentation.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class SegmentSpec:
     state_mean: np.ndarray
     state_std: np.ndarray
     max_ep_len: int
-    prompt_window: str = "random"
+    prompt_window: str = "last"
     """``"random"``: prompts start anywhere in an episode; ``"last"``: its last ``prompt_length`` steps."""
 
 

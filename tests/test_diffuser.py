@@ -189,7 +189,8 @@ def test_prompts_are_conditioned_on_their_own_task(setup):
 
 def test_condition_bank_is_capped_per_task(setup):
     """config.json keeps at most max_conditions conditions per task (a seeded subset)."""
-    suite, data, plm = setup
+    suite, data, _ = setup
+    plm = PromptDT(suite, seed=0, prompt_window="random", **TINY_PLM).learn(data, total_steps=2, progress_bar=False)
     a = PromptDiffuser(plm, max_conditions=7, **TINY).learn(data, progress_bar=False)
     b = PromptDiffuser(plm, max_conditions=7, **TINY).learn(data, progress_bar=False)
     assert all(len(rows) == 7 for rows in a.settings.conditions.values())
@@ -216,3 +217,25 @@ def test_pretrain_generator_saves_fine_tuning_settings_and_resumes(setup, tmp_pa
     assert (folder / "model.safetensors").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         pretrain_generator(plm, data, folder, 0)
+
+
+def test_last_window_plm_gets_last_window_prompts(setup):
+    """With a PLM trained on episodes' last windows (prompt_window="last", the default), the generator's
+    training prompts and conditions, and every method's prompt bank, are those last windows."""
+    from promptrl.adaptation import PromptBank, raw_window
+    from promptrl.segments import episodes_of
+
+    suite, data, plm = setup
+    assert plm.settings.prompt_window == "last"
+    episodes = {t: episodes_of(d, 39, 4) for t, d in zip((6, 9), data)}
+    last = {t: raw_window(eps[0], len(eps[0]) - 5, 5) for t, eps in episodes.items()}
+    pd = PromptDiffuser(plm, **TINY).learn(data, progress_bar=False)
+    for t in (6, 9):
+        assert np.allclose(pd.settings.conditions[str(t)], pd.encode([last[t]])[1].numpy(), atol=1e-5)
+    x0, _, _ = pd._sample_batch()
+    allowed = pd.encode(list(last.values()))[0]
+    assert torch.cdist(x0, allowed).min(1).values.max() < 1e-5
+    bank = PromptBank(39, 4, 5, last=True)
+    bank.fill(episodes, 1000, np.random.default_rng(0))
+    horizon = len(episodes[6][0])
+    assert len(bank) == 2 and bank.timesteps[:, -1].tolist() == [horizon - 1, horizon - 1]

@@ -1,3 +1,5 @@
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -315,8 +317,14 @@ def test_last_prompt_window_cuts_the_end_of_episodes(reach_data, tmp_path):
     assert obs["prompt_timesteps"].tolist() == list(range(horizon - 5, horizon))
     model.save_pretrained(tmp_path / "plm")
     assert PromptDT.from_pretrained(tmp_path / "plm").settings.prompt_window == "last"
-    # the default cuts windows anywhere; a typo is an error naming the choices
+    # "random" cuts windows anywhere, and a config written before the setting existed loads as
+    # "random" (what it was trained with); a typo is an error naming the choices
     _, prompt = SegmentSampler(episodes, episodes, replace(spec, prompt_window="random"), seed=0).sample(3)
     assert len(set(prompt.timesteps[:, -1].tolist())) > 1
+    assert PromptDT(suite, **TINY).settings.prompt_window == "last"
+    config = json.loads((tmp_path / "plm" / "config.json").read_text())
+    del config["prompt_window"]
+    (tmp_path / "plm" / "config.json").write_text(json.dumps(config))
+    assert PromptDT.from_pretrained(tmp_path / "plm").settings.prompt_window == "random"
     with pytest.raises(ValueError, match="prompt_window must be one of"):
         PromptDT(suite, prompt_window="end", **TINY)
