@@ -42,6 +42,7 @@ from promptrl.reproduce import (
     Budget,
     Context,
     build_method,
+    finished_cell,
     fresh_method,
     hardware,
     hub_folder,
@@ -83,7 +84,7 @@ def measure(ctx: Context, label: str, build: Callable[[str, Context, int, int], 
     ``collect=True`` runs nothing: the finished seeds only, None if there are none."""
     paths = [runs / label.replace(" ", "_") / f"seed{seed}.json" for seed in range(ctx.budget.seeds)]
     if collect:
-        paths = [p for p in paths if p.is_file()]
+        paths = [p for p in paths if finished_cell(label, ctx, p) is not None]
         if not paths:
             return None
     means = [run_cell(label, ctx, seed, path, build)["mean"] for seed, path in enumerate(paths)]

@@ -11,7 +11,9 @@ episodes; Prompt-DT-FT-Full: the whole expert dataset) and is evaluated on that 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import warnings
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -86,7 +88,7 @@ class Context:
     plm: Any = None
     mt_orl: Any = None
     models: Path | None = None
-    """Where fine-tuned prompt generators are kept (``<models>/<method>/seed<k>/task<t>/``), so a rerun
+    """Where fine-tuned prompt generators are kept (``<models>/<fingerprint>/<method>/seed<k>/task<t>/``, see :meth:`fingerprint`), so a rerun
     or an inference-only variant reuses them instead of fine-tuning again; None keeps nothing."""
 
     def load_models(self, methods: Sequence[str]) -> None:
@@ -105,6 +107,24 @@ class Context:
 
     def few_shot(self, task: int) -> Any:
         return self.suite.dataset(task, "expert", episodes=self.budget.few_shot_episodes)
+
+    def fingerprint(self, name: str) -> str:
+        """A short hash of the models method ``name`` is measured with: MT-ORL's model, or else the
+        PLM and the pre-trained generator in ``hub`` (weights and settings). Each cell keeps it, so
+        that a rerun after a model has changed measures again instead of reusing an old result."""
+        h = hashlib.sha256()
+        for model in (self.mt_orl,) if name == "MT-ORL" else (self.plm,):
+            if model is not None:
+                settings = {k: v for k, v in asdict(model.settings).items() if k != "model_card"}
+                h.update(json.dumps(settings, sort_keys=True).encode())
+                for key, value in sorted(model.network.state_dict().items()):
+                    h.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
+        if name != "MT-ORL":
+            for folder in (self.hub / "pretrained", self.hub):
+                if (folder / "model.safetensors").is_file():
+                    h.update((folder / "model.safetensors").read_bytes())
+                    break
+        return h.hexdigest()[:16]
 
 
 def fresh_method(name: str, ctx: Context, seed: int = 0) -> Any:
@@ -151,7 +171,8 @@ def _fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
     from promptrl.diffuser import PromptDiffuser
 
     trained_as = TRAINED_AS.get(name, name)
-    folder = None if ctx.models is None else ctx.models / trained_as.replace(" ", "_") / f"seed{seed}" / f"task{task}"
+    folder = None if ctx.models is None else (ctx.models / ctx.fingerprint(trained_as) / trained_as.replace(" ", "_")
+                                              / f"seed{seed}" / f"task{task}")
     if folder is not None and (folder / CONFIG_NAME).is_file():
         pd = PromptDiffuser.from_pretrained(folder, plm=ctx.plm, device=ctx.device)
     else:
@@ -168,12 +189,29 @@ def _fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
 Builder = Callable[[str, Context, int, int], Any]
 
 
+def finished_cell(name: str, ctx: Context, path: Path) -> dict[str, Any] | None:
+    """The cell saved at ``path`` if it was measured with the current models (a cell saved before
+    cells kept :meth:`Context.fingerprint` counts as current), else None, with a warning when it
+    was measured with other models."""
+    if not path.is_file():
+        return None
+    cell = json.loads(path.read_text())
+    current = ctx.fingerprint(name)
+    if cell.get("models", current) != current:
+        warnings.warn(f"{path} was measured with other models (fingerprint {cell['models']}, now {current}): "
+                      "not reused", stacklevel=2)
+        return None
+    return cell
+
+
 def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = build_method) -> dict[str, Any]:
     """One (method, seed): adapt (``build(name, ctx, task, seed)``) and evaluate on every test task;
     the JSON at ``path`` (returns per task, their mean, wall seconds spent adapting and evaluating,
-    the hardware) makes it resumable."""
-    if path.is_file():
-        return json.loads(path.read_text())
+    the hardware, the models' fingerprint) makes it resumable: a rerun reuses it while the models
+    are the same."""
+    cell = finished_cell(name, ctx, path)
+    if cell is not None:
+        return cell
     returns: dict[str, list[float]] = {}
     seconds = {"adapt": 0.0, "evaluate": 0.0}
     for task in ctx.tasks:
@@ -187,7 +225,8 @@ def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = bu
         returns[str(task)] = result.returns[task]
     cell = {"method": name, "seed": seed, "returns": returns,
             "mean": float(np.mean([np.mean(r) for r in returns.values()])),
-            "seconds": {k: round(v, 1) for k, v in seconds.items()}, "hardware": hardware()}
+            "seconds": {k: round(v, 1) for k, v in seconds.items()}, "hardware": hardware(),
+            "models": ctx.fingerprint(name)}
     write_json(path, cell)
     return cell
 
@@ -292,7 +331,7 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
     cells = [(m, s) for m in methods for s in (range(budget.seeds) if seed_list is None else seed_list)]
     for name, seed in tqdm(cells, desc=f"reproduce {suite_name}", disable=collect):
         path = cell_path(runs, name, seed, budget)
-        if collect and not path.is_file():
+        if collect and finished_cell(name, ctx, path) is None:
             continue
         cell = run_cell(name, ctx, seed, path)
         summary.setdefault(name, {"seeds": []})["seeds"].append(cell["mean"])

@@ -4,10 +4,12 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 import promptrl
 from promptrl.cli import main
 from promptrl.datasets import create_datasets
+from promptrl.plm import PromptDT
 from conftest import make_tiny_hub
 from promptrl.reproduce import METHODS, Budget, cell_path, reproduce_suite, suite_table, table1, write_results
 
@@ -38,6 +40,18 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     path.write_text(json.dumps(cell))
     again = reproduce_suite("mw-reach", TINY_BUDGET, ["MT-ORL"], out, hub, tasks=[6])
     assert again["MT-ORL"]["mean"] == 12345.0
+    # ... while the models are the same: after MT-ORL's weights change its cell is measured again
+    # (with a warning), and --collect leaves the old one out; the other cells stay.
+    mt_orl = PromptDT.from_pretrained(hub / "mw-reach" / "mt-orl")
+    with torch.no_grad():
+        next(mt_orl.network.parameters()).add_(1.0)
+    mt_orl.save_pretrained(hub / "mw-reach" / "mt-orl")
+    with pytest.warns(UserWarning, match="measured with other models"):
+        assert "MT-ORL" not in reproduce_suite("mw-reach", TINY_BUDGET, ["MT-ORL"], out, hub, tasks=[6], collect=True)
+    with pytest.warns(UserWarning, match="measured with other models"):
+        again = reproduce_suite("mw-reach", TINY_BUDGET, ["MT-ORL", "Prompt-DT-Expert"], out, hub, tasks=[6])
+    assert again["MT-ORL"]["mean"] != 12345.0 and json.loads(path.read_text())["models"] != cell["models"]
+    assert again["Prompt-DT-Expert"]["seeds"] == summary["Prompt-DT-Expert"]["seeds"]
     # FT-Full's cells are kept per full-data budget: another --full-epochs does not reuse them.
     longer = dataclasses.replace(TINY_BUDGET, full_epochs=2)
     assert longer.tag() == TINY_BUDGET.tag()
@@ -57,7 +71,9 @@ def test_fine_tuned_generators_are_kept_and_reused(hub, tmp_path, monkeypatch):
     from promptrl.diffuser import PromptDiffuser
 
     first = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
-    saved = tmp_path / "models" / "mw-reach" / TINY_BUDGET.adaptation_tag() / "Prompt_Diffuser" / "seed0" / "task6"
+    kept = tmp_path / "models" / "mw-reach" / TINY_BUDGET.adaptation_tag()
+    (fingerprint,) = [d.name for d in kept.iterdir()]  # kept per models: another PLM or generator does not reuse them
+    saved = kept / fingerprint / "Prompt_Diffuser" / "seed0" / "task6"
     assert (saved / "config.json").is_file() and (saved / "model.safetensors").is_file()
     monkeypatch.setattr(PromptDiffuser, "learn", lambda *a, **k: pytest.fail("fine-tuned again instead of loading"))
     cold = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser (T=0)"], tmp_path, hub, tasks=[6])
