@@ -192,14 +192,14 @@ def _pretrain_generator(args: argparse.Namespace, suite, plm, folder: Path) -> N
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The command as typed, for model cards and result files (without ``--out``: where a run kept its
-    files is nobody else's business)."""
+    """The command as typed, for model cards and result files (without ``--out`` and ``--hub``: where a
+    run kept its files is nobody else's business)."""
     import shlex
 
     words, skip = [], False
     for a in args.argv:
-        if skip or a == "--out" or a.startswith("--out="):
-            skip = a == "--out"
+        if skip or a in ("--out", "--hub") or a.startswith(("--out=", "--hub=")):
+            skip = a in ("--out", "--hub")
             continue
         words.append(a)
     return "promptrl " + " ".join(shlex.quote(a) for a in words)

@@ -104,3 +104,14 @@ def test_train_diffuser_finetunes_into_the_hub_folder(tmp_path, capsys):
     assert "--temperature 0" in card and "test task 6" in card and "sampling temperature 0;" in card
     assert main(args[:-2] + ["--hub", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_command_line_leaves_out_where_files_live():
+    """Cards record the command without --out and --hub (folders of the machine that ran it)."""
+    import argparse
+
+    from promptrl.cli import command_line
+
+    argv = ["train", "diffuser", "ant-dir", "--hub", "/somewhere/hub", "--stage", "pretrain", "--out=/x", "--threads", "1"]
+    assert command_line(argparse.Namespace(argv=argv)) == "promptrl train diffuser ant-dir --stage pretrain --threads 1"
+
