@@ -305,8 +305,7 @@ def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_
                     for seed in range(b.seeds)]
 
         pd = build_method("Prompt Diffuser", ctx, task, 0)
-        p = ctx.plm.settings
-        windows = whole_windows(episodes_of(few), p.prompt_length, n_prompts, np.random.default_rng(0), p.prompt_window == "last")
+        windows = whole_windows(episodes_of(few), ctx.plm.settings.prompt_length, n_prompts, np.random.default_rng(0))
         generated = pd.generate_prompt(len(windows), conditions=pd.encode(windows)[1])
         tuned, starts, returns = [], [], {"expert": score(build_method("Prompt-DT-Expert", ctx, task, 0)), "Prompt Diffuser": score(pd)}
         for seed in range(n_prompts):
@@ -379,8 +378,7 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
     pd.set_random_seed(seed)
     task = int(sorted(pd.settings.conditions, key=int)[0])
     p = pd.plm.settings
-    windows = whole_windows(episodes_of(load_suite(suite_name).dataset(task, "expert", episodes=1)), p.prompt_length,
-                           last=p.prompt_window == "last")
+    windows = whole_windows(episodes_of(load_suite(suite_name).dataset(task, "expert", episodes=1)), p.prompt_length)
     real = pd.encode(windows)[0].cpu().numpy()  # (M, x_dim)
     chain = pd.denoising_chain(n, task=task).cpu().numpy()  # (N + 1, n, K*, d), chain[0] = x_N
     N, K, d = chain.shape[0] - 1, chain.shape[2], chain.shape[3]

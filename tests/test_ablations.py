@@ -53,7 +53,8 @@ def test_generator_conditions_from_prompt_data_and_zero_shot(hub):
     pd.learn(expert, epochs=1, steps_per_epoch=1, progress_bar=False, prompt_data=random)
     length = pd.plm.settings.prompt_length
     rng = np.random.default_rng(pd.settings.seed)
-    want = pd.encode(whole_windows(episodes_of(random), length, pd.settings.max_conditions, rng))[1]
+    last = pd.plm.settings.prompt_window == "last"
+    want = pd.encode(whole_windows(episodes_of(random), length, pd.settings.max_conditions, rng, last))[1]
     assert np.allclose(pd.settings.conditions["2"], want.numpy(), atol=1e-5)  # y(tau*_initial) of the random data
 
     pd.settings.target_rtg = 123.0
