@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptrl.adaptation import whole_windows
+from promptrl.adaptation import raw_window, whole_windows
 from promptrl.checkpoint import atomic_file, csv_text, write_text_atomic
 from promptrl.datasets import create_datasets
 from promptrl.diffuser import pretrain_generator
@@ -278,56 +278,64 @@ def prompt_features(plm: Any, prompts: Sequence[dict[str, Any]]) -> np.ndarray:
     return np.stack(rows)
 
 
-def _window_dict(w: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
-    states, actions, _, rtg, timesteps = w
-    return {"states": states, "actions": actions, "rtg": rtg, "timesteps": timesteps}
-
-
 def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
                       hub_root: str | Path = "hub_models", device: str = "cpu", n_prompts: int = 8,
                       command: str = "promptrl ablate prompts ant-dir-ood") -> Path:
-    """Table 6 and Fig. 5 on the suite's first test task: ``n_prompts`` expert windows of its few-shot
-    data; Prompt-Tuning DT tuned from each (one run per seed 0..n-1, paired with its initial window);
-    the fine-tuned Prompt Diffuser generating one prompt per window's conditions. Linear CKA of each
-    method's prompts to their expert windows, the test return (mean ± std over seeds of the
-    evaluation) of expert prompts, the seed-0 Prompt-Tuning DT and the Prompt Diffuser, and a t-SNE plot."""
+    """Table 6 and Fig. 5 on the suite's first test task: ``n_prompts`` expert windows, one from each
+    of ``n_prompts`` distinct expert episodes of the task (cut as the PLM's ``prompt_window`` cuts
+    prompts, so they differ for a last-window PLM too); Prompt-Tuning DT tuned on the few-shot data
+    from each window (seed i from window i); the fine-tuned Prompt Diffuser generating one prompt per
+    window's conditions. Linear CKA of each method's prompts to those windows, the test return (mean
+    ± std over seeds of the evaluation) of expert prompts, the seed-0 Prompt-Tuning DT and the Prompt
+    Diffuser, and a t-SNE plot. The result is cached with the models' fingerprint."""
+    import minari
+
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, 1)
     task, runs = ctx.tasks[0], _runs(out, "prompts", suite_name, budget, ctx.tasks)
     cache = runs / f"prompts-n{n_prompts}.json"
-    if cache.is_file():
-        data = json.loads(cache.read_text())
-    else:
-        few, b = ctx.few_shot(task), ctx.budget
+    data = finished_cell("Prompt Diffuser", ctx, cache)
+    if data is None or "expert" not in data["features"]:  # (or cached before both methods shared their windows)
+        few, b, length = ctx.few_shot(task), ctx.budget, ctx.plm.settings.prompt_length
+        expert = ctx.suite.dataset(task, "expert")
+        if not isinstance(n_prompts, int) or not 2 <= n_prompts <= expert.total_episodes:
+            raise ValueError(f"n_prompts must be an integer in [2, {expert.total_episodes}] (one prompt per expert "
+                             f"episode of task {task}), got {n_prompts!r}")
+        chosen = np.sort(np.random.default_rng(0).choice(expert.total_episodes, n_prompts, replace=False))
 
         def score(model: Any) -> list[float]:
             return [evaluate(model, ctx.suite, tasks=[task], n_episodes=b.episodes, prompt=None, seed=seed).mean
                     for seed in range(b.seeds)]
 
         pd = build_method("Prompt Diffuser", ctx, task, 0)
-        windows = whole_windows(episodes_of(few), ctx.plm.settings.prompt_length, n_prompts, np.random.default_rng(0))
-        generated = pd.generate_prompt(len(windows), conditions=pd.encode(windows)[1])
-        tuned, starts, returns = [], [], {"expert": score(build_method("Prompt-DT-Expert", ctx, task, 0)), "Prompt Diffuser": score(pd)}
-        for seed in range(n_prompts):
-            pt = build_method("Prompt-Tuning DT", ctx, task, seed)
-            starts.append(pt.bank.sample(1, task, pt._generator)[0])
+        starts, tuned, windows = [], [], []
+        returns = {"expert": score(build_method("Prompt-DT-Expert", ctx, task, 0)), "Prompt Diffuser": score(pd)}
+        for seed, index in enumerate(chosen):
+            one = minari.MinariDataset(expert.storage, episode_indices=np.array([index]))
+            pt = _adapt("Prompt-Tuning DT", ctx, task, seed, few, prompt_data=one)
+            start = pt.bank.sample(1, task, pt._generator)[0]  # the bank holds its one initial window
+            starts.append(start)
             tuned.append(pt.generate_prompt(1)[0])
+            windows.append(raw_window(episodes_of(one)[0], int(start["timesteps"][0]), length))
             if seed == 0:
                 returns["Prompt-Tuning DT"] = score(pt)
-        feats = {"expert (PD conditions)": prompt_features(ctx.plm, [_window_dict(w) for w in windows]),
-                 "Prompt Diffuser": prompt_features(ctx.plm, generated),
-                 "expert (PTDT initial)": prompt_features(ctx.plm, starts),
+        generated = pd.generate_prompt(len(windows), conditions=pd.encode(windows)[1])
+        feats = {"expert": prompt_features(ctx.plm, starts), "Prompt Diffuser": prompt_features(ctx.plm, generated),
                  "Prompt-Tuning DT": prompt_features(ctx.plm, tuned)}
-        data = {"features": {k: v.tolist() for k, v in feats.items()}, "returns": returns}
+        data = {"features": {k: v.tolist() for k, v in feats.items()}, "returns": returns,
+                "episodes": [int(i) for i in chosen], "models": ctx.fingerprint("Prompt Diffuser")}
         write_json(cache, data)
     feats = {k: np.asarray(v) for k, v in data["features"].items()}
-    sim = {"Prompt-Tuning DT": linear_cka(feats["expert (PTDT initial)"], feats["Prompt-Tuning DT"]),
-           "Prompt Diffuser": linear_cka(feats["expert (PD conditions)"], feats["Prompt Diffuser"])}
+    sim = {name: linear_cka(feats["expert"], feats[name]) for name in ("Prompt-Tuning DT", "Prompt Diffuser")}
     returns = {k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in data["returns"].items()}
     ref = paper("table6_ant_dir_ood_cka") if suite_name == "ant-dir-ood" else {"similarity": {}, "return": {}}
-    body = [f"Task {task}; {n_prompts} prompts per method; features: the prompt as the PLM reads it (normalized states, "
-            "actions, return-to-go / scale), flattened. CKA of each method's prompts to the expert windows they start "
-            "from (Prompt-Tuning DT: its initial window; Prompt Diffuser: the window whose conditions it was given).\n",
+    window = "last" if ctx.plm.settings.prompt_window == "last" else "a random"
+    body = [f"Task {task}; {n_prompts} prompts per method; expert windows: {window} {ctx.plm.settings.prompt_length}-step "
+            f"window of each of {n_prompts} distinct expert episodes of the task (as the PLM's prompts are cut). Prompt-Tuning "
+            "DT run i starts from window i and tunes on the few-shot data; the Prompt Diffuser generates one prompt from "
+            "each window's conditions (returns-to-go, timesteps). Features: the prompt as the PLM reads it (normalized "
+            "states, actions, return-to-go / scale), flattened; CKA of each method's prompts to the expert windows. "
+            "Test return of Prompt-Tuning DT: run 0.\n",
             "| | similarity (CKA) | paper | test return | paper |", "|---|---|---|---|---|"]
     rows = []
     for name in ("expert", "Prompt-Tuning DT", "Prompt Diffuser"):
@@ -337,9 +345,7 @@ def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_
         rows.append({"method": name, "cka": round(s, 4), "return_mean": round(r["mean"], 2), "return_std": round(r["std"], 2)})
     md = _write(out, f"prompts-{suite_name}", f"Prompt similarity (Table 6) and t-SNE (Fig. 5), {suite_name}", command, budget,
                 body + [f"\n![t-SNE](prompts-{suite_name}.png)"], rows)
-    _plot_tsne({"expert": np.concatenate([feats["expert (PD conditions)"], feats["expert (PTDT initial)"]]),
-                "Prompt-Tuning DT": feats["Prompt-Tuning DT"], "Prompt Diffuser": feats["Prompt Diffuser"]},
-               out / f"prompts-{suite_name}.png", f"{suite_name}, task {task}")
+    _plot_tsne(feats, out / f"prompts-{suite_name}.png", f"{suite_name}, task {task}")
     return md
 
 
@@ -364,11 +370,15 @@ def _plot_tsne(groups: dict[str, np.ndarray], path: Path, title: str) -> None:
 
 
 # ---------------------------------------------------------------------- Fig. 4
+MAX_REAL_WINDOWS = 2000
+
+
 def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablations", hub_root: str | Path = "hub_models",
               device: str = "cpu", n: int = 64, seed: int = 0, command: str = "promptrl ablate denoising cheetah-vel") -> Path:
     """Fig. 4: ``n`` prompts of the shipped Prompt Diffuser through the reverse chain, for the task it
     was fine-tuned on. Each panel shows their tokens at one step (coloured by position in the prompt)
-    beside the tokens of every real window of the task's few-shot episode (grey), projected on the
+    beside the tokens of real windows of the task's expert episodes (grey; cut as the PLM cuts its
+    prompts: each episode's last window, or up to ``MAX_REAL_WINDOWS`` random ones), projected on the
     real tokens' two principal axes; the table gives, per step, the RMS distance of each prompt to its
     nearest real window (normalized units; 0 = a copy of one)."""
     from promptrl.diffuser import PromptDiffuser
@@ -378,7 +388,9 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
     pd.set_random_seed(seed)
     task = int(sorted(pd.settings.conditions, key=int)[0])
     p = pd.plm.settings
-    windows = whole_windows(episodes_of(load_suite(suite_name).dataset(task, "expert", episodes=1)), p.prompt_length)
+    last = p.prompt_window == "last"  # the real windows are cut as the PLM's prompts are
+    windows = whole_windows(episodes_of(load_suite(suite_name).dataset(task, "expert")), p.prompt_length,
+                            MAX_REAL_WINDOWS, np.random.default_rng(seed), last)
     real = pd.encode(windows)[0].cpu().numpy()  # (M, x_dim)
     chain = pd.denoising_chain(n, task=task).cpu().numpy()  # (N + 1, n, K*, d), chain[0] = x_N
     N, K, d = chain.shape[0] - 1, chain.shape[2], chain.shape[3]
@@ -387,7 +399,8 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
     axes = np.linalg.svd(real_tokens - center, full_matrices=False)[2][:2]
     snapshots = sorted({N, 3 * N // 4, N // 2, N // 4, N // 10, 0}, reverse=True)
     rows, body = [], [f"{n} prompts for task {task} (the shipped model's fine-tuning task); step k = {N} is pure noise, "
-                      f"k = 0 the generated prompt; {len(real)} real windows of the task's few-shot episode.\n",
+                      f"k = 0 the generated prompt; {len(real)} real windows: the {'last' if last else 'random'} "
+                      f"{p.prompt_length}-step windows of the task's expert episodes, cut as the PLM's prompts are.\n",
                       "| step k | RMS distance to the nearest real window (mean over prompts) |", "|---|---|"]
     for k in snapshots:
         x = chain[N - k].reshape(n, -1)

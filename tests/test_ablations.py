@@ -97,9 +97,19 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     ablations.zero_shot("cheetah-vel", TINY, out, hub, n_tasks=1)
     assert [r["setting"] for r in _csv(out / "zero-shot-cheetah-vel.csv")][-1] == "Prompt Diffuser zero-shot"
 
-    ablations.prompt_similarity("cheetah-vel", TINY, out, hub, n_prompts=3)
+    with pytest.raises(ValueError, match="n_prompts must be an integer in \\[2, 2\\]"):
+        ablations.prompt_similarity("cheetah-vel", TINY, out, hub, n_prompts=3)  # one prompt per expert episode
+    ablations.prompt_similarity("cheetah-vel", TINY, out, hub, n_prompts=2)
     sim = {r["method"]: float(r["cka"]) for r in _csv(out / "prompts-cheetah-vel.csv")}
     assert sim["expert"] == 1.0 and 0 <= sim["Prompt Diffuser"] <= 1 and 0 <= sim["Prompt-Tuning DT"] <= 1
+    # A last-window PLM still gets distinct initial windows: one per expert episode, each a real last window.
+    cache = json.loads(next((out / "runs" / "prompts").rglob("prompts-n2.json")).read_text())
+    starts = np.asarray(cache["features"]["expert"])
+    assert cache["episodes"] == [0, 1] and not np.allclose(starts[0], starts[1])
+    plm = promptrl.PromptDT.from_pretrained(hub / "cheetah-vel" / "plm")
+    last = [ablations.prompt_features(plm, [dict(zip(("states", "actions", "rewards", "rtg", "timesteps"), w))])[0]
+            for w in whole_windows(episodes_of(promptrl.load_suite("cheetah-vel").dataset(2, "expert")), 5, last=True)]
+    np.testing.assert_allclose(starts, np.stack(last), rtol=1e-5, atol=1e-5)
     assert (out / "prompts-cheetah-vel.png").stat().st_size > 0
 
 
