@@ -329,7 +329,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     elif args.name == "prompts":
         md = a.prompt_similarity(suite, budget, n_prompts=args.n_prompts or 8, **common)
     else:
-        md = a.denoising(suite, n=args.n_prompts or 64, **common)
+        md = a.denoising(suite, n=args.n_prompts or 64, temperature=args.temperature, **common)
     print(md.read_text())
     print(f"written {md}")
 
@@ -447,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator-steps", type=int, default=2000, help="prompt-length: generator pre-training steps")
     p.add_argument("--n-prompts", type=int, default=None,
                    help="prompts: prompts per method (default 8); denoising: prompts drawn (default 64)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="denoising: sampling temperature (default: the shipped model's)")
     p.add_argument("--out", default="results/ablations", help="results folder")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument("--device", default="cpu")

@@ -119,6 +119,14 @@ def test_cli_denoising(hub, tmp_path, capsys):
     rows = _csv(out / "denoising-cheetah-vel.csv")
     assert rows[0]["step"] == "4" and rows[-1]["step"] == "0" and (out / "denoising-cheetah-vel.png").is_file()
     assert "RMS distance" in capsys.readouterr().out
+    shipped = json.loads((hub / "cheetah-vel" / "config.json").read_text())["temperature"]
+    other = 1.0 if shipped != 1.0 else 0.0  # another temperature: its own files, the shipped ones stay
+    assert main(["ablate", "denoising", "cheetah-vel", "--hub", str(hub), "--out", str(out), "--n-prompts", "4",
+                 "--temperature", str(other)]) == 0
+    assert f"at temperature {other:g}" in (out / f"denoising-cheetah-vel-T{other:g}.md").read_text()
+    assert (out / f"denoising-cheetah-vel-T{other:g}.png").is_file() and len(_csv(out / "denoising-cheetah-vel.csv")) == len(rows)
+    with pytest.raises(ValueError, match="temperature must be in"):
+        ablations.denoising("cheetah-vel", out, hub, n=4, temperature=1.5)
     assert main(["ablate", "zero-shot", "all", "--hub", str(hub)]) == 2  # one suite only
 
 
