@@ -1,6 +1,6 @@
 """Evaluation throughput of a Prompt-DT in env-steps/s, against the raw simulator and a naive loop.
 
-    python benchmarks/eval_throughput.py [--suite cheetah-vel] [--sizes 1 16 64 256] [--steps 200]
+    python benchmarks/eval_throughput.py [--suite cheetah-vel] [--sizes 1 16 64 256] [--steps 200] [--device cpu]
 
 (a) raw: the simulator alone with random actions in a SyncVectorEnv of n envs;
 (b) naive: one env, a full forward over the whole context every step (all K action predictions,
@@ -76,13 +76,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="the model's device (the simulators run on the CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suite = promptrl.load_suite(args.suite)
-    model = PromptDT(suite, state_mean=[0.0] * suite.spec.obs_dim, state_std=[1.0] * suite.spec.obs_dim)
+    model = PromptDT(suite, device=args.device, state_mean=[0.0] * suite.spec.obs_dim, state_std=[1.0] * suite.spec.obs_dim)
+    naive(model, suite, 10)  # warm-up: the first forwards (on a GPU, of each dtype) pay a start-up
+    for bf16 in (False, True):
+        model.settings.bf16_inference = bf16
+        ours(model, suite, 1, 10)
+    model.settings.bf16_inference = False
     base = naive(model, suite, args.steps)
+    where = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "CPU"
     print(f"{args.suite}, {args.steps} steps per episode, torch threads {args.threads}, reference-size Prompt-DT "
-          f"({model.num_parameters():,} parameters)\n")
+          f"({model.num_parameters():,} parameters) on {where}\n")
     print("| parallel episodes | raw simulator (a) | naive loop (b) | ours | ours, bf16_inference | ours / (a) | ours / (b) "
           "| bf16 / (a) | bf16 / (b) |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -2,7 +2,7 @@
 Hugging Face ``transformers`` GPT-2 (the reference implementation's backbone).
 
     pip install transformers   # benchmark-only dependency
-    python benchmarks/train_step.py [--batch 560] [--repeats 5] [--threads 2]
+    python benchmarks/train_step.py [--batch 560] [--repeats 5] [--threads 2] [--device cpu]
 
 Both models: embed 128, 3 layers, 1 head, MLP 512 with ReLU, dropout 0.1, AdamW, a prompt of 5
 steps and a history of 20 (75 tokens per sequence); the batch is the reference one (16 sequences x
@@ -47,24 +47,29 @@ class GPT2DecisionTransformer(nn.Module):
         return self.head(h[:, -3 * K:].reshape(B, K, 3, -1)[:, :, 1])
 
 
-def batch(n: int) -> tuple[Segment, Segment]:
+def batch(n: int, device: torch.device) -> tuple[Segment, Segment]:
     g = torch.Generator().manual_seed(0)
 
     def seg(L: int) -> Segment:
-        return Segment(torch.randn(n, L, OBS, generator=g), torch.rand(n, L, ACT, generator=g) * 2 - 1,
-                       torch.randn(n, L, 1, generator=g), torch.randint(0, 200, (n, L), generator=g), torch.ones(n, L))
+        arrays = (torch.randn(n, L, OBS, generator=g), torch.rand(n, L, ACT, generator=g) * 2 - 1,
+                  torch.randn(n, L, 1, generator=g), torch.randint(0, 200, (n, L), generator=g), torch.ones(n, L))
+        return Segment(*(a.to(device) for a in arrays))
 
     return seg(K), seg(KP)
 
 
 def step_time(model: nn.Module, opt: torch.optim.Optimizer, data: tuple[Segment, Segment], bf16: bool) -> float:
     history, prompt = data
+    device = history.states.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     t = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = (model(history, prompt) - history.actions).pow(2).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    sync()
     return time.perf_counter() - t
 
 
@@ -73,13 +78,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=560)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     cfg = PromptDTConfig(OBS, ACT, context=K, prompt_length=KP)
     torch.manual_seed(0)
-    models = {"promptrl PromptDT (SDPA)": PromptDTNetwork(cfg), "transformers GPT-2 DT": GPT2DecisionTransformer(cfg)}
+    models = {"promptrl PromptDT (SDPA)": PromptDTNetwork(cfg).to(device),
+              "transformers GPT-2 DT": GPT2DecisionTransformer(cfg).to(device)}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
-    data = batch(args.batch)
+    data = batch(args.batch, device)
     times: dict[tuple[str, bool], list[float]] = {}
     for bf16 in (False, True):
         for name in models:
@@ -87,12 +95,13 @@ def main() -> None:
         for _ in range(args.repeats):
             for name in models:
                 times.setdefault((name, bf16), []).append(step_time(models[name], opts[name], data, bf16))
-    print(f"batch {args.batch} sequences x {3 * (K + KP)} tokens, torch threads {args.threads}, median of {args.repeats}\n")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, torch threads {args.threads}"
+    print(f"batch {args.batch} sequences x {3 * (K + KP)} tokens, {where}, median of {args.repeats}\n")
     print("| model | parameters | float32 s/step | bf16 autocast s/step |")
     print("|---|---|---|---|")
     med = {k: statistics.median(v) for k, v in times.items()}
     for name, m in models.items():
-        print(f"| {name} | {sum(p.numel() for p in m.parameters()):,} | {med[(name, False)]:.3f} | {med[(name, True)]:.3f} |")
+        print(f"| {name} | {sum(p.numel() for p in m.parameters()):,} | {med[(name, False)]:.4f} | {med[(name, True)]:.4f} |")
     ours, ref = list(models)
     print(f"\nRESULT speedup_fp32={med[(ref, False)] / med[(ours, False)]:.2f} speedup_bf16={med[(ref, True)] / med[(ours, True)]:.2f}")
 

@@ -100,7 +100,8 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
                     f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
                     f"({suite.spec.episodes[args.quality]} episodes each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
                     f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
-                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, prompts: {s.prompt_window} windows, seed {args.seed}.")
+                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, "
+                    f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}.")
 
         train_plm(suite, out, args.steps, quality=args.quality, device=args.device, seed=args.seed,
                   checkpoint_steps=args.checkpoint_steps, callback=log_step, on_checkpoint=after_checkpoint, model_card=card, **hyper)
