@@ -129,6 +129,37 @@ def prompt_window(ep: Episode, spec: SegmentSpec, rng: np.random.Generator) -> t
     return random_window(ep, spec.prompt_length, spec, rng)
 
 
+class EpisodeBank:
+    """Episodes of several tasks stored end to end, normalized once, so that many windows are cut
+    with one gather instead of one :func:`window` call each (the same arrays, bit for bit)."""
+
+    def __init__(self, episodes: dict[int, list[Episode]], spec: SegmentSpec):
+        self.spec = spec
+        flat = [ep for task in sorted(episodes) for ep in episodes[task]]
+        self.lengths = np.array([len(ep) for ep in flat], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        first = np.cumsum([0] + [len(episodes[t]) for t in sorted(episodes)])
+        self.first = {task: int(first[i]) for i, task in enumerate(sorted(episodes))}  # task -> its first episode's index
+        self.states = (np.concatenate([ep.observations for ep in flat]) - spec.state_mean) / spec.state_std
+        self.actions = np.concatenate([ep.actions for ep in flat])
+        self.rtg = np.concatenate([ep.rtg for ep in flat]) / spec.rtg_scale
+
+    def windows(self, episodes: np.ndarray, starts: np.ndarray, length: int, device: torch.device | str = "cpu") -> Segment:
+        """Windows [start, start + length) of the given episodes (bank indices), left-padded as :func:`window`."""
+        n = np.minimum(length, self.lengths[episodes] - starts)  # real steps per window
+        pad = (length - n)[:, None]
+        j = np.arange(length)[None, :]
+        valid = j >= pad
+        t = starts[:, None] + j - pad  # step within the episode
+        src = np.where(valid, self.offsets[episodes][:, None] + t, 0)
+        arrays = (np.where(valid[..., None], self.states[src], np.float32(0)).astype(np.float32),
+                  np.where(valid[..., None], self.actions[src], np.float32(0)).astype(np.float32),
+                  np.where(valid, self.rtg[src], np.float32(0)).astype(np.float32)[..., None],
+                  np.where(valid, np.minimum(t, self.spec.max_ep_len - 1), 0).astype(np.int64),
+                  valid.astype(np.float32))
+        return Segment(*(torch.as_tensor(a, device=device) for a in arrays))
+
+
 class SegmentSampler:
     """Seeded sampler of (history, prompt) batches over several tasks.
 
@@ -143,16 +174,26 @@ class SegmentSampler:
         self.histories, self.prompts, self.spec = histories, prompts, spec
         self.tasks = sorted(histories)
         self.rng = np.random.default_rng(seed)
+        self._history_bank = EpisodeBank(histories, spec)
+        self._prompt_bank = EpisodeBank(prompts, spec) if prompts is not None else None
 
     def sample(self, per_task: int, device: torch.device | str = "cpu") -> tuple[Segment, Segment | None]:
         """``per_task`` windows of every task: a history batch and its prompt batch (B = tasks * per_task)."""
-        hist, prompt = [], []
+        hist, prompt = [], []  # (bank index, start) per window, drawn in a fixed order
         for task in self.tasks:
             eps = self.histories[task]
             for _ in range(per_task):
-                ep = eps[self.rng.integers(len(eps))]
-                hist.append(random_window(ep, self.spec.context, self.spec, self.rng))
+                i = int(self.rng.integers(len(eps)))
+                hist.append((self._history_bank.first[task] + i, int(self.rng.integers(0, len(eps[i])))))
                 if self.prompts is not None:
-                    pep = self.prompts[task][self.rng.integers(len(self.prompts[task]))]
-                    prompt.append(prompt_window(pep, self.spec, self.rng))
-        return stack_windows(hist, device), (stack_windows(prompt, device) if prompt else None)
+                    k = int(self.rng.integers(len(self.prompts[task])))
+                    pep = self.prompts[task][k]
+                    start = (max(0, len(pep) - self.spec.prompt_length) if self.spec.prompt_window == "last"
+                             else int(self.rng.integers(0, len(pep))))
+                    prompt.append((self._prompt_bank.first[task] + k, start))
+        h = np.array(hist, np.int64)
+        history = self._history_bank.windows(h[:, 0], h[:, 1], self.spec.context, device)
+        if self._prompt_bank is None:
+            return history, None
+        p = np.array(prompt, np.int64)
+        return history, self._prompt_bank.windows(p[:, 0], p[:, 1], self.spec.prompt_length, device)

@@ -333,3 +333,29 @@ def test_last_prompt_window_cuts_the_end_of_episodes(reach_data, tmp_path):
     assert PromptDT.from_pretrained(tmp_path / "plm").settings.prompt_window == "random"
     with pytest.raises(ValueError, match="prompt_window must be one of"):
         PromptDT(suite, prompt_window="end", **TINY)
+
+
+@pytest.mark.parametrize("prompt_window", ["last", "random"])
+def test_sampler_batches_equal_windows_cut_one_by_one(prompt_window):
+    """The sampler's one-gather batches equal ``window`` applied to each drawn (episode, start),
+    padding of short episodes and windows near the end included."""
+    from promptrl.segments import Episode, SegmentSampler, SegmentSpec, window
+
+    rng = np.random.default_rng(0)
+    episodes = {t: [Episode.from_arrays(rng.normal(size=(n + 1, 3)), rng.uniform(-1, 1, (n, 2)), rng.normal(size=n))
+                    for n in rng.integers(2, 30, size=4)] for t in (3, 8)}
+    spec = SegmentSpec(8, 3, 10.0, rng.normal(size=3).astype(np.float32), np.full(3, 2.0, np.float32), 20, prompt_window)
+    sampler, draws = SegmentSampler(episodes, episodes, spec, seed=5), np.random.default_rng(5)
+    history, prompt = sampler.sample(3)
+    expected_h, expected_p = [], []
+    for t in (3, 8):  # the sampler's draw order: per task, per window: episode, start, prompt episode (, start)
+        for _ in range(3):
+            ep = episodes[t][draws.integers(4)]
+            expected_h.append(window(ep, int(draws.integers(0, len(ep))), 8, spec))
+            pep = episodes[t][draws.integers(4)]
+            start = max(0, len(pep) - 3) if prompt_window == "last" else int(draws.integers(0, len(pep)))
+            expected_p.append(window(pep, start, 3, spec))
+    for batch, expected in ((history, expected_h), (prompt, expected_p)):
+        for got, want in zip(batch, zip(*expected)):
+            assert torch.equal(got, torch.as_tensor(np.stack(want)))
+    assert (history.mask == 0).any()  # some windows were padded
