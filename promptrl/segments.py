@@ -122,11 +122,17 @@ def random_window(ep: Episode, length: int, spec: SegmentSpec, rng: np.random.Ge
     return window(ep, int(rng.integers(0, len(ep))), length, spec)
 
 
+def prompt_start(length: int, spec: SegmentSpec, rng: np.random.Generator) -> int:
+    """Where a prompt starts in an episode of ``length`` steps, as ``spec.prompt_window`` says
+    (``rng`` is drawn from only for random windows)."""
+    if spec.prompt_window == "last":
+        return max(0, length - spec.prompt_length)
+    return int(rng.integers(0, length))
+
+
 def prompt_window(ep: Episode, spec: SegmentSpec, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """A prompt cut from ``ep`` as ``spec.prompt_window`` says."""
-    if spec.prompt_window == "last":
-        return window(ep, max(0, len(ep) - spec.prompt_length), spec.prompt_length, spec)
-    return random_window(ep, spec.prompt_length, spec, rng)
+    return window(ep, prompt_start(len(ep), spec, rng), spec.prompt_length, spec)
 
 
 class EpisodeBank:
@@ -175,7 +181,8 @@ class SegmentSampler:
         self.tasks = sorted(histories)
         self.rng = np.random.default_rng(seed)
         self._history_bank = EpisodeBank(histories, spec)
-        self._prompt_bank = EpisodeBank(prompts, spec) if prompts is not None else None
+        self._prompt_bank = (None if prompts is None else self._history_bank if prompts is histories
+                             else EpisodeBank(prompts, spec))  # prompts default to the history episodes
 
     def sample(self, per_task: int, device: torch.device | str = "cpu") -> tuple[Segment, Segment | None]:
         """``per_task`` windows of every task: a history batch and its prompt batch (B = tasks * per_task)."""
@@ -187,9 +194,7 @@ class SegmentSampler:
                 hist.append((self._history_bank.first[task] + i, int(self.rng.integers(0, len(eps[i])))))
                 if self.prompts is not None:
                     k = int(self.rng.integers(len(self.prompts[task])))
-                    pep = self.prompts[task][k]
-                    start = (max(0, len(pep) - self.spec.prompt_length) if self.spec.prompt_window == "last"
-                             else int(self.rng.integers(0, len(pep))))
+                    start = prompt_start(len(self.prompts[task][k]), self.spec, self.rng)
                     prompt.append((self._prompt_bank.first[task] + k, start))
         h = np.array(hist, np.int64)
         history = self._history_bank.windows(h[:, 0], h[:, 1], self.spec.context, device)
