@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 from huggingface_hub import EvalResult, ModelHubMixin
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from safetensors.torch import save_file
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
@@ -162,6 +163,15 @@ class JsonHubMixin(ModelHubMixin):
             return super().from_pretrained(pretrained_model_name_or_path, settings_overrides=overrides, **kwargs)
         except json.JSONDecodeError as err:
             raise ValueError(f"corrupt {CONFIG_NAME} in {pretrained_model_name_or_path}: {err}") from err
+        except (EntryNotFoundError, HfHubHTTPError, HFValidationError, OfflineModeIsEnabled) as err:
+            folder = Path(pretrained_model_name_or_path)
+            if folder.is_dir():
+                raise
+            raise FileNotFoundError(
+                f"pretrained_model_name_or_path={str(pretrained_model_name_or_path)!r} is not a folder under the current directory "
+                f"({Path.cwd()}) and could not be fetched from the Hugging Face Hub ({type(err).__name__}). The shipped "
+                "models are in the hub_models/ folder of the promptrl source tree: pass a path to it, e.g. "
+                "'<source tree>/hub_models/cheetah-vel'") from err
 
     @classmethod
     def _check_overrides(cls, overrides: dict[str, Any]) -> None:

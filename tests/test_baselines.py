@@ -227,6 +227,13 @@ def test_bad_checkpoints(world, tmp_path):
         Adaptor.from_pretrained(folder)
 
 
+def test_missing_folder_names_the_argument(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no hub_models/ here; local_files_only keeps the Hub lookup offline
+    for cls, name in ((promptrl.PromptDiffuser, "hub_models/cheetah-vel"), (PromptDT, "hub_models/cheetah-vel/plm")):
+        with pytest.raises(FileNotFoundError, match="pretrained_model_name_or_path='hub_models/cheetah-vel.*not a folder"):
+            cls.from_pretrained(name, local_files_only=True)
+
+
 class ShortSuite(TaskSuite):
     """mw-reach with 3-step episodes and one test task, for quick evaluations."""
 
