@@ -37,7 +37,7 @@ from promptrl.adaptation import (
     whole_windows,
 )
 from promptrl.diffusion import UPDATE_RULES, combine_gradients
-from promptrl.segments import Episode, random_window, stack_windows
+from promptrl.segments import Episode, prompt_start, random_window, stack_windows
 from promptrl.transformer import Segment
 
 
@@ -194,8 +194,8 @@ class PromptGenerator(FrozenPLMMethod):
         for _ in range(self.settings.batch_size):
             eps = self._tasks[self._task_ids[rng.integers(len(self._task_ids))]]
             pe = eps[rng.integers(len(eps))]
-            start = len(pe) - p.prompt_length if p.prompt_window == "last" else int(rng.integers(0, len(pe)))
-            prompts.append(raw_window(pe, start, p.prompt_length))
+            # learn() checked that every episode holds a whole prompt; raw_window moves late starts back to fit
+            prompts.append(raw_window(pe, prompt_start(len(pe), self._seg_spec, rng), p.prompt_length))
             histories.append(random_window(eps[rng.integers(len(eps))], p.context, self._seg_spec, rng))
         x0, y = self.encode(prompts)
         return x0, y, stack_windows(histories, self.device)
