@@ -47,9 +47,17 @@ class Episode:
 def episodes_of(dataset: minari.MinariDataset, obs_dim: int | None = None, act_dim: int | None = None) -> list[Episode]:
     """All episodes of a Minari dataset, checked for shape and finite values."""
     out = []
+    name = dataset.spec.dataset_id
     for ep in dataset.iterate_episodes():
+        if isinstance(ep.observations, dict) or np.ndim(ep.observations) != 2:
+            kind = f"Dict observations (keys {sorted(ep.observations)})" if isinstance(ep.observations, dict) else \
+                f"observations of shape {np.shape(ep.observations)}"
+            raise ValueError(f"dataset {name!r} has {kind}; a Prompt-DT takes flat vectors (steps, obs_dim): flatten "
+                             "them (as gymnasium.wrappers.FlattenObservation does) before training")
+        if np.ndim(ep.actions) != 2 or not np.issubdtype(np.asarray(ep.actions).dtype, np.floating):
+            raise ValueError(f"dataset {name!r} has actions of shape {np.shape(ep.actions)} and dtype {np.asarray(ep.actions).dtype}; "
+                             "a Prompt-DT acts in a continuous Box: (steps, act_dim) floats (discrete actions are not supported)")
         e = Episode.from_arrays(ep.observations, ep.actions, ep.rewards)
-        name = dataset.spec.dataset_id
         if obs_dim is not None and e.observations.shape[1] != obs_dim:
             raise ValueError(f"dataset {name!r} has observations of size {e.observations.shape[1]}, the model expects {obs_dim}")
         if act_dim is not None and e.actions.shape[1] != act_dim:

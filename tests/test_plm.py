@@ -242,6 +242,28 @@ def test_actions_outside_the_tanh_range_are_refused(trained, reach_data):
         PromptDT("mw-reach", **TINY).learn(wide, total_steps=1, progress_bar=False)
 
 
+def test_datasets_of_discrete_or_dict_spaces_are_refused():
+    """A user's dataset of discrete actions or Dict observations is a clear error, not an IndexError."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    def dataset(dataset_id, env, observations, actions):
+        buffer = EpisodeBuffer(id=0, observations=observations, actions=actions, rewards=[0.0] * 3,
+                               terminations=[False] * 3, truncations=[False, False, True])
+        return minari.create_dataset_from_buffers(dataset_id, [buffer], env=env, algorithm_name="random")
+
+    cartpole = dataset("user/cartpole-v0", gym.make("CartPole-v1"), np.zeros((4, 4), np.float32), np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match="'user/cartpole-v0' has actions of shape \\(3,\\).*discrete actions are not supported"):
+        PromptDT(obs_dim=4, act_dim=1, **TINY).learn(cartpole, total_steps=1, progress_bar=False)
+    box = gym.spaces.Box(-1, 1, (2,), np.float32)
+    goal_env = gym.make("MountainCarContinuous-v0")
+    goal_env.observation_space = gym.spaces.Dict({"observation": box, "desired_goal": box})
+    goals = dataset("user/goals-v0", goal_env, {"observation": np.zeros((4, 2), np.float32), "desired_goal": np.zeros((4, 2), np.float32)},
+                    np.zeros((3, 1), np.float32))
+    with pytest.raises(ValueError, match="Dict observations \\(keys \\['desired_goal', 'observation'\\]\\).*FlattenObservation"):
+        PromptDT(obs_dim=4, act_dim=1, **TINY).learn(goals, total_steps=1, progress_bar=False)
+
+
 def test_prompt_changes_action(trained):
     _, obs = rollout_obs(trained)
     other = {**obs, "prompt_states": obs["prompt_states"] + 1.0}
