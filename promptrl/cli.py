@@ -17,6 +17,28 @@ def home() -> Path:
     return Path(os.environ.get("PROMPTRL_HOME", Path.home() / ".promptrl"))
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (counts of steps, episodes, seeds, threads...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (seeds, optional counts where 0 turns a step off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def cmd_suites(args: argparse.Namespace) -> None:
     from promptrl.datasets import suites_table
 
@@ -346,77 +368,77 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="create the Minari datasets of a suite (idempotent)")
     p.add_argument("suite", choices=available_suites())
     p.add_argument("--quality", nargs="+", choices=QUALITIES, default=list(QUALITIES))
-    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default: the suite spec's)")
+    p.add_argument("--episodes", type=positive_int, default=None, help="episodes per task (default: the suite spec's)")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train a model")
     train = p.add_subparsers(dest="what", required=True)
     p = train.add_parser("expert", help="train a suite's goal-conditioned SAC expert (resumes)")
     p.add_argument("suite", choices=[s for s in available_suites() if load_suite(s).spec.expert != "scripted"])
-    p.add_argument("--updates", type=int, default=1_000_000, help="total gradient updates")
+    p.add_argument("--updates", type=positive_int, default=1_000_000, help="total gradient updates")
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/experts/<suite>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--n-envs", type=int, default=4, help="env steps per gradient update")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    p.add_argument("--n-envs", type=positive_int, default=4, help="env steps per gradient update")
     p.add_argument("--export-only", action="store_true",
                    help="skip training; copy the run's best actor (and a medium-return snapshot) into the package")
     p.set_defaults(func=cmd_train_expert)
 
     p = train.add_parser("plm", help="pre-train a Prompt-DT on a suite's training tasks (checkpoints and resumes)")
     p.add_argument("suite", choices=available_suites())
-    p.add_argument("--steps", type=int, default=50_000, help="total gradient steps")
+    p.add_argument("--steps", type=positive_int, default=50_000, help="total gradient steps")
     p.add_argument("--quality", choices=QUALITIES, default="expert", help="training data quality")
     p.add_argument("--no-prompt", action="store_true", help="train MT-ORL (no prompts)")
-    p.add_argument("--batch-per-task", type=int, default=16, help="sequences per task in each batch (new runs)")
-    p.add_argument("--warmup-steps", type=int, default=10_000, help="learning-rate warm-up (new runs)")
+    p.add_argument("--batch-per-task", type=positive_int, default=16, help="sequences per task in each batch (new runs)")
+    p.add_argument("--warmup-steps", type=non_negative_int, default=10_000, help="learning-rate warm-up (new runs)")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (new runs)")
     p.add_argument("--prompt-window", choices=["random", "last"], default="last",
                    help="where prompts are cut from expert episodes: anywhere, or their last K* steps as the reference Prompt-DT (new runs)")
-    p.add_argument("--checkpoint-steps", type=int, default=1000, help="steps between atomic checkpoints")
-    p.add_argument("--log-steps", type=int, default=100,
+    p.add_argument("--checkpoint-steps", type=positive_int, default=1000, help="steps between atomic checkpoints")
+    p.add_argument("--log-steps", type=positive_int, default=100,
                    help="steps averaged into each row of progress.csv (and TensorBoard's train/loss, if installed)")
-    p.add_argument("--eval-episodes", type=int, default=0,
+    p.add_argument("--eval-episodes", type=non_negative_int, default=0,
                    help="after each checkpoint, evaluate this many episodes per test task into eval.csv")
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/plm/<suite>)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     p.set_defaults(func=cmd_train_plm)
 
     p = train.add_parser("diffuser", help="pre-train the prompt generator on the training tasks, or fine-tune it on the test tasks' few-shot data")
     p.add_argument("suite", choices=available_suites())
     p.add_argument("--stage", choices=("pretrain", "finetune"), default="pretrain",
                    help="pretrain: into <hub>/<suite>/pretrained (resumes per epoch); finetune: from there into <hub>/<suite>")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of 100 steps (default: 40 pretrain, 20 finetune as Table 4)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs of 100 steps (default: 40 pretrain, 20 finetune as Table 4)")
     p.add_argument("--task", type=int, default=None, help="finetune: the test task (default: the suite's first)")
-    p.add_argument("--few-shot-episodes", type=int, default=1, help="finetune: expert episodes of the task")
+    p.add_argument("--few-shot-episodes", type=positive_int, default=1, help="finetune: expert episodes of the task")
     p.add_argument("--temperature", type=float, default=None,
                    help="finetune: sampling temperature saved with the model (default: the pre-trained generator's)")
     p.add_argument("--bf16-plm", action="store_true",
                    help="finetune: bfloat16 autocast of the frozen PLM inside the guidance loss (faster on CPUs with bf16 units)")
     p.add_argument("--update", choices=("dm", "projection", "dt", "sum"), default="dm", help="pretrain: update rule")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="pretrain: AdamW learning rate")
-    p.add_argument("--batch-size", type=int, default=64, help="pretrain: prompts per batch")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="pretrain: prompts per batch")
     p.add_argument("--plm", default=None, help="PLM folder (default: <hub>/<suite>/plm)")
     p.add_argument("--hub", default="hub_models")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     p.set_defaults(func=cmd_train_diffuser)
 
     p = sub.add_parser("reproduce", help="Table 1: every method on a suite's test split, beside the paper's numbers")
     p.add_argument("suite", nargs="+", choices=["all", *available_suites()], help="one or more suites, or all (the four of Table 1)")
     p.add_argument("--quick", action="store_true", help="1 seed, 3 episodes per task, 25 adaptation steps (minutes)")
-    p.add_argument("--seeds", type=int, default=None)
-    p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per test task")
-    p.add_argument("--epochs", type=int, default=None, help="adaptation epochs (default: 20 of 100 steps, Table 4)")
-    p.add_argument("--full-epochs", type=int, default=None, help="epochs of Prompt-DT-FT-Full (default: 100)")
+    p.add_argument("--seeds", type=positive_int, default=None)
+    p.add_argument("--episodes", type=positive_int, default=None, help="evaluation episodes per test task")
+    p.add_argument("--epochs", type=positive_int, default=None, help="adaptation epochs (default: 20 of 100 steps, Table 4)")
+    p.add_argument("--full-epochs", type=positive_int, default=None, help="epochs of Prompt-DT-FT-Full (default: 100)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help='subset of the Table 1 methods (quote names), or the variants "Prompt Diffuser (dt)" (the L_DT-only '
                         'update rule) and "Prompt Diffuser (T=0)" (sampling temperature 0; reuses the kept generators)')
     p.add_argument("--collect", action="store_true", help="run nothing: tabulate the finished (method, seed) results")
-    p.add_argument("--seed-list", type=int, nargs="+", default=None, help="run only these seeds (e.g. one per process)")
+    p.add_argument("--seed-list", type=non_negative_int, nargs="+", default=None, help="run only these seeds (e.g. one per process)")
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument("--record", action="store_true",
@@ -424,10 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true",
                    help="first train the PLM, MT-ORL and pre-trained generator again with the shipped models' recipes "
                         "(resumable), into <out>/retrained/hub/<suite>/, and run Table 1 with those (results in <out>/retrained/)")
-    p.add_argument("--plm-steps", type=int, default=None, help="--retrain: PLM and MT-ORL steps (default: the shipped models')")
-    p.add_argument("--generator-steps", type=int, default=None, help="--retrain: generator pre-training steps (default: the shipped one's)")
+    p.add_argument("--plm-steps", type=positive_int, default=None, help="--retrain: PLM and MT-ORL steps (default: the shipped models')")
+    p.add_argument("--generator-steps", type=positive_int, default=None, help="--retrain: generator pre-training steps (default: the shipped one's)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads (1: the models are small, more threads mostly wait on each other)")
     p.set_defaults(func=cmd_reproduce)
 
@@ -437,37 +459,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length)")
     p.add_argument("suite", nargs="?", choices=["all", *available_suites()], default=None,
                    help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default 1)")
-    p.add_argument("--episodes", type=int, default=None, help="evaluation episodes per test task (default 5)")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of 100 steps (default 3; Table 4: 20)")
-    p.add_argument("--tasks", type=int, default=None, help="only the first N test tasks")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per setting (default 1)")
+    p.add_argument("--episodes", type=positive_int, default=None, help="evaluation episodes per test task (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="fine-tuning epochs of 100 steps (default 3; Table 4: 20)")
+    p.add_argument("--tasks", type=positive_int, default=None, help="only the first N test tasks")
     p.add_argument("--methods", nargs="+", choices=("Prompt-Tuning DT", "Prompt Diffuser"), default=None,
                    help="init: only these methods")
     p.add_argument("--collect", action="store_true", help="init, prompt-length: run nothing, tabulate the finished cells")
-    p.add_argument("--plm-steps", type=int, default=1000, help="prompt-length: training steps of each length's PLM")
-    p.add_argument("--generator-steps", type=int, default=2000, help="prompt-length: generator pre-training steps")
-    p.add_argument("--n-prompts", type=int, default=None,
+    p.add_argument("--plm-steps", type=positive_int, default=1000, help="prompt-length: training steps of each length's PLM")
+    p.add_argument("--generator-steps", type=positive_int, default=2000, help="prompt-length: generator pre-training steps")
+    p.add_argument("--n-prompts", type=positive_int, default=None,
                    help="prompts: prompts per method (default 8); denoising: prompts drawn (default 64)")
     p.add_argument("--temperature", type=float, default=None,
                    help="denoising: sampling temperature (default: the shipped model's)")
     p.add_argument("--out", default="results/ablations", help="results folder")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT or Prompt Diffuser on a suite split")
     p.add_argument("model", help="folder or Hub repo id")
     p.add_argument("suite", choices=available_suites())
     p.add_argument("--split", choices=("train", "test", "all"), default="test")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    p.add_argument("--episodes", type=positive_int, default=10, help="episodes per task")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="only these task ids (instead of --split)")
     p.add_argument("--prompt", nargs="+", choices=QUALITIES, default=None,
                    help="prompt qualities for a Prompt-DT (default: expert and random); a Prompt Diffuser "
                         "folder is run with its generated prompts, then its PLM with expert prompts for comparison")
     p.add_argument("--record", action="store_true", help="write the results table into the folder's model card")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=cmd_evaluate)
     return parser
 

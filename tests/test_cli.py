@@ -22,10 +22,17 @@ def test_data_command_is_idempotent(capsys):
 def test_bad_arguments(capsys):
     assert main(["data", "mw-reach", "--tasks", "21"]) == 2
     assert "task must be an integer in [0, 20]" in capsys.readouterr().err
-    assert main(["data", "mw-reach", "--episodes", "0", "--tasks", "6"]) == 2
-    assert "episodes must be a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "cheetah-run"])
+    # counts are checked when parsed, before anything is created or printed
+    for argv, message in ((["data", "mw-reach", "--episodes", "0", "--tasks", "6"], "--episodes: expected a positive integer, got 0"),
+                          (["train", "plm", "mw-reach", "--steps", "-3"], "--steps: expected a positive integer, got -3"),
+                          (["reproduce", "mw-reach", "--seeds", "two"], "--seeds: expected a positive integer, got 'two'"),
+                          (["evaluate", "folder", "mw-reach", "--seed", "-1"], "--seed: expected a non-negative integer, got -1")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == ""
 
 
 def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
