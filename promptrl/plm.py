@@ -339,10 +339,14 @@ class PromptDT(
             if k.endswith("timesteps"):
                 if not np.issubdtype(obs[k].dtype, np.integer):
                     raise TypeError(f"observation[{k!r}] must hold integers, got {obs[k].dtype}")
+                if obs[k].size and obs[k].min() < 0:
+                    raise ValueError(f"observation[{k!r}] holds negative timesteps ({obs[k].min()}); steps count from 0")
             elif not np.issubdtype(obs[k].dtype, np.floating):
                 raise TypeError(f"observation[{k!r}] must hold floats, got {obs[k].dtype}")
             elif not np.isfinite(obs[k]).all():
                 raise ValueError(f"observation[{k!r}] contains NaN or infinite values")
+            elif k.endswith("mask") and not np.isin(obs[k], (0, 1)).all():
+                raise ValueError(f"observation[{k!r}] must hold 0 (padding) or 1 (a real step) only")
         return obs, batched
 
     def _segment(self, obs: dict[str, np.ndarray], prefix: str = "") -> Segment:

@@ -136,6 +136,10 @@ def test_bad_observations(trained):
         trained.predict({**obs, "prompt_states": obs["prompt_states"][:3]})
     with pytest.raises(ValueError, match="missing keys"):
         trained.predict({k: v for k, v in obs.items() if k != "rtg"})
+    with pytest.raises(ValueError, match=r"observation\['prompt_timesteps'\] holds negative timesteps"):
+        trained.predict({**obs, "prompt_timesteps": obs["prompt_timesteps"] - 1000})
+    with pytest.raises(ValueError, match=r"observation\['mask'\] must hold 0 \(padding\) or 1"):
+        trained.predict({**obs, "mask": obs["mask"] * 0.5})
 
 
 def test_bad_construction_and_env(trained, reach_data):
