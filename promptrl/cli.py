@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from promptrl.suites import QUALITIES, available_suites, load_suite
@@ -17,26 +18,25 @@ def home() -> Path:
     return Path(os.environ.get("PROMPTRL_HOME", Path.home() / ".promptrl"))
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (counts of steps, episodes, seeds, threads...)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum`` (``what`` names it in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0 (seeds, optional counts where 0 turns a step off)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+positive_int = int_at_least(1, "a positive integer")
+"""Counts: steps, episodes, seeds, threads..."""
+non_negative_int = int_at_least(0, "a non-negative integer")
+"""Seeds, and counts where 0 turns a step off."""
 
 
 def cmd_suites(args: argparse.Namespace) -> None:
