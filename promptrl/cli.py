@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from promptrl.suites import QUALITIES, available_suites, load_suite

@@ -345,7 +345,7 @@ class PromptDT(
                 raise TypeError(f"observation[{k!r}] must hold floats, got {obs[k].dtype}")
             elif not np.isfinite(obs[k]).all():
                 raise ValueError(f"observation[{k!r}] contains NaN or infinite values")
-            elif k.endswith("mask") and not np.isin(obs[k], (0, 1)).all():
+            elif k.endswith("mask") and not ((obs[k] == 0) | (obs[k] == 1)).all():
                 raise ValueError(f"observation[{k!r}] must hold 0 (padding) or 1 (a real step) only")
         return obs, batched
 

@@ -54,10 +54,11 @@ def episodes_of(dataset: minari.MinariDataset, obs_dim: int | None = None, act_d
                 f"observations of shape {np.shape(ep.observations)}"
             raise ValueError(f"dataset {name!r} has {kind}; a Prompt-DT takes flat vectors (steps, obs_dim): flatten "
                              "them (as gymnasium.wrappers.FlattenObservation does) before training")
-        if np.ndim(ep.actions) != 2 or not np.issubdtype(np.asarray(ep.actions).dtype, np.floating):
-            raise ValueError(f"dataset {name!r} has actions of shape {np.shape(ep.actions)} and dtype {np.asarray(ep.actions).dtype}; "
+        actions = np.asarray(ep.actions)
+        if actions.ndim != 2 or not np.issubdtype(actions.dtype, np.floating):
+            raise ValueError(f"dataset {name!r} has actions of shape {actions.shape} and dtype {actions.dtype}; "
                              "a Prompt-DT acts in a continuous Box: (steps, act_dim) floats (discrete actions are not supported)")
-        e = Episode.from_arrays(ep.observations, ep.actions, ep.rewards)
+        e = Episode.from_arrays(ep.observations, actions, ep.rewards)
         if obs_dim is not None and e.observations.shape[1] != obs_dim:
             raise ValueError(f"dataset {name!r} has observations of size {e.observations.shape[1]}, the model expects {obs_dim}")
         if act_dim is not None and e.actions.shape[1] != act_dim:
