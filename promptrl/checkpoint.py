@@ -20,6 +20,41 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidat
 from safetensors.torch import save_file
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+SHIPPED = "hub_models"
+"""Name under which the shipped models are addressed: ``hub_models/<suite>[/plm|/mt-orl|/pretrained]``."""
+
+
+def shipped_models_root() -> Path | None:
+    """The shipped models of this installation: ``promptrl/hub_models/`` inside an installed wheel, else
+    ``hub_models/`` of the source tree the package runs from (an editable install); None if neither exists."""
+    here = Path(__file__).resolve().parent
+    for root in (here / SHIPPED, here.parent / SHIPPED):
+        if root.is_dir():
+            return root
+    return None
+
+
+def resolve_model_path(path: str | Path) -> str | Path:
+    """``path`` unchanged if it is a folder (or anything but a relative ``hub_models/...`` path);
+    a relative ``hub_models/<suite>/...`` that is no folder under the current directory becomes the
+    installation's shipped copy (see :func:`shipped_models_root`) when that copy exists.
+
+    So ``from_pretrained("hub_models/cheetah-vel")`` works from any directory, after a plain
+    ``pip install`` too; a folder of that name under the current directory still comes first."""
+    p = Path(path)
+    if p.is_dir() or p.is_absolute() or not p.parts or p.parts[0] != SHIPPED:
+        return path
+    root = shipped_models_root()
+    candidate = root.joinpath(*p.parts[1:]) if root is not None else None
+    return candidate if candidate is not None and candidate.is_dir() else path
+
+
+def shipped_model_names() -> list[str]:
+    """The shipped model folders, e.g. ``["hub_models/ant-dir", "hub_models/ant-dir/mt-orl", ...]``."""
+    root = shipped_models_root()
+    if root is None:
+        return []
+    return sorted(f"{SHIPPED}/{c.parent.relative_to(root).as_posix()}" for c in root.glob(f"**/{CONFIG_NAME}"))
 
 
 @contextlib.contextmanager
@@ -159,6 +194,7 @@ class JsonHubMixin(ModelHubMixin):
         ``bf16_inference=True``; an unknown name is a ``TypeError``."""
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in HUB_ARGUMENTS | cls.load_arguments}
         cls._check_overrides(overrides)
+        requested, pretrained_model_name_or_path = pretrained_model_name_or_path, resolve_model_path(pretrained_model_name_or_path)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, settings_overrides=overrides, **kwargs)
         except json.JSONDecodeError as err:
@@ -167,11 +203,12 @@ class JsonHubMixin(ModelHubMixin):
             folder = Path(pretrained_model_name_or_path)
             if folder.is_dir():
                 raise
+            shipped = shipped_model_names()
             raise FileNotFoundError(
-                f"pretrained_model_name_or_path={str(pretrained_model_name_or_path)!r} is not a folder under the current directory "
-                f"({Path.cwd()}) and could not be fetched from the Hugging Face Hub ({type(err).__name__}). The shipped "
-                "models are in the hub_models/ folder of the promptrl source tree: pass a path to it, e.g. "
-                "'<source tree>/hub_models/cheetah-vel'") from err
+                f"pretrained_model_name_or_path={str(requested)!r} is not a folder under the current directory "
+                f"({Path.cwd()}), nor a shipped model, and could not be fetched from the Hugging Face Hub ({type(err).__name__}). "
+                + (f"The shipped models: {', '.join(shipped)}." if shipped else
+                   "This installation has no shipped models (hub_models/): pass a folder or a Hub repo id.")) from err
 
     @classmethod
     def _check_overrides(cls, overrides: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from promptrl.checkpoint import resolve_model_path
 from promptrl.suites import QUALITIES, available_suites, load_suite
 
 
@@ -236,7 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from promptrl.evaluation import evaluate
     from promptrl.plm import PromptDT
 
-    if (Path(args.model) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
+    if (Path(resolve_model_path(args.model)) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
         model = PromptDiffuser.from_pretrained(args.model, device=args.device)
         runs = [("generated", model, None)]
         suite = load_suite(args.suite)
@@ -303,12 +304,12 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         budget = replace(budget, full_epochs=args.full_epochs)
     suites = list(dict.fromkeys(n for name in args.suite for n in (r.TABLE1_SUITES if name == "all" else [name])))
     out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
-    hub = Path(args.hub)
+    hub = shipped = Path(resolve_model_path(args.hub))
     if args.retrain:  # its own models, cells and tables, apart from the shipped models'
         out, hub = out / r.RETRAINED, out / r.RETRAINED / "hub"
         if not args.collect:
             for name in suites:
-                r.retrain_models(name, Path(args.hub) / name, hub / name, args.device, args.plm_steps, args.generator_steps)
+                r.retrain_models(name, shipped / name, hub / name, args.device, args.plm_steps, args.generator_steps)
     summaries = {}
     for name in suites:
         summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, hub, args.device,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptrl.checkpoint import CONFIG_NAME, csv_text, saved_steps, write_text_atomic
+from promptrl.checkpoint import CONFIG_NAME, csv_text, resolve_model_path, saved_steps, write_text_atomic
 from promptrl.datasets import create_datasets
 from promptrl.evaluation import evaluate
 from promptrl.suites import TaskSuite, load_suite
@@ -74,7 +74,9 @@ QUICK = Budget(seeds=1, episodes=3, epochs=1, steps_per_epoch=25, full_epochs=2)
 
 
 def hub_folder(suite: str, root: str | Path = "hub_models") -> Path:
-    return Path(root) / suite
+    """``<root>/<suite>``; the default root is the shipped models wherever they are installed (see
+    :func:`~promptrl.checkpoint.resolve_model_path`)."""
+    return Path(resolve_model_path(Path(root) / suite))
 
 
 @dataclass

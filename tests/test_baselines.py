@@ -229,8 +229,10 @@ def test_bad_checkpoints(world, tmp_path):
 
 def test_missing_folder_names_the_argument(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no hub_models/ here; local_files_only keeps the Hub lookup offline
-    for cls, name in ((promptrl.PromptDiffuser, "hub_models/cheetah-vel"), (PromptDT, "hub_models/cheetah-vel/plm")):
-        with pytest.raises(FileNotFoundError, match="pretrained_model_name_or_path='hub_models/cheetah-vel.*not a folder"):
+    for cls, name in ((promptrl.PromptDiffuser, "hub_models/no-such-suite"), (PromptDT, "hub_models/cheetah-vel/no-such"),
+                      (PromptDT, "my-models/plm")):
+        with pytest.raises(FileNotFoundError, match=f"pretrained_model_name_or_path='{name}'.*not a folder.*nor a shipped model"
+                                                    ".*shipped models: .*hub_models/cheetah-vel/plm"):
             cls.from_pretrained(name, local_files_only=True)
 
 

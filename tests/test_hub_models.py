@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import promptrl
 from promptrl import PromptDiffuser, PromptDT, PromptWrapper
@@ -45,6 +46,37 @@ def test_shipped_folder_loads_and_acts(name):
         mt_orl = PromptDT.from_pretrained(folder / "mt-orl")
         assert not mt_orl.settings.use_prompt
         _one_step(mt_orl, suite, task)
+
+
+def test_shipped_models_load_by_name_from_any_directory(tmp_path, monkeypatch):
+    """``from_pretrained("hub_models/<suite>")`` finds the shipped copy when the current directory has no
+    such folder (a notebook anywhere, or a plain ``pip install``); a folder there still comes first."""
+    from promptrl.checkpoint import resolve_model_path, shipped_model_names, shipped_models_root
+
+    monkeypatch.chdir(tmp_path)
+    assert shipped_models_root() == HUB  # the source tree's copy under an editable install
+    assert resolve_model_path("hub_models/mw-reach") == HUB / "mw-reach"
+    assert resolve_model_path("hub_models/mw-reach/plm") == HUB / "mw-reach" / "plm"
+    assert resolve_model_path("hub_models/no-such-suite") == "hub_models/no-such-suite"  # left for the Hub lookup
+    assert resolve_model_path("someone/mw-reach") == "someone/mw-reach"  # a Hub repo id is untouched
+    assert {f"hub_models/{s}" for s in SUITES} | {f"hub_models/{s}/plm" for s in SUITES} <= set(shipped_model_names())
+    pd = PromptDiffuser.from_pretrained("hub_models/mw-reach")
+    expected = PromptDiffuser.from_pretrained(HUB / "mw-reach")
+    assert all(torch.equal(a, b) for a, b in zip(pd._state_module().state_dict().values(), expected._state_module().state_dict().values()))
+    (tmp_path / "hub_models" / "mw-reach").mkdir(parents=True)  # the user's own folder of that name wins
+    assert resolve_model_path("hub_models/mw-reach") == "hub_models/mw-reach"
+
+
+def test_the_wheel_ships_every_file_of_hub_models():
+    """pyproject.toml maps hub_models/ into the package as promptrl/hub_models/; its package-data globs
+    (expanded as setuptools does, with glob) must cover every shipped file, so a plain install has them all."""
+    import tomllib
+
+    config = tomllib.loads((HUB.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"]["promptrl.hub_models"] == "hub_models" and "promptrl.hub_models" in config["packages"]
+    covered = {p for pattern in config["package-data"]["promptrl.hub_models"] for p in HUB.glob(pattern)}
+    shipped = {p for p in HUB.rglob("*") if p.is_file()}
+    assert shipped and shipped == covered, sorted(str(p.relative_to(HUB)) for p in shipped - covered)
 
 
 def test_stable_baselines3_evaluate_policy_runs_a_shipped_model():
