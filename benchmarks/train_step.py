@@ -19,6 +19,7 @@ import time
 import torch
 from torch import nn
 
+from promptrl.plm import bf16_is_fast
 from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment, TokenEmbedding
 
 OBS, ACT, K, KP = 17, 6, 20, 5
@@ -96,7 +97,8 @@ def main() -> None:
             for name in models:
                 times.setdefault((name, bf16), []).append(step_time(models[name], opts[name], data, bf16))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, torch threads {args.threads}"
-    print(f"batch {args.batch} sequences x {3 * (K + KP)} tokens, {where}, median of {args.repeats}\n")
+    print(f"batch {args.batch} sequences x {3 * (K + KP)} tokens, {where}, median of {args.repeats}")
+    print(f"PromptDT(bf16=None) picks bf16 autocast here: {bf16_is_fast(device)} (see promptrl.plm.bf16_is_fast)\n")
     print("| model | parameters | float32 s/step | bf16 autocast s/step |")
     print("|---|---|---|---|")
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -79,14 +79,15 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     import torch
 
     from promptrl.checkpoint import latest_folder, saved_steps
-    from promptrl.plm import PromptDT, train_plm
+    from promptrl.plm import PromptDT, bf16_is_fast, train_plm
 
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else home() / "plm" / args.suite
     out.mkdir(parents=True, exist_ok=True)
     hyper = {"use_prompt": not args.no_prompt, "batch_per_task": args.batch_per_task,
-             "warmup_steps": args.warmup_steps, "learning_rate": args.learning_rate, "prompt_window": args.prompt_window}
+             "warmup_steps": args.warmup_steps, "learning_rate": args.learning_rate, "prompt_window": args.prompt_window,
+             "bf16": {"auto": None, "on": True, "off": False}[args.bf16]}
     done = saved_steps(latest_folder(out / "checkpoint", "progress.json"))  # read, not loaded: train_plm loads it
     tensorboard = _tensorboard(out / "tensorboard")
     print(f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
@@ -123,7 +124,7 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
                     f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
                     f"({suite.spec.episodes[args.quality]} episodes each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
                     f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
-                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {s.bf16}, "
+                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {bf16_is_fast(args.device) if s.bf16 is None else s.bf16}, "
                     f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}.")
 
         train_plm(suite, out, args.steps, quality=args.quality, device=args.device, seed=args.seed,
@@ -397,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (new runs)")
     p.add_argument("--prompt-window", choices=["random", "last"], default="last",
                    help="where prompts are cut from expert episodes: anywhere, or their last K* steps as the reference Prompt-DT (new runs)")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bfloat16 autocast: auto turns it on where it is faster (a CUDA GPU, a CPU with AMX) (new runs)")
     p.add_argument("--checkpoint-steps", type=positive_int, default=1000, help="steps between atomic checkpoints")
     p.add_argument("--log-steps", type=positive_int, default=100,
                    help="steps averaged into each row of progress.csv (and TensorBoard's train/loss, if installed)")

@@ -68,8 +68,9 @@ class PromptDTSettings(PromptDTConfig):
     real prompt windows of the adaptation methods: ``"last"`` (its last K* steps, as the reference
     Prompt-DT code does) or ``"random"`` (a window starting anywhere; what a ``config.json``
     without this field was trained with)."""
-    bf16: bool = True
-    """bfloat16 autocast during training."""
+    bf16: bool | None = None
+    """bfloat16 autocast during training; None (the default) turns it on where it is faster than float32
+    (see :func:`bf16_is_fast`). Rounding aside, the two train the same model."""
     bf16_inference: bool = False
     """bfloat16 autocast in ``predict`` (about 2x the batched evaluation throughput on a CPU with
     bf16 matrix units; actions differ from float32 in the third digit)."""
@@ -91,6 +92,22 @@ class PromptDTSettings(PromptDTConfig):
     def network_config(self) -> PromptDTConfig:
         names = {f.name for f in fields(PromptDTConfig)}
         return PromptDTConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+def bf16_is_fast(device: str | torch.device) -> bool:
+    """Whether bfloat16 autocast speeds up training on ``device``: a CUDA GPU with bf16 support, or a
+    CPU with AMX matrix units. Elsewhere float32 is faster: on an AVX-512 CPU without AMX (with
+    AVX512-BF16) a bf16 autocast training step measured about 1.4x slower than float32
+    (``benchmarks/train_step.py``), its matrix products slower and every op paying for the casts."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.cpu._is_amx_tile_supported())
+        except AttributeError:  # a torch without the check
+            return False
+    return False
 
 
 def _g(value: float | None) -> str:
@@ -293,10 +310,11 @@ class PromptDT(
         if self._optimizer is None:
             self._configure_optimizer()
         self.network.requires_grad_(True).train()  # a PromptDiffuser may have frozen it
+        bf16 = bf16_is_fast(self.device) if s.bf16 is None else s.bf16
         bar = tqdm(range(total_steps), desc="PromptDT", disable=not progress_bar)
         for _ in bar:
             history, prompt = sampler.sample(s.batch_per_task, self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = self.loss(history, prompt)
             self._optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -257,8 +257,10 @@ def paper_table() -> dict[str, Any]:
 RETRAINED = "retrained"
 """Subfolder of the results folder that a ``--retrain`` run keeps to itself: its models in
 ``hub/<suite>/`` and its cells and tables, apart from those of the shipped models."""
-NOT_RECIPE = ("suite", "obs_dim", "act_dim", "state_mean", "state_std", "steps_trained", "model_card", "seed", "x_min", "x_max", "conditions")
-"""Config fields of a shipped model that are outcomes of its training (or given apart), not its recipe."""
+NOT_RECIPE = ("suite", "obs_dim", "act_dim", "state_mean", "state_std", "steps_trained", "model_card", "seed", "x_min", "x_max", "conditions",
+              "bf16")
+"""Config fields of a shipped model that are outcomes of its training (or given apart), not its recipe;
+``bf16`` (autocast) is a speed setting chosen per machine (see :func:`~promptrl.plm.bf16_is_fast`)."""
 
 
 def _recipe(config: dict[str, Any], settings_class: type) -> dict[str, Any]:

@@ -44,6 +44,20 @@ def test_learn_lowers_loss(reach_data):
     assert len(losses) == 40 and np.mean(losses[-8:]) < np.mean(losses[:8])
 
 
+@pytest.mark.parametrize("bf16, amx, expected", [(None, False, False), (None, True, True), (True, False, True), (False, True, False)])
+def test_bf16_autocast_in_learn(reach_data, monkeypatch, bf16, amx, expected):
+    """bf16=None (the default) autocasts only where bf16 is faster (here: a CPU with AMX units); True and
+    False force it. The choice is not written into the config, so a saved model chooses again elsewhere."""
+    suite, data = reach_data
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    model = PromptDT(suite, seed=0, bf16=bf16, **TINY)
+    seen = []
+    loss = model.loss
+    model.loss = lambda *a: seen.append(torch.is_autocast_enabled("cpu")) or loss(*a)
+    model.learn(data, total_steps=2, progress_bar=False)
+    assert seen == [expected] * 2 and model.settings.bf16 is bf16
+
+
 def test_callback_stops(reach_data):
     suite, data = reach_data
     model = PromptDT(suite, **TINY).learn(data, total_steps=10, callback=lambda d: d["step"] < 3, progress_bar=False)
