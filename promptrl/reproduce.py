@@ -210,27 +210,45 @@ def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = bu
     """One (method, seed): adapt (``build(name, ctx, task, seed)``) and evaluate on every test task;
     the JSON at ``path`` (returns per task, their mean, wall seconds spent adapting and evaluating,
     the hardware, the models' fingerprint) makes it resumable: a rerun reuses it while the models
-    are the same."""
+    are the same.
+
+    Each finished task is saved at once beside it (``<path stem>-tasks.json``, see
+    :func:`tasks_path`), so an interrupted cell resumes at its next task: every task starts from the
+    same seeds, so the resumed cell equals an uninterrupted one. The file goes once the cell is written."""
     cell = finished_cell(name, ctx, path)
     if cell is not None:
         return cell
-    returns: dict[str, list[float]] = {}
-    seconds = {"adapt": 0.0, "evaluate": 0.0}
+    current = ctx.fingerprint(name)
+    partial_path = tasks_path(path)
+    done = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
+    if done and done.get("models") != current:
+        warnings.warn(f"{partial_path} was measured with other models: its tasks are measured again", stacklevel=2)
+        done = {}
+    done = {"models": current, "tasks": {t: v for t, v in done.get("tasks", {}).items() if int(t) in ctx.tasks}}
     for task in ctx.tasks:
+        if str(task) in done["tasks"]:
+            continue
         torch.manual_seed(seed)
         start = time.perf_counter()
         model = build(name, ctx, task, seed)
         adapted = time.perf_counter()
         result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=None, seed=seed)
-        seconds["adapt"] += adapted - start
-        seconds["evaluate"] += time.perf_counter() - adapted
-        returns[str(task)] = result.returns[task]
+        done["tasks"][str(task)] = {"returns": result.returns[task], "adapt": adapted - start,
+                                    "evaluate": time.perf_counter() - adapted}
+        write_json(partial_path, done)
+    returns = {str(t): done["tasks"][str(t)]["returns"] for t in ctx.tasks}
+    seconds = {k: round(sum(done["tasks"][str(t)][k] for t in ctx.tasks), 1) for k in ("adapt", "evaluate")}
     cell = {"method": name, "seed": seed, "returns": returns,
             "mean": float(np.mean([np.mean(r) for r in returns.values()])),
-            "seconds": {k: round(v, 1) for k, v in seconds.items()}, "hardware": hardware(),
-            "models": ctx.fingerprint(name)}
+            "seconds": seconds, "hardware": hardware(), "models": current}
     write_json(path, cell)
+    partial_path.unlink(missing_ok=True)
     return cell
+
+
+def tasks_path(path: Path) -> Path:
+    """Where :func:`run_cell` keeps the finished tasks of the unfinished cell ``path``."""
+    return path.with_name(f"{path.stem}-tasks.json")
 
 
 def cell_path(runs: Path, name: str, seed: int, budget: Budget) -> Path:

@@ -65,6 +65,41 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert "Sizes" in table1({"mw-reach": summary})
 
 
+def test_an_interrupted_cell_resumes_at_its_next_task(hub, tmp_path):
+    """Each finished task of a cell is saved at once: after an interruption the rerun adapts only the
+    tasks left and gives the cell an uninterrupted run gives; the tasks file goes once the cell is written."""
+    from promptrl.reproduce import Context, build_method, ensure_datasets, hub_folder, run_cell, tasks_path
+
+    suite = promptrl.load_suite("mw-reach")
+    ensure_datasets(suite, [6, 9])
+    ctx = Context(suite, TINY_BUDGET, hub_folder("mw-reach", hub), "cpu", [6, 9])
+    ctx.load_models(["Soft Prompt"])
+    whole = run_cell("Soft Prompt", ctx, 0, tmp_path / "whole" / "seed0.json")
+    built = []
+
+    def interrupted_at_9(name, ctx, task, seed):
+        built.append(task)
+        if task == 9:
+            raise KeyboardInterrupt
+        return build_method(name, ctx, task, seed)
+
+    path = tmp_path / "resumed" / "seed0.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_cell("Soft Prompt", ctx, 0, path, interrupted_at_9)
+    assert not path.exists() and list(json.loads(tasks_path(path).read_text())["tasks"]) == ["6"]
+    built.clear()
+    resumed = run_cell("Soft Prompt", ctx, 0, path, lambda *a: built.append(a[2]) or build_method(*a))
+    assert built == [9] and resumed["returns"] == whole["returns"] and resumed["mean"] == whole["mean"]
+    assert not tasks_path(path).exists() and json.loads(path.read_text())["returns"] == whole["returns"]
+    # tasks measured with other models are measured again, with a warning
+    path.unlink()
+    tasks_path(path).write_text(json.dumps({"models": "0" * 16, "tasks": {"6": whole["returns"]["6"]}}))
+    built.clear()
+    with pytest.warns(UserWarning, match="measured with other models"):
+        run_cell("Soft Prompt", ctx, 0, path, lambda *a: built.append(a[2]) or build_method(*a))
+    assert built == [6, 9]
+
+
 def test_fine_tuned_generators_are_kept_and_reused(hub, tmp_path, monkeypatch):
     """A Prompt Diffuser fine-tuned for a cell is saved; a rerun and the temperature-0 variant load it
     instead of fine-tuning again, and a rerun gives the same returns as the first run."""
