@@ -206,7 +206,8 @@ def finished_cell(name: str, ctx: Context, path: Path) -> dict[str, Any] | None:
     return cell
 
 
-def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = build_method) -> dict[str, Any]:
+def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = build_method,
+             on_task: Callable[[int], None] | None = None) -> dict[str, Any]:
     """One (method, seed): adapt (``build(name, ctx, task, seed)``) and evaluate on every test task;
     the JSON at ``path`` (returns per task, their mean, wall seconds spent adapting and evaluating,
     the hardware, the models' fingerprint) makes it resumable: a rerun reuses it while the models
@@ -214,7 +215,8 @@ def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = bu
 
     Each finished task is saved at once beside it (``<path stem>-tasks.json``, see
     :func:`tasks_path`), so an interrupted cell resumes at its next task: every task starts from the
-    same seeds, so the resumed cell equals an uninterrupted one. The file goes once the cell is written."""
+    same seeds, so the resumed cell equals an uninterrupted one. The file goes once the cell is written.
+    ``on_task(task)`` is called before each task is adapted (progress display)."""
     cell = finished_cell(name, ctx, path)
     if cell is not None:
         return cell
@@ -228,6 +230,8 @@ def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = bu
     for task in ctx.tasks:
         if str(task) in done["tasks"]:
             continue
+        if on_task is not None:
+            on_task(task)
         torch.manual_seed(seed)
         start = time.perf_counter()
         model = build(name, ctx, task, seed)
@@ -351,11 +355,13 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
     runs = Path(out) / "runs" / suite_name / budget.tag()  # a cell is reused only under the same budget
     summary: dict[str, dict[str, Any]] = {}
     cells = [(m, s) for m in methods for s in (range(budget.seeds) if seed_list is None else seed_list)]
-    for name, seed in tqdm(cells, desc=f"reproduce {suite_name}", disable=collect):
+    bar = tqdm(cells, desc=f"reproduce {suite_name}", disable=collect)
+    for name, seed in bar:
         path = cell_path(runs, name, seed, budget)
         if collect and finished_cell(name, ctx, path) is None:
             continue
-        cell = run_cell(name, ctx, seed, path)
+        cell = run_cell(name, ctx, seed, path, on_task=lambda task, name=name, seed=seed: bar.set_postfix_str(
+            f"{name}, seed {seed}, task {task} ({ctx.tasks.index(task) + 1}/{len(ctx.tasks)})"))
         summary.setdefault(name, {"seeds": []})["seeds"].append(cell["mean"])
     plm_params = ctx.plm.num_parameters()
     for name, row in summary.items():
