@@ -97,7 +97,7 @@ class PromptDTSettings(PromptDTConfig):
 def bf16_is_fast(device: str | torch.device) -> bool:
     """Whether bfloat16 autocast speeds up training on ``device``: a CUDA GPU with bf16 support, or a
     CPU with AMX matrix units. Elsewhere float32 is faster: on an AVX-512 CPU without AMX (with
-    AVX512-BF16) a bf16 autocast training step measured about 1.4x slower than float32
+    AVX512-BF16) a bf16 autocast training step measured 1.2-1.5x slower than float32
     (``benchmarks/train_step.py``), its matrix products slower and every op paying for the casts."""
     device = torch.device(device)
     if device.type == "cuda":
