@@ -1,4 +1,4 @@
-"""The ``promptrl`` command: suites, datasets, training, evaluation and the Table 1 reproduction."""
+"""The promptrl command: task suites, datasets, training, evaluation, the Table 1 reproduction and the ablations."""
 
 from __future__ import annotations
 
