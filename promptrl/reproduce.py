@@ -411,6 +411,52 @@ def table1(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(rows)
 
 
+ORDERING = (("Prompt Diffuser", ">=", "Prompt-Tuning DT"), ("Prompt-Tuning DT", ">=", "Prompt-DT-Expert"),
+            ("Prompt-DT-Expert", ">", "Prompt-DT-Random"), ("Prompt-DT-Random", ">", "MT-ORL"))
+"""The paper's ordering of the Table 1 columns (Prompt Diffuser >= Prompt-Tuning DT >= Expert > Random > MT-ORL)..."""
+GAP_BAR = 0.10
+"""...and the Prompt Diffuser within 10% of Prompt-DT-FT-Full, relative to the Random -> FT-Full span."""
+
+
+def _holds(mean: dict[str, float], a: str, op: str, b: str) -> str:
+    ok = mean[a] >= mean[b] if op == ">=" else mean[a] > mean[b]
+    return "yes" if ok else f"no: {mean[a]:.1f} vs {mean[b]:.1f}"
+
+
+def _gap(mean: dict[str, float], pd: str) -> str:
+    span = mean["Prompt-DT-FT-Full"] - mean["Prompt-DT-Random"]
+    if span <= 0:
+        return "— (FT-Full not above Random)"
+    gap = (mean["Prompt-DT-FT-Full"] - mean[pd]) / span
+    return "yes: ahead of FT-Full" if gap <= 0 else (f"yes: {gap:.1%}" if gap <= GAP_BAR else f"no: {gap:.1%}")
+
+
+def ordering_checks(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown: the paper's ordering (:data:`ORDERING`, :data:`GAP_BAR`) checked on each suite's means
+    over seeds ("—" where a column was not run); the Prompt Diffuser's variants in parentheses."""
+    head = [f"{a} {op} {b}" for a, op, b in ORDERING] + [f"Prompt Diffuser within {GAP_BAR:.0%} of FT-Full"]
+    rows = ["| suite | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for suite_name, summary in summaries.items():
+        mean = {m: row["mean"] for m, row in summary.items()}
+        pds = [m for m in ("Prompt Diffuser", *VARIANTS) if m in mean]
+
+        def cell(check: Callable[[str], str], needs: Sequence[str]) -> str:
+            if not pds or any(m not in mean for m in needs):
+                return "—"
+            extra = [f"{m.removeprefix('Prompt Diffuser ').strip('()')}: {check(m)}" for m in pds[1:]]
+            return check(pds[0]) + (f" ({'; '.join(extra)})" if extra else "")
+
+        cells = []
+        for a, op, b in ORDERING:
+            if a == "Prompt Diffuser":
+                cells.append(cell(lambda pd, op=op, b=b: _holds(mean, pd, op, b), [b]))
+            else:
+                cells.append(_holds(mean, a, op, b) if a in mean and b in mean else "—")
+        cells.append(cell(lambda pd: _gap(mean, pd), ["Prompt-DT-FT-Full", "Prompt-DT-Random"]))
+        rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def record_in_card(folder: str | Path, suite_name: str, summary: dict[str, dict[str, Any]], budget: Budget,
                    command: str) -> Path:
     """Write a run's table for one suite (ours beside the paper's) into the model card of the Prompt
@@ -454,7 +500,10 @@ def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Pa
     text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {stamp}  ", f"Hardware: {hardware()}  ",
             f"Budget: {json.dumps(asdict(budget))}\n",
             "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
-            table1(summaries), ""]
+            table1(summaries), "",
+            "The paper's ordering, checked on the means over seeds (the first Prompt Diffuser column that was run; "
+            "its variants in parentheses; differences smaller than the seeds' std are not measured orderings):\n",
+            ordering_checks(summaries), ""]
     for suite_name, summary in summaries.items():
         text += [f"\n## {suite_name}\n", suite_table(suite_name, summary), ""]
     md = out / f"{name}.md"

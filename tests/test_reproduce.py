@@ -63,6 +63,24 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert md.name == "table1-mw-reach.md"  # one suite never replaces the four-suite table1.md
     assert (out / "table1-mw-reach.csv").read_text().count("\n") == len(METHODS) + 1
     assert "Sizes" in table1({"mw-reach": summary})
+    assert "The paper's ordering" in text and "| Prompt Diffuser >= Prompt-Tuning DT |" in text
+
+
+def test_ordering_checks():
+    """The paper's ordering is checked on the means; variants in parentheses; missing columns are "—"."""
+    from promptrl.reproduce import ordering_checks
+
+    means = {"Prompt-DT-Random": 0.0, "Prompt-DT-Expert": 80.0, "MT-ORL": -10.0, "Prompt-Tuning DT": 85.0,
+             "Prompt Diffuser": 95.0, "Prompt-DT-FT-Full": 100.0, "Prompt Diffuser (T=0)": 80.0}
+    summary = {m: {"mean": v} for m, v in means.items()}
+    text = ordering_checks({"cheetah-vel": summary, "ant-dir": {m: summary[m] for m in ("Prompt-DT-Expert", "MT-ORL")}})
+    header, _, vel, ant = text.splitlines()
+    assert header.count("|") == 7 and "within 10% of FT-Full" in header
+    assert vel == ("| cheetah-vel | yes (T=0: no: 80.0 vs 85.0) | yes | yes | yes | yes: 5.0% (T=0: no: 20.0%) |")
+    assert ant == "| ant-dir | — | — | — | — | — |"
+    summary["Prompt Diffuser"] = {"mean": 101.0}
+    summary["MT-ORL"] = {"mean": 0.0}  # Random > MT-ORL is strict
+    assert "| no: 0.0 vs 0.0 | yes: ahead of FT-Full" in ordering_checks({"cheetah-vel": summary})
 
 
 def test_an_interrupted_cell_resumes_at_its_next_task(hub, tmp_path):
