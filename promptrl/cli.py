@@ -79,7 +79,7 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     import torch
 
     from promptrl.checkpoint import latest_folder, saved_steps
-    from promptrl.plm import PromptDT, bf16_is_fast, train_plm
+    from promptrl.plm import PromptDT, train_plm, training_bf16
 
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
@@ -124,7 +124,7 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
                     f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
                     f"({suite.spec.episodes[args.quality]} episodes each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
                     f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
-                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {bf16_is_fast(args.device) if s.bf16 is None else s.bf16}, "
+                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {training_bf16(s.bf16, args.device)}, "
                     f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}.")
 
         train_plm(suite, out, args.steps, quality=args.quality, device=args.device, seed=args.seed,
@@ -238,8 +238,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from promptrl.evaluation import evaluate
     from promptrl.plm import PromptDT
 
-    if (Path(resolve_model_path(args.model)) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
-        model = PromptDiffuser.from_pretrained(args.model, device=args.device)
+    folder = resolve_model_path(args.model)  # hub_models/<suite> from anywhere; a Hub repo id stays as it is
+    if (Path(folder) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
+        model = PromptDiffuser.from_pretrained(folder, device=args.device)
         runs = [("generated", model, None)]
         suite = load_suite(args.suite)
         missing = [t for t in (args.tasks or suite.split(args.split)) if not dataset_exists(suite.dataset_id(t, "expert"))]
@@ -249,7 +250,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         else:
             runs.append(("expert (the frozen PLM)", model.plm, "expert"))
     else:
-        model = PromptDT.from_pretrained(args.model, device=args.device)
+        model = PromptDT.from_pretrained(folder, device=args.device)
         runs = ([(q, model, q) for q in args.prompt or ["expert", "random"]] if model.settings.use_prompt
                 else [("none (MT-ORL)", model, "expert")])  # MT-ORL ignores the prompt
     one_task = args.tasks is not None and len(args.tasks) == 1
@@ -267,12 +268,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         lines.append(f"| {label} | {result.mean:.1f} ± {std:.1f} | {per_task} |")
         eval_results.append(_eval_result(args, label, result.mean, std))
     if args.record:
-        if not Path(args.model).is_dir():
+        if not Path(folder).is_dir():
             raise ValueError("--record writes the results into a local model folder; the model is not one")
         model.settings.model_card = {**(model.settings.model_card or {}), "results": "\n".join(lines),
                                      "eval_results": eval_results}
-        model.save_pretrained(args.model)
-        print(f"recorded in {Path(args.model) / 'README.md'}")
+        model.save_pretrained(folder)
+        print(f"recorded in {Path(folder) / 'README.md'}")
 
 
 def _eval_result(args: argparse.Namespace, label: str, mean: float, std: float) -> dict[str, Any]:

@@ -110,6 +110,11 @@ def bf16_is_fast(device: str | torch.device) -> bool:
     return False
 
 
+def training_bf16(setting: bool | None, device: str | torch.device) -> bool:
+    """Whether training autocasts to bfloat16: the ``bf16`` setting, or where it is None :func:`bf16_is_fast`."""
+    return bf16_is_fast(device) if setting is None else setting
+
+
 def _g(value: float | None) -> str:
     return "unset" if value is None else f"{value:g}"
 
@@ -310,7 +315,7 @@ class PromptDT(
         if self._optimizer is None:
             self._configure_optimizer()
         self.network.requires_grad_(True).train()  # a PromptDiffuser may have frozen it
-        bf16 = bf16_is_fast(self.device) if s.bf16 is None else s.bf16
+        bf16 = training_bf16(s.bf16, self.device)
         bar = tqdm(range(total_steps), desc="PromptDT", disable=not progress_bar)
         for _ in bar:
             history, prompt = sampler.sample(s.batch_per_task, self.device)
