@@ -244,7 +244,8 @@ def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = bu
     seconds = {k: round(sum(done["tasks"][str(t)][k] for t in ctx.tasks), 1) for k in ("adapt", "evaluate")}
     cell = {"method": name, "seed": seed, "returns": returns,
             "mean": float(np.mean([np.mean(r) for r in returns.values()])),
-            "seconds": seconds, "hardware": hardware(), "models": current}
+            "seconds": seconds, "hardware": hardware(), "models": current,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     write_json(path, cell)
     partial_path.unlink(missing_ok=True)
     return cell
@@ -341,7 +342,8 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
 
     ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
     the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts.
-    ``seed_list`` runs only these seeds (e.g. to spread seeds over processes)."""
+    ``seed_list`` runs only these seeds (e.g. to spread seeds over processes). Each row also lists its
+    cells' ``hardware`` and ``finished`` times (None where a cell predates them)."""
     unknown = [m for m in methods if m not in METHODS + VARIANTS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS + VARIANTS)}")
@@ -362,7 +364,10 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
             continue
         cell = run_cell(name, ctx, seed, path, on_task=lambda task, name=name, seed=seed: bar.set_postfix_str(
             f"{name}, seed {seed}, task {task} ({ctx.tasks.index(task) + 1}/{len(ctx.tasks)})"))
-        summary.setdefault(name, {"seeds": []})["seeds"].append(cell["mean"])
+        row = summary.setdefault(name, {"seeds": [], "hardware": [], "finished": []})
+        row["seeds"].append(cell["mean"])
+        row["hardware"].append(cell.get("hardware"))
+        row["finished"].append(cell.get("finished"))  # None for cells written before cells were dated
     plm_params = ctx.plm.num_parameters()
     for name, row in summary.items():
         row["mean"], row["std"] = float(np.mean(row["seeds"])), float(np.std(row["seeds"]))
@@ -470,7 +475,7 @@ def record_in_card(folder: str | Path, suite_name: str, summary: dict[str, dict[
                                 f"folder (hub_models/<suite>, with plm/ inside)")
     pd = PromptDiffuser.from_pretrained(folder)
     pretrained = json.loads((folder / "pretrained" / CONFIG_NAME).read_text()) if (folder / "pretrained" / CONFIG_NAME).is_file() else {}
-    text = (f"Command: `{command}` ({hardware()})."
+    text = (f"Command: `{command}` ({measured_hardware({suite_name: summary})})."
             + (" `--collect` tabulates the cells that runs of the same command without it made (e.g. one process per "
                "seed with `--seed-list`)." if "--collect" in command.split() else "")
             + f" Every method adapts per test task on its first {budget.few_shot_episodes} expert episode(s) for "
@@ -481,6 +486,26 @@ def record_in_card(folder: str | Path, suite_name: str, summary: dict[str, dict[
     pd.settings.model_card = {**(pd.settings.model_card or {}), "test_split": text}
     pd.save_pretrained(folder)
     return folder / "README.md"
+
+
+def measured_dates(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """When the tabulated cells were measured: today, and the span of the cells' finish dates when
+    they were measured earlier (a ``--collect`` of cells from several runs) or some are undated."""
+    today = datetime.date.today().isoformat()
+    finished = [f for summary in summaries.values() for row in summary.values() for f in row.get("finished", [None])]
+    dates = sorted(f[:10] for f in finished if f)
+    undated = len(finished) - len(dates)
+    if dates and dates[0] == dates[-1] == today and not undated:
+        return today
+    span = (dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}") if dates else ""
+    parts = ([f"cells finished {span}"] if span else []) + ([f"{undated} undated cell(s)"] if undated else [])
+    return f"{today} (tabulated; " + ", ".join(parts) + ")"
+
+
+def measured_hardware(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The machines the tabulated cells were measured on (this one when the cells do not say)."""
+    seen = [h for summary in summaries.values() for row in summary.values() for h in row.get("hardware", []) if h]
+    return "; ".join(dict.fromkeys(seen)) or hardware()
 
 
 def hardware() -> str:
@@ -496,8 +521,8 @@ def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Pa
     out = Path(out)
     name = "table1" if set(TABLE1_SUITES) <= set(summaries) else "table1-" + "_".join(summaries)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.date.today().isoformat()
-    text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {stamp}  ", f"Hardware: {hardware()}  ",
+    text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {measured_dates(summaries)}  ",
+            f"Hardware: {measured_hardware(summaries)}  ",
             f"Budget: {json.dumps(asdict(budget))}\n",
             "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
             table1(summaries), "",
