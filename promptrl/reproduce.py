@@ -488,24 +488,30 @@ def record_in_card(folder: str | Path, suite_name: str, summary: dict[str, dict[
     return folder / "README.md"
 
 
+def _per_cell(summaries: dict[str, dict[str, dict[str, Any]]], key: str, default: list) -> list:
+    """Every row's per-cell list ``key`` (``default`` for a row without it), in one list."""
+    return [value for summary in summaries.values() for row in summary.values() for value in row.get(key, default)]
+
+
 def measured_dates(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
     """When the tabulated cells were measured: today, and the span of the cells' finish dates when
-    they were measured earlier (a ``--collect`` of cells from several runs) or some are undated."""
-    today = datetime.date.today().isoformat()
-    finished = [f for summary in summaries.values() for row in summary.values() for f in row.get("finished", [None])]
+    they were measured earlier (a ``--collect`` of cells from several runs) or some are undated.
+    Dates are UTC, as the cells' ``finished`` times are."""
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    finished = _per_cell(summaries, "finished", [None])
     dates = sorted(f[:10] for f in finished if f)
     undated = len(finished) - len(dates)
-    if dates and dates[0] == dates[-1] == today and not undated:
+    if not undated and set(dates) <= {today}:
         return today
-    span = (dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}") if dates else ""
-    parts = ([f"cells finished {span}"] if span else []) + ([f"{undated} undated cell(s)"] if undated else [])
+    parts = [f"{undated} undated cell(s)"] if undated else []
+    if dates:
+        parts.insert(0, f"cells finished {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else ""))
     return f"{today} (tabulated; " + ", ".join(parts) + ")"
 
 
 def measured_hardware(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
     """The machines the tabulated cells were measured on (this one when the cells do not say)."""
-    seen = [h for summary in summaries.values() for row in summary.values() for h in row.get("hardware", []) if h]
-    return "; ".join(dict.fromkeys(seen)) or hardware()
+    return "; ".join(dict.fromkeys(h for h in _per_cell(summaries, "hardware", []) if h)) or hardware()
 
 
 def hardware() -> str:

@@ -14,6 +14,10 @@ from conftest import make_tiny_hub
 from promptrl.reproduce import (METHODS, Budget, cell_path, hardware, measured_dates, measured_hardware, reproduce_suite,
                                 suite_table, table1, write_results)
 
+def utc_today() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
 TINY_BUDGET = Budget(seeds=1, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2, full_epochs=1)
 
 
@@ -32,7 +36,7 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
         cell = json.loads(cell_path(out / "runs" / "mw-reach" / TINY_BUDGET.tag(), name, 0, TINY_BUDGET).read_text())
         assert list(cell["returns"]) == ["6"] and len(cell["returns"]["6"]) == 1
         assert cell["seconds"]["adapt"] >= 0 and cell["seconds"]["evaluate"] > 0 and cell["hardware"]
-        assert cell["finished"][:10] == datetime.date.today().isoformat() and row["hardware"] == [cell["hardware"]]
+        assert cell["finished"][:10] == utc_today() and row["hardware"] == [cell["hardware"]]
     assert summary["Prompt-DT-Expert"]["params"] == 0 and summary["Prompt-DT-FT"]["percentage"] == pytest.approx(100)
     assert 0 < summary["Prompt Diffuser"]["params"] and 0 < summary["Soft Prompt"]["percentage"] < 100
     # A finished cell is read back, not redone: a marker value survives a rerun.
@@ -66,12 +70,12 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert (out / "table1-mw-reach.csv").read_text().count("\n") == len(METHODS) + 1
     assert "Sizes" in table1({"mw-reach": summary})
     assert "The paper's ordering" in text and "| Prompt Diffuser >= Prompt-Tuning DT |" in text
-    assert f"Date: {datetime.date.today().isoformat()}  " in text and f"Hardware: {hardware()}  " in text
+    assert f"Date: {utc_today()}  " in text and f"Hardware: {hardware()}  " in text
 
 
 def test_table_header_dates_the_cells():
     """A table of cells measured earlier (or undated, from before cells were dated) says so."""
-    today = datetime.date.today().isoformat()
+    today = utc_today()
     dated = {"s": {"A": {"finished": ["2026-01-02T10:00:00+00:00", "2026-01-05T09:00:00+00:00"], "hardware": ["cpu A"]},
                    "B": {"finished": [None], "hardware": ["cpu B", "cpu A"]}}}
     assert measured_dates(dated) == f"{today} (tabulated; cells finished 2026-01-02 to 2026-01-05, 1 undated cell(s))"
