@@ -14,7 +14,9 @@ from conftest import make_tiny_hub
 from promptrl.reproduce import (METHODS, Budget, cell_path, hardware, measured_dates, measured_hardware, reproduce_suite,
                                 suite_table, table1, write_results)
 
+
 def utc_today() -> str:
+    """Today's date in UTC, the zone of the cells' ``finished`` times."""
     return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
 
 
