@@ -320,7 +320,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         print(r.suite_table(name, summaries[name]))
         if args.record and summaries[name]:
             print(f"recorded in {r.record_in_card(hub / name, name, summaries[name], budget, command_line(args))}")
-    print("\nThe paper's ordering (means over seeds):")
+    print("\nThe paper's ordering (means over the seeds the compared columns share):")
     print(r.ordering_checks(summaries))
     print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
 

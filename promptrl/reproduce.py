@@ -338,7 +338,7 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
                     hub_root: str | Path = "hub_models", device: str = "cpu", tasks: Sequence[int] | None = None,
                     collect: bool = False, seed_list: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
     """Run every method on one suite's test tasks (or ``tasks``); returns
-    ``{method: {"seeds": [means], "mean", "std", "params", "percentage"}}``.
+    ``{method: {"seeds": [means], "seed_ids", "mean", "std", "params", "percentage"}}``.
 
     ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
     the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts.
@@ -364,8 +364,9 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
             continue
         cell = run_cell(name, ctx, seed, path, on_task=lambda task, name=name, seed=seed: bar.set_postfix_str(
             f"{name}, seed {seed}, task {task} ({ctx.tasks.index(task) + 1}/{len(ctx.tasks)})"))
-        row = summary.setdefault(name, {"seeds": [], "hardware": [], "finished": []})
+        row = summary.setdefault(name, {"seeds": [], "seed_ids": [], "hardware": [], "finished": []})
         row["seeds"].append(cell["mean"])
+        row["seed_ids"].append(seed)
         row["hardware"].append(cell.get("hardware"))
         row["finished"].append(cell.get("finished"))  # None for cells written before cells were dated
     plm_params = ctx.plm.num_parameters()
@@ -423,30 +424,52 @@ GAP_BAR = 0.10
 """...and the Prompt Diffuser within 10% of Prompt-DT-FT-Full, relative to the Random -> FT-Full span."""
 
 
-def _holds(mean: dict[str, float], a: str, op: str, b: str) -> str:
+def _shared(summary: dict[str, dict[str, Any]], names: Sequence[str]) -> tuple[dict[str, float], str]:
+    """The columns' means over the seeds they all have, and a note naming those seeds when some
+    column has more (a row without ``seed_ids`` counts with its own mean)."""
+    ids = [summary[m]["seed_ids"] for m in names if "seed_ids" in summary[m]]
+    shared = sorted(set.intersection(*map(set, ids))) if ids else []
+    if ids and not shared:
+        return {}, "— (no seed in common)"
+    mean = {}
+    for m in names:
+        row = summary[m]
+        picked = [v for s, v in zip(row["seed_ids"], row["seeds"]) if s in shared] if "seed_ids" in row else None
+        mean[m] = float(np.mean(picked)) if picked else row["mean"]
+    partial = any(len(i) > len(shared) for i in ids)
+    return mean, (f" [seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, shared))}]" if partial else "")
+
+
+def _holds(summary: dict[str, dict[str, Any]], a: str, op: str, b: str) -> str:
+    mean, note = _shared(summary, [a, b])
+    if not mean:
+        return note
     ok = mean[a] >= mean[b] if op == ">=" else mean[a] > mean[b]
-    return "yes" if ok else f"no: {mean[a]:.1f} vs {mean[b]:.1f}"
+    return ("yes" if ok else f"no: {mean[a]:.1f} vs {mean[b]:.1f}") + note
 
 
-def _gap(mean: dict[str, float], pd: str) -> str:
+def _gap(summary: dict[str, dict[str, Any]], pd: str) -> str:
+    mean, note = _shared(summary, [pd, "Prompt-DT-FT-Full", "Prompt-DT-Random"])
+    if not mean:
+        return note
     span = mean["Prompt-DT-FT-Full"] - mean["Prompt-DT-Random"]
     if span <= 0:
-        return "— (FT-Full not above Random)"
+        return "— (FT-Full not above Random)" + note
     gap = (mean["Prompt-DT-FT-Full"] - mean[pd]) / span
-    return "yes: ahead of FT-Full" if gap <= 0 else (f"yes: {gap:.1%}" if gap <= GAP_BAR else f"no: {gap:.1%}")
+    return ("yes: ahead of FT-Full" if gap <= 0 else (f"yes: {gap:.1%}" if gap <= GAP_BAR else f"no: {gap:.1%}")) + note
 
 
 def ordering_checks(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Markdown: the paper's ordering (:data:`ORDERING`, :data:`GAP_BAR`) checked on each suite's means
-    over seeds ("—" where a column was not run); the Prompt Diffuser's variants in parentheses."""
+    over the seeds the compared columns share ("[seeds ...]" where a column has more; "—" where a
+    column was not run); the Prompt Diffuser's variants in parentheses."""
     head = [f"{a} {op} {b}" for a, op, b in ORDERING] + [f"Prompt Diffuser within {GAP_BAR:.0%} of FT-Full"]
     rows = ["| suite | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for suite_name, summary in summaries.items():
-        mean = {m: row["mean"] for m, row in summary.items()}
-        pds = [m for m in ("Prompt Diffuser", *VARIANTS) if m in mean]
+        pds = [m for m in ("Prompt Diffuser", *VARIANTS) if m in summary]
 
         def cell(check: Callable[[str], str], needs: Sequence[str]) -> str:
-            if not pds or any(m not in mean for m in needs):
+            if not pds or any(m not in summary for m in needs):
                 return "—"
             extra = [f"{m.removeprefix('Prompt Diffuser ').strip('()')}: {check(m)}" for m in pds[1:]]
             return check(pds[0]) + (f" ({'; '.join(extra)})" if extra else "")
@@ -454,10 +477,10 @@ def ordering_checks(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
         cells = []
         for a, op, b in ORDERING:
             if a == "Prompt Diffuser":
-                cells.append(cell(lambda pd, op=op, b=b: _holds(mean, pd, op, b), [b]))
+                cells.append(cell(lambda pd, op=op, b=b: _holds(summary, pd, op, b), [b]))
             else:
-                cells.append(_holds(mean, a, op, b) if a in mean and b in mean else "—")
-        cells.append(cell(lambda pd: _gap(mean, pd), ["Prompt-DT-FT-Full", "Prompt-DT-Random"]))
+                cells.append(_holds(summary, a, op, b) if a in summary and b in summary else "—")
+        cells.append(cell(lambda pd: _gap(summary, pd), ["Prompt-DT-FT-Full", "Prompt-DT-Random"]))
         rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -532,8 +555,9 @@ def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Pa
             f"Budget: {json.dumps(asdict(budget))}\n",
             "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
             table1(summaries), "",
-            "The paper's ordering, checked on the means over seeds (the first Prompt Diffuser column that was run; "
-            "its variants in parentheses; differences smaller than the seeds' std are not measured orderings):\n",
+            "The paper's ordering, checked on the means over the seeds the compared columns share "
+            "(\"[seeds ...]\" where a column has more), for the first Prompt Diffuser column that was run "
+            "(its variants in parentheses); differences smaller than the seeds' std are not measured orderings:\n",
             ordering_checks(summaries), ""]
     for suite_name, summary in summaries.items():
         text += [f"\n## {suite_name}\n", suite_table(suite_name, summary), ""]

@@ -102,6 +102,28 @@ def test_ordering_checks():
     assert "| no: 0.0 vs 0.0 | yes: ahead of FT-Full" in ordering_checks({"cheetah-vel": summary})
 
 
+def test_ordering_checks_compare_columns_on_the_seeds_they_share():
+    """A column with more seeds is compared on the seeds the other column has, and the note names them."""
+    from promptrl.reproduce import ordering_checks
+
+    def row(**by_seed):
+        ids, values = [int(k[1:]) for k in by_seed], list(by_seed.values())
+        return {"seeds": values, "seed_ids": ids, "mean": sum(values) / len(values)}
+
+    # Over all seeds Random (-10) > MT-ORL (-15), but on seed 0, the only one MT-ORL has, it is not.
+    summary = {"Prompt-DT-Random": row(s0=-20.0, s1=0.0), "MT-ORL": row(s0=-15.0),
+               "Prompt-DT-Expert": row(s0=50.0, s1=60.0), "Prompt-Tuning DT": row(s1=70.0),
+               "Prompt Diffuser": row(s0=90.0, s1=100.0), "Prompt-DT-FT-Full": row(s0=100.0, s1=100.0)}
+    vel = ordering_checks({"cheetah-vel": summary}).splitlines()[2]
+    cells = [c.strip() for c in vel.split("|")[2:-1]]
+    # PD vs PTDT on seed 1: 100 vs 70; PTDT vs Expert on seed 1: 70 vs 60; Expert vs Random on both seeds.
+    assert cells[:3] == ["yes [seed 1]", "yes [seed 1]", "yes"]
+    assert cells[3] == "no: -20.0 vs -15.0 [seed 0]"
+    assert cells[4] == "yes: 4.5%"  # (100 - 95) / (100 - -10): all three columns share both seeds
+    summary["MT-ORL"] = row(s2=-30.0)
+    assert "| — (no seed in common) |" in ordering_checks({"cheetah-vel": summary})
+
+
 def test_an_interrupted_cell_resumes_at_its_next_task(hub, tmp_path):
     """Each finished task of a cell is saved at once: after an interruption the rerun adapts only the
     tasks left and gives the cell an uninterrupted run gives; the tasks file goes once the cell is written."""
