@@ -434,8 +434,8 @@ def _shared(summary: dict[str, dict[str, Any]], names: Sequence[str]) -> tuple[d
     mean = {}
     for m in names:
         row = summary[m]
-        picked = [v for s, v in zip(row["seed_ids"], row["seeds"]) if s in shared] if "seed_ids" in row else None
-        mean[m] = float(np.mean(picked)) if picked else row["mean"]
+        by_seed = dict(zip(row.get("seed_ids", []), row.get("seeds", [])))
+        mean[m] = float(np.mean([by_seed[s] for s in shared])) if by_seed else row["mean"]
     partial = any(len(i) > len(shared) for i in ids)
     return mean, (f" [seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, shared))}]" if partial else "")
 
