@@ -564,6 +564,8 @@ def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Pa
     md = out / f"{name}.md"
     write_text_atomic(md, "\n".join(text))
     rows = [[suite_name, m, f"{row['mean']:.2f}", f"{row['std']:.2f}", " ".join(f"{x:.2f}" for x in row["seeds"]),
-             row["params"], f"{row['percentage']:.6f}"] for suite_name, summary in summaries.items() for m, row in summary.items()]
-    write_text_atomic(out / f"{name}.csv", csv_text(["suite", "method", "mean", "std", "seeds", "params", "percentage"], rows))
+             " ".join(str(k) for k in row.get("seed_ids", [])), row["params"], f"{row['percentage']:.6f}"]
+            for suite_name, summary in summaries.items() for m, row in summary.items()]
+    header = ["suite", "method", "mean", "std", "seeds", "seed_ids", "params", "percentage"]
+    write_text_atomic(out / f"{name}.csv", csv_text(header, rows))
     return md

@@ -1,4 +1,5 @@
 """The reproduce pipeline's plumbing on a tiny slice: one mw-reach task, tiny shipped-style models."""
+import csv
 import dataclasses
 import datetime
 import json
@@ -69,7 +70,10 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     text = md.read_text()
     assert "| mw-reach |" in text and "(555.7 ± 6.8)" in text and "| Prompt Diffuser |" in suite_table("mw-reach", summary)
     assert md.name == "table1-mw-reach.md"  # one suite never replaces the four-suite table1.md
-    assert (out / "table1-mw-reach.csv").read_text().count("\n") == len(METHODS) + 1
+    with open(out / "table1-mw-reach.csv", newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == len(METHODS) and {r["seed_ids"] for r in csv_rows} == {"0"}
+    assert float(csv_rows[0]["seeds"]) == pytest.approx(summary[csv_rows[0]["method"]]["seeds"][0], abs=0.01)
     assert "Sizes" in table1({"mw-reach": summary})
     assert "The paper's ordering" in text and "| Prompt Diffuser >= Prompt-Tuning DT |" in text
     assert f"Date: {utc_today()}  " in text and f"Hardware: {hardware()}  " in text
