@@ -397,8 +397,17 @@ def suite_table(suite_name: str, summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def table1(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Markdown in the paper's Table 1 layout: suites as rows, methods as columns, ours (paper)."""
+def _seed_note(row: dict[str, Any], seeds: int | None) -> str:
+    """" [seeds 0, 1]" when a row has fewer than ``seeds`` seeds (e.g. a run in progress), else ""."""
+    ids = row.get("seed_ids", [])
+    if seeds is None or len(row["seeds"]) >= seeds:
+        return ""
+    return f" [seed{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}]" if ids else f" [{len(row['seeds'])} of {seeds} seeds]"
+
+
+def table1(summaries: dict[str, dict[str, dict[str, Any]]], seeds: int | None = None) -> str:
+    """Markdown in the paper's Table 1 layout: suites as rows, methods as columns, ours (paper); a cell
+    with fewer than ``seeds`` seeds names the ones it has ("[seeds 0, 1]")."""
     paper = paper_table()
     methods = [m for m in METHODS + VARIANTS if any(m in s for s in summaries.values())]
     head = "| suite | " + " | ".join(methods) + " |"
@@ -408,7 +417,8 @@ def table1(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
         for m in methods:
             ours = summary.get(m)
             ref = paper[suite_name][paper["columns"].index(m)] if suite_name in paper and m in paper["columns"] else None
-            cells.append(("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}") + f" ({_fmt(ref)})")
+            cells.append(("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}{_seed_note(ours, seeds)}")
+                         + f" ({_fmt(ref)})")
         rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
     # Sizes depend on the suite's spaces: each method's come from the first suite that has it, as one row in the paper.
     first = {m: next(s[m] for s in summaries.values() if m in s) for m in methods}
@@ -545,16 +555,19 @@ def hardware() -> str:
 
 def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Path, command: str, budget: Budget) -> Path:
     """Write ``table1.md`` and ``table1.csv`` under ``out`` (``table1-<suite>[_<suite>...]`` when the
-    run leaves out a Table 1 suite, so that a one-suite run never replaces the whole table); returns
-    the markdown path."""
+    run leaves out a Table 1 suite, so that a one-suite run never replaces the whole table, and
+    ``..._<budget tag>`` for a budget other than the full or the quick one, so that a run at another
+    budget never replaces the full run's table); returns the markdown path."""
     out = Path(out)
     name = "table1" if set(TABLE1_SUITES) <= set(summaries) else "table1-" + "_".join(summaries)
+    if budget.tag() not in (FULL.tag(), QUICK.tag()):
+        name += f"_{budget.tag()}"
     out.mkdir(parents=True, exist_ok=True)
     text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {measured_dates(summaries)}  ",
             f"Hardware: {measured_hardware(summaries)}  ",
             f"Budget: {json.dumps(asdict(budget))}\n",
             "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
-            table1(summaries), "",
+            table1(summaries, budget.seeds), "",
             "The paper's ordering, checked on the means over the seeds the compared columns share "
             "(\"[seeds ...]\" where a column has more), for the first Prompt Diffuser column that was run "
             "(its variants in parentheses); differences smaller than the seeds' std are not measured orderings:\n",

@@ -3,6 +3,7 @@ import csv
 import dataclasses
 import datetime
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from promptrl.cli import main
 from promptrl.datasets import create_datasets
 from promptrl.plm import PromptDT
 from conftest import make_tiny_hub
-from promptrl.reproduce import (METHODS, Budget, cell_path, hardware, measured_dates, measured_hardware, reproduce_suite,
+from promptrl.reproduce import (FULL, METHODS, Budget, cell_path, hardware, measured_dates, measured_hardware, reproduce_suite,
                                 suite_table, table1, write_results)
 
 
@@ -69,12 +70,16 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     md = write_results({"mw-reach": summary}, out, "promptrl reproduce mw-reach", TINY_BUDGET)
     text = md.read_text()
     assert "| mw-reach |" in text and "(555.7 ± 6.8)" in text and "| Prompt Diffuser |" in suite_table("mw-reach", summary)
-    assert md.name == "table1-mw-reach.md"  # one suite never replaces the four-suite table1.md
-    with open(out / "table1-mw-reach.csv", newline="") as f:
+    # One suite never replaces the four-suite table1.md, nor a budget other than the full (or quick) one the full run's.
+    assert md.name == f"table1-mw-reach_{TINY_BUDGET.tag()}.md"
+    with open(md.with_suffix(".csv"), newline="") as f:
         csv_rows = list(csv.DictReader(f))
     assert len(csv_rows) == len(METHODS) and {r["seed_ids"] for r in csv_rows} == {"0"}
     assert float(csv_rows[0]["seeds"]) == pytest.approx(summary[csv_rows[0]["method"]]["seeds"][0], abs=0.01)
     assert "Sizes" in table1({"mw-reach": summary})
+    assert md.with_name("table1-mw-reach.md") == write_results({"mw-reach": summary}, out, "promptrl reproduce", FULL)
+    # A cell with fewer seeds than the budget's names the seeds it has.
+    assert "[seed 0] (555.7 ± 6.8)" in table1({"mw-reach": summary}, seeds=3) and "[seed" not in table1({"mw-reach": summary}, 1)
     assert "The paper's ordering" in text and "| Prompt Diffuser >= Prompt-Tuning DT |" in text
     assert f"Date: {utc_today()}  " in text and f"Hardware: {hardware()}  " in text
 
@@ -253,3 +258,12 @@ def test_retrain_follows_the_shipped_recipes_apart_from_the_shipped_models(tmp_p
     weights = {p: p.stat().st_mtime_ns for p in retrained.rglob("model.safetensors")}
     assert main(argv) == 0  # a rerun trains nothing again
     assert {p: p.stat().st_mtime_ns for p in retrained.rglob("model.safetensors")} == weights
+
+
+def test_readme_table1_is_the_measured_one():
+    """README's full-budget Table 1 and ordering checks are copies of results/table1.md's rows."""
+    root = Path(__file__).resolve().parents[1]
+    section = (root / "README.md").read_text().split("### Measured Table 1")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    measured = (root / "results" / "table1.md").read_text().split("\n## ")[0].splitlines()
+    assert len(rows) >= 8 and all(row in measured for row in rows), [r[:60] for r in rows if r not in measured]
