@@ -420,11 +420,17 @@ def table1(summaries: dict[str, dict[str, dict[str, Any]]], seeds: int | None = 
             cells.append(("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}{_seed_note(ours, seeds)}")
                          + f" ({_fmt(ref)})")
         rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
-    # Sizes depend on the suite's spaces: each method's come from the first suite that has it, as one row in the paper.
-    first = {m: next(s[m] for s in summaries.values() if m in s) for m in methods}
-    rows.append("| Sizes | " + " | ".join(_size(first[m]["params"]) for m in methods) + " |")
-    rows.append("| Percentage | " + " | ".join(f"{first[m]['percentage']:.4g}%" for m in methods) + " |")
+    # Sizes depend on the suite's spaces (one row in the paper): the range over the suites where they differ.
+    rows.append("| Sizes | " + " | ".join(_span(summaries, m, "params", _size) for m in methods) + " |")
+    rows.append("| Percentage | " + " | ".join(_span(summaries, m, "percentage", lambda v: f"{v:.4g}%")
+                                              for m in methods) + " |")
     return "\n".join(rows)
+
+
+def _span(summaries: dict[str, dict[str, dict[str, Any]]], method: str, key: str, fmt: Any) -> str:
+    """``fmt`` of a method's ``key`` over the suites that ran it: one value, or "low–high" where they differ."""
+    values = sorted({s[method][key] for s in summaries.values() if method in s})
+    return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}–{fmt(values[-1])}"
 
 
 ORDERING = (("Prompt Diffuser", ">=", "Prompt-Tuning DT"), ("Prompt-Tuning DT", ">=", "Prompt-DT-Expert"),

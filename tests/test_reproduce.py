@@ -76,7 +76,15 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
         csv_rows = list(csv.DictReader(f))
     assert len(csv_rows) == len(METHODS) and {r["seed_ids"] for r in csv_rows} == {"0"}
     assert float(csv_rows[0]["seeds"]) == pytest.approx(summary[csv_rows[0]["method"]]["seeds"][0], abs=0.01)
-    assert "Sizes" in table1({"mw-reach": summary})
+    one = table1({"mw-reach": summary}).split("\n")
+    pd_col = one[0].split(" | ").index("Prompt Diffuser")
+    pd_size = next(r for r in one if r.startswith("| Sizes |")).split(" | ")[pd_col]
+    assert "–" not in pd_size
+    # Suites whose spaces differ give a method a range of sizes, not the first suite's alone.
+    bigger = {m: dict(r, params=r["params"] * 2, percentage=r["percentage"] * 2) for m, r in summary.items()}
+    two = table1({"mw-reach": summary, "cheetah-vel": bigger}).split("\n")
+    row = next(r for r in two if r.startswith("| Sizes |")).split(" | ")
+    assert row[pd_col].startswith(pd_size + "–") and row[pd_col] != pd_size
     assert md.with_name("table1-mw-reach.md") == write_results({"mw-reach": summary}, out, "promptrl reproduce", FULL)
     # A cell with fewer seeds than the budget's names the seeds it has.
     assert "[seed 0] (555.7 ± 6.8)" in table1({"mw-reach": summary}, seeds=3) and "[seed" not in table1({"mw-reach": summary}, 1)
