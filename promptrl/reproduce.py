@@ -427,10 +427,11 @@ def table1(summaries: dict[str, dict[str, dict[str, Any]]], seeds: int | None = 
     return "\n".join(rows)
 
 
-def _span(summaries: dict[str, dict[str, dict[str, Any]]], method: str, key: str, fmt: Any) -> str:
-    """``fmt`` of a method's ``key`` over the suites that ran it: one value, or "low–high" where they differ."""
-    values = sorted({s[method][key] for s in summaries.values() if method in s})
-    return fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}–{fmt(values[-1])}"
+def _span(summaries: dict[str, dict[str, dict[str, Any]]], method: str, key: str, fmt: Callable[[Any], str]) -> str:
+    """``fmt`` of a method's ``key`` over the suites that ran it: one value, or "low–high" where they print differently."""
+    values = [s[method][key] for s in summaries.values() if method in s]
+    low, high = fmt(min(values)), fmt(max(values))
+    return low if low == high else f"{low}–{high}"
 
 
 ORDERING = (("Prompt Diffuser", ">=", "Prompt-Tuning DT"), ("Prompt-Tuning DT", ">=", "Prompt-DT-Expert"),
