@@ -35,12 +35,12 @@ import numpy as np
 import torch
 
 import promptrl
-from promptrl import baselines, evaluate
-from promptrl.adaptation import whole_windows
-from promptrl.diffuser import PromptDiffuser
-from promptrl.diffusion import GaussianDiffusion, NoiseMLP
-from promptrl.plm import PromptDT
-from promptrl.segments import episodes_of, random_window, stack_windows
+from promptrl.data.episodes import episodes_of
+from promptrl.data.windows import random_window, stack_windows, whole_windows
+from promptrl.methods import baselines, evaluate
+from promptrl.methods.diffuser import PromptDiffuser
+from promptrl.methods.plm import PromptDT
+from promptrl.nn.diffusion import GaussianDiffusion, NoiseMLP
 
 
 def fidelity(x0: torch.Tensor, generated: torch.Tensor) -> tuple[float, float]:
@@ -67,13 +67,18 @@ def real_windows(pd: PromptDiffuser, episodes: list) -> tuple[torch.Tensor, torc
 def run_fidelity(args: argparse.Namespace, pd: PromptDiffuser, episodes: list) -> None:
     x0, y = real_windows(pd, episodes)
     spread = (x0 - x0.mean(0)).pow(2).mean(1).sqrt().mean().item()
-    print(f"{args.suite} task {args.task}: {len(x0)} windows of {x0.shape[1]} features; RMS distance of a window to "
-          f"the mean window {spread:.3f}\n")
+    print(
+        f"{args.suite} task {args.task}: {len(x0)} windows of {x0.shape[1]} features; RMS distance of a window to "
+        f"the mean window {spread:.3f}\n"
+    )
     print("| noise model | final L_DM | RMS to own window | RMS to nearest window | sample std / data std |")
     print("|---|---|---|---|---|")
     diffusion, results = GaussianDiffusion(pd.settings.n_steps), {}
-    for name, residual, dropout in (("plain, dropout 0.1", False, 0.1), ("plain, dropout 0", False, 0.0),
-                                    ("residual, dropout 0.1", True, 0.1)):
+    for name, residual, dropout in (
+        ("plain, dropout 0.1", False, 0.1),
+        ("plain, dropout 0", False, 0.0),
+        ("residual, dropout 0.1", True, 0.1),
+    ):
         torch.manual_seed(args.seed)
         model = NoiseMLP(x0.shape[1], y.shape[1], dropout=dropout, residual=residual)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -93,8 +98,10 @@ def run_fidelity(args: argparse.Namespace, pd: PromptDiffuser, episodes: list) -
         ratio = (sample.std(0).mean() / x0.std(0).mean()).item()
         results[name] = nearest
         print(f"| {name} | {np.mean(losses[-200:]):.3f} | {own:.3f} | {nearest:.3f} | {ratio:.2f} |")
-    print(f"\nRESULT nearest_plain={results['plain, dropout 0.1']:.3f} nearest_plain_nodropout={results['plain, dropout 0']:.3f} "
-          f"nearest_residual={results['residual, dropout 0.1']:.3f}")
+    print(
+        f"\nRESULT nearest_plain={results['plain, dropout 0.1']:.3f} nearest_plain_nodropout={results['plain, dropout 0']:.3f} "
+        f"nearest_residual={results['residual, dropout 0.1']:.3f}"
+    )
 
 
 def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT, few_shot, episodes: list) -> None:
@@ -110,13 +117,20 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
     x0, y = real_windows(reference, episodes)
     rng = np.random.default_rng(args.seed)
     n = min(64, len(x0))  # history windows, one per prompt
-    history = stack_windows([random_window(episodes[0], plm.settings.context, plm._segment_spec(), rng) for _ in range(n)])
+    history = stack_windows(
+        [random_window(episodes[0], plm.settings.context, plm._segment_spec(), rng) for _ in range(n)]
+    )
     rows, returns = [], {}
     ant = suite.spec.goal_name == "angle"  # the prompts' planar direction is then worth a column
     if args.episodes:
         expert = baselines.FixedPrompt(plm, quality="expert", seed=args.seed).learn(few_shot, progress_bar=False)
-        returns["expert"] = float(np.mean(evaluate(expert, suite, tasks=[args.task], n_episodes=args.episodes,
-                                                   prompt=None, seed=args.seed).returns[args.task]))
+        returns["expert"] = float(
+            np.mean(
+                evaluate(
+                    expert, suite, tasks=[args.task], n_episodes=args.episodes, prompt=None, seed=args.seed
+                ).returns[args.task]
+            )
+        )
     for variant in args.variants:
         rule, _, weight = variant.partition(":")
         pd = PromptDiffuser.from_pretrained(pretrained, plm=plm)
@@ -136,20 +150,45 @@ def run_rules(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: PromptDT
             direction = np.median(prompt_direction(pd._raw_prompt(generated, y)[0])) if ant else float("nan")
         a = np.array(stats) if stats else np.full((1, 3), np.nan)
         if args.episodes:
-            returns[variant] = float(np.mean(evaluate(pd, suite, tasks=[args.task], n_episodes=args.episodes,
-                                                      prompt=None, seed=args.seed).returns[args.task]))
-        rows.append((variant, np.median(a[:, 0]), np.median(a[:, 1]), np.median(a[:, 2]), (a[:, 2] < 0).mean(), own,
-                     nearest, loss_gen, loss_real, direction, returns.get(variant, float("nan")), seconds))
+            returns[variant] = float(
+                np.mean(
+                    evaluate(
+                        pd, suite, tasks=[args.task], n_episodes=args.episodes, prompt=None, seed=args.seed
+                    ).returns[args.task]
+                )
+            )
+        rows.append(
+            (
+                variant,
+                np.median(a[:, 0]),
+                np.median(a[:, 1]),
+                np.median(a[:, 2]),
+                (a[:, 2] < 0).mean(),
+                own,
+                nearest,
+                loss_gen,
+                loss_real,
+                direction,
+                returns.get(variant, float("nan")),
+                seconds,
+            )
+        )
         print(f"done {variant}", flush=True)
-    print(f"\n{args.suite} task {args.task}, seed {args.seed}, {args.epochs * 100} fine-tuning steps from "
-          f"{pretrained}; Prompt-DT-Expert return {returns.get('expert', float('nan')):.1f} "
-          f"({args.episodes} episodes)")
+    print(
+        f"\n{args.suite} task {args.task}, seed {args.seed}, {args.epochs * 100} fine-tuning steps from "
+        f"{pretrained}; Prompt-DT-Expert return {returns.get('expert', float('nan')):.1f} "
+        f"({args.episodes} episodes)"
+    )
     if ant:
         real = np.median(prompt_direction(reference._raw_prompt(x0, y)[0]))
-        print(f"goal direction {np.degrees(suite.spec.tasks[args.task][0]):.0f} degrees; the real windows' median "
-              f"direction of travel {real:.0f}; prompt direction: the generated prompts' median")
-    print("\n| rule[:weight] | median norm grad L_DM | median norm grad L_DT | median cosine | conflicts | RMS to own window "
-          "| RMS to nearest window | L_DT generated / real prompt | prompt direction | return | fine-tune s |")
+        print(
+            f"goal direction {np.degrees(suite.spec.tasks[args.task][0]):.0f} degrees; the real windows' median "
+            f"direction of travel {real:.0f}; prompt direction: the generated prompts' median"
+        )
+    print(
+        "\n| rule[:weight] | median norm grad L_DM | median norm grad L_DT | median cosine | conflicts | RMS to own window "
+        "| RMS to nearest window | L_DT generated / real prompt | prompt direction | return | fine-tune s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for v, g1, g2, cos, conf, own, near, lg, lr, d, ret, sec in rows:
         grads = "— | — | — | —" if math.isnan(g1) else f"{g1:.4f} | {g2:.4f} | {cos:+.3f} | {conf:.0%}"  # dm: no L_DT
@@ -177,8 +216,9 @@ def run_temperature(args: argparse.Namespace, suite: promptrl.TaskSuite, plm: Pr
         if t is not None:
             pd.settings.temperature = t
             pd.set_random_seed(args.seed)
-        r = evaluate(expert if t is None else pd, suite, tasks=[args.task], n_episodes=args.episodes, prompt=None,
-                     seed=args.seed).returns[args.task]
+        r = evaluate(
+            expert if t is None else pd, suite, tasks=[args.task], n_episodes=args.episodes, prompt=None, seed=args.seed
+        ).returns[args.task]
         means["expert" if t is None else f"t{t:g}"] = float(np.mean(r))
         name = "Prompt-DT-Expert" if t is None else f"Prompt Diffuser, temperature {t:g}"
         print(f"| {name} | {np.mean(r):.1f} ± {np.std(r):.1f} |", flush=True)
@@ -192,10 +232,16 @@ def main() -> None:
     parser.add_argument("--task", type=int, default=None, help="default: the suite's first test task")
     parser.add_argument("--hub", default="hub_models")
     parser.add_argument("--steps", type=int, default=3000, help="fidelity: training steps per noise model")
-    parser.add_argument("--variants", nargs="+", default=["dm", "projection", "dt"], help="rules: rule[:guidance_weight]")
+    parser.add_argument(
+        "--variants", nargs="+", default=["dm", "projection", "dt"], help="rules: rule[:guidance_weight]"
+    )
     parser.add_argument("--epochs", type=int, default=3, help="rules, temperature: fine-tuning epochs of 100 steps")
-    parser.add_argument("--episodes", type=int, default=5, help="rules, temperature: evaluation episodes (rules: 0 for none)")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0], help="temperature: the betas")
+    parser.add_argument(
+        "--episodes", type=int, default=5, help="rules, temperature: evaluation episodes (rules: 0 for none)"
+    )
+    parser.add_argument(
+        "--temperatures", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0], help="temperature: the betas"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -20,8 +20,8 @@ import time
 import torch
 
 import promptrl
-from promptrl.diffuser import PromptDiffuser
-from promptrl.plm import PromptDT
+from promptrl.methods.diffuser import PromptDiffuser
+from promptrl.methods.plm import PromptDT
 
 TABLE4_STEPS = 20 * 100
 
@@ -74,22 +74,28 @@ def main() -> None:
     promptrl.evaluate(plm, suite, tasks=[task], n_episodes=1, prompt=few_shot)
     episode_s = time.perf_counter() - t
 
-    rows = [("prompt generation, N=100, batch %d" % args.batch, gen_s),
-            ("rollout of one episode (%d steps)" % suite.horizon, episode_s),
-            ("fine-tune step (batch 32, full reverse chain + PLM)", step_s),
-            ("fine-tune step, bf16_plm=True", step_bf16_s),
-            ("fine-tune, Table 4 budget (%d steps), per-step x 2000" % TABLE4_STEPS, finetune_s),
-            ("fine-tune, Table 4 budget, bf16_plm=True", finetune_bf16_s)]
+    rows = [
+        ("prompt generation, N=100, batch %d" % args.batch, gen_s),
+        ("rollout of one episode (%d steps)" % suite.horizon, episode_s),
+        ("fine-tune step (batch 32, full reverse chain + PLM)", step_s),
+        ("fine-tune step, bf16_plm=True", step_bf16_s),
+        ("fine-tune, Table 4 budget (%d steps), per-step x 2000" % TABLE4_STEPS, finetune_s),
+        ("fine-tune, Table 4 budget, bf16_plm=True", finetune_bf16_s),
+    ]
     print(f"\n{args.suite} on {pd.device} ({torch.get_num_threads()} threads)")
     print("| measurement | seconds |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value:.3f} |")
     ratio = gen_s / episode_s
-    print(f"\ngeneration / episode = {100 * ratio:.2f}% (goal <= 2%); fine-tune {finetune_s / 60:.1f} min, "
-          f"{finetune_bf16_s / 60:.1f} min with bf16_plm (goal <= 3 min on 2 CPU cores)")
-    print(f"RESULT generation_over_episode={ratio:.4f} generation_s={gen_s:.4f} episode_s={episode_s:.3f} "
-          f"finetune_step_s={step_s:.4f} finetune_table4_min={finetune_s / 60:.2f} "
-          f"bf16_plm_speedup={step_s / step_bf16_s:.2f} finetune_table4_bf16_min={finetune_bf16_s / 60:.2f}")
+    print(
+        f"\ngeneration / episode = {100 * ratio:.2f}% (goal <= 2%); fine-tune {finetune_s / 60:.1f} min, "
+        f"{finetune_bf16_s / 60:.1f} min with bf16_plm (goal <= 3 min on 2 CPU cores)"
+    )
+    print(
+        f"RESULT generation_over_episode={ratio:.4f} generation_s={gen_s:.4f} episode_s={episode_s:.3f} "
+        f"finetune_step_s={step_s:.4f} finetune_table4_min={finetune_s / 60:.2f} "
+        f"bf16_plm_speedup={step_s / step_bf16_s:.2f} finetune_table4_bf16_min={finetune_bf16_s / 60:.2f}"
+    )
 
 
 if __name__ == "__main__":

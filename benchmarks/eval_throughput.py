@@ -22,14 +22,19 @@ import numpy as np
 import torch
 
 import promptrl
-from promptrl.plm import PromptDT
+from promptrl.methods.plm import PromptDT
 from promptrl.wrappers import HistoryBuffer, PromptWrapper, resolve_prompt
 
 
 def prompt_for(model: PromptDT) -> dict[str, np.ndarray]:
     s = model.settings
-    return {"states": np.zeros((s.prompt_length, s.obs_dim)), "actions": np.zeros((s.prompt_length, s.act_dim)),
-            "rtg": np.zeros(s.prompt_length), "timesteps": np.arange(s.prompt_length), "mask": np.ones(s.prompt_length)}
+    return {
+        "states": np.zeros((s.prompt_length, s.obs_dim)),
+        "actions": np.zeros((s.prompt_length, s.act_dim)),
+        "rtg": np.zeros(s.prompt_length),
+        "timesteps": np.arange(s.prompt_length),
+        "mask": np.ones(s.prompt_length),
+    }
 
 
 def raw(suite, n: int, steps: int) -> float:
@@ -44,8 +49,10 @@ def raw(suite, n: int, steps: int) -> float:
 
 def ours(model: PromptDT, suite, n: int, steps: int) -> float:
     s = model.settings
-    envs = gym.vector.SyncVectorEnv([lambda: suite.make_env(suite.test_tasks[0]) for _ in range(n)],
-                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: suite.make_env(suite.test_tasks[0]) for _ in range(n)],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    )
     obs, _ = envs.reset(seed=0)
     history = HistoryBuffer(n, s.context, s.obs_dim, s.act_dim)
     history.reset(np.arange(n), obs, s.rtg_target)
@@ -80,7 +87,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suite = promptrl.load_suite(args.suite)
-    model = PromptDT(suite, device=args.device, state_mean=[0.0] * suite.spec.obs_dim, state_std=[1.0] * suite.spec.obs_dim)
+    model = PromptDT(
+        suite, device=args.device, state_mean=[0.0] * suite.spec.obs_dim, state_std=[1.0] * suite.spec.obs_dim
+    )
     naive(model, suite, 10)  # warm-up: the first forwards (on a GPU, of each dtype) pay a start-up
     for bf16 in (False, True):
         model.settings.bf16_inference = bf16
@@ -88,10 +97,14 @@ def main() -> None:
     model.settings.bf16_inference = False
     base = naive(model, suite, args.steps)
     where = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "CPU"
-    print(f"{args.suite}, {args.steps} steps per episode, torch threads {args.threads}, reference-size Prompt-DT "
-          f"({model.num_parameters():,} parameters) on {where}\n")
-    print("| parallel episodes | raw simulator (a) | naive loop (b) | ours | ours, bf16_inference | ours / (a) | ours / (b) "
-          "| bf16 / (a) | bf16 / (b) |")
+    print(
+        f"{args.suite}, {args.steps} steps per episode, torch threads {args.threads}, reference-size Prompt-DT "
+        f"({model.num_parameters():,} parameters) on {where}\n"
+    )
+    print(
+        "| parallel episodes | raw simulator (a) | naive loop (b) | ours | ours, bf16_inference | ours / (a) | ours / (b) "
+        "| bf16 / (a) | bf16 / (b) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     result = {}
     for n in args.sizes:
@@ -99,11 +112,15 @@ def main() -> None:
         model.settings.bf16_inference = True
         h = ours(model, suite, n, args.steps)
         model.settings.bf16_inference = False
-        print(f"| {n} | {a:,.0f} | {base:,.0f} | {o:,.0f} | {h:,.0f} | {o / a:.2f} | {o / base:.1f} | {h / a:.2f} | {h / base:.1f} |")
+        print(
+            f"| {n} | {a:,.0f} | {base:,.0f} | {o:,.0f} | {h:,.0f} | {o / a:.2f} | {o / base:.1f} | {h / a:.2f} | {h / base:.1f} |"
+        )
         result[n] = (o / a, o / base, h / a, h / base)
     last = max(result)
     r = result[last]
-    print(f"\nRESULT episodes={last} vs_raw={r[0]:.2f} vs_naive={r[1]:.1f} bf16_vs_raw={r[2]:.2f} bf16_vs_naive={r[3]:.1f}")
+    print(
+        f"\nRESULT episodes={last} vs_raw={r[0]:.2f} vs_naive={r[1]:.1f} bf16_vs_raw={r[2]:.2f} bf16_vs_naive={r[3]:.1f}"
+    )
 
 
 if __name__ == "__main__":

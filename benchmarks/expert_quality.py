@@ -12,8 +12,8 @@ import argparse
 import numpy as np
 
 import promptrl
-from promptrl.experts import load_expert
-from promptrl.rollouts import RandomPolicy, rollout
+from promptrl.data.experts import load_expert
+from promptrl.data.rollouts import RandomPolicy, rollout
 
 FLOORS = {"cheetah-dir": 900.0, "cheetah-vel": -45.0, "ant-dir": 400.0, "ant-dir-ood": None, "mw-reach": None}
 
@@ -55,8 +55,10 @@ def main() -> None:
             value = min(r["expert"]) if name == "cheetah-dir" else float(np.mean(r["expert"]))
             ok = "yes" if value >= floor else "NO"
         per_task = ", ".join(f"{v:.1f}" for v in r["expert"])
-        print(f"| {name} | {promptrl.load_suite(name).test_tasks} | {np.mean(r['expert']):.1f} | {np.mean(r['medium']):.1f} | "
-              f"{np.mean(r['random']):.1f} | {per_task} | {floor if floor is not None else '-'} | {ok} |")
+        print(
+            f"| {name} | {promptrl.load_suite(name).test_tasks} | {np.mean(r['expert']):.1f} | {np.mean(r['medium']):.1f} | "
+            f"{np.mean(r['random']):.1f} | {per_task} | {floor if floor is not None else '-'} | {ok} |"
+        )
         result.append(f"{name}={np.mean(r['expert']):.1f}")
     print("\nRESULT " + " ".join(result))
 

@@ -19,8 +19,9 @@ import time
 import torch
 from torch import nn
 
-from promptrl.plm import bf16_is_fast
-from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment, TokenEmbedding
+from promptrl.data.windows import Segment
+from promptrl.methods.plm import bf16_is_fast
+from promptrl.nn.transformer import PromptDTConfig, PromptDTNetwork, TokenEmbedding
 
 OBS, ACT, K, KP = 17, 6, 20, 5
 
@@ -34,9 +35,18 @@ class GPT2DecisionTransformer(nn.Module):
 
         self.embed, self.prompt_embed = TokenEmbedding(cfg), TokenEmbedding(cfg)
         self.ln = nn.LayerNorm(cfg.embed_dim)
-        gpt_cfg = GPT2Config(n_embd=cfg.embed_dim, n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=4 * cfg.embed_dim,
-                             activation_function="relu", resid_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-                             embd_pdrop=cfg.dropout, n_positions=1024, vocab_size=1)
+        gpt_cfg = GPT2Config(
+            n_embd=cfg.embed_dim,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_inner=4 * cfg.embed_dim,
+            activation_function="relu",
+            resid_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            n_positions=1024,
+            vocab_size=1,
+        )
         self.gpt = GPT2Model(gpt_cfg)
         self.head = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.act_dim), nn.Tanh())
 
@@ -44,16 +54,23 @@ class GPT2DecisionTransformer(nn.Module):
         B = history.states.shape[0]
         x = self.ln(torch.cat([self.prompt_embed(prompt), self.embed(history)], 1))  # (B, 3(K*+K), E)
         mask = torch.cat([prompt.mask, history.mask], 1).repeat_interleave(3, 1)
-        h = self.gpt(inputs_embeds=x, attention_mask=mask, position_ids=torch.zeros_like(mask, dtype=torch.long)).last_hidden_state
-        return self.head(h[:, -3 * K:].reshape(B, K, 3, -1)[:, :, 1])
+        h = self.gpt(
+            inputs_embeds=x, attention_mask=mask, position_ids=torch.zeros_like(mask, dtype=torch.long)
+        ).last_hidden_state
+        return self.head(h[:, -3 * K :].reshape(B, K, 3, -1)[:, :, 1])
 
 
 def batch(n: int, device: torch.device) -> tuple[Segment, Segment]:
     g = torch.Generator().manual_seed(0)
 
     def seg(L: int) -> Segment:
-        arrays = (torch.randn(n, L, OBS, generator=g), torch.rand(n, L, ACT, generator=g) * 2 - 1,
-                  torch.randn(n, L, 1, generator=g), torch.randint(0, 200, (n, L), generator=g), torch.ones(n, L))
+        arrays = (
+            torch.randn(n, L, OBS, generator=g),
+            torch.rand(n, L, ACT, generator=g) * 2 - 1,
+            torch.randn(n, L, 1, generator=g),
+            torch.randint(0, 200, (n, L), generator=g),
+            torch.ones(n, L),
+        )
         return Segment(*(a.to(device) for a in arrays))
 
     return seg(K), seg(KP)
@@ -85,8 +102,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = PromptDTConfig(OBS, ACT, context=K, prompt_length=KP)
     torch.manual_seed(0)
-    models = {"promptrl PromptDT (SDPA)": PromptDTNetwork(cfg).to(device),
-              "transformers GPT-2 DT": GPT2DecisionTransformer(cfg).to(device)}
+    models = {
+        "promptrl PromptDT (SDPA)": PromptDTNetwork(cfg).to(device),
+        "transformers GPT-2 DT": GPT2DecisionTransformer(cfg).to(device),
+    }
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     data = batch(args.batch, device)
     times: dict[tuple[str, bool], list[float]] = {}
@@ -98,14 +117,20 @@ def main() -> None:
                 times.setdefault((name, bf16), []).append(step_time(models[name], opts[name], data, bf16))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, torch threads {args.threads}"
     print(f"batch {args.batch} sequences x {3 * (K + KP)} tokens, {where}, median of {args.repeats}")
-    print(f"PromptDT(bf16=None) picks bf16 autocast here: {bf16_is_fast(device)} (see promptrl.plm.bf16_is_fast)\n")
+    print(
+        f"PromptDT(bf16=None) picks bf16 autocast here: {bf16_is_fast(device)} (see promptrl.methods.plm.bf16_is_fast)\n"
+    )
     print("| model | parameters | float32 s/step | bf16 autocast s/step |")
     print("|---|---|---|---|")
     med = {k: statistics.median(v) for k, v in times.items()}
     for name, m in models.items():
-        print(f"| {name} | {sum(p.numel() for p in m.parameters()):,} | {med[(name, False)]:.4f} | {med[(name, True)]:.4f} |")
+        print(
+            f"| {name} | {sum(p.numel() for p in m.parameters()):,} | {med[(name, False)]:.4f} | {med[(name, True)]:.4f} |"
+        )
     ours, ref = list(models)
-    print(f"\nRESULT speedup_fp32={med[(ref, False)] / med[(ours, False)]:.2f} speedup_bf16={med[(ref, True)] / med[(ours, True)]:.2f}")
+    print(
+        f"\nRESULT speedup_fp32={med[(ref, False)] / med[(ours, False)]:.2f} speedup_bf16={med[(ref, True)] / med[(ours, True)]:.2f}"
+    )
 
 
 if __name__ == "__main__":

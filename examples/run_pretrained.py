@@ -1,6 +1,6 @@
 """Load a shipped Prompt Diffuser and run it in a plain Gymnasium loop.
 
-    python examples/run_pretrained.py --suite cheetah-vel --task 2
+python examples/run_pretrained.py --suite cheetah-vel --task 2
 """
 
 import argparse

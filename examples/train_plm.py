@@ -3,14 +3,14 @@ test split with expert and random prompts. The datasets are made first if missin
 
     python examples/train_plm.py --suite cheetah-vel --steps 4000
 
-(`promptrl.plm.train_plm(suite, folder, steps, ...)` and `promptrl train plm <suite>` do the same with
+(`promptrl.methods.plm.train_plm(suite, folder, steps, ...)` and `promptrl train plm <suite>` do the same with
 atomic checkpoints and resume.)
 """
 
 import argparse
 
 from promptrl import PromptDT, evaluate, load_suite
-from promptrl.datasets import create_datasets
+from promptrl.data.datasets import create_datasets
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--suite", default="cheetah-vel")

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from promptrl.checkpoint import resolve_model_path
-from promptrl.suites import QUALITIES, available_suites, load_suite
+from promptrl.common.hub import resolve_model_path
+from promptrl.suites import load_suite
+from promptrl.tasks.spec import QUALITIES, available_suites
 
 
 def home() -> Path:
@@ -41,25 +42,27 @@ non_negative_int = int_at_least(0, "a non-negative integer")
 
 
 def cmd_suites(args: argparse.Namespace) -> None:
-    from promptrl.datasets import suites_table
+    from promptrl.data.datasets import suites_table
 
     print(suites_table())
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from promptrl.datasets import create_datasets
+    from promptrl.data.datasets import create_datasets
 
     suite = load_suite(args.suite)
     tasks = args.tasks if args.tasks is not None else suite.split("all")
     for quality in args.quality:
-        created = create_datasets(suite, quality, tasks=tasks, episodes=args.episodes, seed=args.seed, progress_bar=True)
+        created = create_datasets(
+            suite, quality, tasks=tasks, episodes=args.episodes, seed=args.seed, progress_bar=True
+        )
         print(f"{args.suite} {quality}: {len(created)} dataset(s) created, {len(tasks) - len(created)} reused")
 
 
 def cmd_train_expert(args: argparse.Namespace) -> None:
     import torch
 
-    from promptrl.sac import SACConfig, SACTrainer, export_expert
+    from promptrl.experiments.sac import SACConfig, SACTrainer, export_expert
 
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else home() / "experts" / args.suite
@@ -78,21 +81,28 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
 
     import torch
 
-    from promptrl.checkpoint import latest_folder, saved_steps
-    from promptrl.plm import PromptDT, train_plm, training_bf16
+    from promptrl.common.files import latest_folder, saved_steps
+    from promptrl.methods.plm import PromptDT, train_plm, training_bf16
 
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else home() / "plm" / args.suite
     out.mkdir(parents=True, exist_ok=True)
-    hyper = {"use_prompt": not args.no_prompt, "batch_per_task": args.batch_per_task,
-             "warmup_steps": args.warmup_steps, "learning_rate": args.learning_rate, "prompt_window": args.prompt_window,
-             "bf16": {"auto": None, "on": True, "off": False}[args.bf16]}
+    hyper = {
+        "use_prompt": not args.no_prompt,
+        "batch_per_task": args.batch_per_task,
+        "warmup_steps": args.warmup_steps,
+        "learning_rate": args.learning_rate,
+        "prompt_window": args.prompt_window,
+        "bf16": {"auto": None, "on": True, "off": False}[args.bf16],
+    }
     done = saved_steps(latest_folder(out / "checkpoint", "progress.json"))  # read, not loaded: train_plm loads it
     tensorboard = _tensorboard(out / "tensorboard")
-    print(f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
-          f"{done}/{args.steps} steps done (log: {out / 'progress.csv'}"
-          f"{', ' + str(out / 'tensorboard') if tensorboard else ''})")
+    print(
+        f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
+        f"{done}/{args.steps} steps done (log: {out / 'progress.csv'}"
+        f"{', ' + str(out / 'tensorboard') if tensorboard else ''})"
+    )
     log_path = out / "progress.csv"
     new = not log_path.exists()
     with open(log_path, "a", newline="") as f:
@@ -110,7 +120,9 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
                 losses.clear()
                 if tensorboard:
                     tensorboard.add_scalar("train/loss", mean, info["step"])
-                    tensorboard.add_scalar("train/learning_rate", info["model"]._scheduler.get_last_lr()[0], info["step"])
+                    tensorboard.add_scalar(
+                        "train/learning_rate", info["model"]._scheduler.get_last_lr()[0], info["step"]
+                    )
 
         def after_checkpoint(model: PromptDT) -> None:
             if args.eval_episodes:
@@ -120,15 +132,28 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
 
         def card(model: PromptDT) -> str:
             s = model.settings
-            return (f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} "
-                    f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
-                    f"({suite.spec.episodes[args.quality]} episodes each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
-                    f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
-                    f"warm-up {s.warmup_steps:,} steps, bf16 autocast {training_bf16(s.bf16, args.device)}, "
-                    f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}.")
+            return (
+                f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} "
+                f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
+                f"({suite.spec.episodes[args.quality]} episodes each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
+                f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
+                f"warm-up {s.warmup_steps:,} steps, bf16 autocast {training_bf16(s.bf16, args.device)}, "
+                f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}."
+            )
 
-        train_plm(suite, out, args.steps, quality=args.quality, device=args.device, seed=args.seed,
-                  checkpoint_steps=args.checkpoint_steps, callback=log_step, on_checkpoint=after_checkpoint, model_card=card, **hyper)
+        train_plm(
+            suite,
+            out,
+            args.steps,
+            quality=args.quality,
+            device=args.device,
+            seed=args.seed,
+            checkpoint_steps=args.checkpoint_steps,
+            callback=log_step,
+            on_checkpoint=after_checkpoint,
+            model_card=card,
+            **hyper,
+        )
     if tensorboard:
         tensorboard.close()
     print(f"done: {out / 'final'}")
@@ -160,17 +185,19 @@ def _log_evaluation(model, suite, path: Path, episodes: int, seed: int, tensorbo
 
 def _generator_card(pd, what: str, args: argparse.Namespace) -> str:
     s = pd.settings
-    return (f"Command: `{command_line(args)}`\n\nThe generator was {what}: {s.steps_trained:,} steps in total so far, batch {s.batch_size}, "
-            f"AdamW lr {s.learning_rate:g}, betas {tuple(s.betas)}, weight decay {s.weight_decay:g}, grad-norm clip {s.grad_clip}, "
-            f"update rule `{s.update}`, guidance weight {s.guidance_weight:g}, N={s.n_steps} ({s.schedule} schedule), "
-            f"sampling temperature {s.temperature:g}{', PLM under bf16 autocast in L_DT' if s.bf16_plm else ''}; the PLM stayed frozen.")
+    return (
+        f"Command: `{command_line(args)}`\n\nThe generator was {what}: {s.steps_trained:,} steps in total so far, batch {s.batch_size}, "
+        f"AdamW lr {s.learning_rate:g}, betas {tuple(s.betas)}, weight decay {s.weight_decay:g}, grad-norm clip {s.grad_clip}, "
+        f"update rule `{s.update}`, guidance weight {s.guidance_weight:g}, N={s.n_steps} ({s.schedule} schedule), "
+        f"sampling temperature {s.temperature:g}{', PLM under bf16 autocast in L_DT' if s.bf16_plm else ''}; the PLM stayed frozen."
+    )
 
 
 def cmd_train_diffuser(args: argparse.Namespace) -> None:
     import torch
 
-    from promptrl.diffuser import PromptDiffuser
-    from promptrl.plm import PromptDT
+    from promptrl.methods.diffuser import PromptDiffuser
+    from promptrl.methods.plm import PromptDT
 
     torch.set_num_threads(args.threads)
     if args.epochs is None:
@@ -192,8 +219,15 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
     print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of task {task} for {args.epochs} epochs")
     before = (pd.settings.model_card or {}).get("training", "")
     pd.learn(few_shot, epochs=args.epochs, progress_bar=True)
-    pd.settings.model_card = {"training": before + "\n\n" + _generator_card(
-        pd, f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of test task {task} (Table 4 settings)", args)}
+    pd.settings.model_card = {
+        "training": before
+        + "\n\n"
+        + _generator_card(
+            pd,
+            f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of test task {task} (Table 4 settings)",
+            args,
+        )
+    }
     pd.save_pretrained(hub)
     print(f"saved {hub}")
 
@@ -201,18 +235,24 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
 def _pretrain_generator(args: argparse.Namespace, suite, plm, folder: Path) -> None:
     """Generator pre-training on the training tasks with its own update rule, learning rate and batch,
     saved every 1,000 steps (resumes); the saved config holds Table 4's fine-tuning settings."""
-    from promptrl.checkpoint import saved_steps
-    from promptrl.diffuser import pretrain_generator
+    from promptrl.common.files import saved_steps
+    from promptrl.methods.diffuser import pretrain_generator
 
     recipe = {"update": args.update, "learning_rate": args.learning_rate, "batch_size": args.batch_size}
     data = suite.datasets("train", "expert")
     total = args.epochs * 100
-    print(f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): {saved_steps(folder):,}/{total:,} "
-          f"steps done, saved every 1,000 steps to {folder}")
-    what = (f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
-            f"`{args.update}`, learning rate {args.learning_rate:g} and batch {args.batch_size}; the settings below are "
-            f"those saved for fine-tuning")
-    pretrain_generator(plm, data, folder, total, recipe=recipe, seed=args.seed, model_card=lambda pd: _generator_card(pd, what, args))
+    print(
+        f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): {saved_steps(folder):,}/{total:,} "
+        f"steps done, saved every 1,000 steps to {folder}"
+    )
+    what = (
+        f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
+        f"`{args.update}`, learning rate {args.learning_rate:g} and batch {args.batch_size}; the settings below are "
+        f"those saved for fine-tuning"
+    )
+    pretrain_generator(
+        plm, data, folder, total, recipe=recipe, seed=args.seed, model_card=lambda pd: _generator_card(pd, what, args)
+    )
     print(f"saved {folder}")
 
 
@@ -233,35 +273,56 @@ def command_line(args: argparse.Namespace) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from promptrl.datasets import dataset_exists
-    from promptrl.diffuser import PLM_FOLDER, PromptDiffuser
+    from promptrl.data.datasets import dataset_exists
     from promptrl.evaluation import evaluate
-    from promptrl.plm import PromptDT
+    from promptrl.methods.base import PLM_FOLDER
+    from promptrl.methods.diffuser import PromptDiffuser
+    from promptrl.methods.plm import PromptDT
 
     folder = resolve_model_path(args.model)  # hub_models/<suite> from anywhere; a Hub repo id stays as it is
-    if (Path(folder) / PLM_FOLDER).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
+    if (
+        Path(folder) / PLM_FOLDER
+    ).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
         model = PromptDiffuser.from_pretrained(folder, device=args.device)
         runs = [("generated", model, None)]
         suite = load_suite(args.suite)
-        missing = [t for t in (args.tasks or suite.split(args.split)) if not dataset_exists(suite.dataset_id(t, "expert"))]
+        missing = [
+            t for t in (args.tasks or suite.split(args.split)) if not dataset_exists(suite.dataset_id(t, "expert"))
+        ]
         if missing:
-            print(f"no expert datasets for tasks {missing}, so no expert-prompt comparison "
-                  f"(create them with `promptrl data {args.suite} --quality expert`)")
+            print(
+                f"no expert datasets for tasks {missing}, so no expert-prompt comparison "
+                f"(create them with `promptrl data {args.suite} --quality expert`)"
+            )
         else:
             runs.append(("expert (the frozen PLM)", model.plm, "expert"))
     else:
         model = PromptDT.from_pretrained(folder, device=args.device)
-        runs = ([(q, model, q) for q in args.prompt or ["expert", "random"]] if model.settings.use_prompt
-                else [("none (MT-ORL)", model, "expert")])  # MT-ORL ignores the prompt
+        runs = (
+            [(q, model, q) for q in args.prompt or ["expert", "random"]]
+            if model.settings.use_prompt
+            else [("none (MT-ORL)", model, "expert")]
+        )  # MT-ORL ignores the prompt
     one_task = args.tasks is not None and len(args.tasks) == 1
     spread = "over episodes" if one_task else "over tasks of the per-task means"
-    lines = [f"Command: `{command_line(args)}` ({args.episodes} episodes per task, seed {args.seed}).\n",
-             f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
-             "| per task |", "|---|---|---|"]
+    lines = [
+        f"Command: `{command_line(args)}` ({args.episodes} episodes per task, seed {args.seed}).\n",
+        f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
+        "| per task |",
+        "|---|---|---|",
+    ]
     eval_results = []
     for label, policy, prompt in runs:
-        result = evaluate(policy, args.suite, split=args.split, n_episodes=args.episodes, prompt=prompt, seed=args.seed,
-                          progress_bar=True, tasks=args.tasks)
+        result = evaluate(
+            policy,
+            args.suite,
+            split=args.split,
+            n_episodes=args.episodes,
+            prompt=prompt,
+            seed=args.seed,
+            progress_bar=True,
+            tasks=args.tasks,
+        )
         print(f"prompt: {label}\n{result}")
         per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
         std = float(np.std(next(iter(result.returns.values())))) if one_task else result.std
@@ -270,8 +331,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.record:
         if not Path(folder).is_dir():
             raise ValueError("--record writes the results into a local model folder; the model is not one")
-        model.settings.model_card = {**(model.settings.model_card or {}), "results": "\n".join(lines),
-                                     "eval_results": eval_results}
+        model.settings.model_card = {
+            **(model.settings.model_card or {}),
+            "results": "\n".join(lines),
+            "eval_results": eval_results,
+        }
         model.save_pretrained(folder)
         print(f"recorded in {Path(folder) / 'README.md'}")
 
@@ -280,11 +344,20 @@ def _eval_result(args: argparse.Namespace, label: str, mean: float, std: float) 
     """One measured return as keyword arguments of ``huggingface_hub.EvalResult`` (the card's
     ``model-index``), in Stable-Baselines3's format: ``mean_reward`` valued ``"mean +/- std"``."""
     tasks = f"tasks {', '.join(map(str, args.tasks))}" if args.tasks else f"{args.split} split"
-    what = {"none (MT-ORL)": "no prompt", "expert (the frozen PLM)": "the frozen PLM with expert prompts"}.get(label, f"{label} prompts")
-    return {"task_type": "reinforcement-learning", "task_name": "reinforcement-learning",
-            "dataset_type": load_suite(args.suite).env_id, "dataset_name": f"{args.suite} ({tasks})",
-            "dataset_split": args.split, "metric_type": "mean_reward", "metric_name": f"mean_reward ({what})",
-            "metric_value": f"{mean:.2f} +/- {std:.2f}", "verified": False}
+    what = {"none (MT-ORL)": "no prompt", "expert (the frozen PLM)": "the frozen PLM with expert prompts"}.get(
+        label, f"{label} prompts"
+    )
+    return {
+        "task_type": "reinforcement-learning",
+        "task_name": "reinforcement-learning",
+        "dataset_type": load_suite(args.suite).env_id,
+        "dataset_name": f"{args.suite} ({tasks})",
+        "dataset_split": args.split,
+        "metric_type": "mean_reward",
+        "metric_name": f"mean_reward ({what})",
+        "metric_value": f"{mean:.2f} +/- {std:.2f}",
+        "verified": False,
+    }
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -292,7 +365,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     import torch
 
-    from promptrl import reproduce as r
+    from promptrl.experiments import reproduce as r
 
     torch.set_num_threads(args.threads)
     budget = r.QUICK if args.quick else r.FULL
@@ -314,8 +387,16 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                 r.retrain_models(name, shipped / name, hub / name, args.device, args.plm_steps, args.generator_steps)
     summaries = {}
     for name in suites:
-        summaries[name] = r.reproduce_suite(name, budget, args.methods or r.METHODS, out, hub, args.device,
-                                            collect=args.collect, seed_list=args.seed_list)
+        summaries[name] = r.reproduce_suite(
+            name,
+            budget,
+            args.methods or r.METHODS,
+            out,
+            hub,
+            args.device,
+            collect=args.collect,
+            seed_list=args.seed_list,
+        )
         print(f"\n{name} (test split; paper beside):")
         print(r.suite_table(name, summaries[name]))
         if args.record and summaries[name]:
@@ -330,16 +411,22 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
     import torch
 
-    from promptrl import ablations as a
-    from promptrl.reproduce import TABLE1_SUITES
+    from promptrl.experiments import ablations as a
+    from promptrl.experiments.reproduce import TABLE1_SUITES
 
     torch.set_num_threads(args.threads)
     budget = a.DEFAULT_BUDGET
     for field in ("seeds", "episodes", "epochs"):
         if getattr(args, field) is not None:
             budget = replace(budget, **{field: getattr(args, field)})
-    default_suite = {"init": "cheetah-vel", "update-rules": "all", "zero-shot": "ant-dir-ood", "prompts": "ant-dir-ood",
-                     "denoising": "cheetah-vel", "prompt-length": "cheetah-vel"}[args.name]
+    default_suite = {
+        "init": "cheetah-vel",
+        "update-rules": "all",
+        "zero-shot": "ant-dir-ood",
+        "prompts": "ant-dir-ood",
+        "denoising": "cheetah-vel",
+        "prompt-length": "cheetah-vel",
+    }[args.name]
     suite = args.suite or default_suite
     if suite == "all" and args.name != "update-rules":
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
@@ -352,8 +439,17 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     elif args.name == "zero-shot":
         md = a.zero_shot(suite, budget, n_tasks=args.tasks, **common)
     elif args.name == "prompt-length":
-        md = a.prompt_length(suite, budget, args.out, args.device, n_tasks=args.tasks, plm_steps=args.plm_steps,
-                             generator_steps=args.generator_steps, collect=args.collect, command=command_line(args))
+        md = a.prompt_length(
+            suite,
+            budget,
+            args.out,
+            args.device,
+            n_tasks=args.tasks,
+            plm_steps=args.plm_steps,
+            generator_steps=args.generator_steps,
+            collect=args.collect,
+            command=command_line(args),
+        )
     elif args.name == "prompts":
         md = a.prompt_similarity(suite, budget, n_prompts=args.n_prompts or 8, **common)
     else:
@@ -387,8 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     p.add_argument("--n-envs", type=positive_int, default=4, help="env steps per gradient update")
-    p.add_argument("--export-only", action="store_true",
-                   help="skip training; copy the run's best actor (and a medium-return snapshot) into the package")
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="skip training; copy the run's best actor (and a medium-return snapshot) into the package",
+    )
     p.set_defaults(func=cmd_train_expert)
 
     p = train.add_parser("plm", help="pre-train a Prompt-DT on a suite's training tasks (checkpoints and resumes)")
@@ -396,35 +495,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=50_000, help="total gradient steps")
     p.add_argument("--quality", choices=QUALITIES, default="expert", help="training data quality")
     p.add_argument("--no-prompt", action="store_true", help="train MT-ORL (no prompts)")
-    p.add_argument("--batch-per-task", type=positive_int, default=16, help="sequences per task in each batch (new runs)")
+    p.add_argument(
+        "--batch-per-task", type=positive_int, default=16, help="sequences per task in each batch (new runs)"
+    )
     p.add_argument("--warmup-steps", type=non_negative_int, default=10_000, help="learning-rate warm-up (new runs)")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (new runs)")
-    p.add_argument("--prompt-window", choices=["random", "last"], default="last",
-                   help="where prompts are cut from expert episodes: anywhere, or their last K* steps as the reference Prompt-DT (new runs)")
-    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                   help="bfloat16 autocast: auto turns it on where it is faster (a CUDA GPU, a CPU with AMX) (new runs)")
+    p.add_argument(
+        "--prompt-window",
+        choices=["random", "last"],
+        default="last",
+        help="where prompts are cut from expert episodes: anywhere, or their last K* steps as the reference Prompt-DT (new runs)",
+    )
+    p.add_argument(
+        "--bf16",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="bfloat16 autocast: auto turns it on where it is faster (a CUDA GPU, a CPU with AMX) (new runs)",
+    )
     p.add_argument("--checkpoint-steps", type=positive_int, default=1000, help="steps between atomic checkpoints")
-    p.add_argument("--log-steps", type=positive_int, default=100,
-                   help="steps averaged into each row of progress.csv (and TensorBoard's train/loss, if installed)")
-    p.add_argument("--eval-episodes", type=non_negative_int, default=0,
-                   help="after each checkpoint, evaluate this many episodes per test task into eval.csv")
+    p.add_argument(
+        "--log-steps",
+        type=positive_int,
+        default=100,
+        help="steps averaged into each row of progress.csv (and TensorBoard's train/loss, if installed)",
+    )
+    p.add_argument(
+        "--eval-episodes",
+        type=non_negative_int,
+        default=0,
+        help="after each checkpoint, evaluate this many episodes per test task into eval.csv",
+    )
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/plm/<suite>)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     p.set_defaults(func=cmd_train_plm)
 
-    p = train.add_parser("diffuser", help="pre-train the prompt generator on the training tasks, or fine-tune it on the test tasks' few-shot data")
+    p = train.add_parser(
+        "diffuser",
+        help="pre-train the prompt generator on the training tasks, or fine-tune it on the test tasks' few-shot data",
+    )
     p.add_argument("suite", choices=available_suites())
-    p.add_argument("--stage", choices=("pretrain", "finetune"), default="pretrain",
-                   help="pretrain: into <hub>/<suite>/pretrained (resumes per epoch); finetune: from there into <hub>/<suite>")
-    p.add_argument("--epochs", type=positive_int, default=None, help="epochs of 100 steps (default: 40 pretrain, 20 finetune as Table 4)")
+    p.add_argument(
+        "--stage",
+        choices=("pretrain", "finetune"),
+        default="pretrain",
+        help="pretrain: into <hub>/<suite>/pretrained (resumes per epoch); finetune: from there into <hub>/<suite>",
+    )
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of 100 steps (default: 40 pretrain, 20 finetune as Table 4)",
+    )
     p.add_argument("--task", type=int, default=None, help="finetune: the test task (default: the suite's first)")
     p.add_argument("--few-shot-episodes", type=positive_int, default=1, help="finetune: expert episodes of the task")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="finetune: sampling temperature saved with the model (default: the pre-trained generator's)")
-    p.add_argument("--bf16-plm", action="store_true",
-                   help="finetune: bfloat16 autocast of the frozen PLM inside the guidance loss (faster on CPUs with bf16 units)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="finetune: sampling temperature saved with the model (default: the pre-trained generator's)",
+    )
+    p.add_argument(
+        "--bf16-plm",
+        action="store_true",
+        help="finetune: bfloat16 autocast of the frozen PLM inside the guidance loss (faster on CPUs with bf16 units)",
+    )
     p.add_argument("--update", choices=("dm", "projection", "dt", "sum"), default="dm", help="pretrain: update rule")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="pretrain: AdamW learning rate")
     p.add_argument("--batch-size", type=positive_int, default=64, help="pretrain: prompts per batch")
@@ -436,49 +572,117 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_diffuser)
 
     p = sub.add_parser("reproduce", help="Table 1: every method on a suite's test split, beside the paper's numbers")
-    p.add_argument("suite", nargs="+", choices=["all", *available_suites()], help="one or more suites, or all (the four of Table 1)")
+    p.add_argument(
+        "suite",
+        nargs="+",
+        choices=["all", *available_suites()],
+        help="one or more suites, or all (the four of Table 1)",
+    )
     p.add_argument("--quick", action="store_true", help="1 seed, 3 episodes per task, 25 adaptation steps (minutes)")
     p.add_argument("--seeds", type=positive_int, default=None)
     p.add_argument("--episodes", type=positive_int, default=None, help="evaluation episodes per test task")
-    p.add_argument("--epochs", type=positive_int, default=None, help="adaptation epochs (default: 20 of 100 steps, Table 4)")
+    p.add_argument(
+        "--epochs", type=positive_int, default=None, help="adaptation epochs (default: 20 of 100 steps, Table 4)"
+    )
     p.add_argument("--full-epochs", type=positive_int, default=None, help="epochs of Prompt-DT-FT-Full (default: 100)")
-    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help='subset of the Table 1 methods (quote names), or the variants "Prompt Diffuser (dt)" (the L_DT-only '
-                        'update rule) and "Prompt Diffuser (T=0)" (sampling temperature 0; reuses the kept generators)')
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help='subset of the Table 1 methods (quote names), or the variants "Prompt Diffuser (dt)" (the L_DT-only '
+        'update rule) and "Prompt Diffuser (T=0)" (sampling temperature 0; reuses the kept generators)',
+    )
     p.add_argument("--collect", action="store_true", help="run nothing: tabulate the finished (method, seed) results")
-    p.add_argument("--seed-list", type=non_negative_int, nargs="+", default=None, help="run only these seeds (e.g. one per process)")
+    p.add_argument(
+        "--seed-list",
+        type=non_negative_int,
+        nargs="+",
+        default=None,
+        help="run only these seeds (e.g. one per process)",
+    )
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
-    p.add_argument("--record", action="store_true",
-                   help="write each suite's table into the model card of <hub>/<suite> (section 'Across the test split')")
-    p.add_argument("--retrain", action="store_true",
-                   help="first train the PLM, MT-ORL and pre-trained generator again with the shipped models' recipes "
-                        "(resumable), into <out>/retrained/hub/<suite>/, and run Table 1 with those (results in <out>/retrained/)")
-    p.add_argument("--plm-steps", type=positive_int, default=None, help="--retrain: PLM and MT-ORL steps (default: the shipped models')")
-    p.add_argument("--generator-steps", type=positive_int, default=None, help="--retrain: generator pre-training steps (default: the shipped one's)")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write each suite's table into the model card of <hub>/<suite> (section 'Across the test split')",
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="first train the PLM, MT-ORL and pre-trained generator again with the shipped models' recipes "
+        "(resumable), into <out>/retrained/hub/<suite>/, and run Table 1 with those (results in <out>/retrained/)",
+    )
+    p.add_argument(
+        "--plm-steps",
+        type=positive_int,
+        default=None,
+        help="--retrain: PLM and MT-ORL steps (default: the shipped models')",
+    )
+    p.add_argument(
+        "--generator-steps",
+        type=positive_int,
+        default=None,
+        help="--retrain: generator pre-training steps (default: the shipped one's)",
+    )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=positive_int, default=1,
-                   help="torch threads (1: the models are small, more threads mostly wait on each other)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads (1: the models are small, more threads mostly wait on each other)",
+    )
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("ablate", help="an ablation of the paper (Table 2, Fig. 3, Table 9, Table 6/Fig. 5, Fig. 4): a table, CSV and plot")
-    p.add_argument("name", choices=("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length"),
-                   help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
-                        "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length)")
-    p.add_argument("suite", nargs="?", choices=["all", *available_suites()], default=None,
-                   help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)")
+    p = sub.add_parser(
+        "ablate",
+        help="an ablation of the paper (Table 2, Fig. 3, Table 9, Table 6/Fig. 5, Fig. 4): a table, CSV and plot",
+    )
+    p.add_argument(
+        "name",
+        choices=("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length"),
+        help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
+        "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length)",
+    )
+    p.add_argument(
+        "suite",
+        nargs="?",
+        choices=["all", *available_suites()],
+        default=None,
+        help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)",
+    )
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds per setting (default 1)")
     p.add_argument("--episodes", type=positive_int, default=None, help="evaluation episodes per test task (default 5)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="fine-tuning epochs of 100 steps (default 3; Table 4: 20)")
+    p.add_argument(
+        "--epochs", type=positive_int, default=None, help="fine-tuning epochs of 100 steps (default 3; Table 4: 20)"
+    )
     p.add_argument("--tasks", type=positive_int, default=None, help="only the first N test tasks")
-    p.add_argument("--methods", nargs="+", choices=("Prompt-Tuning DT", "Prompt Diffuser"), default=None,
-                   help="init: only these methods")
-    p.add_argument("--collect", action="store_true", help="init, prompt-length: run nothing, tabulate the finished cells")
-    p.add_argument("--plm-steps", type=positive_int, default=1000, help="prompt-length: training steps of each length's PLM")
-    p.add_argument("--generator-steps", type=positive_int, default=2000, help="prompt-length: generator pre-training steps")
-    p.add_argument("--n-prompts", type=positive_int, default=None,
-                   help="prompts: prompts per method (default 8); denoising: prompts drawn (default 64)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="denoising: sampling temperature (default: the shipped model's)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("Prompt-Tuning DT", "Prompt Diffuser"),
+        default=None,
+        help="init: only these methods",
+    )
+    p.add_argument(
+        "--collect", action="store_true", help="init, prompt-length: run nothing, tabulate the finished cells"
+    )
+    p.add_argument(
+        "--plm-steps", type=positive_int, default=1000, help="prompt-length: training steps of each length's PLM"
+    )
+    p.add_argument(
+        "--generator-steps", type=positive_int, default=2000, help="prompt-length: generator pre-training steps"
+    )
+    p.add_argument(
+        "--n-prompts",
+        type=positive_int,
+        default=None,
+        help="prompts: prompts per method (default 8); denoising: prompts drawn (default 64)",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=None, help="denoising: sampling temperature (default: the shipped model's)"
+    )
     p.add_argument("--out", default="results/ablations", help="results folder")
     p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument("--device", default="cpu")
@@ -491,9 +695,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test", "all"), default="test")
     p.add_argument("--episodes", type=positive_int, default=10, help="episodes per task")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="only these task ids (instead of --split)")
-    p.add_argument("--prompt", nargs="+", choices=QUALITIES, default=None,
-                   help="prompt qualities for a Prompt-DT (default: expert and random); a Prompt Diffuser "
-                        "folder is run with its generated prompts, then its PLM with expert prompts for comparison")
+    p.add_argument(
+        "--prompt",
+        nargs="+",
+        choices=QUALITIES,
+        default=None,
+        help="prompt qualities for a Prompt-DT (default: expert and random); a Prompt Diffuser "
+        "folder is run with its generated prompts, then its PLM with expert prompts for comparison",
+    )
     p.add_argument("--record", action="store_true", help="write the results table into the folder's model card")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=non_negative_int, default=0)

@@ -70,11 +70,15 @@ def evaluate(
     plm = getattr(model, "plm", model)
     s = plm.settings
     if (s.obs_dim, s.act_dim) != (suite.spec.obs_dim, suite.spec.act_dim):
-        raise ValueError(f"model sizes ({s.obs_dim}, {s.act_dim}) do not match suite {suite.name!r} ({suite.spec.obs_dim}, {suite.spec.act_dim})")
+        raise ValueError(
+            f"model sizes ({s.obs_dim}, {s.act_dim}) do not match suite {suite.name!r} ({suite.spec.obs_dim}, {suite.spec.act_dim})"
+        )
     if tasks is not None:
         bad = [t for t in tasks if not isinstance(t, (int, np.integer)) or not 0 <= t < len(suite.tasks)]
         if bad or not tasks:
-            raise ValueError(f"tasks must be task indices of suite {suite.name!r} (0..{len(suite.tasks) - 1}), got {tasks!r}")
+            raise ValueError(
+                f"tasks must be task indices of suite {suite.name!r} (0..{len(suite.tasks) - 1}), got {tasks!r}"
+            )
     tasks = [int(t) for t in (suite.split(split) if tasks is None else tasks) for _ in range(n_episodes)]
     n = len(tasks)
     rng = np.random.default_rng(seed)

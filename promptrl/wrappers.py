@@ -5,7 +5,7 @@ current observation. :class:`PromptWrapper` keeps them and hands them over insid
 observation, so ``obs, info = env.reset(); action, _ = model.predict(obs)`` works unchanged.
 
 >>> import gymnasium as gym, numpy as np, promptrl
->>> from promptrl.plm import PromptDT
+>>> from promptrl.methods.plm import PromptDT
 >>> from promptrl.wrappers import PromptWrapper
 >>> env = gym.make("promptrl/CheetahVel-v0", task=2)
 >>> model = PromptDT(env, embed_dim=16, n_layer=1, state_mean=[0.0] * 17, state_std=[1.0] * 17)
@@ -27,8 +27,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from promptrl.plm import OBS_KEYS, PromptDT, check_action_space, prompt_from_episode
-from promptrl.segments import episodes_of
+from promptrl.data.episodes import episodes_of
+from promptrl.methods.plm import OBS_KEYS, PromptDT, check_action_space, prompt_from_episode
 
 PromptSource = Mapping[str, Any] | str | Callable[[int], list[Mapping[str, Any]]] | Any
 
@@ -66,8 +66,9 @@ class HistoryBuffer:
         return {k: getattr(self, k)[i].copy() for k in OBS_KEYS}
 
 
-def resolve_prompt(model: PromptDT, prompt: PromptSource, rng: np.random.Generator, suite: str | None = None,
-                   task: int | None = None) -> dict[str, np.ndarray]:
+def resolve_prompt(
+    model: PromptDT, prompt: PromptSource, rng: np.random.Generator, suite: str | None = None, task: int | None = None
+) -> dict[str, np.ndarray]:
     """Turn a prompt source into one raw prompt window of the model's prompt length.
 
     ``prompt`` may be a dict of arrays (states, actions, rtg, timesteps, mask), a Minari dataset
@@ -91,14 +92,18 @@ def resolve_prompt(model: PromptDT, prompt: PromptSource, rng: np.random.Generat
         last = model.settings.prompt_window == "last"
         prompt = prompt_from_episode(episode, length, start=max(0, len(episode) - length) if last else None, rng=rng)
     if not isinstance(prompt, Mapping):
-        raise TypeError(f"prompt must be a dict of arrays, a MinariDataset, a quality name or a callable, got {type(prompt).__name__}")
+        raise TypeError(
+            f"prompt must be a dict of arrays, a MinariDataset, a quality name or a callable, got {type(prompt).__name__}"
+        )
     missing = [k for k in OBS_KEYS if k not in prompt]
     if missing:
         raise ValueError(f"prompt is missing keys {missing}")
     # generated prompts may be tensors on an accelerator
     out = {k: np.asarray(prompt[k].detach().cpu() if hasattr(prompt[k], "detach") else prompt[k]) for k in OBS_KEYS}
     if out["states"].shape != (length, model.settings.obs_dim):
-        raise ValueError(f"prompt['states'] must have shape ({length}, {model.settings.obs_dim}) for this model, got {out['states'].shape}")
+        raise ValueError(
+            f"prompt['states'] must have shape ({length}, {model.settings.obs_dim}) for this model, got {out['states'].shape}"
+        )
     out["rtg"] = out["rtg"].reshape(length, 1)
     return {k: v.astype(np.int64 if k == "timesteps" else np.float32) for k, v in out.items()}
 
@@ -124,8 +129,13 @@ def start_rtg(plm: PromptDT, rtg_target: float | None) -> float:
 
 def observation_space(model: PromptDT) -> gym.spaces.Dict:
     s = model.settings
-    shapes = {"states": (s.context, s.obs_dim), "actions": (s.context, s.act_dim), "rtg": (s.context, 1),
-              "timesteps": (s.context,), "mask": (s.context,)}
+    shapes = {
+        "states": (s.context, s.obs_dim),
+        "actions": (s.context, s.act_dim),
+        "rtg": (s.context, 1),
+        "timesteps": (s.context,),
+        "mask": (s.context,),
+    }
     spaces = {}
     for prefix, length in (("", s.context), ("prompt_", s.prompt_length)):
         if prefix and not s.use_prompt:
@@ -150,17 +160,23 @@ class PromptWrapper(gym.Wrapper):
     :param seed: seeds the choice of prompt windows.
     """
 
-    def __init__(self, env: gym.Env, model: Any, prompt: PromptSource = None, rtg_target: float | None = None, seed: int = 0):
+    def __init__(
+        self, env: gym.Env, model: Any, prompt: PromptSource = None, rtg_target: float | None = None, seed: int = 0
+    ):
         super().__init__(env)
         self.model = model
         plm = getattr(model, "plm", model)
         obs_dim, act_dim = plm.settings.obs_dim, plm.settings.act_dim
         if env.observation_space.shape != (obs_dim,):
-            raise ValueError(f"env observation space {env.observation_space} does not match the model's obs_dim={obs_dim}")
+            raise ValueError(
+                f"env observation space {env.observation_space} does not match the model's obs_dim={obs_dim}"
+            )
         check_action_space(env.action_space, act_dim)
         if prompt is None and plm.settings.use_prompt:
             if not hasattr(model, "generate_prompt"):
-                raise ValueError("this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')")
+                raise ValueError(
+                    "this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')"
+                )
             prompt = model.generate_prompt
         self.plm, self.prompt_source = plm, prompt
         self.rtg_target = start_rtg(plm, rtg_target)
@@ -181,7 +197,9 @@ class PromptWrapper(gym.Wrapper):
             self._rng = np.random.default_rng(seed)
         if self.plm.settings.use_prompt:
             base = self.env.unwrapped
-            self.prompt = resolve_prompt(self.plm, self.prompt_source, self._rng, getattr(base, "suite", None), getattr(base, "task", None))
+            self.prompt = resolve_prompt(
+                self.plm, self.prompt_source, self._rng, getattr(base, "suite", None), getattr(base, "task", None)
+            )
         self.history.reset(0, obs, self.rtg_target)
         return self._obs(), info
 
@@ -198,20 +216,30 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
     Works with the ``NEXT_STEP`` (Gymnasium's default) and ``SAME_STEP`` autoreset modes.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, model: Any, prompt: PromptSource = None, rtg_target: float | None = None,
-                 seed: int = 0):
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        model: Any,
+        prompt: PromptSource = None,
+        rtg_target: float | None = None,
+        seed: int = 0,
+    ):
         super().__init__(env)
         plm = getattr(model, "plm", model)
         s = plm.settings
         if env.single_observation_space.shape != (s.obs_dim,):
-            raise ValueError(f"vector env observation space {env.single_observation_space} does not match the model's obs_dim={s.obs_dim}")
+            raise ValueError(
+                f"vector env observation space {env.single_observation_space} does not match the model's obs_dim={s.obs_dim}"
+            )
         check_action_space(env.single_action_space, s.act_dim)
         self.autoreset_mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if self.autoreset_mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
             raise ValueError(f"VectorPromptWrapper needs NEXT_STEP or SAME_STEP autoreset, got {self.autoreset_mode}")
         if prompt is None and s.use_prompt:
             if not hasattr(model, "generate_prompt"):
-                raise ValueError("this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')")
+                raise ValueError(
+                    "this model has no prompt generator: pass prompt= (a dict, a dataset, 'expert' or 'random')"
+                )
             prompt = model.generate_prompt
         self.model, self.plm, self.prompt_source = model, plm, prompt
         self.rtg_target = start_rtg(plm, rtg_target)
@@ -228,7 +256,9 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
         src = self.prompt_source
         suites, tasks = self._env_attr("suite"), self._env_attr("task")
         if callable(src) and not isinstance(src, Mapping):
-            new = [resolve_prompt(self.plm, p, self._rng) for p in generate_prompts(src, len(idx), [tasks[i] for i in idx])]
+            new = [
+                resolve_prompt(self.plm, p, self._rng) for p in generate_prompts(src, len(idx), [tasks[i] for i in idx])
+            ]
         else:
             new = [resolve_prompt(self.plm, src, self._rng, suites[i], tasks[i]) for i in idx]
         for j, i in enumerate(idx):

@@ -9,9 +9,9 @@ def make_tiny_hub(root: Path, suite_name: str, tasks: list[int], qualities=("exp
     """``root/<suite>`` laid out as shipped (plm/, mt-orl/, pretrained/ and a root Prompt Diffuser),
     with tiny models trained two steps on 2-episode datasets of ``tasks`` (the first a test task)."""
     import promptrl
-    from promptrl.datasets import create_datasets
-    from promptrl.diffuser import PromptDiffuser
-    from promptrl.plm import PromptDT
+    from promptrl.data.datasets import create_datasets
+    from promptrl.methods.diffuser import PromptDiffuser
+    from promptrl.methods.plm import PromptDT
 
     suite = promptrl.load_suite(suite_name)
     for quality in qualities:
@@ -20,14 +20,15 @@ def make_tiny_hub(root: Path, suite_name: str, tasks: list[int], qualities=("exp
     folder = root / suite_name
     plm = PromptDT(suite, seed=0, **TINY_PLM).learn(data, total_steps=2, progress_bar=False)
     plm.save_pretrained(folder / "plm")
-    PromptDT(suite, seed=0, use_prompt=False, **TINY_PLM).learn(data, total_steps=2, progress_bar=False).save_pretrained(folder / "mt-orl")
-    pd = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4).learn(data[1:], epochs=1, steps_per_epoch=2, progress_bar=False)
+    PromptDT(suite, seed=0, use_prompt=False, **TINY_PLM).learn(
+        data, total_steps=2, progress_bar=False
+    ).save_pretrained(folder / "mt-orl")
+    pd = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4).learn(
+        data[1:], epochs=1, steps_per_epoch=2, progress_bar=False
+    )
     pd.save_generator(folder / "pretrained")
     pd.learn(data[:1], epochs=1, steps_per_epoch=2, progress_bar=False).save_pretrained(folder)
     return root
-
-
-import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -8,15 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_hub
 
 import promptrl
-from conftest import make_tiny_hub
-from promptrl import ablations
-from promptrl.adaptation import whole_windows
 from promptrl.cli import main
-from promptrl.diffuser import PromptDiffuser
-from promptrl.reproduce import Budget
-from promptrl.segments import episodes_of
+from promptrl.data.episodes import episodes_of
+from promptrl.data.windows import whole_windows
+from promptrl.experiments import ablations
+from promptrl.experiments.reproduce import Budget
+from promptrl.methods.diffuser import PromptDiffuser
 
 TINY = Budget(seeds=1, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2, full_epochs=1)
 
@@ -39,7 +39,7 @@ def test_linear_cka_closed_form():
     assert ablations.linear_cka(x, 3.0 * x @ q + 2.0) == pytest.approx(1.0)  # invariant to scale, rotation, shift
     assert ablations.linear_cka(x, rng.normal(size=(50, 6))) < 0.3
     y = x[:, :3] @ rng.normal(size=(3, 4)) + 0.1 * rng.normal(size=(50, 4))
-    gram = (lambda a: (a - a.mean(0)) @ (a - a.mean(0)).T)  # the n x n kernels of the definition
+    gram = lambda a: (a - a.mean(0)) @ (a - a.mean(0)).T  # the n x n kernels of the definition
     k, l = gram(x), gram(y)
     assert ablations.linear_cka(x, y) == pytest.approx(np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l)))
     with pytest.raises(ValueError, match="same n"):
@@ -48,7 +48,9 @@ def test_linear_cka_closed_form():
 
 def test_generator_conditions_from_prompt_data_and_zero_shot(hub):
     suite = promptrl.load_suite("cheetah-vel")
-    pd = PromptDiffuser.from_pretrained(hub / "cheetah-vel" / "pretrained", plm=promptrl.PromptDT.from_pretrained(hub / "cheetah-vel" / "plm"))
+    pd = PromptDiffuser.from_pretrained(
+        hub / "cheetah-vel" / "pretrained", plm=promptrl.PromptDT.from_pretrained(hub / "cheetah-vel" / "plm")
+    )
     expert, random = suite.dataset(2, "expert", episodes=1), suite.dataset(2, "random", episodes=1)
     pd.learn(expert, epochs=1, steps_per_epoch=1, progress_bar=False, prompt_data=random)
     length = pd.plm.settings.prompt_length
@@ -79,7 +81,16 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     assert len(rows) == 18 and {r["init"] for r in rows} == {"expert", "medium", "random"}
     assert all(math.isfinite(float(r["mean"])) for r in rows) and "(-32.6 ± 1.3)" in md.read_text()
     # A finished cell is read back, not redone.
-    cell = out / "runs" / "init" / "cheetah-vel" / TINY.tag() / "tasks-2" / "Prompt_Diffuser_data-random_init-expert" / "seed0.json"
+    cell = (
+        out
+        / "runs"
+        / "init"
+        / "cheetah-vel"
+        / TINY.tag()
+        / "tasks-2"
+        / "Prompt_Diffuser_data-random_init-expert"
+        / "seed0.json"
+    )
     data = json.loads(cell.read_text())
     data["mean"] = 777.0
     cell.write_text(json.dumps(data))
@@ -107,8 +118,10 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     starts = np.asarray(cache["features"]["expert"])
     assert cache["episodes"] == [0, 1] and not np.allclose(starts[0], starts[1])
     plm = promptrl.PromptDT.from_pretrained(hub / "cheetah-vel" / "plm")
-    last = [ablations.prompt_features(plm, [dict(zip(("states", "actions", "rewards", "rtg", "timesteps"), w))])[0]
-            for w in whole_windows(episodes_of(promptrl.load_suite("cheetah-vel").dataset(2, "expert")), 5, last=True)]
+    last = [
+        ablations.prompt_features(plm, [dict(zip(("states", "actions", "rewards", "rtg", "timesteps"), w))])[0]
+        for w in whole_windows(episodes_of(promptrl.load_suite("cheetah-vel").dataset(2, "expert")), 5, last=True)
+    ]
     np.testing.assert_allclose(starts, np.stack(last), rtol=1e-5, atol=1e-5)
     assert (out / "prompts-cheetah-vel.png").stat().st_size > 0
 
@@ -121,10 +134,28 @@ def test_cli_denoising(hub, tmp_path, capsys):
     assert "RMS distance" in capsys.readouterr().out
     shipped = json.loads((hub / "cheetah-vel" / "config.json").read_text())["temperature"]
     other = 1.0 if shipped != 1.0 else 0.0  # another temperature: its own files, the shipped ones stay
-    assert main(["ablate", "denoising", "cheetah-vel", "--hub", str(hub), "--out", str(out), "--n-prompts", "4",
-                 "--temperature", str(other)]) == 0
+    assert (
+        main(
+            [
+                "ablate",
+                "denoising",
+                "cheetah-vel",
+                "--hub",
+                str(hub),
+                "--out",
+                str(out),
+                "--n-prompts",
+                "4",
+                "--temperature",
+                str(other),
+            ]
+        )
+        == 0
+    )
     assert f"at temperature {other:g}" in (out / f"denoising-cheetah-vel-T{other:g}.md").read_text()
-    assert (out / f"denoising-cheetah-vel-T{other:g}.png").is_file() and len(_csv(out / "denoising-cheetah-vel.csv")) == len(rows)
+    assert (out / f"denoising-cheetah-vel-T{other:g}.png").is_file() and len(
+        _csv(out / "denoising-cheetah-vel.csv")
+    ) == len(rows)
     with pytest.raises(ValueError, match="temperature must be in"):
         ablations.denoising("cheetah-vel", out, hub, n=4, temperature=1.5)
     assert main(["ablate", "zero-shot", "all", "--hub", str(hub)]) == 2  # one suite only
@@ -132,13 +163,21 @@ def test_cli_denoising(hub, tmp_path, capsys):
 
 def test_prompt_length_trains_a_plm_and_generator_per_length(tmp_path):
     from conftest import TINY_PLM
-    from promptrl.datasets import create_datasets
+
+    from promptrl.data.datasets import create_datasets
 
     suite = promptrl.load_suite("ant-dir-ood")
     create_datasets(suite, "expert", tasks=suite.train_tasks + suite.test_tasks[:1], episodes=1)
     out = tmp_path / "abl"
-    kw = dict(n_tasks=1, plm_steps=2, generator_steps=2, lengths=("2", "8 (larger N)"), larger_n=6,
-              plm_settings={k: v for k, v in TINY_PLM.items() if k != "warmup_steps"}, generator_settings={"hidden": 16})
+    kw = dict(
+        n_tasks=1,
+        plm_steps=2,
+        generator_steps=2,
+        lengths=("2", "8 (larger N)"),
+        larger_n=6,
+        plm_settings={k: v for k, v in TINY_PLM.items() if k != "warmup_steps"},
+        generator_settings={"hidden": 16},
+    )
     ablations.prompt_length("ant-dir-ood", TINY, out, **kw)
     rows = _csv(out / "prompt-length-ant-dir-ood.csv")
     assert [(r["prompt_length"], r["n_steps"]) for r in rows] == [("2", "100"), ("8", "6")]

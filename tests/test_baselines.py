@@ -6,11 +6,17 @@ import pytest
 import torch
 
 import promptrl
-from promptrl.baselines import MTORL, Adaptor, FineTune, FixedPrompt, PromptTuningDT, SoftPrompt, VAEPromptGenerator
-from promptrl.datasets import create_datasets
+from promptrl.data.datasets import create_datasets
+from promptrl.data.episodes import as_task_episodes
+from promptrl.data.windows import SegmentSampler
 from promptrl.evaluation import evaluate
-from promptrl.plm import PromptDT, _as_task_episodes
-from promptrl.segments import SegmentSampler
+from promptrl.methods.baselines.adaptor import Adaptor
+from promptrl.methods.baselines.finetune import FineTune
+from promptrl.methods.baselines.fixed import MTORL, FixedPrompt
+from promptrl.methods.baselines.prompt_tuning import PromptTuningDT
+from promptrl.methods.baselines.soft_prompt import SoftPrompt
+from promptrl.methods.baselines.vae import VAEPromptGenerator
+from promptrl.methods.plm import PromptDT
 from promptrl.suites import TaskSuite
 from promptrl.wrappers import PromptWrapper, VectorPromptWrapper
 
@@ -39,7 +45,9 @@ def world(tmp_path_factory):
         create_datasets(suite, "expert", tasks=[6, 9], episodes=1)
         data = {t: suite.dataset(t, "expert") for t in (6, 9)}
         plm = PromptDT(suite, seed=0, **TINY_PLM).learn(list(data.values()), total_steps=30, progress_bar=False)
-        mt_orl = PromptDT(suite, seed=0, use_prompt=False, **TINY_PLM).learn(list(data.values()), total_steps=2, progress_bar=False)
+        mt_orl = PromptDT(suite, seed=0, use_prompt=False, **TINY_PLM).learn(
+            list(data.values()), total_steps=2, progress_bar=False
+        )
     return suite, data, plm, mt_orl
 
 
@@ -60,7 +68,7 @@ def assert_same(a, b):
 
 
 def fixed_batch(plm, dataset, n=48):
-    episodes = _as_task_episodes(dataset, OBS, ACT, "data")
+    episodes = as_task_episodes(dataset, OBS, ACT, "data")
     return SegmentSampler(episodes, episodes, plm._segment_spec(), seed=123).sample(n)
 
 
@@ -102,7 +110,9 @@ def test_predict_shortcut_equals_full_forward(world, name):
     method.plm.network.eval()
     history, prompt = fixed_batch(plm, data[6], n=8)
     with torch.no_grad():
-        torch.testing.assert_close(method._forward(history, prompt, last_only=True), method._forward(history, prompt)[:, -1:])
+        torch.testing.assert_close(
+            method._forward(history, prompt, last_only=True), method._forward(history, prompt)[:, -1:]
+        )
 
 
 def test_parameter_counts_equal_hand_counts(world):
@@ -112,8 +122,14 @@ def test_parameter_counts_equal_hand_counts(world):
     per_block = (E * hidden + hidden) + (hidden * E + E) + 2 * E  # down, up, FiLM scale and shift
     x_dim, y_dim, latent = K_STAR * (OBS + ACT + 1), 2 * K_STAR, 32
     vae = ((x_dim + y_dim) * 32 + 32 + 32 * 2 * latent + 2 * latent) + ((latent + y_dim) * 32 + 32 + 32 * x_dim + x_dim)
-    expected = {"fixed": 0, "soft": 3 * K_STAR * E, "adaptor": LAYERS * per_block, "prompt_tuning": K_STAR * (OBS + ACT + 1),
-                "finetune": total, "vae": vae}
+    expected = {
+        "fixed": 0,
+        "soft": 3 * K_STAR * E,
+        "adaptor": LAYERS * per_block,
+        "prompt_tuning": K_STAR * (OBS + ACT + 1),
+        "finetune": total,
+        "vae": vae,
+    }
     for name, count in expected.items():
         cls, kw = METHODS[name]
         method = cls(plm, **kw)
@@ -229,10 +245,16 @@ def test_bad_checkpoints(world, tmp_path):
 
 def test_missing_folder_names_the_argument(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no hub_models/ here; local_files_only keeps the Hub lookup offline
-    for cls, name in ((promptrl.PromptDiffuser, "hub_models/no-such-suite"), (PromptDT, "hub_models/cheetah-vel/no-such"),
-                      (PromptDT, "my-models/plm")):
-        with pytest.raises(FileNotFoundError, match=f"pretrained_model_name_or_path='{name}'.*not a folder.*nor a shipped model"
-                                                    ".*shipped models: .*hub_models/cheetah-vel/plm"):
+    for cls, name in (
+        (promptrl.PromptDiffuser, "hub_models/no-such-suite"),
+        (PromptDT, "hub_models/cheetah-vel/no-such"),
+        (PromptDT, "my-models/plm"),
+    ):
+        with pytest.raises(
+            FileNotFoundError,
+            match=f"pretrained_model_name_or_path='{name}'.*not a folder.*nor a shipped model"
+            ".*shipped models: .*hub_models/cheetah-vel/plm",
+        ):
             cls.from_pretrained(name, local_files_only=True)
 
 
@@ -286,7 +308,7 @@ def test_fixed_prompt_serves_windows_of_the_requested_task(world):
     # Prompt-DT-Random from an env of the task: its "random" dataset is the prompt source.
     create_datasets(suite, "random", tasks=[6], episodes=1)
     random = FixedPrompt(plm, suite.make_env(6), quality="random").learn()
-    episode = _as_task_episodes(suite.dataset(6, "random"), OBS, ACT, "data")[6][0]
+    episode = as_task_episodes(suite.dataset(6, "random"), OBS, ACT, "data")[6][0]
     assert np.isin(random.generate_prompt(1)[0]["actions"].numpy(), episode.actions).all()
 
 

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from promptrl.checkpoint import csv_text, write_text_atomic
+from promptrl.common.files import csv_text, write_text_atomic
 
 
 def test_write_text_atomic_replaces_and_leaves_no_temp(tmp_path):

@@ -1,4 +1,5 @@
 import importlib.util
+
 import minari
 import pytest
 
@@ -25,10 +26,12 @@ def test_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["data", "cheetah-run"])
     # counts are checked when parsed, before anything is created or printed
-    for argv, message in ((["data", "mw-reach", "--episodes", "0", "--tasks", "6"], "--episodes: expected a positive integer, got 0"),
-                          (["train", "plm", "mw-reach", "--steps", "-3"], "--steps: expected a positive integer, got -3"),
-                          (["reproduce", "mw-reach", "--seeds", "two"], "--seeds: expected a positive integer, got 'two'"),
-                          (["evaluate", "folder", "mw-reach", "--seed", "-1"], "--seed: expected a non-negative integer, got -1")):
+    for argv, message in (
+        (["data", "mw-reach", "--episodes", "0", "--tasks", "6"], "--episodes: expected a positive integer, got 0"),
+        (["train", "plm", "mw-reach", "--steps", "-3"], "--steps: expected a positive integer, got -3"),
+        (["reproduce", "mw-reach", "--seeds", "two"], "--seeds: expected a positive integer, got 'two'"),
+        (["evaluate", "folder", "mw-reach", "--seed", "-1"], "--seed: expected a non-negative integer, got -1"),
+    ):
         with pytest.raises(SystemExit):
             main(argv)
         captured = capsys.readouterr()
@@ -36,12 +39,25 @@ def test_bad_arguments(capsys):
 
 
 def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
-    from promptrl.plm import PromptDT
+    from promptrl.methods.plm import PromptDT
 
     assert main(["data", "mw-reach", "--quality", "expert", "--episodes", "1"]) == 0
     out = tmp_path / "plm"
-    args = ["train", "plm", "mw-reach", "--steps", "4", "--checkpoint-steps", "2", "--out", str(out), "--threads", "1",
-            "--log-steps", "2"]
+    args = [
+        "train",
+        "plm",
+        "mw-reach",
+        "--steps",
+        "4",
+        "--checkpoint-steps",
+        "2",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--log-steps",
+        "2",
+    ]
     assert main(args) == 0
     rows = (out / "progress.csv").read_text().splitlines()
     assert rows[0] == "step,loss,seconds" and [r.split(",")[0] for r in rows[1:]] == ["2", "4"]
@@ -75,16 +91,28 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     folder = hub / "mw-reach"
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
     card = (folder / "README.md").read_text()
-    assert "tasks [6] return (mean ± std over episodes)" in card and "| generated |" in card and "| expert (the frozen PLM) |" in card and "6: " in card
+    assert (
+        "tasks [6] return (mean ± std over episodes)" in card
+        and "| generated |" in card
+        and "| expert (the frozen PLM) |" in card
+        and "6: " in card
+    )
     # the same numbers as the card's model-index, which the Hub shows as evaluation results
     from huggingface_hub import ModelCard
 
     index = ModelCard.load(folder / "README.md").data.eval_results
-    assert [r.metric_name for r in index] == ["mean_reward (generated prompts)", "mean_reward (the frozen PLM with expert prompts)"]
+    assert [r.metric_name for r in index] == [
+        "mean_reward (generated prompts)",
+        "mean_reward (the frozen PLM with expert prompts)",
+    ]
     for r, label in zip(index, ["generated", "expert (the frozen PLM)"]):
         mean, std = (float(x) for x in r.metric_value.split(" +/- "))
         assert f"| {label} | {mean:.1f} ± {std:.1f} |" in card
-        assert r.task_type == "reinforcement-learning" and r.dataset_name == "mw-reach (tasks 6)" and r.dataset_type == "promptrl/MetaWorldReach-v0"
+        assert (
+            r.task_type == "reinforcement-learning"
+            and r.dataset_name == "mw-reach (tasks 6)"
+            and r.dataset_type == "promptrl/MetaWorldReach-v0"
+        )
     capsys.readouterr()
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1"]) == 0  # no dataset of task 8
     out = capsys.readouterr().out
@@ -96,11 +124,24 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
 def test_train_diffuser_finetunes_into_the_hub_folder(tmp_path, capsys):
     from conftest import make_tiny_hub
 
-    from promptrl.diffuser import PromptDiffuser
+    from promptrl.methods.diffuser import PromptDiffuser
 
     hub = make_tiny_hub(tmp_path / "hub", "mw-reach", [6, 9])
-    args = ["train", "diffuser", "mw-reach", "--stage", "finetune", "--task", "6", "--epochs", "1", "--temperature", "0",
-            "--hub", str(hub)]
+    args = [
+        "train",
+        "diffuser",
+        "mw-reach",
+        "--stage",
+        "finetune",
+        "--task",
+        "6",
+        "--epochs",
+        "1",
+        "--temperature",
+        "0",
+        "--hub",
+        str(hub),
+    ]
     assert main(args) == 0
     pd = PromptDiffuser.from_pretrained(hub / "mw-reach")
     pretrained = PromptDiffuser.from_pretrained(hub / "mw-reach" / "pretrained", plm=pd.plm)
@@ -119,6 +160,16 @@ def test_command_line_leaves_out_where_files_live():
 
     from promptrl.cli import command_line
 
-    argv = ["train", "diffuser", "ant-dir", "--hub", "/somewhere/hub", "--stage", "pretrain", "--out=/x", "--threads", "1"]
+    argv = [
+        "train",
+        "diffuser",
+        "ant-dir",
+        "--hub",
+        "/somewhere/hub",
+        "--stage",
+        "pretrain",
+        "--out=/x",
+        "--threads",
+        "1",
+    ]
     assert command_line(argparse.Namespace(argv=argv)) == "promptrl train diffuser ant-dir --stage pretrain --threads 1"
-

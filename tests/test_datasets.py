@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import promptrl
-from promptrl import datasets as ds
+from promptrl.data import datasets as ds
 
 
 @pytest.fixture
@@ -90,14 +90,18 @@ def test_suites_table_lists_all():
 
 def test_rollout_with_episodes_ending_at_different_times():
     """Ant terminates when it falls: parallel episodes of different lengths are cut where each ended."""
-    from promptrl.rollouts import RandomPolicy, rollout
+    from promptrl.data.rollouts import RandomPolicy, rollout
 
     ant = promptrl.load_suite("ant-dir")
     env = ant.make_env(6)
-    episodes = rollout(ant, 6, RandomPolicy(env.action_space, seed=0), 6, seed=0, env_kwargs={"healthy_z_range": (0.45, 1.0)})
+    episodes = rollout(
+        ant, 6, RandomPolicy(env.action_space, seed=0), 6, seed=0, env_kwargs={"healthy_z_range": (0.45, 1.0)}
+    )
     lengths = [len(e.actions) for e in episodes]
     assert len(set(lengths)) > 1 and max(lengths) <= ant.horizon
     for e in episodes:
-        assert len(e.observations) == len(e.actions) + 1
+        assert len(e.observations) == len(e.actions) == len(e.rtg)
+        assert e.final_observation is not None and e.final_observation.shape == e.observations.shape[1:]
+        assert e.rtg[0] == pytest.approx(e.episode_return, rel=1e-6)
         assert e.terminations[-1] or e.truncations[-1]
         assert not (e.terminations[:-1].any() or e.truncations[:-1].any())

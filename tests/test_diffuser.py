@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import promptrl
-from promptrl.datasets import create_datasets
-from promptrl.diffuser import PromptDiffuser
-from promptrl.plm import PromptDT
+from promptrl.data.datasets import create_datasets
+from promptrl.methods.diffuser import PromptDiffuser
+from promptrl.methods.plm import PromptDT
 from promptrl.wrappers import PromptWrapper
 
 TINY_PLM = dict(embed_dim=16, n_layer=1, batch_per_task=4, warmup_steps=5, context=6)
@@ -38,12 +38,16 @@ def test_learn_keeps_plm_frozen_and_trains_generator(setup):
     for k, v in plm.network.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert any(not torch.equal(a, b) for a, b in zip(gen_before, pd.model.parameters()))
-    assert pd.num_parameters() == sum(p.numel() for p in pd.model.parameters()) and pd.num_parameters() < plm.num_parameters()
+    assert (
+        pd.num_parameters() == sum(p.numel() for p in pd.model.parameters())
+        and pd.num_parameters() < plm.num_parameters()
+    )
 
 
 def test_downstream_loss_reaches_the_noise_model(setup):
     """L_DT (the frozen PLM's action loss with the generated prompt) has a gradient on every noise-model weight."""
-    from promptrl.segments import episodes_of, random_window, stack_windows
+    from promptrl.data.episodes import episodes_of
+    from promptrl.data.windows import random_window, stack_windows
 
     suite, data, plm = setup
     pd = PromptDiffuser(plm, **TINY).learn(data, epochs=1, steps_per_epoch=1, progress_bar=False)
@@ -158,8 +162,14 @@ def test_bad_input(setup):
     ep = next(iter(data[0].iterate_episodes()))
     rewards = ep.rewards.astype(float)
     rewards[3] = np.nan
-    buffer = EpisodeBuffer(id=0, observations=ep.observations, actions=ep.actions, rewards=list(rewards),
-                           terminations=list(ep.terminations), truncations=list(ep.truncations))
+    buffer = EpisodeBuffer(
+        id=0,
+        observations=ep.observations,
+        actions=ep.actions,
+        rewards=list(rewards),
+        terminations=list(ep.terminations),
+        truncations=list(ep.truncations),
+    )
     env = suite.make_env(6)
     bad = minari.create_dataset_from_buffers("user/reach-nan-v0", [buffer], env=env, algorithm_name="user")
     with pytest.raises(ValueError, match="'user/reach-nan-v0' episode 0 contains NaN"):
@@ -200,16 +210,30 @@ def test_condition_bank_is_capped_per_task(setup):
 def test_pretrain_generator_saves_fine_tuning_settings_and_resumes(setup, tmp_path):
     """Pre-training runs PRETRAIN_RECIPE (L_DM, lr 1e-3, batch 64) but saves Table 4's fine-tuning
     settings; a rerun with more steps continues from the saved generator, one with as many does nothing."""
-    from promptrl.diffuser import pretrain_generator
+    from promptrl.methods.diffuser import pretrain_generator
 
     suite, data, plm = setup
     folder = tmp_path / "pretrained"
     seen = []
-    pd = pretrain_generator(plm, data, folder, 3, save_steps=2, progress_bar=False, n_steps=8, hidden=32,
-                            model_card=lambda g: seen.append((g.settings.steps_trained, g.settings.update)) or "card")
+    pd = pretrain_generator(
+        plm,
+        data,
+        folder,
+        3,
+        save_steps=2,
+        progress_bar=False,
+        n_steps=8,
+        hidden=32,
+        model_card=lambda g: seen.append((g.settings.steps_trained, g.settings.update)) or "card",
+    )
     assert seen == [(2, "projection"), (3, "projection")]  # saved twice, each with the fine-tuning rule
     saved = PromptDiffuser.from_pretrained(folder, plm=plm)
-    assert (saved.settings.steps_trained, saved.settings.update, saved.settings.learning_rate, saved.settings.batch_size) == (3, "projection", 1e-4, 32)
+    assert (
+        saved.settings.steps_trained,
+        saved.settings.update,
+        saved.settings.learning_rate,
+        saved.settings.batch_size,
+    ) == (3, "projection", 1e-4, 32)
     assert saved.settings.model_card == {"training": "card"} and pd.settings.hidden == 32
     assert pretrain_generator(plm, data, folder, 5, progress_bar=False).settings.steps_trained == 5
     mtime = (folder / "model.safetensors").stat().st_mtime_ns
@@ -222,8 +246,9 @@ def test_pretrain_generator_saves_fine_tuning_settings_and_resumes(setup, tmp_pa
 def test_last_window_plm_gets_last_window_prompts(setup):
     """With a PLM trained on episodes' last windows (prompt_window="last", the default), the generator's
     training prompts and conditions, and every method's prompt bank, are those last windows."""
-    from promptrl.adaptation import PromptBank, raw_window
-    from promptrl.segments import episodes_of
+    from promptrl.data.episodes import episodes_of
+    from promptrl.data.windows import raw_window
+    from promptrl.methods.base import PromptBank
 
     suite, data, plm = setup
     assert plm.settings.prompt_window == "last"

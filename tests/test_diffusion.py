@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from promptrl.diffusion import GaussianDiffusion, NoiseMLP, beta_schedule, combine_gradients
+from promptrl.nn.diffusion import GaussianDiffusion, NoiseMLP, beta_schedule, combine_gradients
 
 
 @pytest.fixture
@@ -46,7 +46,9 @@ def test_mean_is_eq17_without_clipping(diffusion):
     xk, y, k = torch.randn(3, 4), torch.randn(3, 2), torch.tensor([5, 10, 19])
     mean, _ = diffusion.p_mean_variance(model, xk, y, k, clip_denoised=False)
     alpha = (1 - diffusion.betas[k])[:, None]
-    eq17 = (xk - diffusion.betas[k][:, None] / (1 - diffusion.alphas_cumprod[k])[:, None].sqrt() * model(xk, y, k)) / alpha.sqrt()
+    eq17 = (
+        xk - diffusion.betas[k][:, None] / (1 - diffusion.alphas_cumprod[k])[:, None].sqrt() * model(xk, y, k)
+    ) / alpha.sqrt()
     torch.testing.assert_close(mean, eq17, rtol=1e-4, atol=1e-5)
 
 
@@ -55,7 +57,9 @@ def test_chain_steps_are_p_mean_variance(diffusion):
     torch.manual_seed(0)
     model = NoiseMLP(4, 2, hidden=16).eval()
     y = torch.randn(3, 2)
-    _, chain = diffusion.sample(model, y, 4, generator=torch.Generator().manual_seed(2), temperature=0.0, return_chain=True)
+    _, chain = diffusion.sample(
+        model, y, 4, generator=torch.Generator().manual_seed(2), temperature=0.0, return_chain=True
+    )
     for i, step in enumerate(reversed(range(diffusion.n_steps))):
         mean, _ = diffusion.p_mean_variance(model, chain[i], y, torch.full((3,), step))
         torch.testing.assert_close(chain[i + 1], mean, rtol=1e-5, atol=1e-6)
@@ -81,7 +85,9 @@ def test_sampling_is_seeded_and_temperature_zero_is_deterministic(diffusion):
     a = diffusion.sample(model, y, 4, generator=torch.Generator().manual_seed(3))
     b = diffusion.sample(model, y, 4, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b)
-    cold, chain = diffusion.sample(model, y, 4, generator=torch.Generator().manual_seed(3), temperature=0.0, return_chain=True)
+    cold, chain = diffusion.sample(
+        model, y, 4, generator=torch.Generator().manual_seed(3), temperature=0.0, return_chain=True
+    )
     assert len(chain) == diffusion.n_steps + 1 and cold.abs().max() <= 1.0 + 1e-6
     with pytest.raises(ValueError, match="temperature"):
         diffusion.sample(model, y, 4, temperature=1.5)
@@ -91,7 +97,7 @@ def test_residual_noise_mlp_keeps_dropout_off_the_main_path():
     """The residual net's dropout sits only inside residual branches; the plain net has it between layers."""
     from torch import nn
 
-    from promptrl.diffusion import ResidualBlock
+    from promptrl.nn.diffusion import ResidualBlock
 
     res, plain = NoiseMLP(4, 2, hidden=16, n_hidden=3), NoiseMLP(4, 2, hidden=16, n_hidden=3, residual=False)
     assert sum(isinstance(m, ResidualBlock) for m in res.net) == 3
@@ -138,4 +144,6 @@ def test_short_chains_stay_finite():
     """The rescaled linear schedule reaches beta >= 1 below 50 steps: it is clamped, so sampling stays finite."""
     diffusion = GaussianDiffusion(n_steps=10)
     model = NoiseMLP(4, 2, hidden=16).eval()
-    assert torch.isfinite(diffusion.sample(model, torch.randn(3, 2), 4, generator=torch.Generator().manual_seed(0))).all()
+    assert torch.isfinite(
+        diffusion.sample(model, torch.randn(3, 2), 4, generator=torch.Generator().manual_seed(0))
+    ).all()

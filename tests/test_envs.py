@@ -4,7 +4,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import promptrl  # noqa: F401  (registers the envs)
-from promptrl.envs import ENV_CLASSES
+from promptrl.tasks.envs import ENV_CLASSES
 
 IDS = sorted(ENV_CLASSES)
 

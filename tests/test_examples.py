@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import promptrl
-from promptrl.datasets import create_datasets
+from promptrl.data.datasets import create_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,9 @@ def test_run_pretrained_in_a_plain_gymnasium_loop(monkeypatch, capsys, tmp_path)
 
 
 def test_vector_eval(monkeypatch, capsys, tmp_path):
-    out = run_example("vector_eval.py", ["--suite", "mw-reach", "--task", "6", "--n-envs", "2"], monkeypatch, capsys, tmp_path)
+    out = run_example(
+        "vector_eval.py", ["--suite", "mw-reach", "--task", "6", "--n-envs", "2"], monkeypatch, capsys, tmp_path
+    )
     assert out.startswith("2 episodes of mw-reach task 6")
     mean = float(re.search(r": (-?\d+\.\d) ±", out).group(1))
     assert mean > 400, out
@@ -36,8 +38,13 @@ def test_vector_eval(monkeypatch, capsys, tmp_path):
 
 def test_few_shot_adapt_from_one_expert_episode(monkeypatch, capsys, tmp_path):
     create_datasets(promptrl.load_suite("mw-reach"), "expert", tasks=[6], episodes=1)
-    out = run_example("few_shot_adapt.py", ["--suite", "mw-reach", "--task", "6", "--epochs", "1", "--episodes", "2"],
-                      monkeypatch, capsys, tmp_path)
+    out = run_example(
+        "few_shot_adapt.py",
+        ["--suite", "mw-reach", "--task", "6", "--epochs", "1", "--episodes", "2"],
+        monkeypatch,
+        capsys,
+        tmp_path,
+    )
     ours = float(re.search(r"Prompt Diffuser:\s+(-?\d+\.\d)", out).group(1))
     expert = float(re.search(r"Prompt-DT-Expert:\s+(-?\d+\.\d)", out).group(1))
     assert ours > 400 and expert > 400, out

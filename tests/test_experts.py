@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import promptrl
-from promptrl.experts import EXPERT_DIR, Actor, load_actor, load_expert, save_actor
-from promptrl.rollouts import rollout
+from promptrl.data.experts import EXPERT_DIR, Actor, load_actor, load_expert, save_actor
+from promptrl.data.rollouts import rollout
 
 SUITES = promptrl.available_suites()
 
@@ -37,8 +37,10 @@ def test_expert_beats_random_on_a_short_rollout(name):
     suite = promptrl.load_suite(name)
     task = suite.test_tasks[0]
     expert_ret = rollout(suite, task, suite.expert(task), 2)[0].episode_return
-    medium_ret = np.mean([e.episode_return for e in rollout(suite, task, load_expert(suite.spec, task, "medium", seed=0), 2)])
-    from promptrl.rollouts import RandomPolicy
+    medium_ret = np.mean(
+        [e.episode_return for e in rollout(suite, task, load_expert(suite.spec, task, "medium", seed=0), 2)]
+    )
+    from promptrl.data.rollouts import RandomPolicy
 
     random_ret = rollout(suite, task, RandomPolicy(suite.make_env(task).action_space, 0), 2)[0].episode_return
     assert expert_ret > medium_ret > random_ret
@@ -70,7 +72,7 @@ def test_ant_policy_input_is_the_goal_frame():
     """In the goal frame, the planar velocity's x part is the velocity along the goal direction."""
     import gymnasium as gym
 
-    from promptrl.experts import policy_input
+    from promptrl.data.experts import policy_input
 
     env = gym.make("promptrl/AntDir-v0", task=3).unwrapped
     env.reset(seed=0)

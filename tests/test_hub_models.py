@@ -8,7 +8,7 @@ import torch
 
 import promptrl
 from promptrl import PromptDiffuser, PromptDT, PromptWrapper
-from promptrl.reproduce import TABLE1_SUITES
+from promptrl.experiments.reproduce import TABLE1_SUITES
 
 HUB = Path(__file__).resolve().parent.parent / "hub_models"
 SUITES = sorted(p.name for p in HUB.iterdir() if (p / "config.json").is_file()) if HUB.is_dir() else []
@@ -51,7 +51,7 @@ def test_shipped_folder_loads_and_acts(name):
 def test_shipped_models_load_by_name_from_any_directory(tmp_path, monkeypatch):
     """``from_pretrained("hub_models/<suite>")`` finds the shipped copy when the current directory has no
     such folder (a notebook anywhere, or a plain ``pip install``); a folder there still comes first."""
-    from promptrl.checkpoint import resolve_model_path, shipped_model_names, shipped_models_root
+    from promptrl.common.hub import resolve_model_path, shipped_model_names, shipped_models_root
 
     monkeypatch.chdir(tmp_path)
     assert shipped_models_root() == HUB  # the source tree's copy under an editable install
@@ -62,7 +62,10 @@ def test_shipped_models_load_by_name_from_any_directory(tmp_path, monkeypatch):
     assert {f"hub_models/{s}" for s in SUITES} | {f"hub_models/{s}/plm" for s in SUITES} <= set(shipped_model_names())
     pd = PromptDiffuser.from_pretrained("hub_models/mw-reach")
     expected = PromptDiffuser.from_pretrained(HUB / "mw-reach")
-    assert all(torch.equal(a, b) for a, b in zip(pd._state_module().state_dict().values(), expected._state_module().state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(pd._state_module().state_dict().values(), expected._state_module().state_dict().values())
+    )
     (tmp_path / "hub_models" / "mw-reach").mkdir(parents=True)  # the user's own folder of that name wins
     assert resolve_model_path("hub_models/mw-reach") == "hub_models/mw-reach"
 
@@ -122,7 +125,14 @@ def test_push_to_hub_uploads_a_self_contained_folder(tmp_path, monkeypatch):
     pd = PromptDiffuser.from_pretrained(HUB / "mw-reach")
     assert pd.push_to_hub("someone/prompt-diffuser-mw-reach").endswith("/commit/0")
     names = sorted(str(p.relative_to(uploaded)) for p in uploaded.rglob("*") if p.is_file())
-    assert names == ["README.md", "config.json", "model.safetensors", "plm/README.md", "plm/config.json", "plm/model.safetensors"]
+    assert names == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "plm/README.md",
+        "plm/config.json",
+        "plm/model.safetensors",
+    ]
     back = PromptDiffuser.from_pretrained(uploaded)
     pd.set_random_seed(0)
     back.set_random_seed(0)

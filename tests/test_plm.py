@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import promptrl
-from promptrl.datasets import create_datasets
+from promptrl.data.datasets import create_datasets
 from promptrl.evaluation import evaluate
-from promptrl.plm import PromptDT
+from promptrl.methods.plm import PromptDT
 from promptrl.wrappers import PromptWrapper
 
 TINY = dict(embed_dim=32, n_layer=1, batch_per_task=4, warmup_steps=5, context=8)
@@ -40,11 +40,15 @@ def rollout_obs(model, task=6, steps=3, seed=0):
 def test_learn_lowers_loss(reach_data):
     suite, data = reach_data
     losses = []
-    PromptDT(suite, seed=0, **TINY).learn(data, total_steps=40, callback=lambda d: losses.append(d["loss"]), progress_bar=False)
+    PromptDT(suite, seed=0, **TINY).learn(
+        data, total_steps=40, callback=lambda d: losses.append(d["loss"]), progress_bar=False
+    )
     assert len(losses) == 40 and np.mean(losses[-8:]) < np.mean(losses[:8])
 
 
-@pytest.mark.parametrize("bf16, amx, expected", [(None, False, False), (None, True, True), (True, False, True), (False, True, False)])
+@pytest.mark.parametrize(
+    "bf16, amx, expected", [(None, False, False), (None, True, True), (True, False, True), (False, True, False)]
+)
 def test_bf16_autocast_in_learn(reach_data, monkeypatch, bf16, amx, expected):
     """bf16=None (the default) autocasts only where bf16 is faster (here: a CPU with AMX units); True and
     False force it. The choice is not written into the config, so a saved model chooses again elsewhere."""
@@ -162,9 +166,17 @@ def test_bad_construction_and_env(trained, reach_data):
     with pytest.raises(ValueError, match="does not match the model's obs_dim=39"):
         PromptWrapper(gym.make("promptrl/CheetahVel-v0", task=2), trained, prompt="expert")
     with pytest.raises(ValueError, match="prompt\\['states'\\] must have shape \\(5, 39\\)"):
-        env = PromptWrapper(gym.make("promptrl/MetaWorldReach-v0", task=6), trained,
-                            prompt={"states": np.zeros((3, 39)), "actions": np.zeros((3, 4)), "rtg": np.zeros(3),
-                                    "timesteps": np.arange(3), "mask": np.ones(3)})
+        env = PromptWrapper(
+            gym.make("promptrl/MetaWorldReach-v0", task=6),
+            trained,
+            prompt={
+                "states": np.zeros((3, 39)),
+                "actions": np.zeros((3, 4)),
+                "rtg": np.zeros(3),
+                "timesteps": np.arange(3),
+                "mask": np.ones(3),
+            },
+        )
         env.reset()
     suite, data = reach_data
     vel = promptrl.load_suite("cheetah-vel")
@@ -192,14 +204,23 @@ def user_dataset(dataset_id, env, episodes, seed=0, action_scale=1.0):
             terminations.append(terminated)
             truncations.append(truncated)
             done = terminated or truncated
-        buffers.append(EpisodeBuffer(id=i, observations=np.array(observations), actions=np.array(actions), rewards=rewards,
-                                     terminations=terminations, truncations=truncations))
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                observations=np.array(observations),
+                actions=np.array(actions),
+                rewards=rewards,
+                terminations=terminations,
+                truncations=truncations,
+            )
+        )
     return minari.create_dataset_from_buffers(dataset_id, buffers, env=env, algorithm_name="random")
 
 
 def test_an_env_outside_the_suites_with_its_own_minari_data(tmp_path):
     """Any env with flat Box spaces in [-1, 1] and any Minari datasets: without a suite, the
     return-to-go target and scale come from the data (highest return, largest |return|)."""
+
     def pendulum(g):
         return gym.wrappers.RescaleAction(gym.make("Pendulum-v1", g=g), -1.0, 1.0)
 
@@ -220,7 +241,9 @@ def test_an_env_outside_the_suites_with_its_own_minari_data(tmp_path):
     # a Prompt Diffuser on the same data generates this PLM's prompts at every reset
     from promptrl import PromptDiffuser
 
-    pd = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4).learn(data, epochs=1, steps_per_epoch=2, progress_bar=False)
+    pd = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4).learn(
+        data, epochs=1, steps_per_epoch=2, progress_bar=False
+    )
     generated = PromptWrapper(pendulum(8), pd)
     gen_obs, _ = generated.reset(seed=0)
     assert gen_obs["prompt_states"].shape == (plm.settings.prompt_length, 3)
@@ -238,7 +261,9 @@ def test_an_env_outside_the_suites_with_its_own_minari_data(tmp_path):
         PromptDT(pendulum(10), **{**TINY, "max_ep_len": 150}).learn(data, total_steps=1, progress_bar=False)
     base = pendulum(10)
     with pytest.raises(TypeError, match="FlattenObservation"):
-        PromptDT(gym.wrappers.TransformObservation(base, lambda o: {"x": o}, gym.spaces.Dict({"x": base.observation_space})))
+        PromptDT(
+            gym.wrappers.TransformObservation(base, lambda o: {"x": o}, gym.spaces.Dict({"x": base.observation_space}))
+        )
 
 
 def test_actions_outside_the_tanh_range_are_refused(trained, reach_data):
@@ -251,12 +276,16 @@ def test_actions_outside_the_tanh_range_are_refused(trained, reach_data):
     reach = gym.make("promptrl/MetaWorldReach-v0", task=6)
     with pytest.raises(ValueError, match="tanh head acts in \\[-1, 1\\]"):
         PromptWrapper(gym.wrappers.RescaleAction(reach, -2.0, 2.0), trained, prompt="expert")
-    vector = gym.vector.SyncVectorEnv([lambda: gym.wrappers.RescaleAction(gym.make("promptrl/MetaWorldReach-v0", task=6), -2.0, 2.0)])
+    vector = gym.vector.SyncVectorEnv(
+        [lambda: gym.wrappers.RescaleAction(gym.make("promptrl/MetaWorldReach-v0", task=6), -2.0, 2.0)]
+    )
     with pytest.raises(ValueError, match="RescaleAction"):
         promptrl.VectorPromptWrapper(vector, trained, prompt="expert")
     # a user's dataset recorded in the env's own units, outside [-1, 1]
     wide = user_dataset("user/reach-wide-v0", reach, episodes=1, action_scale=3.0)
-    with pytest.raises(ValueError, match="'user/reach-wide-v0' episode 0 has actions in \\[-.*\\], but the policy's tanh head"):
+    with pytest.raises(
+        ValueError, match="'user/reach-wide-v0' episode 0 has actions in \\[-.*\\], but the policy's tanh head"
+    ):
         PromptDT("mw-reach", **TINY).learn(wide, total_steps=1, progress_bar=False)
 
 
@@ -266,19 +295,33 @@ def test_datasets_of_discrete_or_dict_spaces_are_refused():
     from minari.data_collector import EpisodeBuffer
 
     def dataset(dataset_id, env, observations, actions):
-        buffer = EpisodeBuffer(id=0, observations=observations, actions=actions, rewards=[0.0] * 3,
-                               terminations=[False] * 3, truncations=[False, False, True])
+        buffer = EpisodeBuffer(
+            id=0,
+            observations=observations,
+            actions=actions,
+            rewards=[0.0] * 3,
+            terminations=[False] * 3,
+            truncations=[False, False, True],
+        )
         return minari.create_dataset_from_buffers(dataset_id, [buffer], env=env, algorithm_name="random")
 
     cartpole = dataset("user/cartpole-v0", gym.make("CartPole-v1"), np.zeros((4, 4), np.float32), np.array([0, 1, 0]))
-    with pytest.raises(ValueError, match="'user/cartpole-v0' has actions of shape \\(3,\\).*discrete actions are not supported"):
+    with pytest.raises(
+        ValueError, match="'user/cartpole-v0' has actions of shape \\(3,\\).*discrete actions are not supported"
+    ):
         PromptDT(obs_dim=4, act_dim=1, **TINY).learn(cartpole, total_steps=1, progress_bar=False)
     box = gym.spaces.Box(-1, 1, (2,), np.float32)
     goal_env = gym.make("MountainCarContinuous-v0")
     goal_env.observation_space = gym.spaces.Dict({"observation": box, "desired_goal": box})
-    goals = dataset("user/goals-v0", goal_env, {"observation": np.zeros((4, 2), np.float32), "desired_goal": np.zeros((4, 2), np.float32)},
-                    np.zeros((3, 1), np.float32))
-    with pytest.raises(ValueError, match="Dict observations \\(keys \\['desired_goal', 'observation'\\]\\).*FlattenObservation"):
+    goals = dataset(
+        "user/goals-v0",
+        goal_env,
+        {"observation": np.zeros((4, 2), np.float32), "desired_goal": np.zeros((4, 2), np.float32)},
+        np.zeros((3, 1), np.float32),
+    )
+    with pytest.raises(
+        ValueError, match="Dict observations \\(keys \\['desired_goal', 'observation'\\]\\).*FlattenObservation"
+    ):
         PromptDT(obs_dim=4, act_dim=1, **TINY).learn(goals, total_steps=1, progress_bar=False)
 
 
@@ -301,7 +344,9 @@ def test_evaluate_is_seeded(trained, reach_data):
     randomized.settings.prompt_window = "random"
     c = evaluate(randomized, suite, split="test", n_episodes=1, seed=4)
     assert c.returns != evaluate(randomized, suite, split="test", n_episodes=1, seed=3).returns
-    assert evaluate(trained, suite, split="test", n_episodes=1, seed=3, prompt="expert").returns == a.returns  # the default
+    assert (
+        evaluate(trained, suite, split="test", n_episodes=1, seed=3, prompt="expert").returns == a.returns
+    )  # the default
     assert "| **mean** |" in a.table()
 
 
@@ -318,10 +363,17 @@ def test_mt_orl_runs_without_prompt(reach_data):
 def test_vector_wrapper_matches_single_wrapper(trained, mode):
     from promptrl.wrappers import VectorPromptWrapper
 
-    prompt = {"states": np.ones((5, 39)), "actions": np.zeros((5, 4)), "rtg": np.full(5, 800.0), "timesteps": np.arange(5),
-              "mask": np.ones(5)}
-    vec = gym.vector.SyncVectorEnv([lambda t=t: gym.make("promptrl/MetaWorldReach-v0", task=t) for t in TASKS],
-                                   autoreset_mode=getattr(gym.vector.AutoresetMode, mode))
+    prompt = {
+        "states": np.ones((5, 39)),
+        "actions": np.zeros((5, 4)),
+        "rtg": np.full(5, 800.0),
+        "timesteps": np.arange(5),
+        "mask": np.ones(5),
+    }
+    vec = gym.vector.SyncVectorEnv(
+        [lambda t=t: gym.make("promptrl/MetaWorldReach-v0", task=t) for t in TASKS],
+        autoreset_mode=getattr(gym.vector.AutoresetMode, mode),
+    )
     venv = VectorPromptWrapper(vec, trained, prompt=prompt)
     obs, _ = venv.reset(seed=[0, 1])
     assert venv.observation_space.contains(obs)
@@ -335,7 +387,9 @@ def test_vector_wrapper_matches_single_wrapper(trained, mode):
         obs, _, term, trunc, _ = venv.step(actions)
         if step == 99:
             assert (term | trunc).all()
-            single_obs = [env.reset(seed=s)[0] for env, s in zip(singles, [0, 1])] if mode == "SAME_STEP" else single_obs
+            single_obs = (
+                [env.reset(seed=s)[0] for env, s in zip(singles, [0, 1])] if mode == "SAME_STEP" else single_obs
+            )
         if mode == "NEXT_STEP" and step == 100:
             single_obs = [env.reset(seed=s)[0] for env, s in zip(singles, [0, 1])]
             # NEXT_STEP: this step only restarted the sub-envs; its history holds just the reset observation.
@@ -347,8 +401,8 @@ def test_last_prompt_window_cuts_the_end_of_episodes(reach_data, tmp_path):
     """prompt_window="last": training prompts and expert prompts are an episode's last K* steps."""
     from dataclasses import replace
 
-    from promptrl.plm import episodes_of
-    from promptrl.segments import SegmentSampler
+    from promptrl.data.episodes import episodes_of
+    from promptrl.data.windows import SegmentSampler
 
     suite, data = reach_data
     model = PromptDT(suite, seed=0, prompt_window="last", **TINY).learn(data, total_steps=2, progress_bar=False)
@@ -379,12 +433,20 @@ def test_last_prompt_window_cuts_the_end_of_episodes(reach_data, tmp_path):
 def test_sampler_batches_equal_windows_cut_one_by_one(prompt_window):
     """The sampler's one-gather batches equal ``window`` applied to each drawn (episode, start),
     padding of short episodes and windows near the end included."""
-    from promptrl.segments import Episode, SegmentSampler, SegmentSpec, window
+    from promptrl.data.episodes import Episode
+    from promptrl.data.windows import SegmentSampler, SegmentSpec, window
 
     rng = np.random.default_rng(0)
-    episodes = {t: [Episode.from_arrays(rng.normal(size=(n + 1, 3)), rng.uniform(-1, 1, (n, 2)), rng.normal(size=n))
-                    for n in rng.integers(2, 30, size=4)] for t in (3, 8)}
-    spec = SegmentSpec(8, 3, 10.0, rng.normal(size=3).astype(np.float32), np.full(3, 2.0, np.float32), 20, prompt_window)
+    episodes = {
+        t: [
+            Episode.from_arrays(rng.normal(size=(n + 1, 3)), rng.uniform(-1, 1, (n, 2)), rng.normal(size=n))
+            for n in rng.integers(2, 30, size=4)
+        ]
+        for t in (3, 8)
+    }
+    spec = SegmentSpec(
+        8, 3, 10.0, rng.normal(size=3).astype(np.float32), np.full(3, 2.0, np.float32), 20, prompt_window
+    )
     sampler, draws = SegmentSampler(episodes, episodes, spec, seed=5), np.random.default_rng(5)
     history, prompt = sampler.sample(3)
     expected_h, expected_p = [], []

@@ -1,4 +1,5 @@
 """The reproduce pipeline's plumbing on a tiny slice: one mw-reach task, tiny shipped-style models."""
+
 import csv
 import dataclasses
 import datetime
@@ -7,14 +8,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_tiny_hub
 
 import promptrl
 from promptrl.cli import main
-from promptrl.datasets import create_datasets
-from promptrl.plm import PromptDT
-from conftest import make_tiny_hub
-from promptrl.reproduce import (FULL, METHODS, Budget, cell_path, hardware, measured_dates, measured_hardware, reproduce_suite,
-                                suite_table, table1, write_results)
+from promptrl.data.datasets import create_datasets
+from promptrl.experiments.reproduce import (
+    FULL,
+    METHODS,
+    Budget,
+    cell_path,
+    hardware,
+    measured_dates,
+    measured_hardware,
+    reproduce_suite,
+    suite_table,
+    table1,
+    write_results,
+)
+from promptrl.methods.plm import PromptDT
 
 
 def utc_today() -> str:
@@ -42,7 +54,7 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
         assert cell["seconds"]["adapt"] >= 0 and cell["seconds"]["evaluate"] > 0 and cell["hardware"]
         assert cell["finished"][:10] == utc_today() and row["hardware"] == [cell["hardware"]]
     assert summary["Prompt-DT-Expert"]["params"] == 0 and summary["Prompt-DT-FT"]["percentage"] == pytest.approx(100)
-    assert 0 < summary["Prompt Diffuser"]["params"] and 0 < summary["Soft Prompt"]["percentage"] < 100
+    assert summary["Prompt Diffuser"]["params"] > 0 and 0 < summary["Soft Prompt"]["percentage"] < 100
     # A finished cell is read back, not redone: a marker value survives a rerun.
     path = out / "runs" / "mw-reach" / TINY_BUDGET.tag() / "MT-ORL" / "seed0.json"
     cell = json.loads(path.read_text())
@@ -69,7 +81,9 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert cell_path(out, "Prompt-DT-FT", 0, longer) == cell_path(out, "Prompt-DT-FT", 0, TINY_BUDGET)
     md = write_results({"mw-reach": summary}, out, "promptrl reproduce mw-reach", TINY_BUDGET)
     text = md.read_text()
-    assert "| mw-reach |" in text and "(555.7 ± 6.8)" in text and "| Prompt Diffuser |" in suite_table("mw-reach", summary)
+    assert (
+        "| mw-reach |" in text and "(555.7 ± 6.8)" in text and "| Prompt Diffuser |" in suite_table("mw-reach", summary)
+    )
     # One suite never replaces the four-suite table1.md, nor a budget other than the full (or quick) one the full run's.
     assert md.name == f"table1-mw-reach_{TINY_BUDGET.tag()}.md"
     with open(md.with_suffix(".csv"), newline="") as f:
@@ -87,7 +101,9 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert row[pd_col].startswith(pd_size + "–") and row[pd_col] != pd_size
     assert md.with_name("table1-mw-reach.md") == write_results({"mw-reach": summary}, out, "promptrl reproduce", FULL)
     # A cell with fewer seeds than the budget's names the seeds it has.
-    assert "[seed 0] (555.7 ± 6.8)" in table1({"mw-reach": summary}, seeds=3) and "[seed" not in table1({"mw-reach": summary}, 1)
+    assert "[seed 0] (555.7 ± 6.8)" in table1({"mw-reach": summary}, seeds=3) and "[seed" not in table1(
+        {"mw-reach": summary}, 1
+    )
     assert "The paper's ordering" in text and "| Prompt Diffuser >= Prompt-Tuning DT |" in text
     assert f"Date: {utc_today()}  " in text and f"Hardware: {hardware()}  " in text
 
@@ -95,8 +111,12 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
 def test_table_header_dates_the_cells():
     """A table of cells measured earlier (or undated, from before cells were dated) says so."""
     today = utc_today()
-    dated = {"s": {"A": {"finished": ["2026-01-02T10:00:00+00:00", "2026-01-05T09:00:00+00:00"], "hardware": ["cpu A"]},
-                   "B": {"finished": [None], "hardware": ["cpu B", "cpu A"]}}}
+    dated = {
+        "s": {
+            "A": {"finished": ["2026-01-02T10:00:00+00:00", "2026-01-05T09:00:00+00:00"], "hardware": ["cpu A"]},
+            "B": {"finished": [None], "hardware": ["cpu B", "cpu A"]},
+        }
+    }
     assert measured_dates(dated) == f"{today} (tabulated; cells finished 2026-01-02 to 2026-01-05, 1 undated cell(s))"
     assert measured_dates({"s": {"A": {"finished": [f"{today}T01:00:00+00:00"]}}}) == today
     assert measured_hardware(dated) == "cpu A; cpu B" and measured_hardware({"s": {"A": {}}}) == hardware()
@@ -104,10 +124,17 @@ def test_table_header_dates_the_cells():
 
 def test_ordering_checks():
     """The paper's ordering is checked on the means; variants in parentheses; missing columns are "—"."""
-    from promptrl.reproduce import ordering_checks
+    from promptrl.experiments.reproduce import ordering_checks
 
-    means = {"Prompt-DT-Random": 0.0, "Prompt-DT-Expert": 80.0, "MT-ORL": -10.0, "Prompt-Tuning DT": 85.0,
-             "Prompt Diffuser": 95.0, "Prompt-DT-FT-Full": 100.0, "Prompt Diffuser (T=0)": 80.0}
+    means = {
+        "Prompt-DT-Random": 0.0,
+        "Prompt-DT-Expert": 80.0,
+        "MT-ORL": -10.0,
+        "Prompt-Tuning DT": 85.0,
+        "Prompt Diffuser": 95.0,
+        "Prompt-DT-FT-Full": 100.0,
+        "Prompt Diffuser (T=0)": 80.0,
+    }
     summary = {m: {"mean": v} for m, v in means.items()}
     text = ordering_checks({"cheetah-vel": summary, "ant-dir": {m: summary[m] for m in ("Prompt-DT-Expert", "MT-ORL")}})
     header, _, vel, ant = text.splitlines()
@@ -121,16 +148,21 @@ def test_ordering_checks():
 
 def test_ordering_checks_compare_columns_on_the_seeds_they_share():
     """A column with more seeds is compared on the seeds the other column has, and the note names them."""
-    from promptrl.reproduce import ordering_checks
+    from promptrl.experiments.reproduce import ordering_checks
 
     def row(**by_seed):
         ids, values = [int(k[1:]) for k in by_seed], list(by_seed.values())
         return {"seeds": values, "seed_ids": ids, "mean": sum(values) / len(values)}
 
     # Over all seeds Random (-10) > MT-ORL (-15), but on seed 0, the only one MT-ORL has, it is not.
-    summary = {"Prompt-DT-Random": row(s0=-20.0, s1=0.0), "MT-ORL": row(s0=-15.0),
-               "Prompt-DT-Expert": row(s0=50.0, s1=60.0), "Prompt-Tuning DT": row(s1=70.0),
-               "Prompt Diffuser": row(s0=90.0, s1=100.0), "Prompt-DT-FT-Full": row(s0=100.0, s1=100.0)}
+    summary = {
+        "Prompt-DT-Random": row(s0=-20.0, s1=0.0),
+        "MT-ORL": row(s0=-15.0),
+        "Prompt-DT-Expert": row(s0=50.0, s1=60.0),
+        "Prompt-Tuning DT": row(s1=70.0),
+        "Prompt Diffuser": row(s0=90.0, s1=100.0),
+        "Prompt-DT-FT-Full": row(s0=100.0, s1=100.0),
+    }
     vel = ordering_checks({"cheetah-vel": summary}).splitlines()[2]
     cells = [c.strip() for c in vel.split("|")[2:-1]]
     # PD vs PTDT on seed 1: 100 vs 70; PTDT vs Expert on seed 1: 70 vs 60; Expert vs Random on both seeds.
@@ -144,7 +176,7 @@ def test_ordering_checks_compare_columns_on_the_seeds_they_share():
 def test_an_interrupted_cell_resumes_at_its_next_task(hub, tmp_path):
     """Each finished task of a cell is saved at once: after an interruption the rerun adapts only the
     tasks left and gives the cell an uninterrupted run gives; the tasks file goes once the cell is written."""
-    from promptrl.reproduce import Context, build_method, ensure_datasets, hub_folder, run_cell, tasks_path
+    from promptrl.experiments.reproduce import Context, build_method, ensure_datasets, hub_folder, run_cell, tasks_path
 
     suite = promptrl.load_suite("mw-reach")
     ensure_datasets(suite, [6, 9])
@@ -179,7 +211,7 @@ def test_an_interrupted_cell_resumes_at_its_next_task(hub, tmp_path):
 def test_fine_tuned_generators_are_kept_and_reused(hub, tmp_path, monkeypatch):
     """A Prompt Diffuser fine-tuned for a cell is saved; a rerun and the temperature-0 variant load it
     instead of fine-tuning again, and a rerun gives the same returns as the first run."""
-    from promptrl.diffuser import PromptDiffuser
+    from promptrl.methods.diffuser import PromptDiffuser
 
     first = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
     kept = tmp_path / "models" / "mw-reach" / TINY_BUDGET.adaptation_tag()
@@ -194,12 +226,14 @@ def test_fine_tuned_generators_are_kept_and_reused(hub, tmp_path, monkeypatch):
     again = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
     assert again["Prompt Diffuser"]["seeds"] == first["Prompt Diffuser"]["seeds"]
     # more evaluation episodes: a new results folder, the same kept generators
-    longer = reproduce_suite("mw-reach", dataclasses.replace(TINY_BUDGET, episodes=2), ["Prompt Diffuser"], tmp_path, hub, tasks=[6])
+    longer = reproduce_suite(
+        "mw-reach", dataclasses.replace(TINY_BUDGET, episodes=2), ["Prompt Diffuser"], tmp_path, hub, tasks=[6]
+    )
     assert len(longer["Prompt Diffuser"]["seeds"]) == 1
 
 
 def test_l_dt_only_variant(hub, tmp_path):
-    from promptrl.reproduce import Context, fresh_method, hub_folder
+    from promptrl.experiments.reproduce import Context, fresh_method, hub_folder
 
     summary = reproduce_suite("mw-reach", TINY_BUDGET, ["Prompt Diffuser (dt)"], tmp_path, hub, tasks=[6])
     assert summary["Prompt Diffuser (dt)"]["params"] > 0
@@ -220,20 +254,42 @@ def test_missing_models_and_bad_method(tmp_path):
 
 
 def test_cli_quick_path_reports_a_table(hub, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("promptrl.reproduce.QUICK", TINY_BUDGET)
-    monkeypatch.setattr("promptrl.reproduce.TABLE1_SUITES", ("mw-reach",))
-    import promptrl.reproduce as r
+    monkeypatch.setattr("promptrl.experiments.reproduce.QUICK", TINY_BUDGET)
+    monkeypatch.setattr("promptrl.experiments.reproduce.TABLE1_SUITES", ("mw-reach",))
+    import promptrl.experiments.reproduce as r
 
     real = r.reproduce_suite
     monkeypatch.setattr(r, "reproduce_suite", lambda *a, **k: real(*a, **k, tasks=[6]))
-    assert main(["reproduce", "all", "--quick", "--hub", str(hub), "--out", str(tmp_path / "q"), "--threads", "1",
-                 "--methods", "Prompt-DT-Expert", "Prompt Diffuser", "--record"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "all",
+                "--quick",
+                "--hub",
+                str(hub),
+                "--out",
+                str(tmp_path / "q"),
+                "--threads",
+                "1",
+                "--methods",
+                "Prompt-DT-Expert",
+                "Prompt Diffuser",
+                "--record",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| Prompt Diffuser |" in out and (tmp_path / "q" / "table1.md").is_file()
     # --record: the table goes into the hub Prompt Diffuser's card, and `evaluate --record` keeps it
     card = (hub / "mw-reach" / "README.md").read_text()
     section = card.split("### Across the test split")[1]
-    assert "promptrl reproduce all --quick" in section and "| Prompt Diffuser |" in section and "| Prompt-DT-Expert |" in section
+    assert (
+        "promptrl reproduce all --quick" in section
+        and "| Prompt Diffuser |" in section
+        and "| Prompt-DT-Expert |" in section
+    )
     assert main(["evaluate", str(hub / "mw-reach"), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
     card = (hub / "mw-reach" / "README.md").read_text()
     assert card.index("## Results") < card.index("| generated |") < card.index("### Across the test split")
@@ -242,21 +298,37 @@ def test_cli_quick_path_reports_a_table(hub, tmp_path, capsys, monkeypatch):
 def test_retrain_follows_the_shipped_recipes_apart_from_the_shipped_models(tmp_path, capsys, monkeypatch):
     """--retrain trains PLM, MT-ORL and generator again as the shipped ones were (their architecture
     and step counts), into <out>/retrained/, runs Table 1 with them, resumes, and leaves hub_models alone."""
-    import promptrl.reproduce as r
+    import promptrl.experiments.reproduce as r
 
     hub = make_tiny_hub(tmp_path / "hub", "cheetah-dir", [0, 1])  # cheetah-dir trains and tests on tasks 0 and 1
     shipped = {p: p.read_bytes() for p in (hub / "cheetah-dir").rglob("*") if p.is_file()}
-    monkeypatch.setattr("promptrl.reproduce.QUICK", TINY_BUDGET)
+    monkeypatch.setattr("promptrl.experiments.reproduce.QUICK", TINY_BUDGET)
     real = r.reproduce_suite
     monkeypatch.setattr(r, "reproduce_suite", lambda *a, **k: real(*a, **k, tasks=[0]))
-    argv = ["reproduce", "cheetah-dir", "--quick", "--retrain", "--hub", str(hub), "--out", str(tmp_path / "q"),
-            "--threads", "1", "--methods", "Prompt-DT-Expert", "MT-ORL", "Prompt Diffuser"]
+    argv = [
+        "reproduce",
+        "cheetah-dir",
+        "--quick",
+        "--retrain",
+        "--hub",
+        str(hub),
+        "--out",
+        str(tmp_path / "q"),
+        "--threads",
+        "1",
+        "--methods",
+        "Prompt-DT-Expert",
+        "MT-ORL",
+        "Prompt Diffuser",
+    ]
     assert main(argv) == 0
     assert "| Prompt Diffuser |" in capsys.readouterr().out
     retrained = tmp_path / "q" / "retrained" / "hub" / "cheetah-dir"
-    for sub, keys in (("plm", ("embed_dim", "n_layer", "context", "batch_per_task", "use_prompt", "steps_trained")),
-                      ("mt-orl", ("embed_dim", "use_prompt", "prompt_length", "steps_trained")),
-                      ("pretrained", ("n_steps", "hidden", "batch_size", "update", "learning_rate", "steps_trained"))):
+    for sub, keys in (
+        ("plm", ("embed_dim", "n_layer", "context", "batch_per_task", "use_prompt", "steps_trained")),
+        ("mt-orl", ("embed_dim", "use_prompt", "prompt_length", "steps_trained")),
+        ("pretrained", ("n_steps", "hidden", "batch_size", "update", "learning_rate", "steps_trained")),
+    ):
         ours = json.loads((retrained / sub / "config.json").read_text())
         theirs = json.loads((hub / "cheetah-dir" / sub / "config.json").read_text())
         assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}, sub

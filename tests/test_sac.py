@@ -1,10 +1,12 @@
 import numpy as np
 import torch
 
-from promptrl.experts import load_actor
-from promptrl.sac import SACConfig, SACTrainer, export_expert
+from promptrl.data.experts import load_actor
+from promptrl.experiments.sac import SACConfig, SACTrainer, export_expert
 
-TINY = dict(n_envs=2, batch_size=32, hidden=32, buffer_size=5_000, learning_starts=200, eval_every=40, checkpoint_minutes=0.0)
+TINY = dict(
+    n_envs=2, batch_size=32, hidden=32, buffer_size=5_000, learning_starts=200, eval_every=40, checkpoint_minutes=0.0
+)
 
 
 def test_train_checkpoint_resume_and_export(tmp_path):
@@ -22,7 +24,9 @@ def test_train_checkpoint_resume_and_export(tmp_path):
     first = SACTrainer("cheetah-dir", tmp_path / "unused", SACConfig(total_updates=0, **TINY))
     first.load_checkpoint()  # nothing there
     assert first.updates == 0
-    for a, b in zip(trained.opt["critic"].state_dict()["state"].values(), resumed.opt["critic"].state_dict()["state"].values()):
+    for a, b in zip(
+        trained.opt["critic"].state_dict()["state"].values(), resumed.opt["critic"].state_dict()["state"].values()
+    ):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["step"], b["step"])
     for a, b in zip(trained.actor.parameters(), resumed.actor.parameters()):
         assert torch.equal(a, b)
@@ -39,7 +43,9 @@ def test_update_changes_weights(tmp_path):
     trainer = SACTrainer("cheetah-vel", tmp_path, SACConfig(**TINY))
     rng = np.random.default_rng(0)
     n = 100
-    trainer.buffer.add(rng.normal(size=(n, 18)), rng.uniform(-1, 1, (n, 6)), rng.normal(size=n), rng.normal(size=(n, 18)), np.zeros(n))
+    trainer.buffer.add(
+        rng.normal(size=(n, 18)), rng.uniform(-1, 1, (n, 6)), rng.normal(size=n), rng.normal(size=(n, 18)), np.zeros(n)
+    )
     before = [p.clone() for p in trainer.actor.parameters()]
     stats = trainer.update()
     assert np.isfinite(stats["critic_loss"])

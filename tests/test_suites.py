@@ -3,7 +3,7 @@ import json
 import pytest
 
 import promptrl
-from promptrl.suites import available_suites, load_spec, parse_spec
+from promptrl.tasks.spec import available_suites, load_spec, parse_spec
 
 
 def expand(ranges):
@@ -51,7 +51,12 @@ def test_task_parameters():
 
 @pytest.mark.parametrize(
     "name,horizon,target,scale",
-    [("cheetah-dir", 200, 1500, 1000), ("cheetah-vel", 200, 0, 500), ("ant-dir", 200, 500, 500), ("mw-reach", 100, 900, 900)],
+    [
+        ("cheetah-dir", 200, 1500, 1000),
+        ("cheetah-vel", 200, 0, 500),
+        ("ant-dir", 200, 500, 500),
+        ("mw-reach", 100, 900, 900),
+    ],
 )
 def test_horizon_and_rtg(name, horizon, target, scale):
     suite = promptrl.load_suite(name)
@@ -79,7 +84,9 @@ def test_bad_quality_and_split():
 
 
 def test_malformed_spec():
-    data = json.loads((load_spec("cheetah-vel").__class__ and open(promptrl.suites.spec_dir() / "cheetah-vel.json")).read())
+    data = json.loads(
+        (load_spec("cheetah-vel").__class__ and open(promptrl.tasks.spec.spec_dir() / "cheetah-vel.json")).read()
+    )
     parse_spec(data)
     with pytest.raises(ValueError, match="missing keys \\['horizon'\\]"):
         parse_spec({k: v for k, v in data.items() if k != "horizon"})

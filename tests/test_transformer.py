@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment
+from promptrl.data.windows import Segment
+from promptrl.nn.transformer import PromptDTConfig, PromptDTNetwork
 
 OBS, ACT = 5, 3
 
@@ -10,14 +11,21 @@ def segment(B, L, seed, pad=0):
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(B, L)
     mask[:, :pad] = 0
-    return Segment(torch.randn(B, L, OBS, generator=g), torch.rand(B, L, ACT, generator=g) * 2 - 1,
-                   torch.randn(B, L, 1, generator=g), torch.arange(L).repeat(B, 1), mask)
+    return Segment(
+        torch.randn(B, L, OBS, generator=g),
+        torch.rand(B, L, ACT, generator=g) * 2 - 1,
+        torch.randn(B, L, 1, generator=g),
+        torch.arange(L).repeat(B, 1),
+        mask,
+    )
 
 
 @pytest.fixture
 def net():
     torch.manual_seed(0)
-    return PromptDTNetwork(PromptDTConfig(OBS, ACT, embed_dim=32, n_layer=2, n_head=2, context=6, prompt_length=3)).eval()
+    return PromptDTNetwork(
+        PromptDTConfig(OBS, ACT, embed_dim=32, n_layer=2, n_head=2, context=6, prompt_length=3)
+    ).eval()
 
 
 def test_shapes(net):

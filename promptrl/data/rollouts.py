@@ -8,13 +8,13 @@ vector env and what it does afterwards is masked out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
-from promptrl.suites import TaskSuite
+from promptrl.data.episodes import Episode
+from promptrl.tasks.spec import SuiteSpec, as_spec
 
 
 class Policy(Protocol):
@@ -35,31 +35,25 @@ class RandomPolicy:
         return action.astype(self.space.dtype), None
 
 
-@dataclass
-class Episode:
-    """One episode: ``observations`` has one more row than ``actions`` (the final observation)."""
-
-    observations: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminations: np.ndarray
-    truncations: np.ndarray
-    seed: int
-
-    @property
-    def episode_return(self) -> float:
-        return float(self.rewards.sum())
-
-
-def rollout(suite: TaskSuite, task: int, policy: Policy, n_episodes: int, seed: int = 0, deterministic: bool = True,
-            env_kwargs: dict | None = None) -> list[Episode]:
-    """Run ``n_episodes`` episodes of ``policy`` on ``task``, all in parallel, each to termination or the horizon."""
+def rollout(
+    suite: SuiteSpec | Any,
+    task: int,
+    policy: Policy,
+    n_episodes: int,
+    seed: int = 0,
+    deterministic: bool = True,
+    env_kwargs: dict | None = None,
+) -> list[Episode]:
+    """Run ``n_episodes`` episodes of ``policy`` on ``task`` of ``suite`` (a name, spec or TaskSuite), all in
+    parallel, each to termination or the horizon. The episodes keep their arrays' dtypes and their final observation."""
+    suite = as_spec(suite)
     if not isinstance(n_episodes, int) or n_episodes < 1:
         raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
     suite.check_task(task)
     seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(n_episodes)]
     envs = gym.vector.SyncVectorEnv(
-        [lambda: suite.make_env(task, **(env_kwargs or {})) for _ in range(n_episodes)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+        [lambda: suite.make_env(task, **(env_kwargs or {})) for _ in range(n_episodes)],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     )
     obs, _ = envs.reset(seed=seeds)
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
@@ -76,8 +70,15 @@ def rollout(suite: TaskSuite, task: int, policy: Policy, n_episodes: int, seed: 
         lengths += alive
         alive &= ~(term | trunc)
     envs.close()
-    o, a, r = np.stack(observations, 1), np.stack(actions, 1), np.stack(rewards, 1)  # (n, T+1, obs), (n, T, act), (n, T)
+    o, a, r = (
+        np.stack(observations, 1),
+        np.stack(actions, 1),
+        np.stack(rewards, 1),
+    )  # (n, T+1, obs), (n, T, act), (n, T)
     te, tr = np.stack(terms, 1), np.stack(truncs, 1)
     return [
-        Episode(o[i, : n + 1], a[i, :n], r[i, :n], te[i, :n], tr[i, :n], seeds[i]) for i, n in enumerate(lengths)
+        Episode.from_arrays(
+            o[i, : n + 1], a[i, :n], r[i, :n], dtype=None, terminations=te[i, :n], truncations=tr[i, :n], seed=seeds[i]
+        )
+        for i, n in enumerate(lengths)
     ]

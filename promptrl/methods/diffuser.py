@@ -7,7 +7,7 @@ the PLM's return scale) and timesteps (scaled by the PLM's timestep range). Trai
 diffusion loss L_DM (Eq. 10) and, through the whole reverse chain, the frozen PLM's action loss
 L_DT (Eq. 13) on history windows of the same task, the two gradients combined by ``update``
 (Eq. 15 by default). The representation, the guided training loop, generation and save/load are
-shared with the VAE ablation (:mod:`promptrl.generator`, :mod:`promptrl.adaptation`).
+shared with the VAE ablation (:mod:`promptrl.methods.generator`, :mod:`promptrl.methods.base`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from promptrl.adaptation import PLM_FOLDER
-from promptrl.checkpoint import CONFIG_NAME, model_card_template
-from promptrl.diffusion import GaussianDiffusion, NoiseMLP
-from promptrl.generator import GeneratorSettings, PromptGenerator
+from promptrl.common.files import CONFIG_NAME
+from promptrl.common.hub import model_card_template
+from promptrl.methods.base import PLM_FOLDER
+from promptrl.methods.generator import GeneratorSettings, PromptGenerator
+from promptrl.nn.diffusion import GaussianDiffusion, NoiseMLP
 
 __all__ = ["PLM_FOLDER", "PRETRAIN_RECIPE", "PromptDiffuser", "PromptDiffuserSettings", "pretrain_generator"]
 
@@ -31,7 +32,7 @@ __all__ = ["PLM_FOLDER", "PRETRAIN_RECIPE", "PromptDiffuser", "PromptDiffuserSet
 @dataclass
 class PromptDiffuserSettings(GeneratorSettings):
     """Everything ``config.json`` holds besides the PLM (which lives in ``plm/``); the training,
-    guidance and condition settings come from :class:`~promptrl.generator.GeneratorSettings`."""
+    guidance and condition settings come from :class:`~promptrl.methods.generator.GeneratorSettings`."""
 
     n_steps: int = 100
     """N: diffusion steps."""
@@ -60,8 +61,12 @@ action, _ = pd.predict(obs, deterministic=True)
 """)
 
 
-class PromptDiffuser(PromptGenerator, license="mit", model_card_template=MODEL_CARD,
-                     tags=["reinforcement-learning", "diffusion", "prompt-tuning", "decision-transformer", "offline-rl"]):
+class PromptDiffuser(
+    PromptGenerator,
+    license="mit",
+    model_card_template=MODEL_CARD,
+    tags=["reinforcement-learning", "diffusion", "prompt-tuning", "decision-transformer", "offline-rl"],
+):
     """Generates trajectory prompts for a frozen :class:`PromptDT`.
 
     :param plm: the pre-trained Prompt-DT (frozen here).
@@ -86,7 +91,9 @@ class PromptDiffuser(PromptGenerator, license="mit", model_card_template=MODEL_C
         return self.diffusion.loss(self.model, x0, y, self._generator)
 
     def _sample_x0(self, y: torch.Tensor, temperature: float, keep_grad: bool = False) -> torch.Tensor:
-        return self.diffusion.sample(self.model, y, self.x_dim, self._generator, temperature=temperature, keep_grad=keep_grad)
+        return self.diffusion.sample(
+            self.model, y, self.x_dim, self._generator, temperature=temperature, keep_grad=keep_grad
+        )
 
     @torch.no_grad()
     def denoising_chain(self, n: int = 1, task: int | None = None, temperature: float | None = None) -> torch.Tensor:
@@ -106,12 +113,16 @@ class PromptDiffuser(PromptGenerator, license="mit", model_card_template=MODEL_C
         s, p = self.settings, self.plm.settings
         tasks = sorted(int(t) for t in (s.conditions or {"0": []}))
         kwargs.setdefault("title", f"Prompt Diffuser{f' for {p.suite}' if p.suite else ''}")
-        kwargs.setdefault("summary", (
-            f"A conditional diffusion model (N={s.n_steps} steps, {s.n_hidden}x{s.hidden} {'residual ' if s.residual else ''}Mish MLP, "
-            f"{self.num_parameters():,} trainable parameters, {100 * self.num_parameters() / self.plm.num_parameters():.2f}% of the PLM) "
-            f"that generates the {p.prompt_length}-step trajectory prompt of the frozen Prompt-DT in `plm/` "
-            f"({self.plm.num_parameters():,} parameters). Trained {s.steps_trained:,} steps with update rule `{s.update}`; "
-            f"it holds prompt conditions for tasks {tasks}."))
+        kwargs.setdefault(
+            "summary",
+            (
+                f"A conditional diffusion model (N={s.n_steps} steps, {s.n_hidden}x{s.hidden} {'residual ' if s.residual else ''}Mish MLP, "
+                f"{self.num_parameters():,} trainable parameters, {100 * self.num_parameters() / self.plm.num_parameters():.2f}% of the PLM) "
+                f"that generates the {p.prompt_length}-step trajectory prompt of the frozen Prompt-DT in `plm/` "
+                f"({self.plm.num_parameters():,} parameters). Trained {s.steps_trained:,} steps with update rule `{s.update}`; "
+                f"it holds prompt conditions for tasks {tasks}."
+            ),
+        )
         kwargs.setdefault("suite", p.suite or "cheetah-vel")
         kwargs.setdefault("task", tasks[0])
         for key, text in (s.model_card or {}).items():
@@ -124,9 +135,19 @@ PRETRAIN_RECIPE: dict[str, Any] = {"update": "dm", "learning_rate": 1e-3, "batch
 step than the guided reverse chain), a larger learning rate and batch."""
 
 
-def pretrain_generator(plm: Any, datasets: Any, folder: str | Path, steps: int, *, recipe: dict[str, Any] | None = None,
-                       save_steps: int = 1000, seed: int = 0, model_card: Callable[[PromptDiffuser], str] | None = None,
-                       progress_bar: bool = True, **settings: Any) -> PromptDiffuser:
+def pretrain_generator(
+    plm: Any,
+    datasets: Any,
+    folder: str | Path,
+    steps: int,
+    *,
+    recipe: dict[str, Any] | None = None,
+    save_steps: int = 1000,
+    seed: int = 0,
+    model_card: Callable[[PromptDiffuser], str] | None = None,
+    progress_bar: bool = True,
+    **settings: Any,
+) -> PromptDiffuser:
     """A generator pre-trained on ``datasets`` (a suite's training tasks) until ``steps`` steps are done
     in all, saved (atomically) to ``folder`` every ``save_steps`` steps; a rerun resumes from there,
     and one with more ``steps`` continues.
@@ -147,7 +168,12 @@ def pretrain_generator(plm: Any, datasets: Any, folder: str | Path, steps: int, 
         pd = PromptDiffuser(plm, seed=seed, **settings)
     while pd.settings.steps_trained < steps:
         pd.settings = replace(pd.settings, **recipe)
-        pd.learn(datasets, epochs=1, steps_per_epoch=min(save_steps, steps - pd.settings.steps_trained), progress_bar=progress_bar)
+        pd.learn(
+            datasets,
+            epochs=1,
+            steps_per_epoch=min(save_steps, steps - pd.settings.steps_trained),
+            progress_bar=progress_bar,
+        )
         pd.settings = replace(pd.settings, **finetune)
         if model_card is not None:
             pd.settings.model_card = {"training": model_card(pd)}

@@ -1,6 +1,6 @@
 """The baselines of the Prompt Diffuser paper (Table 1, Table 5 and Appendix F), each adapting a
-frozen pre-trained :class:`~promptrl.plm.PromptDT` with the same interface as
-:class:`~promptrl.diffuser.PromptDiffuser`: ``Method(plm, env=None, **hyperparams)``, ``learn(few_shot_data,
+frozen pre-trained :class:`~promptrl.methods.plm.PromptDT` with the same interface as
+:class:`~promptrl.methods.diffuser.PromptDiffuser`: ``Method(plm, env=None, **hyperparams)``, ``learn(few_shot_data,
 epochs, steps_per_epoch, callback, progress_bar)``, ``generate_prompt(n, task=None)``, SB3-style
 ``predict``, ``num_parameters()`` / ``percentage()`` and self-contained ``save_pretrained`` /
 ``from_pretrained``.
@@ -20,12 +20,21 @@ Table 5 "VAE"       ``VAEPromptGenerator``               encoder + decoder
 =================== ==================================== =====================================
 """
 
-from promptrl.baselines.adaptor import Adaptor, BlockAdaptor
-from promptrl.baselines.finetune import FineTune
-from promptrl.baselines.fixed import MTORL, FixedPrompt
-from promptrl.baselines.prompt_tuning import PromptTuningDT
-from promptrl.baselines.soft_prompt import SoftPrompt
-from promptrl.baselines.vae import ConditionalVAE, VAEPromptGenerator
+from promptrl.methods.baselines.adaptor import Adaptor, BlockAdaptor
+from promptrl.methods.baselines.finetune import FineTune
+from promptrl.methods.baselines.fixed import MTORL, FixedPrompt
+from promptrl.methods.baselines.prompt_tuning import PromptTuningDT
+from promptrl.methods.baselines.soft_prompt import SoftPrompt
+from promptrl.methods.baselines.vae import ConditionalVAE, VAEPromptGenerator
 
-__all__ = ["Adaptor", "BlockAdaptor", "ConditionalVAE", "FineTune", "FixedPrompt", "MTORL", "PromptTuningDT", "SoftPrompt",
-           "VAEPromptGenerator"]
+__all__ = [
+    "MTORL",
+    "Adaptor",
+    "BlockAdaptor",
+    "ConditionalVAE",
+    "FineTune",
+    "FixedPrompt",
+    "PromptTuningDT",
+    "SoftPrompt",
+    "VAEPromptGenerator",
+]

@@ -10,83 +10,22 @@ Prompt-DT's prompt augmentation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from promptrl.transformer import Segment
-
-if TYPE_CHECKING:
-    import minari
+from promptrl.data.episodes import Episode
 
 
-ACTION_TOLERANCE = 1e-4
-"""Slack on the [-1, 1] action range for float rounding in stored data."""
+class Segment(NamedTuple):
+    """A batch of trajectory windows: (B, L, ...) tensors; ``mask`` is 1 on real steps, 0 on padding."""
 
-
-@dataclass
-class Episode:
-    """One episode as arrays: observations (T, obs), actions (T, act), rewards (T,), return-to-go (T,)."""
-
-    observations: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    rtg: np.ndarray
-
-    @classmethod
-    def from_arrays(cls, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> Episode:
-        rewards = np.asarray(rewards, np.float32)
-        rtg = np.cumsum(rewards[::-1])[::-1].copy()
-        return cls(np.asarray(observations[: len(actions)], np.float32), np.asarray(actions, np.float32), rewards, rtg)
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-
-def episodes_of(dataset: minari.MinariDataset, obs_dim: int | None = None, act_dim: int | None = None) -> list[Episode]:
-    """All episodes of a Minari dataset, checked for shape and finite values."""
-    out = []
-    name = dataset.spec.dataset_id
-    for ep in dataset.iterate_episodes():
-        if isinstance(ep.observations, dict) or np.ndim(ep.observations) != 2:
-            kind = f"Dict observations (keys {sorted(ep.observations)})" if isinstance(ep.observations, dict) else \
-                f"observations of shape {np.shape(ep.observations)}"
-            raise ValueError(f"dataset {name!r} has {kind}; a Prompt-DT takes flat vectors (steps, obs_dim): flatten "
-                             "them (as gymnasium.wrappers.FlattenObservation does) before training")
-        actions = np.asarray(ep.actions)
-        if actions.ndim != 2 or not np.issubdtype(actions.dtype, np.floating):
-            raise ValueError(f"dataset {name!r} has actions of shape {actions.shape} and dtype {actions.dtype}; "
-                             "a Prompt-DT acts in a continuous Box: (steps, act_dim) floats (discrete actions are not supported)")
-        e = Episode.from_arrays(ep.observations, actions, ep.rewards)
-        if obs_dim is not None and e.observations.shape[1] != obs_dim:
-            raise ValueError(f"dataset {name!r} has observations of size {e.observations.shape[1]}, the model expects {obs_dim}")
-        if act_dim is not None and e.actions.shape[1] != act_dim:
-            raise ValueError(f"dataset {name!r} has actions of size {e.actions.shape[1]}, the model expects {act_dim}")
-        if not all(np.isfinite(x).all() for x in (e.observations, e.actions, e.rewards)):
-            raise ValueError(f"dataset {name!r} episode {ep.id} contains NaN or infinite values")
-        if np.abs(e.actions).max(initial=0.0) > 1.0 + ACTION_TOLERANCE:
-            raise ValueError(
-                f"dataset {name!r} episode {ep.id} has actions in [{e.actions.min():.3g}, {e.actions.max():.3g}], but the "
-                "policy's tanh head acts in [-1, 1]: rescale the actions into [-1, 1] (and wrap the env in "
-                "gymnasium.wrappers.RescaleAction(env, -1.0, 1.0))")
-        out.append(e)
-    if not out:
-        raise ValueError(f"dataset {dataset.spec.dataset_id!r} has no episodes")
-    return out
-
-
-def dataset_task(dataset: minari.MinariDataset) -> int | None:
-    """The task index a promptrl dataset was recorded on (``task`` of its env spec), if known."""
-    env_spec = dataset.spec.env_spec
-    task = env_spec.kwargs.get("task") if env_spec is not None else None
-    return int(task) if isinstance(task, (int, np.integer)) else None
-
-
-def state_statistics(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (floored at 1e-6) of the observations of all episodes."""
-    obs = np.concatenate([e.observations for e in episodes])
-    return obs.mean(0), np.maximum(obs.std(0), 1e-6)
+    states: torch.Tensor  # (B, L, obs_dim), normalized
+    actions: torch.Tensor  # (B, L, act_dim)
+    rtg: torch.Tensor  # (B, L, 1), scaled
+    timesteps: torch.Tensor  # (B, L) long
+    mask: torch.Tensor  # (B, L)
 
 
 @dataclass
@@ -154,12 +93,16 @@ class EpisodeBank:
         self.lengths = np.array([len(ep) for ep in flat], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         first = np.cumsum([0] + [len(episodes[t]) for t in sorted(episodes)])
-        self.first = {task: int(first[i]) for i, task in enumerate(sorted(episodes))}  # task -> its first episode's index
+        self.first = {
+            task: int(first[i]) for i, task in enumerate(sorted(episodes))
+        }  # task -> its first episode's index
         self.states = (np.concatenate([ep.observations for ep in flat]) - spec.state_mean) / spec.state_std
         self.actions = np.concatenate([ep.actions for ep in flat])
         self.rtg = np.concatenate([ep.rtg for ep in flat]) / spec.rtg_scale
 
-    def windows(self, episodes: np.ndarray, starts: np.ndarray, length: int, device: torch.device | str = "cpu") -> Segment:
+    def windows(
+        self, episodes: np.ndarray, starts: np.ndarray, length: int, device: torch.device | str = "cpu"
+    ) -> Segment:
         """Windows [start, start + length) of the given episodes (bank indices), left-padded as :func:`window`."""
         n = np.minimum(length, self.lengths[episodes] - starts)  # real steps per window
         pad = (length - n)[:, None]
@@ -167,11 +110,13 @@ class EpisodeBank:
         valid = j >= pad
         t = starts[:, None] + j - pad  # step within the episode
         src = np.where(valid, self.offsets[episodes][:, None] + t, 0)
-        arrays = (np.where(valid[..., None], self.states[src], np.float32(0)).astype(np.float32),
-                  np.where(valid[..., None], self.actions[src], np.float32(0)).astype(np.float32),
-                  np.where(valid, self.rtg[src], np.float32(0)).astype(np.float32)[..., None],
-                  np.where(valid, np.minimum(t, self.spec.max_ep_len - 1), 0).astype(np.int64),
-                  valid.astype(np.float32))
+        arrays = (
+            np.where(valid[..., None], self.states[src], np.float32(0)).astype(np.float32),
+            np.where(valid[..., None], self.actions[src], np.float32(0)).astype(np.float32),
+            np.where(valid, self.rtg[src], np.float32(0)).astype(np.float32)[..., None],
+            np.where(valid, np.minimum(t, self.spec.max_ep_len - 1), 0).astype(np.int64),
+            valid.astype(np.float32),
+        )
         return Segment(*(torch.as_tensor(a, device=device) for a in arrays))
 
 
@@ -183,15 +128,24 @@ class SegmentSampler:
         for a model without prompts (MT-ORL).
     """
 
-    def __init__(self, histories: dict[int, list[Episode]], prompts: dict[int, list[Episode]] | None, spec: SegmentSpec, seed: int = 0):
+    def __init__(
+        self,
+        histories: dict[int, list[Episode]],
+        prompts: dict[int, list[Episode]] | None,
+        spec: SegmentSpec,
+        seed: int = 0,
+    ):
         if prompts is not None and set(prompts) != set(histories):
-            raise ValueError(f"prompt episodes are needed for exactly the history tasks {sorted(histories)}, got {sorted(prompts)}")
+            raise ValueError(
+                f"prompt episodes are needed for exactly the history tasks {sorted(histories)}, got {sorted(prompts)}"
+            )
         self.histories, self.prompts, self.spec = histories, prompts, spec
         self.tasks = sorted(histories)
         self.rng = np.random.default_rng(seed)
         self._history_bank = EpisodeBank(histories, spec)
-        self._prompt_bank = (None if prompts is None else self._history_bank if prompts is histories
-                             else EpisodeBank(prompts, spec))  # prompts default to the history episodes
+        self._prompt_bank = (
+            None if prompts is None else self._history_bank if prompts is histories else EpisodeBank(prompts, spec)
+        )  # prompts default to the history episodes
 
     def sample(self, per_task: int, device: torch.device | str = "cpu") -> tuple[Segment, Segment | None]:
         """``per_task`` windows of every task: a history batch and its prompt batch (B = tasks * per_task)."""
@@ -211,3 +165,32 @@ class SegmentSampler:
             return history, None
         p = np.array(prompt, np.int64)
         return history, self._prompt_bank.windows(p[:, 0], p[:, 1], self.spec.prompt_length, device)
+
+
+def raw_window(ep: Episode, start: int, length: int) -> tuple[np.ndarray, ...]:
+    """The whole ``length``-step window of ``ep`` ending at ``start + length`` (moved back to fit):
+    raw (states, actions, rewards, rtg, timesteps as float32)."""
+    end = min(start + length, len(ep))
+    start = end - length  # whole windows only: prompts have no padding
+    t = np.arange(start, end)
+    return ep.observations[t], ep.actions[t], ep.rewards[t], ep.rtg[t], t.astype(np.float32)
+
+
+def whole_windows(
+    episodes: list[Episode],
+    length: int,
+    limit: int | None = None,
+    rng: np.random.Generator | None = None,
+    last: bool = False,
+) -> list[tuple[np.ndarray, ...]]:
+    """Every whole ``length``-step window of the episodes, in order (see :func:`raw_window`), or with
+    ``last`` only each episode's last one (a PLM with ``prompt_window="last"``); with ``limit``, a
+    random subset of that many (drawn with ``rng``, kept in order), chosen before cutting."""
+    starts = [
+        (e, t)
+        for e in episodes
+        for t in (range(len(e) - length, len(e) - length + 1) if last else range(len(e) - length + 1))
+    ]
+    if limit is not None and len(starts) > limit:
+        starts = [starts[i] for i in np.sort(rng.choice(len(starts), limit, replace=False))]
+    return [raw_window(e, t, length) for e, t in starts]

@@ -1,6 +1,6 @@
 """Task-conditioned experts that produce the expert / medium / random datasets.
 
-MuJoCo suites use a goal-conditioned SAC actor trained by :mod:`promptrl.sac` and shipped as
+MuJoCo suites use a goal-conditioned SAC actor trained by :mod:`promptrl.experiments.sac` and shipped as
 safetensors in ``promptrl/experts/``; Meta-World reach uses Meta-World's scripted policy handed the
 true goal. Every expert has Stable-Baselines3's ``predict(obs, deterministic=True) -> (action, None)``.
 
@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import load_file, safe_open
 from torch import nn
 
-from promptrl.checkpoint import atomic_file
-from promptrl.suites import SuiteSpec
+from promptrl.common.files import atomic_file
+from promptrl.tasks.spec import SuiteSpec
 
-EXPERT_DIR = Path(__file__).parent / "experts"
+EXPERT_DIR = Path(__file__).parent / "expert_weights"
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 MEDIUM_NOISE = {"scripted": 2.0}
 """Std of the Gaussian action noise that turns the scripted Meta-World expert into the medium policy."""
@@ -148,7 +148,9 @@ class Expert:
         """Action(s) for one observation ``(obs_dim,)`` or a batch ``(n, obs_dim)``, clipped to [-1, 1]."""
         obs = np.asarray(observation, dtype=np.float64)
         if obs.shape[-1] != self.spec.obs_dim or obs.ndim not in (1, 2):
-            raise ValueError(f"observation must have shape ({self.spec.obs_dim},) or (n, {self.spec.obs_dim}), got {obs.shape}")
+            raise ValueError(
+                f"observation must have shape ({self.spec.obs_dim},) or (n, {self.spec.obs_dim}), got {obs.shape}"
+            )
         batch = obs.reshape(-1, self.spec.obs_dim)
         if self.actor is None:
             action = np.stack([self._scripted_action(o) for o in batch])
@@ -189,5 +191,7 @@ def load_expert(spec: SuiteSpec, task: int, quality: str = "expert", seed: int |
     actor, meta = load_actor(path)
     expected = spec.obs_dim + goal_dim(spec.expert)
     if meta["in_dim"] != expected:
-        raise ValueError(f"{path.name} takes {meta['in_dim']} inputs, the {spec.name!r} expert needs {expected}: retrain or re-export it")
+        raise ValueError(
+            f"{path.name} takes {meta['in_dim']} inputs, the {spec.name!r} expert needs {expected}: retrain or re-export it"
+        )
     return Expert(actor, spec, task, seed=seed)

@@ -11,8 +11,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from promptrl.adaptation import FrozenPLMMethod, TrainingSettings, check_number
-from promptrl.transformer import Segment
+from promptrl.data.windows import Segment
+from promptrl.methods.base import FrozenPLMMethod, TrainingSettings, check_number
 
 
 @dataclass
@@ -68,8 +68,10 @@ class Adaptor(FrozenPLMMethod):
     @contextlib.contextmanager
     def _attached(self) -> Iterator[None]:
         """The PLM's blocks pass their output through the adaptors inside this context."""
-        handles = [block.register_forward_hook(lambda _module, _args, out, adaptor=adaptor: adaptor(out))
-                   for block, adaptor in zip(self.plm.network.blocks, self.module.adaptors)]
+        handles = [
+            block.register_forward_hook(lambda _module, _args, out, adaptor=adaptor: adaptor(out))
+            for block, adaptor in zip(self.plm.network.blocks, self.module.adaptors)
+        ]
         try:
             yield
         finally:

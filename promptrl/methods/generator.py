@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from promptrl.adaptation import (
+from promptrl.data.episodes import Episode
+from promptrl.data.windows import Segment, prompt_start, random_window, raw_window, stack_windows, whole_windows
+from promptrl.methods.base import (
     Callback,
     FrozenPLMMethod,
     Method,
@@ -32,13 +34,9 @@ from promptrl.adaptation import (
     check_prompt_length,
     choose_rows,
     prompt_dicts,
-    raw_window,
     requested_tasks,
-    whole_windows,
 )
-from promptrl.diffusion import UPDATE_RULES, combine_gradients
-from promptrl.segments import Episode, prompt_start, random_window, stack_windows
-from promptrl.transformer import Segment
+from promptrl.nn.diffusion import UPDATE_RULES, combine_gradients
 
 
 @dataclass
@@ -85,7 +83,7 @@ class GeneratorSettings(TrainingSettings):
 
 
 class PromptGenerator(FrozenPLMMethod):
-    """Base of the conditional prompt generators of a frozen :class:`~promptrl.plm.PromptDT`."""
+    """Base of the conditional prompt generators of a frozen :class:`~promptrl.methods.plm.PromptDT`."""
 
     settings_class: ClassVar[type[GeneratorSettings]] = GeneratorSettings
     data_arg: ClassVar[str] = "datasets"
@@ -123,9 +121,10 @@ class PromptGenerator(FrozenPLMMethod):
 
     def encode(self, windows: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw prompt windows (tuples of states, actions, rewards, rtg, timesteps, as
-        :func:`~promptrl.adaptation.whole_windows` cuts them) -> normalized x0 (B, x_dim) and conditions y (B, y_dim)."""
-        states, actions, rewards, rtg, timesteps = (torch.as_tensor(np.stack(c), device=self.device, dtype=torch.float32)
-                                                    for c in zip(*windows))
+        :func:`~promptrl.methods.base.whole_windows` cuts them) -> normalized x0 (B, x_dim) and conditions y (B, y_dim)."""
+        states, actions, rewards, rtg, timesteps = (
+            torch.as_tensor(np.stack(c), device=self.device, dtype=torch.float32) for c in zip(*windows)
+        )
         tokens = torch.cat([states, actions, rewards[..., None]], -1)  # (B, K*, token_dim)
         lo, hi = self._bounds()
         x0 = (2 * (tokens - lo) / (hi - lo) - 1).clamp(-1, 1).flatten(1)  # (B, K* * token_dim)
@@ -138,8 +137,8 @@ class PromptGenerator(FrozenPLMMethod):
         p = self.plm.settings
         lo, hi = self._bounds()
         tokens = (x0.view(-1, p.prompt_length, self.token_dim) + 1) / 2 * (hi - lo) + lo  # (B, K*, token_dim)
-        actions = tokens[..., p.obs_dim: p.obs_dim + p.act_dim].clamp(-1, 1)
-        timesteps = (y[:, p.prompt_length:] * p.max_ep_len).round().long().clamp(0, p.max_ep_len - 1)
+        actions = tokens[..., p.obs_dim : p.obs_dim + p.act_dim].clamp(-1, 1)
+        timesteps = (y[:, p.prompt_length :] * p.max_ep_len).round().long().clamp(0, p.max_ep_len - 1)
         return tokens[..., : p.obs_dim], actions, y[:, : p.prompt_length, None] * p.rtg_scale, timesteps
 
     def _decode(self, x0: torch.Tensor, y: torch.Tensor) -> Segment:
@@ -152,8 +151,15 @@ class PromptGenerator(FrozenPLMMethod):
         return Segment((states - mean) / std, actions, rtg, timesteps, torch.ones_like(rtg[..., 0]))
 
     # ------------------------------------------------------------------ training
-    def learn(self: Method, datasets: Any, epochs: int | None = None, steps_per_epoch: int | None = None,
-              callback: Callback | None = None, progress_bar: bool = True, prompt_data: Any = None) -> Method:
+    def learn(
+        self: Method,
+        datasets: Any,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        callback: Callback | None = None,
+        progress_bar: bool = True,
+        prompt_data: Any = None,
+    ) -> Method:
         """Train the generator on prompts from ``datasets`` (one per task, or one dataset), guided by the
         frozen PLM's action loss on history windows of the same task; returns self.
 
@@ -170,8 +176,13 @@ class PromptGenerator(FrozenPLMMethod):
         s = self.settings
         check_prompt_length(tasks, self.plm.settings.prompt_length)
         if s.x_min is None:
-            tokens = np.concatenate([np.concatenate([e.observations, e.actions, e.rewards[:, None]], 1)
-                                     for eps in tasks.values() for e in eps])
+            tokens = np.concatenate(
+                [
+                    np.concatenate([e.observations, e.actions, e.rewards[:, None]], 1)
+                    for eps in tasks.values()
+                    for e in eps
+                ]
+            )
             s.x_min, s.x_max = tokens.min(0).tolist(), tokens.max(0).tolist()
         self._seg_spec = self.plm._segment_spec()
         check_prompt_length(prompts, self.plm.settings.prompt_length)
@@ -184,7 +195,12 @@ class PromptGenerator(FrozenPLMMethod):
         rng = np.random.default_rng(self.settings.seed)
         self.settings.conditions = {}
         for task, eps in tasks.items():
-            y = self.encode(whole_windows(eps, length, keep, rng, self.plm.settings.prompt_window == "last"))[1].cpu().numpy().astype(np.float64)
+            y = (
+                self.encode(whole_windows(eps, length, keep, rng, self.plm.settings.prompt_window == "last"))[1]
+                .cpu()
+                .numpy()
+                .astype(np.float64)
+            )
             self.settings.conditions[str(task)] = np.round(y, 6).tolist()  # float32 precision, short JSON
 
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, Segment]:
@@ -216,8 +232,12 @@ class PromptGenerator(FrozenPLMMethod):
             g_dt_flat = torch.cat([(torch.zeros_like(q) if g is None else g).flatten() for q, g in zip(params, g_dt)])
             grads = combine_gradients(g_gen, g_dt_flat, s.update).split([q.numel() for q in params])
             n_gen, n_dt = g_gen.norm().item(), g_dt_flat.norm().item()
-            values.update(loss_dt=loss_dt.item(), grad_gen=n_gen, grad_dt=n_dt,
-                          grad_cos=torch.dot(g_gen, g_dt_flat).item() / max(n_gen * n_dt, 1e-20))
+            values.update(
+                loss_dt=loss_dt.item(),
+                grad_gen=n_gen,
+                grad_dt=n_dt,
+                grad_cos=torch.dot(g_gen, g_dt_flat).item() / max(n_gen * n_dt, 1e-20),
+            )
         self._apply_gradients(grads)
         return values
 
@@ -234,8 +254,14 @@ class PromptGenerator(FrozenPLMMethod):
         return torch.tensor([rows[i] for i in idx], device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
-    def generate_prompt(self, n: int = 1, rtg: float | None = None, temperature: float | None = None,
-                        task: int | Sequence[int] | None = None, conditions: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
+    def generate_prompt(
+        self,
+        n: int = 1,
+        rtg: float | None = None,
+        temperature: float | None = None,
+        task: int | Sequence[int] | None = None,
+        conditions: torch.Tensor | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts for the PLM (raw units, on the model's device): dicts of states, actions, rtg,
         timesteps and mask. Conditions come from the latest ``learn`` data of ``task`` (one index or
         one per prompt; wrappers pass their env's task), of all learned tasks when None; ``rtg``

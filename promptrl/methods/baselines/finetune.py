@@ -6,8 +6,8 @@ import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
-from promptrl.adaptation import FrozenPLMMethod, TrainingSettings, check_number
-from promptrl.plm import PromptDT
+from promptrl.methods.base import FrozenPLMMethod, TrainingSettings, check_number
+from promptrl.methods.plm import PromptDT
 
 
 @dataclass

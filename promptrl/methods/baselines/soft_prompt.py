@@ -8,9 +8,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from promptrl.adaptation import FrozenPLMMethod, TrainingSettings
-from promptrl.segments import Episode
-from promptrl.transformer import Segment
+from promptrl.data.episodes import Episode
+from promptrl.data.windows import Segment
+from promptrl.methods.base import FrozenPLMMethod, TrainingSettings
 
 
 @dataclass
@@ -25,11 +25,15 @@ class OneTaskPrompt(FrozenPLMMethod):
 
     def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
         if len(tasks) != 1 or set(prompts) != set(tasks):
-            raise ValueError(f"{type(self).__name__} tunes one prompt for one task: few_shot_data (and prompt_data) must "
-                             f"hold a single task, got tasks {sorted(tasks)} (prompts: {sorted(prompts)}); adapt one per task")
+            raise ValueError(
+                f"{type(self).__name__} tunes one prompt for one task: few_shot_data (and prompt_data) must "
+                f"hold a single task, got tasks {sorted(tasks)} (prompts: {sorted(prompts)}); adapt one per task"
+            )
         if len(self.bank) and int(self.bank.task[0]) not in tasks:
-            raise ValueError(f"this {type(self).__name__} was tuned for task {int(self.bank.task[0])}, not {sorted(tasks)}: "
-                             "adapt a new one for another task")
+            raise ValueError(
+                f"this {type(self).__name__} was tuned for task {int(self.bank.task[0])}, not {sorted(tasks)}: "
+                "adapt a new one for another task"
+            )
         if len(self.bank) == 0:  # a later learn() goes on from the tuned prompt
             self.bank.fill(prompts, 1, self._rng)
             with torch.no_grad():
@@ -63,4 +67,6 @@ class SoftPrompt(OneTaskPrompt):
 
     def _forward(self, history: Segment, prompt: Segment | None, last_only: bool = False) -> torch.Tensor:
         tokens = self.module.tokens
-        return self.plm.network(history, prompt_tokens=tokens.expand(history.timesteps.shape[0], *tokens.shape), last_only=last_only)
+        return self.plm.network(
+            history, prompt_tokens=tokens.expand(history.timesteps.shape[0], *tokens.shape), last_only=last_only
+        )

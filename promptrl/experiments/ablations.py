@@ -14,7 +14,7 @@
   given on the command line), fine-tuned and evaluated like Table 1's Prompt Diffuser.
 
 Every adaptation uses the shipped models of ``hub_models/<suite>/`` and the few-shot data of
-:mod:`promptrl.reproduce`; each (setting, seed) is cached as JSON under ``<out>/runs/``, so a rerun
+:mod:`promptrl.experiments.reproduce`; each (setting, seed) is cached as JSON under ``<out>/runs/``, so a rerun
 resumes. Results go to ``<out>/<name>-<suite>.md`` and ``.csv`` (and ``.png``), the paper beside ours.
 Plots need matplotlib and t-SNE scikit-learn (``pip install "promptrl[plots]"``).
 """
@@ -31,13 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptrl.adaptation import raw_window, whole_windows
-from promptrl.checkpoint import atomic_file, csv_text, write_text_atomic
-from promptrl.datasets import create_datasets
-from promptrl.diffuser import pretrain_generator
+from promptrl.common.files import atomic_file, csv_text, write_text_atomic
+from promptrl.data.datasets import create_datasets
+from promptrl.data.episodes import episodes_of
+from promptrl.data.windows import raw_window, whole_windows
 from promptrl.evaluation import evaluate
-from promptrl.plm import train_plm
-from promptrl.reproduce import (
+from promptrl.experiments.reproduce import (
     PAPER_TABLES,
     Budget,
     Context,
@@ -49,8 +48,10 @@ from promptrl.reproduce import (
     run_cell,
     write_json,
 )
-from promptrl.segments import episodes_of
-from promptrl.suites import QUALITIES, load_suite
+from promptrl.methods.diffuser import pretrain_generator
+from promptrl.methods.plm import train_plm
+from promptrl.suites import load_suite
+from promptrl.tasks.spec import QUALITIES
 
 ABLATIONS = ("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length")
 UPDATE_RULES = ("dm", "dt", "sum", "projection")
@@ -66,8 +67,15 @@ def _fmt(values: Sequence[float] | None) -> str:
     return "—" if values is None else f"{values[0]:.1f} ± {values[1]:.1f}"
 
 
-def context(suite_name: str, budget: Budget, hub_root: str | Path, device: str, n_tasks: int | None,
-            qualities: Sequence[str] = ("expert",), methods: Sequence[str] = ()) -> Context:
+def context(
+    suite_name: str,
+    budget: Budget,
+    hub_root: str | Path,
+    device: str,
+    n_tasks: int | None,
+    qualities: Sequence[str] = ("expert",),
+    methods: Sequence[str] = (),
+) -> Context:
     """The shipped models of a suite loaded, and its first ``n_tasks`` test tasks' datasets made."""
     suite = load_suite(suite_name)
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
@@ -78,8 +86,9 @@ def context(suite_name: str, budget: Budget, hub_root: str | Path, device: str, 
     return ctx
 
 
-def measure(ctx: Context, label: str, build: Callable[[str, Context, int, int], Any], runs: Path,
-            collect: bool = False) -> dict[str, Any] | None:
+def measure(
+    ctx: Context, label: str, build: Callable[[str, Context, int, int], Any], runs: Path, collect: bool = False
+) -> dict[str, Any] | None:
     """Mean ± std over the budget's seeds of ``build``'s test return (cells cached under ``runs``).
     ``collect=True`` runs nothing: the finished seeds only, None if there are none."""
     paths = [runs / label.replace(" ", "_") / f"seed{seed}.json" for seed in range(ctx.budget.seeds)]
@@ -102,15 +111,20 @@ def _save_png(fig: Any, path: Path, dpi: int) -> None:
         fig.savefig(tmp, dpi=dpi, format="png")
 
 
-def _write(out: Path, stem: str, title: str, command: str, budget: Budget | None, body: list[str],
-           rows: list[dict[str, Any]]) -> Path:
+def _write(
+    out: Path, stem: str, title: str, command: str, budget: Budget | None, body: list[str], rows: list[dict[str, Any]]
+) -> Path:
     """``<stem>.md`` (header, body) and ``<stem>.csv`` (rows) under ``out``; returns the markdown path."""
     import datetime
 
     out.mkdir(parents=True, exist_ok=True)
     md = out / f"{stem}.md"
-    head = [f"# {title}\n", f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ",
-            f"Hardware: {hardware()}  "] + ([f"Budget: {json.dumps(asdict(budget))}\n"] if budget else [""])
+    head = [
+        f"# {title}\n",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.date.today().isoformat()}  ",
+        f"Hardware: {hardware()}  ",
+    ] + ([f"Budget: {json.dumps(asdict(budget))}\n"] if budget else [""])
     write_text_atomic(md, "\n".join(head + body) + "\n")
     if rows:
         write_text_atomic(out / f"{stem}.csv", csv_text(list(rows[0]), [list(r.values()) for r in rows]))
@@ -122,57 +136,114 @@ def _adapt(method: str, ctx: Context, task: int, seed: int, data: Any, prompt_da
     model = fresh_method(method, ctx, seed)
     model.settings = replace(model.settings, **settings)
     b = ctx.budget
-    return model.learn(data, epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False, prompt_data=prompt_data)
+    return model.learn(
+        data, epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False, prompt_data=prompt_data
+    )
 
 
 # ---------------------------------------------------------------------- Table 2
-def prompt_initialization(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
-                          hub_root: str | Path = "hub_models", device: str = "cpu", n_tasks: int | None = None,
-                          methods: Sequence[str] = ("Prompt-Tuning DT", "Prompt Diffuser"), collect: bool = False,
-                          command: str = "promptrl ablate init cheetah-vel") -> Path:
+def prompt_initialization(
+    suite_name: str = "cheetah-vel",
+    budget: Budget = DEFAULT_BUDGET,
+    out: str | Path = "results/ablations",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    n_tasks: int | None = None,
+    methods: Sequence[str] = ("Prompt-Tuning DT", "Prompt Diffuser"),
+    collect: bool = False,
+    command: str = "promptrl ablate init cheetah-vel",
+) -> Path:
     """Table 2: each method fine-tuned on data of each quality from initial prompts of each quality
     (one episode of each, ``few_shot_episodes``), evaluated on the test tasks. ``collect=True`` runs
     nothing and tabulates the finished cells ("not run" for the others)."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, n_tasks, qualities=QUALITIES)
     runs, ref = _runs(out, "init", suite_name, budget, ctx.tasks), paper("table2_cheetah_vel")
-    rows, body = [], [f"Rows: fine-tuning data quality; columns: prompt initialization. Ours mean ± std over seeds "
-                      f"(paper in parentheses, cheetah-vel). Test tasks {ctx.tasks}.\n"]
+    rows, body = (
+        [],
+        [
+            f"Rows: fine-tuning data quality; columns: prompt initialization. Ours mean ± std over seeds "
+            f"(paper in parentheses, cheetah-vel). Test tasks {ctx.tasks}.\n"
+        ],
+    )
     for method in methods:
         body += [f"\n## {method}\n", "| data \\ prompt init | " + " | ".join(QUALITIES) + " |", "|---|---|---|---|"]
         for data_q in QUALITIES:
             cells = []
             for init_q in QUALITIES:
-                def build(_: str, ctx: Context, task: int, seed: int, method: str = method, data_q: str = data_q,
-                          init_q: str = init_q) -> Any:
+
+                def build(
+                    _: str,
+                    ctx: Context,
+                    task: int,
+                    seed: int,
+                    method: str = method,
+                    data_q: str = data_q,
+                    init_q: str = init_q,
+                ) -> Any:
                     fs = ctx.budget.few_shot_episodes
-                    return _adapt(method, ctx, task, seed, ctx.suite.dataset(task, data_q, episodes=fs),
-                                  ctx.suite.dataset(task, init_q, episodes=fs))
+                    return _adapt(
+                        method,
+                        ctx,
+                        task,
+                        seed,
+                        ctx.suite.dataset(task, data_q, episodes=fs),
+                        ctx.suite.dataset(task, init_q, episodes=fs),
+                    )
 
                 r = measure(ctx, f"{method} data-{data_q} init-{init_q}", build, runs, collect)
                 theirs = ref[method][data_q][init_q] if suite_name == "cheetah-vel" else None
                 cells.append(("not run" if r is None else f"{r['mean']:.1f} ± {r['std']:.1f}") + f" ({_fmt(theirs)})")
                 if r is not None:
-                    rows.append({"method": method, "data": data_q, "init": init_q, "mean": round(r["mean"], 2),
-                                 "std": round(r["std"], 2), "seeds": len(r["seeds"]), "paper": _fmt(theirs)})
+                    rows.append(
+                        {
+                            "method": method,
+                            "data": data_q,
+                            "init": init_q,
+                            "mean": round(r["mean"], 2),
+                            "std": round(r["std"], 2),
+                            "seeds": len(r["seeds"]),
+                            "paper": _fmt(theirs),
+                        }
+                    )
             body.append(f"| {data_q} | " + " | ".join(cells) + " |")
-    return _write(out, f"init-{suite_name}", f"Prompt initialization x data quality (Table 2), {suite_name}", command,
-                  budget, body, rows)
+    return _write(
+        out,
+        f"init-{suite_name}",
+        f"Prompt initialization x data quality (Table 2), {suite_name}",
+        command,
+        budget,
+        body,
+        rows,
+    )
 
 
 # ---------------------------------------------------------------------- Fig. 3
-def update_rules(suites: Sequence[str], budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
-                 hub_root: str | Path = "hub_models", device: str = "cpu", n_tasks: int | None = None,
-                 command: str = "promptrl ablate update-rules") -> Path:
+def update_rules(
+    suites: Sequence[str],
+    budget: Budget = DEFAULT_BUDGET,
+    out: str | Path = "results/ablations",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    n_tasks: int | None = None,
+    command: str = "promptrl ablate update-rules",
+) -> Path:
     """Fig. 3: the Prompt Diffuser fine-tuned with each update rule; change relative to dm (Eq. 18)."""
     out = Path(out)
-    rows, body = [], ["Relative change = (return - return_dm) / |return_dm|, in percent (the paper plots performance "
-                      f"relative to dm). Paper: {paper('fig3_update_rules')}\n",
-                      "| suite | test tasks | " + " | ".join(UPDATE_RULES) + " |", "|---|---|" + "---|" * len(UPDATE_RULES)]
+    rows, body = (
+        [],
+        [
+            "Relative change = (return - return_dm) / |return_dm|, in percent (the paper plots performance "
+            f"relative to dm). Paper: {paper('fig3_update_rules')}\n",
+            "| suite | test tasks | " + " | ".join(UPDATE_RULES) + " |",
+            "|---|---|" + "---|" * len(UPDATE_RULES),
+        ],
+    )
     for suite_name in suites:
         ctx = context(suite_name, budget, hub_root, device, n_tasks)
         runs, results = _runs(out, "update-rules", suite_name, budget, ctx.tasks), {}
         for rule in UPDATE_RULES:
+
             def build(_: str, ctx: Context, task: int, seed: int, rule: str = rule) -> Any:
                 return _adapt("Prompt Diffuser", ctx, task, seed, ctx.few_shot(task), update=rule)
 
@@ -182,8 +253,16 @@ def update_rules(suites: Sequence[str], budget: Budget = DEFAULT_BUDGET, out: st
         for rule, r in results.items():
             rel = 100.0 * (r["mean"] - base) / max(abs(base), 1e-8)
             cells.append(f"{r['mean']:.1f} ± {r['std']:.1f} ({rel:+.1f}%)")
-            rows.append({"suite": suite_name, "rule": rule, "mean": round(r["mean"], 2), "std": round(r["std"], 2),
-                         "seeds": len(r["seeds"]), "relative_to_dm_percent": round(rel, 2)})
+            rows.append(
+                {
+                    "suite": suite_name,
+                    "rule": rule,
+                    "mean": round(r["mean"], 2),
+                    "std": round(r["std"], 2),
+                    "seeds": len(r["seeds"]),
+                    "relative_to_dm_percent": round(rel, 2),
+                }
+            )
         body.append(f"| {suite_name} | {ctx.tasks} | " + " | ".join(cells) + " |")
     stem = "update-rules-" + ("all" if len(suites) > 1 else suites[0])
     md = _write(out, stem, "Update rules of the Prompt Diffuser (Fig. 3)", command, budget, body, rows)
@@ -208,7 +287,9 @@ def _plot_update_rules(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(suites), 3.2))
     width = 0.8 / len(UPDATE_RULES)
     for i, rule in enumerate(UPDATE_RULES):
-        vals = [next(r["relative_to_dm_percent"] for r in rows if r["suite"] == s and r["rule"] == rule) for s in suites]
+        vals = [
+            next(r["relative_to_dm_percent"] for r in rows if r["suite"] == s and r["rule"] == rule) for s in suites
+        ]
         ax.bar(np.arange(len(suites)) + (i - 1.5) * width, vals, width, label=rule)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(suites)), suites)
@@ -220,9 +301,15 @@ def _plot_update_rules(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- Table 9
-def zero_shot(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
-              hub_root: str | Path = "hub_models", device: str = "cpu", n_tasks: int | None = None,
-              command: str = "promptrl ablate zero-shot ant-dir-ood") -> Path:
+def zero_shot(
+    suite_name: str = "ant-dir-ood",
+    budget: Budget = DEFAULT_BUDGET,
+    out: str | Path = "results/ablations",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    n_tasks: int | None = None,
+    command: str = "promptrl ablate zero-shot ant-dir-ood",
+) -> Path:
     """Table 9: few-shot methods (one expert episode of the test task) against zero-shot ones: Prompt-DT
     with expert prompts of the training tasks the generator was pre-trained on, and that pre-trained
     generator (no fine-tuning) with its training-task conditions and the suite's target return as
@@ -235,26 +322,47 @@ def zero_shot(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_BUDGET, 
     def prompt_dt_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
         # The same information as the zero-shot generator: the tasks it was pre-trained on.
         trained = sorted(int(t) for t in fresh_method("Prompt Diffuser", ctx, seed).settings.conditions)
-        return fresh_method("Prompt-DT-Expert", ctx, seed).learn([ctx.suite.dataset(t) for t in trained], progress_bar=False)
+        return fresh_method("Prompt-DT-Expert", ctx, seed).learn(
+            [ctx.suite.dataset(t) for t in trained], progress_bar=False
+        )
 
     def diffuser_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
         pd = fresh_method("Prompt Diffuser", ctx, seed)
         pd.settings.target_rtg = float(ctx.suite.rtg_target)
         return pd
 
-    builders = {"Prompt-DT few-shot": ("Prompt-DT-Expert", build_method), "Prompt-Tuning DT few-shot": ("Prompt-Tuning DT", build_method),
-                "Prompt Diffuser few-shot": ("Prompt Diffuser", build_method), "Prompt-DT zero-shot": (None, prompt_dt_zero),
-                "Prompt Diffuser zero-shot": (None, diffuser_zero)}
-    rows, body = [], [f"Test tasks {ctx.tasks}; zero-shot prompts come from the training tasks only.\n",
-                      "| setting | ours | paper |", "|---|---|---|"]
+    builders = {
+        "Prompt-DT few-shot": ("Prompt-DT-Expert", build_method),
+        "Prompt-Tuning DT few-shot": ("Prompt-Tuning DT", build_method),
+        "Prompt Diffuser few-shot": ("Prompt Diffuser", build_method),
+        "Prompt-DT zero-shot": (None, prompt_dt_zero),
+        "Prompt Diffuser zero-shot": (None, diffuser_zero),
+    }
+    rows, body = (
+        [],
+        [
+            f"Test tasks {ctx.tasks}; zero-shot prompts come from the training tasks only.\n",
+            "| setting | ours | paper |",
+            "|---|---|---|",
+        ],
+    )
     with warnings.catch_warnings():  # zero-shot prompts are, by design, of tasks other than the evaluated one
         warnings.filterwarnings("ignore", message="no few-shot data of task")
         for label, (method, build) in builders.items():
             r = measure(ctx, label, (lambda _, c, t, s, m=method, b=build: b(m or _, c, t, s)), runs)
             body.append(f"| {label} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(ref.get(label))} |")
-            rows.append({"setting": label, "mean": round(r["mean"], 2), "std": round(r["std"], 2), "seeds": len(r["seeds"]),
-                         "paper": _fmt(ref.get(label))})
-    return _write(out, f"zero-shot-{suite_name}", f"Zero-shot vs few-shot (Table 9), {suite_name}", command, budget, body, rows)
+            rows.append(
+                {
+                    "setting": label,
+                    "mean": round(r["mean"], 2),
+                    "std": round(r["std"], 2),
+                    "seeds": len(r["seeds"]),
+                    "paper": _fmt(ref.get(label)),
+                }
+            )
+    return _write(
+        out, f"zero-shot-{suite_name}", f"Zero-shot vs few-shot (Table 9), {suite_name}", command, budget, body, rows
+    )
 
 
 # ---------------------------------------------------------------------- Table 6, Fig. 5
@@ -273,14 +381,27 @@ def prompt_features(plm: Any, prompts: Sequence[dict[str, Any]]) -> np.ndarray:
     mean, std = np.asarray(p.state_mean), np.asarray(p.state_std)
     rows = []
     for d in prompts:
-        get = (lambda k: np.asarray(d[k].detach().cpu() if torch.is_tensor(d[k]) else d[k], dtype=np.float64))
-        rows.append(np.concatenate([(get("states") - mean) / std, get("actions"), get("rtg").reshape(-1, 1) / p.rtg_scale], 1).ravel())
+
+        def get(k: str, d: dict[str, Any] = d) -> np.ndarray:
+            return np.asarray(d[k].detach().cpu() if torch.is_tensor(d[k]) else d[k], dtype=np.float64)
+
+        rows.append(
+            np.concatenate(
+                [(get("states") - mean) / std, get("actions"), get("rtg").reshape(-1, 1) / p.rtg_scale], 1
+            ).ravel()
+        )
     return np.stack(rows)
 
 
-def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
-                      hub_root: str | Path = "hub_models", device: str = "cpu", n_prompts: int = 8,
-                      command: str = "promptrl ablate prompts ant-dir-ood") -> Path:
+def prompt_similarity(
+    suite_name: str = "ant-dir-ood",
+    budget: Budget = DEFAULT_BUDGET,
+    out: str | Path = "results/ablations",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    n_prompts: int = 8,
+    command: str = "promptrl ablate prompts ant-dir-ood",
+) -> Path:
     """Table 6 and Fig. 5 on the suite's first test task: ``n_prompts`` expert windows, one from each
     of ``n_prompts`` distinct expert episodes of the task (cut as the PLM's ``prompt_window`` cuts
     prompts, so they differ for a last-window PLM too); Prompt-Tuning DT tuned on the few-shot data
@@ -299,13 +420,17 @@ def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_
         few, b, length = ctx.few_shot(task), ctx.budget, ctx.plm.settings.prompt_length
         expert = ctx.suite.dataset(task, "expert")
         if not isinstance(n_prompts, int) or not 2 <= n_prompts <= expert.total_episodes:
-            raise ValueError(f"n_prompts must be an integer in [2, {expert.total_episodes}] (one prompt per expert "
-                             f"episode of task {task}), got {n_prompts!r}")
+            raise ValueError(
+                f"n_prompts must be an integer in [2, {expert.total_episodes}] (one prompt per expert "
+                f"episode of task {task}), got {n_prompts!r}"
+            )
         chosen = np.sort(np.random.default_rng(0).choice(expert.total_episodes, n_prompts, replace=False))
 
         def score(model: Any) -> list[float]:
-            return [evaluate(model, ctx.suite, tasks=[task], n_episodes=b.episodes, prompt=None, seed=seed).mean
-                    for seed in range(b.seeds)]
+            return [
+                evaluate(model, ctx.suite, tasks=[task], n_episodes=b.episodes, prompt=None, seed=seed).mean
+                for seed in range(b.seeds)
+            ]
 
         pd = build_method("Prompt Diffuser", ctx, task, 0)
         starts, tuned, windows = [], [], []
@@ -320,31 +445,52 @@ def prompt_similarity(suite_name: str = "ant-dir-ood", budget: Budget = DEFAULT_
             if seed == 0:
                 returns["Prompt-Tuning DT"] = score(pt)
         generated = pd.generate_prompt(len(windows), conditions=pd.encode(windows)[1])
-        feats = {"expert": prompt_features(ctx.plm, starts), "Prompt Diffuser": prompt_features(ctx.plm, generated),
-                 "Prompt-Tuning DT": prompt_features(ctx.plm, tuned)}
-        data = {"features": {k: v.tolist() for k, v in feats.items()}, "returns": returns,
-                "episodes": [int(i) for i in chosen], "models": ctx.fingerprint("Prompt Diffuser")}
+        feats = {
+            "expert": prompt_features(ctx.plm, starts),
+            "Prompt Diffuser": prompt_features(ctx.plm, generated),
+            "Prompt-Tuning DT": prompt_features(ctx.plm, tuned),
+        }
+        data = {
+            "features": {k: v.tolist() for k, v in feats.items()},
+            "returns": returns,
+            "episodes": [int(i) for i in chosen],
+            "models": ctx.fingerprint("Prompt Diffuser"),
+        }
         write_json(cache, data)
     feats = {k: np.asarray(v) for k, v in data["features"].items()}
     sim = {name: linear_cka(feats["expert"], feats[name]) for name in ("Prompt-Tuning DT", "Prompt Diffuser")}
     returns = {k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in data["returns"].items()}
     ref = paper("table6_ant_dir_ood_cka") if suite_name == "ant-dir-ood" else {"similarity": {}, "return": {}}
     window = "last" if ctx.plm.settings.prompt_window == "last" else "a random"
-    body = [f"Task {task}; {n_prompts} prompts per method; expert windows: {window} {ctx.plm.settings.prompt_length}-step "
-            f"window of each of {n_prompts} distinct expert episodes of the task (as the PLM's prompts are cut). Prompt-Tuning "
-            "DT run i starts from window i and tunes on the few-shot data; the Prompt Diffuser generates one prompt from "
-            "each window's conditions (returns-to-go, timesteps). Features: the prompt as the PLM reads it (normalized "
-            "states, actions, return-to-go / scale), flattened; CKA of each method's prompts to the expert windows. "
-            "Test return of Prompt-Tuning DT: run 0.\n",
-            "| | similarity (CKA) | paper | test return | paper |", "|---|---|---|---|---|"]
+    body = [
+        f"Task {task}; {n_prompts} prompts per method; expert windows: {window} {ctx.plm.settings.prompt_length}-step "
+        f"window of each of {n_prompts} distinct expert episodes of the task (as the PLM's prompts are cut). Prompt-Tuning "
+        "DT run i starts from window i and tunes on the few-shot data; the Prompt Diffuser generates one prompt from "
+        "each window's conditions (returns-to-go, timesteps). Features: the prompt as the PLM reads it (normalized "
+        "states, actions, return-to-go / scale), flattened; CKA of each method's prompts to the expert windows. "
+        "Test return of Prompt-Tuning DT: run 0.\n",
+        "| | similarity (CKA) | paper | test return | paper |",
+        "|---|---|---|---|---|",
+    ]
     rows = []
     for name in ("expert", "Prompt-Tuning DT", "Prompt Diffuser"):
         s = 1.0 if name == "expert" else sim[name]
         r = returns[name]
-        body.append(f"| {name} | {s:.4f} | {ref['similarity'].get(name, '—')} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(ref['return'].get(name))} |")
-        rows.append({"method": name, "cka": round(s, 4), "return_mean": round(r["mean"], 2), "return_std": round(r["std"], 2)})
-    md = _write(out, f"prompts-{suite_name}", f"Prompt similarity (Table 6) and t-SNE (Fig. 5), {suite_name}", command, budget,
-                body + [f"\n![t-SNE](prompts-{suite_name}.png)"], rows)
+        body.append(
+            f"| {name} | {s:.4f} | {ref['similarity'].get(name, '—')} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(ref['return'].get(name))} |"
+        )
+        rows.append(
+            {"method": name, "cka": round(s, 4), "return_mean": round(r["mean"], 2), "return_std": round(r["std"], 2)}
+        )
+    md = _write(
+        out,
+        f"prompts-{suite_name}",
+        f"Prompt similarity (Table 6) and t-SNE (Fig. 5), {suite_name}",
+        command,
+        budget,
+        body + [f"\n![t-SNE](prompts-{suite_name}.png)"],
+        rows,
+    )
     _plot_tsne(feats, out / f"prompts-{suite_name}.png", f"{suite_name}, task {task}")
     return md
 
@@ -360,7 +506,7 @@ def _plot_tsne(groups: dict[str, np.ndarray], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 4))
     start = 0
     for (name, g), marker in zip(groups.items(), "o^s"):
-        ax.scatter(*xy[start:start + len(g)].T, label=name, marker=marker, alpha=0.8)
+        ax.scatter(*xy[start : start + len(g)].T, label=name, marker=marker, alpha=0.8)
         start += len(g)
     ax.set_title(f"t-SNE of prompts ({title})", fontsize=9)
     ax.legend(fontsize=8)
@@ -373,9 +519,16 @@ def _plot_tsne(groups: dict[str, np.ndarray], path: Path, title: str) -> None:
 MAX_REAL_WINDOWS = 2000
 
 
-def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablations", hub_root: str | Path = "hub_models",
-              device: str = "cpu", n: int = 64, seed: int = 0, temperature: float | None = None,
-              command: str = "promptrl ablate denoising cheetah-vel") -> Path:
+def denoising(
+    suite_name: str = "cheetah-vel",
+    out: str | Path = "results/ablations",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    n: int = 64,
+    seed: int = 0,
+    temperature: float | None = None,
+    command: str = "promptrl ablate denoising cheetah-vel",
+) -> Path:
     """Fig. 4: ``n`` prompts of the shipped Prompt Diffuser through the reverse chain, for the task it
     was fine-tuned on. Each panel shows their tokens at one step (coloured by position in the prompt)
     beside the tokens of real windows of the task's expert episodes (grey; cut as the PLM cuts its
@@ -383,7 +536,7 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
     real tokens' two principal axes; the table gives, per step, the RMS distance of each prompt to its
     nearest real window (normalized units; 0 = a copy of one). ``temperature`` scales the noise of
     each reverse step (default: the model's own); another value writes ``denoising-<suite>-T<t>``."""
-    from promptrl.diffuser import PromptDiffuser
+    from promptrl.methods.diffuser import PromptDiffuser
 
     out = Path(out)
     pd = PromptDiffuser.from_pretrained(hub_folder(suite_name, hub_root), device=device)
@@ -391,8 +544,13 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
     task = int(sorted(pd.settings.conditions, key=int)[0])
     p = pd.plm.settings
     last = p.prompt_window == "last"  # the real windows are cut as the PLM's prompts are
-    windows = whole_windows(episodes_of(load_suite(suite_name).dataset(task, "expert")), p.prompt_length,
-                            MAX_REAL_WINDOWS, np.random.default_rng(seed), last)
+    windows = whole_windows(
+        episodes_of(load_suite(suite_name).dataset(task, "expert")),
+        p.prompt_length,
+        MAX_REAL_WINDOWS,
+        np.random.default_rng(seed),
+        last,
+    )
     real = pd.encode(windows)[0].cpu().numpy()  # (M, x_dim)
     t = pd.settings.temperature if temperature is None else float(temperature)
     chain = pd.denoising_chain(n, task=task, temperature=t).cpu().numpy()  # (N + 1, n, K*, d), chain[0] = x_N
@@ -401,18 +559,31 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
     center = real_tokens.mean(0)
     axes = np.linalg.svd(real_tokens - center, full_matrices=False)[2][:2]
     snapshots = sorted({N, 3 * N // 4, N // 2, N // 4, N // 10, 0}, reverse=True)
-    rows, body = [], [f"{n} prompts for task {task} (the shipped model's fine-tuning task) at temperature {t:g}; step k = {N} is pure noise, "
-                      f"k = 0 the generated prompt; {len(real)} real windows: the {'last' if last else 'random'} "
-                      f"{p.prompt_length}-step windows of the task's expert episodes, cut as the PLM's prompts are.\n",
-                      "| step k | RMS distance to the nearest real window (mean over prompts) |", "|---|---|"]
+    rows, body = (
+        [],
+        [
+            f"{n} prompts for task {task} (the shipped model's fine-tuning task) at temperature {t:g}; step k = {N} is pure noise, "
+            f"k = 0 the generated prompt; {len(real)} real windows: the {'last' if last else 'random'} "
+            f"{p.prompt_length}-step windows of the task's expert episodes, cut as the PLM's prompts are.\n",
+            "| step k | RMS distance to the nearest real window (mean over prompts) |",
+            "|---|---|",
+        ],
+    )
     for k in snapshots:
         x = chain[N - k].reshape(n, -1)
         dist = np.sqrt(((x[:, None, :] - real[None]) ** 2).mean(-1)).min(1)
         rows.append({"step": k, "nearest_real_rms": round(float(dist.mean()), 4)})
         body.append(f"| {k} | {dist.mean():.3f} |")
     stem = f"denoising-{suite_name}" + ("" if t == pd.settings.temperature else f"-T{t:g}")
-    md = _write(out, stem, f"Reverse denoising process (Fig. 4), {suite_name}", command, None,
-                body + [f"\n![denoising]({stem}.png)"], rows)
+    md = _write(
+        out,
+        stem,
+        f"Reverse denoising process (Fig. 4), {suite_name}",
+        command,
+        None,
+        body + [f"\n![denoising]({stem}.png)"],
+        rows,
+    )
     plt = _pyplot()
     fig, axs = plt.subplots(1, len(snapshots), figsize=(2.4 * len(snapshots), 2.7), sharex=True, sharey=True)
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, K))
@@ -435,11 +606,21 @@ def denoising(suite_name: str = "cheetah-vel", out: str | Path = "results/ablati
 PROMPT_LENGTHS = ("2", "5", "10", "40", "40 (larger N)")
 
 
-def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDGET, out: str | Path = "results/ablations",
-                  device: str = "cpu", n_tasks: int | None = None, plm_steps: int = 1000, generator_steps: int = 2000,
-                  lengths: Sequence[str] = PROMPT_LENGTHS, larger_n: int = 200, plm_settings: dict[str, Any] | None = None,
-                  generator_settings: dict[str, Any] | None = None, collect: bool = False,
-                  command: str = "promptrl ablate prompt-length cheetah-vel") -> Path:
+def prompt_length(
+    suite_name: str = "cheetah-vel",
+    budget: Budget = DEFAULT_BUDGET,
+    out: str | Path = "results/ablations",
+    device: str = "cpu",
+    n_tasks: int | None = None,
+    plm_steps: int = 1000,
+    generator_steps: int = 2000,
+    lengths: Sequence[str] = PROMPT_LENGTHS,
+    larger_n: int = 200,
+    plm_settings: dict[str, Any] | None = None,
+    generator_settings: dict[str, Any] | None = None,
+    collect: bool = False,
+    command: str = "promptrl ablate prompt-length cheetah-vel",
+) -> Path:
     """Table 8: for each prompt length K*, a Prompt-DT trained with K*-step prompts (``plm_steps`` steps
     of 4 sequences per task, warm-up 500, lr 2e-4: the same budget for every length, K* = 5
     included, so the lengths compare fairly), a generator pre-trained ``generator_steps`` steps, then
@@ -453,9 +634,16 @@ def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDG
     create_datasets(suite, "expert", tasks=tasks, progress_bar=True)
     runs = _runs(out, "prompt-length", suite_name, budget, tasks)
     ref = paper("table8_prompt_length")
-    rows, body = [], [f"Every length has its own Prompt-DT ({plm_steps:,} steps, 4 sequences per task) and generator "
-                      f"({generator_steps:,} L_DM steps), then Table 1's per-task fine-tuning. Test tasks {list(tasks)}. "
-                      f"Paper: {ref['_note']}\n", "| prompt length | N | ours | paper |", "|---|---|---|---|"]
+    rows, body = (
+        [],
+        [
+            f"Every length has its own Prompt-DT ({plm_steps:,} steps, 4 sequences per task) and generator "
+            f"({generator_steps:,} L_DM steps), then Table 1's per-task fine-tuning. Test tasks {list(tasks)}. "
+            f"Paper: {ref['_note']}\n",
+            "| prompt length | N | ours | paper |",
+            "|---|---|---|---|",
+        ],
+    )
     for label in lengths:
         k, n_steps = int(label.split()[0]), (larger_n if "larger" in label else 100)
         models = runs / "models" / f"K{k}-plm{plm_steps}"
@@ -465,14 +653,26 @@ def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDG
         if collect and not (runs / label_k).is_dir():
             body.append(f"| {label} | {n_steps} | not run | {_fmt(theirs)} |")
             continue
-        hyper = {"batch_per_task": 4, "warmup_steps": 500, "learning_rate": 2e-4, **(plm_settings or {}), "prompt_length": k}
+        hyper = {
+            "batch_per_task": 4,
+            "warmup_steps": 500,
+            "learning_rate": 2e-4,
+            **(plm_settings or {}),
+            "prompt_length": k,
+        }
         plm = train_plm(suite_name, models / "plm", plm_steps, device=device, checkpoint_steps=250, **hyper)
-        pretrain_generator(plm, suite.datasets("train", "expert"), gen, generator_steps, save_steps=generator_steps,
-                           **{**(generator_settings or {}), "n_steps": n_steps})
+        pretrain_generator(
+            plm,
+            suite.datasets("train", "expert"),
+            gen,
+            generator_steps,
+            save_steps=generator_steps,
+            **{**(generator_settings or {}), "n_steps": n_steps},
+        )
         ctx = Context(suite, budget, gen, device, list(tasks), plm=plm)
 
         def build(_: str, ctx: Context, task: int, seed: int, gen: Path = gen) -> Any:
-            from promptrl.diffuser import PromptDiffuser
+            from promptrl.methods.diffuser import PromptDiffuser
 
             pd = PromptDiffuser.from_pretrained(gen, plm=ctx.plm, device=ctx.device)
             pd.set_random_seed(seed)
@@ -484,6 +684,16 @@ def prompt_length(suite_name: str = "cheetah-vel", budget: Budget = DEFAULT_BUDG
             body.append(f"| {label} | {n_steps} | not run | {_fmt(theirs)} |")
             continue
         body.append(f"| {label} | {n_steps} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(theirs)} |")
-        rows.append({"prompt_length": k, "n_steps": n_steps, "mean": round(r["mean"], 2), "std": round(r["std"], 2),
-                     "seeds": len(r["seeds"]), "paper": _fmt(theirs)})
-    return _write(out, f"prompt-length-{suite_name}", f"Prompt length (Table 8), {suite_name}", command, budget, body, rows)
+        rows.append(
+            {
+                "prompt_length": k,
+                "n_steps": n_steps,
+                "mean": round(r["mean"], 2),
+                "std": round(r["std"], 2),
+                "seeds": len(r["seeds"]),
+                "paper": _fmt(theirs),
+            }
+        )
+    return _write(
+        out, f"prompt-length-{suite_name}", f"Prompt length (Table 8), {suite_name}", command, budget, body, rows
+    )

@@ -2,17 +2,18 @@
 state, action) tokens with a trajectory prompt prepended through its own embeddings.
 
 Built on ``torch.nn.functional.scaled_dot_product_attention``; no language-model library.
-The training loop, ``predict`` and the Hub mixin live in :mod:`promptrl.plm`.
+The training loop, ``predict`` and the Hub mixin live in :mod:`promptrl.methods.plm`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from promptrl.data.windows import Segment
 
 
 @dataclass
@@ -43,16 +44,6 @@ class PromptDTConfig:
     """False gives MT-ORL: the same model trained and run without prompts."""
 
 
-class Segment(NamedTuple):
-    """A batch of trajectory windows: (B, L, ...) tensors; ``mask`` is 1 on real steps, 0 on padding."""
-
-    states: torch.Tensor  # (B, L, obs_dim), normalized
-    actions: torch.Tensor  # (B, L, act_dim)
-    rtg: torch.Tensor  # (B, L, 1), scaled
-    timesteps: torch.Tensor  # (B, L) long
-    mask: torch.Tensor  # (B, L)
-
-
 class TokenEmbedding(nn.Module):
     """Embeds a :class:`Segment` into interleaved (rtg, state, action) tokens: (B, 3L, E)."""
 
@@ -65,7 +56,9 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, seg: Segment) -> torch.Tensor:
         time = self.timestep(seg.timesteps)  # (B, L, E)
-        tokens = torch.stack([self.rtg(seg.rtg) + time, self.state(seg.states) + time, self.action(seg.actions) + time], dim=2)
+        tokens = torch.stack(
+            [self.rtg(seg.rtg) + time, self.state(seg.states) + time, self.action(seg.actions) + time], dim=2
+        )
         return tokens.flatten(1, 2)  # (B, L, 3, E) -> (B, 3L, E)
 
 
@@ -97,8 +90,9 @@ class Block(nn.Module):
         if rows is not None:  # every token's keys and values, the queries of ``rows``
             x, q, attn_mask = x[:, rows], q[:, rows], attn_mask[..., rows, :]
         heads = lambda t: t.view(B, t.shape[1], self.n_head, E // self.n_head).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            heads(q), heads(k), heads(v), attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         y = y.transpose(1, 2).reshape(B, q.shape[1], E)  # (B, nh, Tq, hs) -> (B, Tq, E)
         x = x + self.resid_drop(self.proj(y))
         return x + self.mlp(self.ln2(x))
@@ -122,8 +116,13 @@ class PromptDTNetwork(nn.Module):
         self.ln_out = nn.LayerNorm(cfg.embed_dim)
         self.action_head = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.act_dim), nn.Tanh())
 
-    def forward(self, history: Segment, prompt: Segment | None = None, prompt_tokens: torch.Tensor | None = None,
-                last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        history: Segment,
+        prompt: Segment | None = None,
+        prompt_tokens: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
         """Action predictions (B, K, act_dim) for the K history steps; with ``last_only`` (inference) the
         last step's alone, (B, 1, act_dim). The final block computes its attention output and MLP only
         for the state tokens the action head reads (all K, or the last one): the same values, less compute.
@@ -136,8 +135,14 @@ class PromptDTNetwork(nn.Module):
         keep = history.mask.repeat_interleave(3, dim=1)  # (B, 3K)
         if self.prompt_embed is not None:
             if prompt_tokens is not None:
-                if prompt_tokens.dim() != 3 or prompt_tokens.shape[0] != B or prompt_tokens.shape[2] != self.cfg.embed_dim:
-                    raise ValueError(f"prompt_tokens must have shape ({B}, 3K*, {self.cfg.embed_dim}), got {tuple(prompt_tokens.shape)}")
+                if (
+                    prompt_tokens.dim() != 3
+                    or prompt_tokens.shape[0] != B
+                    or prompt_tokens.shape[2] != self.cfg.embed_dim
+                ):
+                    raise ValueError(
+                        f"prompt_tokens must have shape ({B}, 3K*, {self.cfg.embed_dim}), got {tuple(prompt_tokens.shape)}"
+                    )
                 prompt_keep = torch.ones(prompt_tokens.shape[:2], dtype=keep.dtype, device=keep.device)
             elif prompt is None:
                 raise ValueError("this Prompt-DT was built with use_prompt=True: pass a prompt segment")

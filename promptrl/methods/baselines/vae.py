@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptrl.adaptation import check_number
-from promptrl.diffusion import mish_mlp
-from promptrl.generator import GeneratorSettings, PromptGenerator
+from promptrl.methods.base import check_number
+from promptrl.methods.generator import GeneratorSettings, PromptGenerator
+from promptrl.nn.diffusion import mish_mlp
 
 
 @dataclass
@@ -39,7 +39,9 @@ class VAESettings(GeneratorSettings):
 class ConditionalVAE(nn.Module):
     """q(z | x0, y) = N(mu, diag(sigma^2)) from the encoder MLP; x0 = tanh(decoder([z, y])) in [-1, 1]."""
 
-    def __init__(self, x_dim: int, y_dim: int, latent_dim: int = 32, hidden: int = 256, n_hidden: int = 3, dropout: float = 0.1):
+    def __init__(
+        self, x_dim: int, y_dim: int, latent_dim: int = 32, hidden: int = 256, n_hidden: int = 3, dropout: float = 0.1
+    ):
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = mish_mlp(x_dim + y_dim, 2 * latent_dim, hidden, n_hidden, dropout)
@@ -49,8 +51,9 @@ class ConditionalVAE(nn.Module):
         """x0 in [-1, 1] (B, x_dim) for latents z (B, latent_dim) and conditions y."""
         return torch.tanh(self.decoder(torch.cat([z, y], -1)))
 
-    def neg_elbo(self, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
-                 kl_weight: float = 1.0) -> torch.Tensor:
+    def neg_elbo(
+        self, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0
+    ) -> torch.Tensor:
         """Negative ELBO per feature: ``||x0_hat - x0||^2 / x_dim + kl_weight * KL(q || N(0, I)) / x_dim``,
         batch-averaged (a Gaussian decoder of variance 1/2, reparameterized z)."""
         mu, log_var = self.encoder(torch.cat([x0, y], -1)).chunk(2, -1)
@@ -83,4 +86,4 @@ class VAEPromptGenerator(PromptGenerator):
     def _sample_x0(self, y: torch.Tensor, temperature: float, keep_grad: bool = False) -> torch.Tensor:
         z = torch.randn((y.shape[0], self.model.latent_dim), generator=self._generator, device=y.device, dtype=y.dtype)
         with torch.set_grad_enabled(keep_grad):
-            return self.model.decode(temperature ** 0.5 * z, y)
+            return self.model.decode(temperature**0.5 * z, y)

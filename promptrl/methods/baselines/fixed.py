@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from promptrl.adaptation import Callback, FrozenPLMMethod, MethodSettings, check_number
-from promptrl.plm import _as_task_episodes
-from promptrl.suites import QUALITIES, load_suite
+from promptrl.data.episodes import as_task_episodes
+from promptrl.methods.base import Callback, FrozenPLMMethod, MethodSettings, check_number
+from promptrl.suites import load_suite
+from promptrl.tasks.spec import QUALITIES
 
 
 @dataclass
@@ -39,15 +40,24 @@ class FixedPrompt(FrozenPLMMethod):
 
     settings_class: ClassVar[type[FixedPromptSettings]] = FixedPromptSettings
 
-    def learn(self, few_shot_data: Any = None, epochs: int | None = None, steps_per_epoch: int | None = None,
-              callback: Callback | None = None, progress_bar: bool = True, prompt_data: Any = None) -> FixedPrompt:
+    def learn(
+        self,
+        few_shot_data: Any = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        callback: Callback | None = None,
+        progress_bar: bool = True,
+        prompt_data: Any = None,
+    ) -> FixedPrompt:
         """Store the prompt windows (see the class docstring); the training arguments are accepted for a
         uniform interface and ignored. Returns self."""
         source = prompt_data if prompt_data is not None else few_shot_data
         if source is None:
             if self.env_task is None:
-                raise ValueError("FixedPrompt.learn needs few_shot_data or prompt_data (or an env of a promptrl task, "
-                                 f"whose {self.settings.quality!r} dataset is then used)")
+                raise ValueError(
+                    "FixedPrompt.learn needs few_shot_data or prompt_data (or an env of a promptrl task, "
+                    f"whose {self.settings.quality!r} dataset is then used)"
+                )
             suite, task = self.env_task
             source = {task: load_suite(suite).dataset(task, self.settings.quality)}
         return self._learn(source, None, epochs, steps_per_epoch, callback, progress_bar)
@@ -63,10 +73,17 @@ class MTORL(FrozenPLMMethod):
 
     requires_prompt: ClassVar[bool | None] = False
 
-    def learn(self, few_shot_data: Any = None, epochs: int | None = None, steps_per_epoch: int | None = None,
-              callback: Callback | None = None, progress_bar: bool = True, prompt_data: Any = None) -> MTORL:
+    def learn(
+        self,
+        few_shot_data: Any = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        callback: Callback | None = None,
+        progress_bar: bool = True,
+        prompt_data: Any = None,
+    ) -> MTORL:
         """Check ``few_shot_data`` (if given) and return self: MT-ORL does no adaptation."""
         p = self.plm.settings
         if few_shot_data is not None:
-            _as_task_episodes(few_shot_data, p.obs_dim, p.act_dim, self.data_arg)
+            as_task_episodes(few_shot_data, p.obs_dim, p.act_dim, self.data_arg)
         return self

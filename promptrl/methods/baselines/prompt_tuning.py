@@ -10,10 +10,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from promptrl.adaptation import TrainingSettings, check_number, prompt_dicts
-from promptrl.baselines.soft_prompt import OneTaskPrompt
-from promptrl.plm import action_loss
-from promptrl.transformer import Segment
+from promptrl.data.windows import Segment
+from promptrl.methods.base import TrainingSettings, check_number, prompt_dicts
+from promptrl.methods.baselines.soft_prompt import OneTaskPrompt
+from promptrl.methods.plm import action_loss
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -88,12 +88,18 @@ class PromptTuningDT(OneTaskPrompt):
         """Prompts (C, K*, obs + act + 1) in normalized units -> the PLM's prompt segment."""
         p = self.plm.settings
         timesteps = self.module.timesteps.expand(prompts.shape[0], -1)
-        return Segment(prompts[..., : p.obs_dim], prompts[..., p.obs_dim: p.obs_dim + p.act_dim], prompts[..., -1:],
-                       timesteps, torch.ones(timesteps.shape, device=self.device))
+        return Segment(
+            prompts[..., : p.obs_dim],
+            prompts[..., p.obs_dim : p.obs_dim + p.act_dim],
+            prompts[..., -1:],
+            timesteps,
+            torch.ones(timesteps.shape, device=self.device),
+        )
 
     def _forward(self, history: Segment, prompt: Segment | None, last_only: bool = False) -> torch.Tensor:
-        return self.plm.network(history, self._segment(self.module.prompt.expand(history.timesteps.shape[0], -1, -1)),
-                                last_only=last_only)
+        return self.plm.network(
+            history, self._segment(self.module.prompt.expand(history.timesteps.shape[0], -1, -1)), last_only=last_only
+        )
 
     @torch.no_grad()
     def candidate_losses(self, candidates: torch.Tensor, history: Segment) -> torch.Tensor:
@@ -126,6 +132,12 @@ class PromptTuningDT(OneTaskPrompt):
         self.bank.sample(n, task, self._generator)  # checks n and task, and that learn() ran
         p = self.plm.settings
         x = self.module.prompt.expand(n, -1, -1)
-        states = x[..., : p.obs_dim] * torch.tensor(p.state_std, device=self.device) + torch.tensor(p.state_mean, device=self.device)
-        return prompt_dicts(states, x[..., p.obs_dim: p.obs_dim + p.act_dim], x[..., -1] * p.rtg_scale,
-                            self.module.timesteps.expand(n, -1))
+        states = x[..., : p.obs_dim] * torch.tensor(p.state_std, device=self.device) + torch.tensor(
+            p.state_mean, device=self.device
+        )
+        return prompt_dicts(
+            states,
+            x[..., p.obs_dim : p.obs_dim + p.act_dim],
+            x[..., -1] * p.rtg_scale,
+            self.module.timesteps.expand(n, -1),
+        )

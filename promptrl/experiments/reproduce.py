@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import warnings
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,14 +25,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptrl.checkpoint import CONFIG_NAME, csv_text, resolve_model_path, saved_steps, write_text_atomic
-from promptrl.datasets import create_datasets
+from promptrl.common.files import CONFIG_NAME, csv_text, saved_steps, write_text_atomic
+from promptrl.common.hub import resolve_model_path
+from promptrl.data.datasets import create_datasets
 from promptrl.evaluation import evaluate
 from promptrl.suites import TaskSuite, load_suite
 
 TABLE1_SUITES = ("cheetah-dir", "cheetah-vel", "ant-dir", "mw-reach")
-METHODS = ("Prompt-DT-Random", "Prompt-DT-Expert", "MT-ORL", "Soft Prompt", "Adaptor", "Prompt-DT-FT",
-           "Prompt-Tuning DT", "Prompt Diffuser", "Prompt-DT-FT-Full")
+METHODS = (
+    "Prompt-DT-Random",
+    "Prompt-DT-Expert",
+    "MT-ORL",
+    "Soft Prompt",
+    "Adaptor",
+    "Prompt-DT-FT",
+    "Prompt-Tuning DT",
+    "Prompt Diffuser",
+    "Prompt-DT-FT-Full",
+)
 VARIANTS = ("Prompt Diffuser (dt)", "Prompt Diffuser (T=0)")
 """Methods beyond the paper's columns: the Prompt Diffuser fine-tuned with the L_DT-only rule (Eq. 19),
 which measured best in our update-rule ablation, and the Prompt Diffuser sampled at temperature 0
@@ -75,7 +85,7 @@ QUICK = Budget(seeds=1, episodes=3, epochs=1, steps_per_epoch=25, full_epochs=2)
 
 def hub_folder(suite: str, root: str | Path = "hub_models") -> Path:
     """``<root>/<suite>``; the default root is the shipped models wherever they are installed (see
-    :func:`~promptrl.checkpoint.resolve_model_path`)."""
+    :func:`~promptrl.common.files.resolve_model_path`)."""
     return Path(resolve_model_path(Path(root) / suite))
 
 
@@ -94,7 +104,7 @@ class Context:
     or an inference-only variant reuses them instead of fine-tuning again; None keeps nothing."""
 
     def load_models(self, methods: Sequence[str]) -> None:
-        from promptrl.plm import PromptDT
+        from promptrl.methods.plm import PromptDT
 
         needed = [self.hub / "plm", self.hub / "pretrained"] + ([self.hub / "mt-orl"] if "MT-ORL" in methods else [])
         missing = [p for p in needed if not (p / "config.json").is_file()]
@@ -131,8 +141,8 @@ class Context:
 
 def fresh_method(name: str, ctx: Context, seed: int = 0) -> Any:
     """Method ``name`` built on the shipped models, before any adaptation."""
-    from promptrl import baselines
-    from promptrl.diffuser import PromptDiffuser
+    from promptrl.methods import baselines
+    from promptrl.methods.diffuser import PromptDiffuser
 
     if name == "MT-ORL":
         return baselines.MTORL(ctx.mt_orl)
@@ -144,8 +154,13 @@ def fresh_method(name: str, ctx: Context, seed: int = 0) -> Any:
         if name == "Prompt Diffuser (dt)":
             pd.settings.update = "dt"
         return pd
-    cls = {"Soft Prompt": baselines.SoftPrompt, "Adaptor": baselines.Adaptor, "Prompt-DT-FT": baselines.FineTune,
-           "Prompt-DT-FT-Full": baselines.FineTune, "Prompt-Tuning DT": baselines.PromptTuningDT}[name]
+    cls = {
+        "Soft Prompt": baselines.SoftPrompt,
+        "Adaptor": baselines.Adaptor,
+        "Prompt-DT-FT": baselines.FineTune,
+        "Prompt-DT-FT-Full": baselines.FineTune,
+        "Prompt-Tuning DT": baselines.PromptTuningDT,
+    }[name]
     return cls(ctx.plm, seed=seed)
 
 
@@ -161,25 +176,35 @@ def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
     if name == "MT-ORL":
         return method
     if name in ("Prompt-DT-Random", "Prompt-DT-Expert"):  # nothing trains: learn stores the prompt windows
-        return method.learn(ctx.suite.dataset(task, "random") if name.endswith("Random") else ctx.few_shot(task),
-                            progress_bar=False)
-    data, epochs = (ctx.suite.dataset(task, "expert"), b.full_epochs) if name == "Prompt-DT-FT-Full" else (ctx.few_shot(task), b.epochs)
+        return method.learn(
+            ctx.suite.dataset(task, "random") if name.endswith("Random") else ctx.few_shot(task), progress_bar=False
+        )
+    data, epochs = (
+        (ctx.suite.dataset(task, "expert"), b.full_epochs)
+        if name == "Prompt-DT-FT-Full"
+        else (ctx.few_shot(task), b.epochs)
+    )
     return method.learn(data, epochs=epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
 
 
 def _fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
     """A Prompt Diffuser variant fine-tuned on the task's few-shot data: loaded from ``ctx.models`` when
     saved there (by this or a run of the method it is trained as), else fine-tuned (and saved)."""
-    from promptrl.diffuser import PromptDiffuser
+    from promptrl.methods.diffuser import PromptDiffuser
 
     trained_as = TRAINED_AS.get(name, name)
-    folder = None if ctx.models is None else (ctx.models / ctx.fingerprint(trained_as) / trained_as.replace(" ", "_")
-                                              / f"seed{seed}" / f"task{task}")
+    folder = (
+        None
+        if ctx.models is None
+        else (ctx.models / ctx.fingerprint(trained_as) / trained_as.replace(" ", "_") / f"seed{seed}" / f"task{task}")
+    )
     if folder is not None and (folder / CONFIG_NAME).is_file():
         pd = PromptDiffuser.from_pretrained(folder, plm=ctx.plm, device=ctx.device)
     else:
         pd = fresh_method(trained_as, ctx, seed)
-        pd.learn(ctx.few_shot(task), epochs=ctx.budget.epochs, steps_per_epoch=ctx.budget.steps_per_epoch, progress_bar=False)
+        pd.learn(
+            ctx.few_shot(task), epochs=ctx.budget.epochs, steps_per_epoch=ctx.budget.steps_per_epoch, progress_bar=False
+        )
         if folder is not None:
             pd.save_generator(folder)
     for key, value in INFERENCE.get(name, {}).items():
@@ -200,14 +225,22 @@ def finished_cell(name: str, ctx: Context, path: Path) -> dict[str, Any] | None:
     cell = json.loads(path.read_text())
     current = ctx.fingerprint(name)
     if cell.get("models", current) != current:
-        warnings.warn(f"{path} was measured with other models (fingerprint {cell['models']}, now {current}): "
-                      "not reused", stacklevel=2)
+        warnings.warn(
+            f"{path} was measured with other models (fingerprint {cell['models']}, now {current}): not reused",
+            stacklevel=2,
+        )
         return None
     return cell
 
 
-def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = build_method,
-             on_task: Callable[[int], None] | None = None) -> dict[str, Any]:
+def run_cell(
+    name: str,
+    ctx: Context,
+    seed: int,
+    path: Path,
+    build: Builder = build_method,
+    on_task: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """One (method, seed): adapt (``build(name, ctx, task, seed)``) and evaluate on every test task;
     the JSON at ``path`` (returns per task, their mean, wall seconds spent adapting and evaluating,
     the hardware, the models' fingerprint) makes it resumable: a rerun reuses it while the models
@@ -237,15 +270,24 @@ def run_cell(name: str, ctx: Context, seed: int, path: Path, build: Builder = bu
         model = build(name, ctx, task, seed)
         adapted = time.perf_counter()
         result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=None, seed=seed)
-        done["tasks"][str(task)] = {"returns": result.returns[task], "adapt": adapted - start,
-                                    "evaluate": time.perf_counter() - adapted}
+        done["tasks"][str(task)] = {
+            "returns": result.returns[task],
+            "adapt": adapted - start,
+            "evaluate": time.perf_counter() - adapted,
+        }
         write_json(partial_path, done)
     returns = {str(t): done["tasks"][str(t)]["returns"] for t in ctx.tasks}
     seconds = {k: round(sum(done["tasks"][str(t)][k] for t in ctx.tasks), 1) for k in ("adapt", "evaluate")}
-    cell = {"method": name, "seed": seed, "returns": returns,
-            "mean": float(np.mean([np.mean(r) for r in returns.values()])),
-            "seconds": seconds, "hardware": hardware(), "models": current,
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    cell = {
+        "method": name,
+        "seed": seed,
+        "returns": returns,
+        "mean": float(np.mean([np.mean(r) for r in returns.values()])),
+        "seconds": seconds,
+        "hardware": hardware(),
+        "models": current,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     write_json(path, cell)
     partial_path.unlink(missing_ok=True)
     return cell
@@ -280,10 +322,22 @@ def paper_table() -> dict[str, Any]:
 RETRAINED = "retrained"
 """Subfolder of the results folder that a ``--retrain`` run keeps to itself: its models in
 ``hub/<suite>/`` and its cells and tables, apart from those of the shipped models."""
-NOT_RECIPE = ("suite", "obs_dim", "act_dim", "state_mean", "state_std", "steps_trained", "model_card", "seed", "x_min", "x_max", "conditions",
-              "bf16")
+NOT_RECIPE = (
+    "suite",
+    "obs_dim",
+    "act_dim",
+    "state_mean",
+    "state_std",
+    "steps_trained",
+    "model_card",
+    "seed",
+    "x_min",
+    "x_max",
+    "conditions",
+    "bf16",
+)
 """Config fields of a shipped model that are outcomes of its training (or given apart), not its recipe;
-``bf16`` (autocast) is a speed setting chosen per machine (see :func:`~promptrl.plm.bf16_is_fast`)."""
+``bf16`` (autocast) is a speed setting chosen per machine (see :func:`~promptrl.methods.plm.bf16_is_fast`)."""
 
 
 def _recipe(config: dict[str, Any], settings_class: type) -> dict[str, Any]:
@@ -291,26 +345,35 @@ def _recipe(config: dict[str, Any], settings_class: type) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k in names}
 
 
-def retrain_models(suite_name: str, shipped: str | Path, folder: str | Path, device: str = "cpu",
-                   plm_steps: int | None = None, generator_steps: int | None = None, seed: int = 0) -> Path:
+def retrain_models(
+    suite_name: str,
+    shipped: str | Path,
+    folder: str | Path,
+    device: str = "cpu",
+    plm_steps: int | None = None,
+    generator_steps: int | None = None,
+    seed: int = 0,
+) -> Path:
     """Train a suite's PLM, MT-ORL and pre-trained prompt generator again from its training tasks'
     expert datasets, laid out in ``folder`` as in ``hub_models/<suite>/`` (``plm/``, ``mt-orl/``,
     ``pretrained/``); returns ``folder``.
 
     Each follows the recipe of the shipped model in ``shipped`` (architecture, batch, learning rate,
     warm-up and step count from its ``config.json``; the generator: its settings, pre-trained with
-    :data:`~promptrl.diffuser.PRETRAIN_RECIPE`), with
+    :data:`~promptrl.methods.diffuser.PRETRAIN_RECIPE`), with
     ``plm_steps`` / ``generator_steps`` replacing the step counts (e.g. the reference 50,000 on a
     GPU). Training checkpoints under ``folder/runs/`` and resumes after a kill; a finished model is
     not trained again (more steps continue it). The shipped folder is only read."""
-    from promptrl.diffuser import PRETRAIN_RECIPE, PromptDiffuserSettings, pretrain_generator
-    from promptrl.plm import PromptDT, PromptDTSettings, train_plm
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuserSettings, pretrain_generator
+    from promptrl.methods.plm import PromptDT, PromptDTSettings, train_plm
 
     suite, shipped, folder = load_suite(suite_name), Path(shipped), Path(folder)
     for sub in ("plm", "mt-orl", "pretrained"):
         if not (shipped / sub / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{shipped / sub / CONFIG_NAME} not found: --retrain follows the recipes of the shipped "
-                                    f"models of {suite_name!r} (hub_models/{suite_name}/plm, mt-orl and pretrained)")
+            raise FileNotFoundError(
+                f"{shipped / sub / CONFIG_NAME} not found: --retrain follows the recipes of the shipped "
+                f"models of {suite_name!r} (hub_models/{suite_name}/plm, mt-orl and pretrained)"
+            )
     ensure_datasets(suite, suite.train_tasks, qualities=("expert",))
     for sub in ("plm", "mt-orl"):
         config = json.loads((shipped / sub / CONFIG_NAME).read_text())
@@ -319,24 +382,48 @@ def retrain_models(suite_name: str, shipped: str | Path, folder: str | Path, dev
             continue
         hyper = _recipe(config, PromptDTSettings)
         print(f"retraining {suite_name} {sub}: {steps:,} steps, {hyper}")
-        model = train_plm(suite, folder / "runs" / sub, steps, device=device, seed=seed, model_card=lambda m: (
-            f"Retrained by `promptrl reproduce --retrain` with the recipe of the shipped model: {m.settings.steps_trained:,} "
-            f"steps on the expert datasets of the {len(suite.train_tasks)} training tasks of `{suite_name}`, seed {seed}."), **hyper)
+        model = train_plm(
+            suite,
+            folder / "runs" / sub,
+            steps,
+            device=device,
+            seed=seed,
+            model_card=lambda m: (
+                f"Retrained by `promptrl reproduce --retrain` with the recipe of the shipped model: {m.settings.steps_trained:,} "
+                f"steps on the expert datasets of the {len(suite.train_tasks)} training tasks of `{suite_name}`, seed {seed}."
+            ),
+            **hyper,
+        )
         model.save_pretrained(folder / sub)
     config = json.loads((shipped / "pretrained" / CONFIG_NAME).read_text())
     steps = generator_steps or config["steps_trained"]
     print(f"retraining the {suite_name} prompt generator: {steps:,} steps, {PRETRAIN_RECIPE}")
-    pretrain_generator(PromptDT.from_pretrained(folder / "plm", device=device), suite.datasets("train", "expert"),
-                       folder / "pretrained", steps, seed=seed, model_card=lambda pd: (
-                           f"Pre-trained by `promptrl reproduce --retrain` ({PRETRAIN_RECIPE}): {pd.settings.steps_trained:,} "
-                           f"steps on the expert datasets of the training tasks of `{suite_name}`, seed {seed}."),
-                       **_recipe(config, PromptDiffuserSettings))
+    pretrain_generator(
+        PromptDT.from_pretrained(folder / "plm", device=device),
+        suite.datasets("train", "expert"),
+        folder / "pretrained",
+        steps,
+        seed=seed,
+        model_card=lambda pd: (
+            f"Pre-trained by `promptrl reproduce --retrain` ({PRETRAIN_RECIPE}): {pd.settings.steps_trained:,} "
+            f"steps on the expert datasets of the training tasks of `{suite_name}`, seed {seed}."
+        ),
+        **_recipe(config, PromptDiffuserSettings),
+    )
     return folder
 
 
-def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[str] = METHODS, out: str | Path = "results",
-                    hub_root: str | Path = "hub_models", device: str = "cpu", tasks: Sequence[int] | None = None,
-                    collect: bool = False, seed_list: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
+def reproduce_suite(
+    suite_name: str,
+    budget: Budget = FULL,
+    methods: Sequence[str] = METHODS,
+    out: str | Path = "results",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    tasks: Sequence[int] | None = None,
+    collect: bool = False,
+    seed_list: Sequence[int] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Run every method on one suite's test tasks (or ``tasks``); returns
     ``{method: {"seeds": [means], "seed_ids", "mean", "std", "params", "percentage"}}``.
 
@@ -349,8 +436,14 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS + VARIANTS)}")
     suite = load_suite(suite_name)
     tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
-    ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, tasks,
-                  models=Path(out) / "models" / suite_name / budget.adaptation_tag())
+    ctx = Context(
+        suite,
+        budget,
+        hub_folder(suite_name, hub_root),
+        device,
+        tasks,
+        models=Path(out) / "models" / suite_name / budget.adaptation_tag(),
+    )
     if not collect:
         ensure_datasets(suite, tasks)
     ctx.load_models(methods)
@@ -362,8 +455,15 @@ def reproduce_suite(suite_name: str, budget: Budget = FULL, methods: Sequence[st
         path = cell_path(runs, name, seed, budget)
         if collect and finished_cell(name, ctx, path) is None:
             continue
-        cell = run_cell(name, ctx, seed, path, on_task=lambda task, name=name, seed=seed: bar.set_postfix_str(
-            f"{name}, seed {seed}, task {task} ({ctx.tasks.index(task) + 1}/{len(ctx.tasks)})"))
+        cell = run_cell(
+            name,
+            ctx,
+            seed,
+            path,
+            on_task=lambda task, name=name, seed=seed: bar.set_postfix_str(
+                f"{name}, seed {seed}, task {task} ({ctx.tasks.index(task) + 1}/{len(ctx.tasks)})"
+            ),
+        )
         row = summary.setdefault(name, {"seeds": [], "seed_ids": [], "hardware": [], "finished": []})
         row["seeds"].append(cell["mean"])
         row["seed_ids"].append(seed)
@@ -389,20 +489,29 @@ def suite_table(suite_name: str, summary: dict[str, dict[str, Any]]) -> str:
     """Markdown: one row per method, ours beside the paper's."""
     paper = paper_table()
     cols = paper["columns"]
-    rows = ["| method | ours (mean ± std over seeds) | seeds | paper | trainable params | % of PLM |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| method | ours (mean ± std over seeds) | seeds | paper | trainable params | % of PLM |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in summary.items():
         ref = paper[suite_name][cols.index(name)] if suite_name in paper and name in cols else None
-        rows.append(f"| {name} | {row['mean']:.1f} ± {row['std']:.1f} | {len(row['seeds'])} | {_fmt(ref)} | "
-                    f"{_size(row['params'])} | {row['percentage']:.4g}% |")
+        rows.append(
+            f"| {name} | {row['mean']:.1f} ± {row['std']:.1f} | {len(row['seeds'])} | {_fmt(ref)} | "
+            f"{_size(row['params'])} | {row['percentage']:.4g}% |"
+        )
     return "\n".join(rows)
 
 
 def _seed_note(row: dict[str, Any], seeds: int | None) -> str:
-    """" [seeds 0, 1]" when a row has fewer than ``seeds`` seeds (e.g. a run in progress), else ""."""
+    """ " [seeds 0, 1]" when a row has fewer than ``seeds`` seeds (e.g. a run in progress), else ""."""
     ids = row.get("seed_ids", [])
     if seeds is None or len(row["seeds"]) >= seeds:
         return ""
-    return f" [seed{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}]" if ids else f" [{len(row['seeds'])} of {seeds} seeds]"
+    return (
+        f" [seed{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}]"
+        if ids
+        else f" [{len(row['seeds'])} of {seeds} seeds]"
+    )
 
 
 def table1(summaries: dict[str, dict[str, dict[str, Any]]], seeds: int | None = None) -> str:
@@ -416,14 +525,19 @@ def table1(summaries: dict[str, dict[str, dict[str, Any]]], seeds: int | None = 
         cells = []
         for m in methods:
             ours = summary.get(m)
-            ref = paper[suite_name][paper["columns"].index(m)] if suite_name in paper and m in paper["columns"] else None
-            cells.append(("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}{_seed_note(ours, seeds)}")
-                         + f" ({_fmt(ref)})")
+            ref = (
+                paper[suite_name][paper["columns"].index(m)] if suite_name in paper and m in paper["columns"] else None
+            )
+            cells.append(
+                ("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}{_seed_note(ours, seeds)}")
+                + f" ({_fmt(ref)})"
+            )
         rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
     # Sizes depend on the suite's spaces (one row in the paper): the range over the suites where they differ.
     rows.append("| Sizes | " + " | ".join(_span(summaries, m, "params", _size) for m in methods) + " |")
-    rows.append("| Percentage | " + " | ".join(_span(summaries, m, "percentage", lambda v: f"{v:.4g}%")
-                                              for m in methods) + " |")
+    rows.append(
+        "| Percentage | " + " | ".join(_span(summaries, m, "percentage", lambda v: f"{v:.4g}%") for m in methods) + " |"
+    )
     return "\n".join(rows)
 
 
@@ -434,8 +548,12 @@ def _span(summaries: dict[str, dict[str, dict[str, Any]]], method: str, key: str
     return low if low == high else f"{low}–{high}"
 
 
-ORDERING = (("Prompt Diffuser", ">=", "Prompt-Tuning DT"), ("Prompt-Tuning DT", ">=", "Prompt-DT-Expert"),
-            ("Prompt-DT-Expert", ">", "Prompt-DT-Random"), ("Prompt-DT-Random", ">", "MT-ORL"))
+ORDERING = (
+    ("Prompt Diffuser", ">=", "Prompt-Tuning DT"),
+    ("Prompt-Tuning DT", ">=", "Prompt-DT-Expert"),
+    ("Prompt-DT-Expert", ">", "Prompt-DT-Random"),
+    ("Prompt-DT-Random", ">", "MT-ORL"),
+)
 """The paper's ordering of the Table 1 columns (Prompt Diffuser >= Prompt-Tuning DT >= Expert > Random > MT-ORL)..."""
 GAP_BAR = 0.10
 """...and the Prompt Diffuser within 10% of Prompt-DT-FT-Full, relative to the Random -> FT-Full span."""
@@ -502,27 +620,40 @@ def ordering_checks(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(rows)
 
 
-def record_in_card(folder: str | Path, suite_name: str, summary: dict[str, dict[str, Any]], budget: Budget,
-                   command: str) -> Path:
+def record_in_card(
+    folder: str | Path, suite_name: str, summary: dict[str, dict[str, Any]], budget: Budget, command: str
+) -> Path:
     """Write a run's table for one suite (ours beside the paper's) into the model card of the Prompt
     Diffuser folder ``folder`` (e.g. ``hub_models/<suite>``), as its "Across the test split"
     section; the rest of the card stays. Returns the card's path."""
-    from promptrl.diffuser import PromptDiffuser
+    from promptrl.methods.diffuser import PromptDiffuser
 
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{folder / CONFIG_NAME} not found: record writes into the model card of a Prompt Diffuser "
-                                f"folder (hub_models/<suite>, with plm/ inside)")
+        raise FileNotFoundError(
+            f"{folder / CONFIG_NAME} not found: record writes into the model card of a Prompt Diffuser "
+            f"folder (hub_models/<suite>, with plm/ inside)"
+        )
     pd = PromptDiffuser.from_pretrained(folder)
-    pretrained = json.loads((folder / "pretrained" / CONFIG_NAME).read_text()) if (folder / "pretrained" / CONFIG_NAME).is_file() else {}
-    text = (f"Command: `{command}` ({measured_hardware({suite_name: summary})})."
-            + (" `--collect` tabulates the cells that runs of the same command without it made (e.g. one process per "
-               "seed with `--seed-list`)." if "--collect" in command.split() else "")
-            + f" Every method adapts per test task on its first {budget.few_shot_episodes} expert episode(s) for "
-            f"{budget.epochs} x {budget.steps_per_epoch} steps (the Prompt Diffuser from this folder's `pretrained/` "
-            f"generator, one generator per task, sampling at its temperature {pretrained.get('temperature', '—')}; the "
-            f"(T=0) row at 0) and is evaluated for {budget.episodes} episodes per task; mean ± std over seeds of the mean "
-            f"test-split return.\n\n" + suite_table(suite_name, summary))
+    pretrained = (
+        json.loads((folder / "pretrained" / CONFIG_NAME).read_text())
+        if (folder / "pretrained" / CONFIG_NAME).is_file()
+        else {}
+    )
+    text = (
+        f"Command: `{command}` ({measured_hardware({suite_name: summary})})."
+        + (
+            " `--collect` tabulates the cells that runs of the same command without it made (e.g. one process per "
+            "seed with `--seed-list`)."
+            if "--collect" in command.split()
+            else ""
+        )
+        + f" Every method adapts per test task on its first {budget.few_shot_episodes} expert episode(s) for "
+        f"{budget.epochs} x {budget.steps_per_epoch} steps (the Prompt Diffuser from this folder's `pretrained/` "
+        f"generator, one generator per task, sampling at its temperature {pretrained.get('temperature', '—')}; the "
+        f"(T=0) row at 0) and is evaluated for {budget.episodes} episodes per task; mean ± std over seeds of the mean "
+        f"test-split return.\n\n" + suite_table(suite_name, summary)
+    )
     pd.settings.model_card = {**(pd.settings.model_card or {}), "test_split": text}
     pd.save_pretrained(folder)
     return folder / "README.md"
@@ -557,10 +688,13 @@ def measured_hardware(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
 def hardware() -> str:
     """The machine a result was measured on, in words (processor, torch threads, GPU)."""
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " + (
-        torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+        torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    )
 
 
-def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Path, command: str, budget: Budget) -> Path:
+def write_results(
+    summaries: dict[str, dict[str, dict[str, Any]]], out: str | Path, command: str, budget: Budget
+) -> Path:
     """Write ``table1.md`` and ``table1.csv`` under ``out`` (``table1-<suite>[_<suite>...]`` when the
     run leaves out a Table 1 suite, so that a one-suite run never replaces the whole table, and
     ``..._<budget tag>`` for a budget other than the full or the quick one, so that a run at another
@@ -570,22 +704,39 @@ def write_results(summaries: dict[str, dict[str, dict[str, Any]]], out: str | Pa
     if budget.tag() not in (FULL.tag(), QUICK.tag()):
         name += f"_{budget.tag()}"
     out.mkdir(parents=True, exist_ok=True)
-    text = [f"# Table 1 (measured)\n", f"Command: `{command}`  ", f"Date: {measured_dates(summaries)}  ",
-            f"Hardware: {measured_hardware(summaries)}  ",
-            f"Budget: {json.dumps(asdict(budget))}\n",
-            "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
-            table1(summaries, budget.seeds), "",
-            "The paper's ordering, checked on the means over the seeds the compared columns share "
-            "(\"[seeds ...]\" where a column has more), for the first Prompt Diffuser column that was run "
-            "(its variants in parentheses); differences smaller than the seeds' std are not measured orderings:\n",
-            ordering_checks(summaries), ""]
+    text = [
+        "# Table 1 (measured)\n",
+        f"Command: `{command}`  ",
+        f"Date: {measured_dates(summaries)}  ",
+        f"Hardware: {measured_hardware(summaries)}  ",
+        f"Budget: {json.dumps(asdict(budget))}\n",
+        "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
+        table1(summaries, budget.seeds),
+        "",
+        "The paper's ordering, checked on the means over the seeds the compared columns share "
+        '("[seeds ...]" where a column has more), for the first Prompt Diffuser column that was run '
+        "(its variants in parentheses); differences smaller than the seeds' std are not measured orderings:\n",
+        ordering_checks(summaries),
+        "",
+    ]
     for suite_name, summary in summaries.items():
         text += [f"\n## {suite_name}\n", suite_table(suite_name, summary), ""]
     md = out / f"{name}.md"
     write_text_atomic(md, "\n".join(text))
-    rows = [[suite_name, m, f"{row['mean']:.2f}", f"{row['std']:.2f}", " ".join(f"{x:.2f}" for x in row["seeds"]),
-             " ".join(str(k) for k in row.get("seed_ids", [])), row["params"], f"{row['percentage']:.6f}"]
-            for suite_name, summary in summaries.items() for m, row in summary.items()]
+    rows = [
+        [
+            suite_name,
+            m,
+            f"{row['mean']:.2f}",
+            f"{row['std']:.2f}",
+            " ".join(f"{x:.2f}" for x in row["seeds"]),
+            " ".join(str(k) for k in row.get("seed_ids", [])),
+            row["params"],
+            f"{row['percentage']:.6f}",
+        ]
+        for suite_name, summary in summaries.items()
+        for m, row in summary.items()
+    ]
     header = ["suite", "method", "mean", "std", "seeds", "seed_ids", "params", "percentage"]
     write_text_atomic(out / f"{name}.csv", csv_text(header, rows))
     return md

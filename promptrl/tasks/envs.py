@@ -1,6 +1,6 @@
 """Gymnasium environments of the task families, registered on ``import promptrl``.
 
-Each env takes ``task=<index>`` into its suite spec (``envs/<suite>.json``); the goal of the task is
+Each env takes ``task=<index>`` into its suite spec (``promptrl/tasks/specs/<suite>.json``); the goal of the task is
 reported in ``info["goal"]`` (for experts and analysis) and never appears in the observation.
 
 >>> import gymnasium as gym, promptrl
@@ -12,14 +12,14 @@ reported in ``info["goal"]`` (for experts and analysis) and never appears in the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from promptrl.suites import load_spec
+from promptrl.tasks.spec import load_spec
 
 CHEETAH_CTRL_COST = 0.05
 ANT_CTRL_COST = 0.5
@@ -112,7 +112,7 @@ class MetaWorldReachEnv(_TaskMixin, gym.Env):
     """
 
     suite = "mw-reach"
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, task: int | None = 0, goal: Any | None = None):
         from metaworld.envs import SawyerReachEnvV3

@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from promptrl.checkpoint import atomic_folder, latest_folder, load_optimizer_tensors, optimizer_tensors
-from promptrl.experts import Actor, goal_dim, policy_input, save_actor
-from promptrl.suites import SuiteSpec, load_spec
+from promptrl.common.files import atomic_folder, latest_folder, load_optimizer_tensors, optimizer_tensors
+from promptrl.data.experts import Actor, goal_dim, policy_input, save_actor
+from promptrl.tasks.spec import SuiteSpec, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,11 @@ class TwinCritic(nn.Module):
     def __init__(self, in_dim: int, hidden: int):
         super().__init__()
         self.net = nn.Sequential(
-            EnsembleLinear(2, in_dim, hidden), nn.ReLU(), EnsembleLinear(2, hidden, hidden), nn.ReLU(), EnsembleLinear(2, hidden, 1)
+            EnsembleLinear(2, in_dim, hidden),
+            nn.ReLU(),
+            EnsembleLinear(2, hidden, hidden),
+            nn.ReLU(),
+            EnsembleLinear(2, hidden, 1),
         )
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -172,15 +176,23 @@ class SACTrainer:
 
     def save_checkpoint(self) -> None:
         with atomic_folder(self.out / "checkpoint") as tmp:
-            tensors = {f"{m}.{k}": v.contiguous() for m, mod in self._modules().items() for k, v in mod.state_dict().items()}
+            tensors = {
+                f"{m}.{k}": v.contiguous() for m, mod in self._modules().items() for k, v in mod.state_dict().items()
+            }
             tensors["log_alpha"] = self.log_alpha.detach().clone()
             for name, opt in self.opt.items():
                 tensors.update(optimizer_tensors(opt, f"opt.{name}"))
             save_file(tensors, str(tmp / "state.safetensors"))
             self.buffer.save(tmp)
-            progress = {"updates": self.updates, "env_steps": self.env_steps, "best": self.best,
-                        "buffer_size": self.buffer.size, "buffer_pos": self.buffer.pos,
-                        "rng": self.rng.bit_generator.state, "config": asdict(self.cfg)}
+            progress = {
+                "updates": self.updates,
+                "env_steps": self.env_steps,
+                "best": self.best,
+                "buffer_size": self.buffer.size,
+                "buffer_pos": self.buffer.pos,
+                "rng": self.rng.bit_generator.state,
+                "config": asdict(self.cfg),
+            }
             (tmp / "progress.json").write_text(json.dumps(progress))
 
     def load_checkpoint(self) -> bool:
@@ -190,7 +202,7 @@ class SACTrainer:
         progress = json.loads((folder / "progress.json").read_text())
         tensors = load_file(str(folder / "state.safetensors"))
         for m, mod in self._modules().items():
-            mod.load_state_dict({k[len(m) + 1:]: v for k, v in tensors.items() if k.startswith(m + ".")})
+            mod.load_state_dict({k[len(m) + 1 :]: v for k, v in tensors.items() if k.startswith(m + ".")})
         with torch.no_grad():
             self.log_alpha.copy_(tensors["log_alpha"])
         for name, opt in self.opt.items():
@@ -266,7 +278,7 @@ class SACTrainer:
                 for i, env in enumerate(self.envs):
                     next_o, r, term, trunc, _ = env.step(action[i])
                     next_o = self._obs_with_goal(next_o, env)
-                    self.buffer.add(obs[i:i + 1], action[i:i + 1], [r], next_o[None], [float(term)])
+                    self.buffer.add(obs[i : i + 1], action[i : i + 1], [r], next_o[None], [float(term)])
                     obs[i] = self._reset(env) if (term or trunc) else next_o
                 self.env_steps += len(self.envs)
                 if self.env_steps < cfg.learning_starts:
@@ -276,17 +288,39 @@ class SACTrainer:
                 if self.updates % cfg.eval_every == 0:
                     all_ret, test_ret, per_task = self.evaluate()
                     minutes = (time.time() - start) / 60
-                    writer.writerow([self.updates, self.env_steps, f"{minutes:.1f}", f"{all_ret:.1f}", f"{test_ret:.1f}",
-                                     f"{stats['alpha']:.4f}", f"{stats['critic_loss']:.3f}"])
+                    writer.writerow(
+                        [
+                            self.updates,
+                            self.env_steps,
+                            f"{minutes:.1f}",
+                            f"{all_ret:.1f}",
+                            f"{test_ret:.1f}",
+                            f"{stats['alpha']:.4f}",
+                            f"{stats['critic_loss']:.3f}",
+                        ]
+                    )
                     f.flush()
-                    meta = {"suite": self.spec.expert, "in_dim": self.in_dim, "act_dim": self.spec.act_dim,
-                            "hidden": cfg.hidden, "updates": self.updates, "env_steps": self.env_steps,
-                            "eval_all": all_ret, "eval_test": test_ret}
+                    meta = {
+                        "suite": self.spec.expert,
+                        "in_dim": self.in_dim,
+                        "act_dim": self.spec.act_dim,
+                        "hidden": cfg.hidden,
+                        "updates": self.updates,
+                        "env_steps": self.env_steps,
+                        "eval_all": all_ret,
+                        "eval_test": test_ret,
+                    }
                     save_actor(self.actor, self.out / "snapshots" / f"updates{self.updates:08d}.safetensors", meta)
                     if all_ret > self.best:
                         self.best = all_ret
                         save_actor(self.actor, self.out / "best.safetensors", meta)
-                    log.info("updates %d env steps %d eval all %.1f test %.1f", self.updates, self.env_steps, all_ret, test_ret)
+                    log.info(
+                        "updates %d env steps %d eval all %.1f test %.1f",
+                        self.updates,
+                        self.env_steps,
+                        all_ret,
+                        test_ret,
+                    )
                 if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
                     self.save_checkpoint()
                     last_ckpt = time.time()
@@ -297,8 +331,10 @@ def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int =
     """Mean deterministic return of ``actor`` on every task of the suite (all episodes run batched)."""
     n = len(spec.tasks)
     tasks = np.repeat(np.arange(n), episodes)
-    envs = gym.vector.SyncVectorEnv([lambda t=t: gym.make(spec.env_id, task=int(t)) for t in tasks],
-                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    envs = gym.vector.SyncVectorEnv(
+        [lambda t=t: gym.make(spec.env_id, task=int(t)) for t in tasks],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    )
     obs, _ = envs.reset(seed=[int(s) for s in np.random.SeedSequence(seed).generate_state(len(tasks))])
     goals = np.asarray(spec.tasks)[tasks]
     returns, alive = np.zeros(len(tasks)), np.ones(len(tasks), bool)
@@ -314,15 +350,26 @@ def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int =
 
 def random_returns(suite: str, episodes: int = 3, seed: int = 0) -> np.ndarray:
     """Mean return of uniform random actions on every task of a suite."""
-    from promptrl.rollouts import RandomPolicy, rollout
+    from promptrl.data.rollouts import RandomPolicy, rollout
     from promptrl.suites import load_suite
 
     s = load_suite(suite)
-    return np.array([np.mean([e.episode_return for e in rollout(s, t, RandomPolicy(s.make_env(t).action_space, seed + t), episodes, seed=seed + t)])
-                     for t in s.split("all")])
+    return np.array(
+        [
+            np.mean(
+                [
+                    e.episode_return
+                    for e in rollout(s, t, RandomPolicy(s.make_env(t).action_space, seed + t), episodes, seed=seed + t)
+                ]
+            )
+            for t in s.split("all")
+        ]
+    )
 
 
-def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None, candidates: int = 5, episodes: int = 3) -> dict[str, Path]:
+def export_expert(
+    suite: str, run_dir: Path, dest_dir: Path | None = None, candidates: int = 5, episodes: int = 3
+) -> dict[str, Path]:
     """Ship a run's expert and medium policies into the package's expert folder.
 
     The expert is the best of the ``candidates`` snapshots with the highest training evaluation,
@@ -330,7 +377,7 @@ def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None, candi
     the medium policy is the snapshot whose per-task returns are closest (mean absolute deviation,
     relative to the random-to-expert span of each task) to halfway between random and the expert.
     """
-    from promptrl.experts import EXPERT_DIR, load_actor
+    from promptrl.data.experts import EXPERT_DIR, load_actor
 
     spec = load_spec(suite)
     run_dir, dest = Path(run_dir), Path(dest_dir or EXPERT_DIR)
@@ -341,13 +388,25 @@ def export_expert(suite: str, run_dir: Path, dest_dir: Path | None = None, candi
     scored = []
     for cand, cand_meta in top:
         per_task = evaluate_actor(spec, cand, episodes=episodes, seed=1)
-        scored.append((float(per_task.mean()), per_task, cand, {**cand_meta, "export_eval_all": float(per_task.mean()),
-                                                                 "export_eval_test": float(per_task[spec.test_tasks].mean()),
-                                                                 "export_episodes": episodes}))
+        scored.append(
+            (
+                float(per_task.mean()),
+                per_task,
+                cand,
+                {
+                    **cand_meta,
+                    "export_eval_all": float(per_task.mean()),
+                    "export_eval_test": float(per_task[spec.test_tasks].mean()),
+                    "export_episodes": episodes,
+                },
+            )
+        )
     _, expert_ret, actor, meta = max(scored, key=lambda x: x[0])
     random_ret = random_returns(suite)
     half, span = (random_ret + expert_ret) / 2, np.maximum(np.abs(expert_ret - random_ret), 1e-6)
-    deviation = [float(np.mean(np.abs(evaluate_actor(spec, a, episodes=1, seed=2) - half) / span)) for a, _ in snapshots]
+    deviation = [
+        float(np.mean(np.abs(evaluate_actor(spec, a, episodes=1, seed=2) - half) / span)) for a, _ in snapshots
+    ]
     best = int(np.argmin(deviation))
     medium_actor, medium_meta = snapshots[best]
     medium_meta = {**medium_meta, "medium_target_all": float(half.mean()), "medium_relative_deviation": deviation[best]}

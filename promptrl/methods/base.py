@@ -1,6 +1,6 @@
 """Adapting a frozen pre-trained Prompt-DT (the PLM) to new tasks from few-shot data: the shared base
-of the prompt generators (:mod:`promptrl.diffuser`, :mod:`promptrl.baselines.vae`) and of the
-baselines of :mod:`promptrl.baselines`.
+of the prompt generators (:mod:`promptrl.methods.diffuser`, :mod:`promptrl.methods.baselines.vae`) and of the
+baselines of :mod:`promptrl.methods.baselines`.
 
 :class:`FrozenPLMMethod` holds what they have in common: settings checked on construction, the
 ``learn`` loop over few-shot batches of history windows (AdamW with betas (0.9, 0.95) and gradient
@@ -27,10 +27,11 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from promptrl.checkpoint import CONFIG_NAME, WEIGHTS_NAME, JsonHubMixin, atomic_folder, write_model_files
-from promptrl.plm import OBS_KEYS, PromptDT, _as_task_episodes, _spaces_of, action_loss
-from promptrl.segments import Episode, SegmentSampler
-from promptrl.transformer import Segment
+from promptrl.common.files import CONFIG_NAME, WEIGHTS_NAME, atomic_folder
+from promptrl.common.hub import JsonHubMixin, write_model_files
+from promptrl.data.episodes import Episode, as_task_episodes
+from promptrl.data.windows import Segment, SegmentSampler, whole_windows
+from promptrl.methods.plm import OBS_KEYS, PromptDT, _spaces_of, action_loss
 
 PLM_FOLDER = "plm"
 Callback = Callable[[dict[str, Any]], "bool | None"]
@@ -83,8 +84,11 @@ class TrainingSettings(MethodSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.betas, Sequence) or len(self.betas) != 2 or not all(
-                isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+        if (
+            not isinstance(self.betas, Sequence)
+            or len(self.betas) != 2
+            or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas)
+        ):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         check_number("learning_rate", self.learning_rate)
@@ -99,33 +103,15 @@ class TrainingSettings(MethodSettings):
 def seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
     """Torch's global generator (which initialization and dropout use) forked and seeded: reproducible
     results without touching the caller's random state."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed % 2**63)
         yield
 
 
 # ---------------------------------------------------------------------- prompt windows
-def raw_window(ep: Episode, start: int, length: int) -> tuple[np.ndarray, ...]:
-    """The whole ``length``-step window of ``ep`` ending at ``start + length`` (moved back to fit):
-    raw (states, actions, rewards, rtg, timesteps as float32)."""
-    end = min(start + length, len(ep))
-    start = end - length  # whole windows only: prompts have no padding
-    t = np.arange(start, end)
-    return ep.observations[t], ep.actions[t], ep.rewards[t], ep.rtg[t], t.astype(np.float32)
-
-
-def whole_windows(episodes: list[Episode], length: int, limit: int | None = None,
-                  rng: np.random.Generator | None = None, last: bool = False) -> list[tuple[np.ndarray, ...]]:
-    """Every whole ``length``-step window of the episodes, in order (see :func:`raw_window`), or with
-    ``last`` only each episode's last one (a PLM with ``prompt_window="last"``); with ``limit``, a
-    random subset of that many (drawn with ``rng``, kept in order), chosen before cutting."""
-    starts = [(e, t) for e in episodes for t in (range(len(e) - length, len(e) - length + 1) if last else range(len(e) - length + 1))]
-    if limit is not None and len(starts) > limit:
-        starts = [starts[i] for i in np.sort(rng.choice(len(starts), limit, replace=False))]
-    return [raw_window(e, t, length) for e, t in starts]
-
-
 def check_prompt_length(tasks: Mapping[int, list[Episode]], length: int) -> None:
     """Prompts are whole windows: every episode needs at least ``length`` steps."""
     for task, eps in tasks.items():
@@ -133,11 +119,21 @@ def check_prompt_length(tasks: Mapping[int, list[Episode]], length: int) -> None
             raise ValueError(f"task {task} has episodes shorter than the prompt length {length}")
 
 
-def prompt_dicts(states: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor, timesteps: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+def prompt_dicts(
+    states: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor, timesteps: torch.Tensor
+) -> list[dict[str, torch.Tensor]]:
     """Raw prompts (B, K*, ...) as the list of dicts that :func:`~promptrl.wrappers.resolve_prompt` takes."""
     mask = torch.ones(timesteps.shape, device=timesteps.device)
-    return [{"states": states[i], "actions": actions[i], "rtg": rtg[i].reshape(-1, 1), "timesteps": timesteps[i],
-             "mask": mask[i]} for i in range(len(states))]
+    return [
+        {
+            "states": states[i],
+            "actions": actions[i],
+            "rtg": rtg[i].reshape(-1, 1),
+            "timesteps": timesteps[i],
+            "mask": mask[i],
+        }
+        for i in range(len(states))
+    ]
 
 
 def requested_tasks(n: int, task: int | Sequence[int] | None) -> list[int | None]:
@@ -150,8 +146,9 @@ def requested_tasks(n: int, task: int | Sequence[int] | None) -> list[int | None
     return [None if t is None else int(t) for t in tasks]
 
 
-def choose_rows(row_tasks: Sequence[int], tasks: list[int | None], generator: torch.Generator,
-                device: torch.device) -> list[int]:
+def choose_rows(
+    row_tasks: Sequence[int], tasks: list[int | None], generator: torch.Generator, device: torch.device
+) -> list[int]:
     """For each requested task, a uniformly drawn row of that task (of any row when the task is None
     or was never learned, with a warning)."""
     by_task: dict[int, list[int]] = {}
@@ -159,8 +156,11 @@ def choose_rows(row_tasks: Sequence[int], tasks: list[int | None], generator: to
         by_task.setdefault(int(t), []).append(i)
     missing = sorted({t for t in tasks if t is not None and t not in by_task})
     if missing:
-        warnings.warn(f"no few-shot data of task(s) {missing} was learned: their prompts are conditioned on "
-                      f"all learned tasks ({sorted(by_task)}); call learn() on their data first", stacklevel=4)
+        warnings.warn(
+            f"no few-shot data of task(s) {missing} was learned: their prompts are conditioned on "
+            f"all learned tasks ({sorted(by_task)}); call learn() on their data first",
+            stacklevel=4,
+        )
     everything = list(range(len(row_tasks)))
     out = []
     for t in tasks:
@@ -201,7 +201,9 @@ class PromptBank(nn.Module):
         self.timesteps = torch.as_tensor(cols[4], device=device).long()
         self.task = torch.tensor([t for t, _ in rows], dtype=torch.long, device=device)
 
-    def sample(self, n: int, task: int | Sequence[int] | None, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    def sample(
+        self, n: int, task: int | Sequence[int] | None, generator: torch.Generator
+    ) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts (raw units) of ``task`` (one index, one per prompt, or None: any learned task)."""
         tasks = requested_tasks(n, task)
         if len(self) == 0:
@@ -224,7 +226,12 @@ class PromptBank(nn.Module):
 
 
 # ---------------------------------------------------------------------- the base class
-class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags=["reinforcement-learning", "decision-transformer", "offline-rl"]):
+class FrozenPLMMethod(
+    JsonHubMixin,
+    library_name="promptrl",
+    license="mit",
+    tags=["reinforcement-learning", "decision-transformer", "offline-rl"],
+):
     """Base of every method that adapts a pre-trained :class:`PromptDT` (the PLM) with few-shot data.
 
     :param plm: the pre-trained Prompt-DT; frozen (its parameters never change).
@@ -249,9 +256,13 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         if not isinstance(plm, PromptDT):
             raise TypeError(f"plm must be a PromptDT, got {type(plm).__name__}")
         if self.requires_prompt and not plm.settings.use_prompt:
-            raise ValueError(f"the PLM was trained without prompts (MT-ORL): {name} needs a prompt-conditioned Prompt-DT")
+            raise ValueError(
+                f"the PLM was trained without prompts (MT-ORL): {name} needs a prompt-conditioned Prompt-DT"
+            )
         if self.requires_prompt is False and plm.settings.use_prompt:
-            raise ValueError(f"{name} is for a PLM trained without prompts (PromptDT(..., use_prompt=False)); this one uses prompts")
+            raise ValueError(
+                f"{name} is for a PLM trained without prompts (PromptDT(..., use_prompt=False)); this one uses prompts"
+            )
         self.env_task = self._env_task(env, plm)
         self.plm = self._adopt(plm)
         self.device = self.plm.device
@@ -271,7 +282,9 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
             return None
         obs_dim, act_dim, _ = _spaces_of(env)
         if (obs_dim, act_dim) != (plm.settings.obs_dim, plm.settings.act_dim):
-            raise ValueError(f"env sizes ({obs_dim}, {act_dim}) do not match the PLM's ({plm.settings.obs_dim}, {plm.settings.act_dim})")
+            raise ValueError(
+                f"env sizes ({obs_dim}, {act_dim}) do not match the PLM's ({plm.settings.obs_dim}, {plm.settings.act_dim})"
+            )
         base = getattr(env, "unwrapped", None)
         suite, task = getattr(base, "suite", None), getattr(base, "task", None)
         return (suite, int(task)) if isinstance(suite, str) and isinstance(task, (int, np.integer)) else None
@@ -288,7 +301,9 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         p = self.plm.settings
         self.module = nn.Module()
         if p.use_prompt:
-            self.bank = self.module.bank = PromptBank(p.obs_dim, p.act_dim, p.prompt_length, p.prompt_window == "last").to(self.device)
+            self.bank = self.module.bank = PromptBank(
+                p.obs_dim, p.act_dim, p.prompt_length, p.prompt_window == "last"
+            ).to(self.device)
 
     def _state_module(self) -> nn.Module:
         """Everything saved in ``model.safetensors``: tuned parameters and buffers."""
@@ -304,7 +319,7 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
 
     def _forward(self, history: Segment, prompt: Segment | None, last_only: bool = False) -> torch.Tensor:
         """The adapted model's action predictions (B, K, act_dim); ``last_only``: (B, 1, act_dim), see
-        :meth:`~promptrl.transformer.PromptDTNetwork.forward`."""
+        :meth:`~promptrl.nn.transformer.PromptDTNetwork.forward`."""
         return self.plm.network(history, prompt, last_only=last_only)
 
     def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
@@ -347,16 +362,23 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         check_number("steps_per_epoch", steps_per_epoch, integer=True)
         return epochs * steps_per_epoch
 
-    def _learn(self: Method, data: Any, prompt_data: Any, epochs: int | None, steps_per_epoch: int | None,
-               callback: Callback | None, progress_bar: bool) -> Method:
+    def _learn(
+        self: Method,
+        data: Any,
+        prompt_data: Any,
+        epochs: int | None,
+        steps_per_epoch: int | None,
+        callback: Callback | None,
+        progress_bar: bool,
+    ) -> Method:
         total = self._budget(epochs, steps_per_epoch)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
         p = self.plm.settings
         if p.state_mean is None:
             raise RuntimeError("the PLM has no state statistics: pre-train it with PromptDT.learn() first")
-        tasks = _as_task_episodes(data, p.obs_dim, p.act_dim, self.data_arg)
-        prompts = tasks if prompt_data is None else _as_task_episodes(prompt_data, p.obs_dim, p.act_dim, "prompt_data")
+        tasks = as_task_episodes(data, p.obs_dim, p.act_dim, self.data_arg)
+        prompts = tasks if prompt_data is None else as_task_episodes(prompt_data, p.obs_dim, p.act_dim, "prompt_data")
         self._prepare(tasks, prompts)
         if self._tuned_parameters():
             self._train(total, callback, progress_bar)
@@ -384,8 +406,15 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
             module.eval()
 
     # ------------------------------------------------------------------ public API
-    def learn(self: Method, few_shot_data: Any, epochs: int | None = None, steps_per_epoch: int | None = None,
-              callback: Callback | None = None, progress_bar: bool = True, prompt_data: Any = None) -> Method:
+    def learn(
+        self: Method,
+        few_shot_data: Any,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        callback: Callback | None = None,
+        progress_bar: bool = True,
+        prompt_data: Any = None,
+    ) -> Method:
         """Adapt to the tasks of ``few_shot_data`` (a MinariDataset, a list of them or ``{task: dataset}``);
         returns self.
 
@@ -421,8 +450,9 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
             return [{} for _ in requested_tasks(n, task)]
         return self.bank.sample(n, task, self._generator)
 
-    def predict(self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None,
-                deterministic: bool = True) -> tuple[np.ndarray, None]:
+    def predict(
+        self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
         """The adapted model's action for a PromptWrapper observation, as in Stable-Baselines3 (batched if the observation is)."""
         self._state_module().eval()
         return self.plm._predict_with(self._forward, observation)
@@ -443,18 +473,41 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
     load_arguments: ClassVar[frozenset[str]] = frozenset({"device", "plm"})
 
     @classmethod
-    def _from_pretrained(cls: type[Method], *, model_id: str, revision: str | None = None, cache_dir: Any = None,
-                         force_download: bool = False, local_files_only: bool = False, token: Any = None, device: str = "cpu",
-                         plm: PromptDT | None = None, settings_overrides: dict[str, Any] | None = None, **_: Any) -> Method:
+    def _from_pretrained(
+        cls: type[Method],
+        *,
+        model_id: str,
+        revision: str | None = None,
+        cache_dir: Any = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: Any = None,
+        device: str = "cpu",
+        plm: PromptDT | None = None,
+        settings_overrides: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> Method:
         """``plm=`` reuses an already loaded PLM (then the folder needs no ``plm/``)."""
         folder = Path(model_id)
         if not folder.is_dir():
-            folder = Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                                            local_files_only=local_files_only, token=token))
-        needed = (CONFIG_NAME, WEIGHTS_NAME) + (() if plm is not None else (f"{PLM_FOLDER}/{CONFIG_NAME}", f"{PLM_FOLDER}/{WEIGHTS_NAME}"))
+            folder = Path(
+                snapshot_download(
+                    model_id,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    local_files_only=local_files_only,
+                    token=token,
+                )
+            )
+        needed = (CONFIG_NAME, WEIGHTS_NAME) + (
+            () if plm is not None else (f"{PLM_FOLDER}/{CONFIG_NAME}", f"{PLM_FOLDER}/{WEIGHTS_NAME}")
+        )
         for name in needed:
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"{name} not found in {model_id}: a {cls.__name__} folder holds its PLM in {PLM_FOLDER}/")
+                raise FileNotFoundError(
+                    f"{name} not found in {model_id}: a {cls.__name__} folder holds its PLM in {PLM_FOLDER}/"
+                )
         if plm is None:
             plm = PromptDT.from_pretrained(folder / PLM_FOLDER, device=device)
         elif not isinstance(plm, PromptDT):
@@ -470,6 +523,8 @@ class FrozenPLMMethod(JsonHubMixin, library_name="promptrl", license="mit", tags
         try:
             method._state_module().load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
         except Exception as err:
-            raise ValueError(f"{WEIGHTS_NAME} in {model_id} is corrupt or does not match its {CONFIG_NAME}: {err}") from err
+            raise ValueError(
+                f"{WEIGHTS_NAME} in {model_id} is corrupt or does not match its {CONFIG_NAME}: {err}"
+            ) from err
         method._state_module().eval()
         return method

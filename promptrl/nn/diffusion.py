@@ -24,7 +24,9 @@ def beta_schedule(name: str, n_steps: int) -> torch.Tensor:
         return torch.linspace(scale * 1e-4, scale * 0.02, n_steps, dtype=torch.float64).clamp(max=0.999)
     if name == "cosine":
         f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
-        return torch.tensor([min(1 - f((i + 1) / n_steps) / f(i / n_steps), 0.999) for i in range(n_steps)], dtype=torch.float64)
+        return torch.tensor(
+            [min(1 - f((i + 1) / n_steps) / f(i / n_steps), 0.999) for i in range(n_steps)], dtype=torch.float64
+        )
     raise ValueError(f"schedule must be 'linear' or 'cosine', got {name!r}")
 
 
@@ -70,16 +72,28 @@ class NoiseMLP(nn.Module):
     ant-dir episode it ends at 5x the noise loss of the residual net; see the README).
     """
 
-    def __init__(self, x_dim: int, y_dim: int, hidden: int = 256, n_hidden: int = 3, dropout: float = 0.1,
-                 time_dim: int = 32, residual: bool = True):
+    def __init__(
+        self,
+        x_dim: int,
+        y_dim: int,
+        hidden: int = 256,
+        n_hidden: int = 3,
+        dropout: float = 0.1,
+        time_dim: int = 32,
+        residual: bool = True,
+    ):
         super().__init__()
         self.x_dim, self.y_dim, self.time_dim = x_dim, y_dim, time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), nn.Mish(), nn.Linear(2 * time_dim, time_dim))
         in_dim = x_dim + y_dim + time_dim
         if residual:
             check_mlp_sizes(hidden, n_hidden, dropout)
-            self.net = nn.Sequential(nn.Linear(in_dim, hidden), *(ResidualBlock(hidden, dropout) for _ in range(n_hidden)),
-                                     nn.Mish(), nn.Linear(hidden, x_dim))
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden),
+                *(ResidualBlock(hidden, dropout) for _ in range(n_hidden)),
+                nn.Mish(),
+                nn.Linear(hidden, x_dim),
+            )
         else:
             self.net = mish_mlp(in_dim, x_dim, hidden, n_hidden, dropout)
 
@@ -156,8 +170,9 @@ class GaussianDiffusion(nn.Module):
     def predict_x0(self, xk: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return self._at(self.sqrt_recip_abar, k) * xk - self._at(self.sqrt_recipm1_abar, k) * eps
 
-    def p_mean_variance(self, model: nn.Module, xk: torch.Tensor, y: torch.Tensor, k: torch.Tensor,
-                        clip_denoised: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def p_mean_variance(
+        self, model: nn.Module, xk: torch.Tensor, y: torch.Tensor, k: torch.Tensor, clip_denoised: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (Eq. 17, through the predicted x0, optionally clipped to [-1, 1]) and log-variance of p(x_{k-1} | x_k, y)."""
         x0 = self.predict_x0(xk, k, model(xk, y, k))
         if clip_denoised:
@@ -165,15 +180,25 @@ class GaussianDiffusion(nn.Module):
         mean, _ = self.q_posterior(x0, xk, k)
         return mean, self._at(self.posterior_log_variance, k)
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """L_DM (Eq. 10): MSE between the true and predicted noise at a uniformly drawn step per sample."""
         k = torch.randint(0, self.n_steps, (x0.shape[0],), generator=generator, device=x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return F.mse_loss(model(self.q_sample(x0, k, noise), y, k), noise)
 
-    def sample(self, model: NoiseMLP, y: torch.Tensor, x_dim: int, generator: torch.Generator | None = None,
-               temperature: float = 1.0, clip_denoised: bool = True, keep_grad: bool = False,
-               return_chain: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    def sample(
+        self,
+        model: NoiseMLP,
+        y: torch.Tensor,
+        x_dim: int,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        clip_denoised: bool = True,
+        keep_grad: bool = False,
+        return_chain: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the whole reverse chain from x_N ~ N(0, I) (Eq. 16 with variance scaled by ``temperature``).
 
         Each step is :meth:`p_mean_variance` with the schedule read once as Python numbers and the noise
@@ -183,8 +208,16 @@ class GaussianDiffusion(nn.Module):
         """
         if not 0.0 <= temperature <= 1.0:
             raise ValueError(f"temperature must be in [0, 1], got {temperature}")
-        recip, recipm1, coef_x0, coef_xk, log_var = (self._host[name] for name in (
-            "sqrt_recip_abar", "sqrt_recipm1_abar", "posterior_coef_x0", "posterior_coef_xk", "posterior_log_variance"))
+        recip, recipm1, coef_x0, coef_xk, log_var = (
+            self._host[name]
+            for name in (
+                "sqrt_recip_abar",
+                "sqrt_recipm1_abar",
+                "posterior_coef_x0",
+                "posterior_coef_xk",
+                "posterior_log_variance",
+            )
+        )
         x = torch.randn((y.shape[0], x_dim), generator=generator, device=y.device, dtype=y.dtype)
         chain = [x]
         with torch.set_grad_enabled(keep_grad):

@@ -19,6 +19,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import minari
 import numpy as np
@@ -26,9 +27,9 @@ from minari.data_collector import EpisodeBuffer
 from minari.storage import get_dataset_path
 from tqdm.auto import tqdm
 
-from promptrl.experts import load_expert
-from promptrl.rollouts import RandomPolicy, rollout
-from promptrl.suites import QUALITIES, TaskSuite, available_suites, load_suite
+from promptrl.data.experts import load_expert
+from promptrl.data.rollouts import Policy, RandomPolicy, rollout
+from promptrl.tasks.spec import QUALITIES, SuiteSpec, as_spec, available_suites, load_spec
 
 
 def datasets_root() -> Path:
@@ -64,38 +65,54 @@ def _check_episodes(episodes: int) -> int:
     return episodes
 
 
-def _policy(suite: TaskSuite, task: int, quality: str, seed: int):
+def _policy(spec: SuiteSpec, task: int, quality: str, seed: int) -> Policy:
     if quality == "random":
-        return RandomPolicy(suite.make_env(task).action_space, seed=seed)
-    return load_expert(suite.spec, task, quality, seed=seed)
+        return RandomPolicy(spec.make_env(task).action_space, seed=seed)
+    return load_expert(spec, task, quality, seed=seed)
 
 
-def create_dataset(suite: TaskSuite, task: int, quality: str, episodes: int | None = None, seed: int = 0) -> minari.MinariDataset:
-    """Roll out the ``quality`` policy on ``task`` and write the Minari dataset (replacing nothing:
-    raises ``FileExistsError`` if the id exists)."""
-    dataset_id = suite.dataset_id(task, quality)
-    episodes = _check_episodes(suite.spec.episodes[quality] if episodes is None else episodes)
+def create_dataset(
+    suite: SuiteSpec | Any, task: int, quality: str, episodes: int | None = None, seed: int = 0
+) -> minari.MinariDataset:
+    """Roll out the ``quality`` policy on ``task`` of ``suite`` (a name, spec or TaskSuite) and write the
+    Minari dataset (replacing nothing: raises ``FileExistsError`` if the id exists)."""
+    spec = as_spec(suite)
+    dataset_id = spec.task_dataset_id(task, quality)
+    episodes = _check_episodes(spec.episodes[quality] if episodes is None else episodes)
     if dataset_exists(dataset_id):
         raise FileExistsError(f"dataset {dataset_id!r} already exists in {datasets_root()}")
     run_seed = int(np.random.SeedSequence([seed, task, QUALITIES.index(quality)]).generate_state(1)[0])
-    runs = rollout(suite, task, _policy(suite, task, quality, run_seed), episodes, seed=run_seed)
+    runs = rollout(spec, task, _policy(spec, task, quality, run_seed), episodes, seed=run_seed)
     buffers = [
-        EpisodeBuffer(id=i, seed=ep.seed, observations=ep.observations, actions=ep.actions, rewards=list(ep.rewards),
-                      terminations=list(ep.terminations), truncations=list(ep.truncations))
+        EpisodeBuffer(
+            id=i,
+            seed=ep.seed,
+            observations=np.concatenate([ep.observations, ep.final_observation[None]]),
+            actions=ep.actions,
+            rewards=list(ep.rewards),
+            terminations=list(ep.terminations),
+            truncations=list(ep.truncations),
+        )
         for i, ep in enumerate(runs)
     ]
-    env = suite.make_env(task)
+    env = spec.make_env(task)
     returns = [ep.episode_return for ep in runs]
     description = (
-        f"{suite.name} task {task} (goal {suite.tasks[task]}), {quality} data: {episodes} episodes, "
-        f"mean return {np.mean(returns):.1f} +- {np.std(returns):.1f}. {suite.spec.description}"
+        f"{spec.name} task {task} (goal {spec.tasks[task]}), {quality} data: {episodes} episodes, "
+        f"mean return {np.mean(returns):.1f} +- {np.std(returns):.1f}. {spec.description}"
     )
     final = datasets_root() / dataset_id
     with _scratch_root() as scratch, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(code_permalink|author_email).*")  # the project has neither yet
         minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env, eval_env=env.spec, algorithm_name=f"promptrl-{quality}-policy",
-            author="promptrl", description=description, requirements=["promptrl"],
+            dataset_id,
+            buffers,
+            env=env,
+            eval_env=env.spec,
+            algorithm_name=f"promptrl-{quality}-policy",
+            author="promptrl",
+            description=description,
+            requirements=["promptrl"],
         )
         final.parent.mkdir(parents=True, exist_ok=True)
         _copy_namespace_metadata(scratch, dataset_id)
@@ -116,48 +133,60 @@ def _copy_namespace_metadata(scratch: Path, dataset_id: str, name: str = "namesp
 
 
 def create_datasets(
-    suite: TaskSuite, quality: str, tasks: list[int] | None = None, episodes: int | None = None, seed: int = 0,
+    suite: SuiteSpec | Any,
+    quality: str,
+    tasks: list[int] | None = None,
+    episodes: int | None = None,
+    seed: int = 0,
     progress_bar: bool = False,
 ) -> list[str]:
-    """Create the missing datasets of ``tasks`` (default: all); returns the ids created, reusing complete ones."""
+    """Create the missing datasets of ``tasks`` (default: all) of ``suite`` (a name, spec or TaskSuite);
+    returns the ids created, reusing complete ones."""
+    spec = as_spec(suite)
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
-    tasks = suite.split("all") if tasks is None else [suite.check_task(t) for t in tasks]
+    tasks = spec.split("all") if tasks is None else [spec.check_task(t) for t in tasks]
     if episodes is not None:
         _check_episodes(episodes)
     created = []
-    for task in tqdm(tasks, desc=f"{suite.name} {quality}", disable=not progress_bar):
-        if not dataset_exists(suite.dataset_id(task, quality)):
-            create_dataset(suite, task, quality, episodes, seed)
-            created.append(suite.dataset_id(task, quality))
+    for task in tqdm(tasks, desc=f"{spec.name} {quality}", disable=not progress_bar):
+        if not dataset_exists(spec.task_dataset_id(task, quality)):
+            create_dataset(spec, task, quality, episodes, seed)
+            created.append(spec.task_dataset_id(task, quality))
     return created
 
 
-def load_dataset(suite: TaskSuite, task: int, quality: str, episodes: int | None = None) -> minari.MinariDataset:
-    """Load a task's dataset, optionally restricted to its first ``episodes`` episodes."""
-    dataset_id = suite.dataset_id(task, quality)
+def load_dataset(suite: SuiteSpec | Any, task: int, quality: str, episodes: int | None = None) -> minari.MinariDataset:
+    """Load a task's dataset of ``suite`` (a name, spec or TaskSuite), optionally restricted to its first
+    ``episodes`` episodes."""
+    spec = as_spec(suite)
+    dataset_id = spec.task_dataset_id(task, quality)
     if not dataset_exists(dataset_id):
         raise FileNotFoundError(
             f"dataset {dataset_id!r} not found in {datasets_root()}; create it with "
-            f"`promptrl data {suite.name} --quality {quality} --tasks {task}`"
+            f"`promptrl data {spec.name} --quality {quality} --tasks {task}`"
         )
     dataset = minari.load_dataset(dataset_id)
     if episodes is not None:
         if not isinstance(episodes, int) or isinstance(episodes, bool) or not 1 <= episodes <= dataset.total_episodes:
-            raise ValueError(f"episodes must be an integer in [1, {dataset.total_episodes}] for {dataset_id!r}, got {episodes!r}")
+            raise ValueError(
+                f"episodes must be an integer in [1, {dataset.total_episodes}] for {dataset_id!r}, got {episodes!r}"
+            )
         dataset = minari.MinariDataset(dataset.storage, episode_indices=np.arange(episodes))
     return dataset
 
 
 def suites_table() -> str:
     """A markdown table of every suite: envs, split, horizon, return-to-go settings and datasets."""
-    rows = ["| suite | env id | tasks | train | test | horizon | RTG target / scale | obs / act | datasets on disk |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| suite | env id | tasks | train | test | horizon | RTG target / scale | obs / act | datasets on disk |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in available_suites():
-        s = load_suite(name)
-        on_disk = sum(dataset_exists(s.dataset_id(t, q)) for t in s.split("all") for q in QUALITIES)
+        s = load_spec(name)
+        on_disk = sum(dataset_exists(s.task_dataset_id(t, q)) for t in s.split("all") for q in QUALITIES)
         rows.append(
             f"| {name} | {s.env_id} | {len(s.tasks)} | {len(s.train_tasks)} | {s.test_tasks} | {s.horizon} | "
-            f"{s.rtg_target:g} / {s.rtg_scale:g} | {s.spec.obs_dim} / {s.spec.act_dim} | {on_disk} / {len(s.tasks) * len(QUALITIES)} |"
+            f"{s.rtg_target:g} / {s.rtg_scale:g} | {s.obs_dim} / {s.act_dim} | {on_disk} / {len(s.tasks) * len(QUALITIES)} |"
         )
     return "\n".join(rows)

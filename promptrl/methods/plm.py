@@ -2,7 +2,7 @@
 training on Minari datasets, Stable-Baselines3-style ``learn`` / ``predict``, Hub save and load.
 
 >>> import gymnasium as gym, promptrl
->>> from promptrl.plm import PromptDT
+>>> from promptrl.methods.plm import PromptDT
 >>> model = PromptDT(gym.make("promptrl/CheetahVel-v0", task=2), embed_dim=32, n_layer=1)
 >>> model.settings.context, model.settings.prompt_length
 (20, 5)
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,21 +25,20 @@ from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from promptrl.checkpoint import (
+from promptrl.common.files import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    JsonHubMixin,
     atomic_folder,
     latest_folder,
     load_optimizer_tensors,
-    model_card_template,
     optimizer_tensors,
     saved_steps,
-    write_model_files,
 )
-from promptrl.segments import Episode, SegmentSampler, SegmentSpec, dataset_task, episodes_of, stack_windows, state_statistics, window
+from promptrl.common.hub import JsonHubMixin, model_card_template, write_model_files
+from promptrl.data.episodes import Episode, as_task_episodes, state_statistics
+from promptrl.data.windows import Segment, SegmentSampler, SegmentSpec, stack_windows, window
+from promptrl.nn.transformer import PromptDTConfig, PromptDTNetwork
 from promptrl.suites import TaskSuite, load_suite
-from promptrl.transformer import PromptDTConfig, PromptDTNetwork, Segment
 
 log = logging.getLogger(__name__)
 OBS_KEYS = ("states", "actions", "rtg", "timesteps", "mask")
@@ -128,7 +127,8 @@ def check_action_space(space: gym.Space, act_dim: int | None = None) -> None:
     if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
         raise ValueError(
             f"env has the action space {space}, but the policy's tanh head acts in [-1, 1]: wrap the env in "
-            "gymnasium.wrappers.RescaleAction(env, -1.0, 1.0) and rescale the datasets' actions the same way")
+            "gymnasium.wrappers.RescaleAction(env, -1.0, 1.0) and rescale the datasets' actions the same way"
+        )
 
 
 def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
@@ -142,38 +142,14 @@ def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
         if isinstance(obs_space, gym.spaces.Dict) and "states" in obs_space.spaces:  # a PromptWrapper
             obs_space = gym.spaces.Box(-np.inf, np.inf, obs_space["states"].shape[-1:])
         if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-            raise TypeError(f"env must have a flat Box observation space, got {obs_space}: wrap it in "
-                            "gymnasium.wrappers.FlattenObservation")
+            raise TypeError(
+                f"env must have a flat Box observation space, got {obs_space}: wrap it in "
+                "gymnasium.wrappers.FlattenObservation"
+            )
         check_action_space(act_space)
         base = env.unwrapped if isinstance(env, gym.Env) else None
         return obs_space.shape[0], act_space.shape[0], getattr(base, "suite", None)
     raise TypeError(f"env must be a gymnasium.Env, a TaskSuite or a suite name, got {type(env).__name__}")
-
-
-def _as_task_episodes(data: Any, obs_dim: int, act_dim: int, arg: str) -> dict[int, list[Episode]]:
-    """Accept a dataset, a list of datasets (one per task) or a {task: dataset(s)} mapping."""
-    import minari
-
-    if isinstance(data, minari.MinariDataset):
-        data = [data]
-    if isinstance(data, Mapping):
-        items = list(data.items())
-    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-        # A task's own index when the dataset records it, else its position in the list.
-        items = [(dataset_task(d) if isinstance(d, minari.MinariDataset) and dataset_task(d) is not None else i, d)
-                 for i, d in enumerate(data)]
-    else:
-        raise TypeError(f"{arg} must be a MinariDataset, a list of them (one per task) or a {{task: dataset}} dict, got {type(data).__name__}")
-    if not items:
-        raise ValueError(f"{arg} is empty")
-    out: dict[int, list[Episode]] = {}
-    for task, ds in items:
-        group = ds if isinstance(ds, Sequence) else [ds]
-        for d in group:
-            if not isinstance(d, minari.MinariDataset):
-                raise TypeError(f"{arg} must hold MinariDataset objects, got {type(d).__name__}")
-            out.setdefault(int(task), []).extend(episodes_of(d, obs_dim, act_dim))
-    return out
 
 
 MODEL_CARD = model_card_template("""
@@ -206,9 +182,17 @@ class PromptDT(
 
     settings_class: ClassVar[type[PromptDTSettings]] = PromptDTSettings
     fixed_settings: ClassVar[frozenset[str]] = frozenset(
-        {f.name for f in fields(PromptDTConfig)} | {"state_mean", "state_std", "rtg_scale", "suite"})
+        {f.name for f in fields(PromptDTConfig)} | {"state_mean", "state_std", "rtg_scale", "suite"}
+    )
 
-    def __init__(self, env: gym.Env | TaskSuite | str | None = None, *, device: str | torch.device = "cpu", seed: int = 0, **hyperparams: Any):
+    def __init__(
+        self,
+        env: gym.Env | TaskSuite | str | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        **hyperparams: Any,
+    ):
         valid = {f.name for f in fields(PromptDTSettings)}
         unknown = set(hyperparams) - valid
         if unknown:
@@ -225,7 +209,9 @@ class PromptDT(
                 hyperparams.setdefault("rtg_target", spec.rtg_target)
                 hyperparams.setdefault("rtg_scale", spec.rtg_scale)
                 hyperparams.setdefault("max_ep_len", max(1000, spec.horizon))
-            limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)  # a gymnasium.make'd env's time limit
+            limit = getattr(
+                getattr(env, "spec", None), "max_episode_steps", None
+            )  # a gymnasium.make'd env's time limit
             if isinstance(limit, int):
                 hyperparams.setdefault("max_ep_len", max(1000, limit))
         if "obs_dim" not in hyperparams or "act_dim" not in hyperparams:
@@ -250,8 +236,15 @@ class PromptDT(
         s = self.settings
         if s.state_mean is None or s.state_std is None or s.rtg_scale is None:
             raise RuntimeError("the model has no state statistics yet: call learn() first")
-        return SegmentSpec(s.context, s.prompt_length, s.rtg_scale, np.asarray(s.state_mean, np.float32),
-                           np.asarray(s.state_std, np.float32), s.max_ep_len, s.prompt_window)
+        return SegmentSpec(
+            s.context,
+            s.prompt_length,
+            s.rtg_scale,
+            np.asarray(s.state_mean, np.float32),
+            np.asarray(s.state_std, np.float32),
+            s.max_ep_len,
+            s.prompt_window,
+        )
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameter count of the network."""
@@ -263,10 +256,12 @@ class PromptDT(
         no_decay = [p for p in self.network.parameters() if p.dim() < 2]
         s = self.settings
         self._optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=s.learning_rate
+            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=s.learning_rate,
         )
         self._scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self._optimizer, lambda _: min(1.0, (s.steps_trained + 1) / max(1, s.warmup_steps))  # resumes with the model
+            self._optimizer,
+            lambda _: min(1.0, (s.steps_trained + 1) / max(1, s.warmup_steps)),  # resumes with the model
         )
 
     def loss(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
@@ -291,15 +286,21 @@ class PromptDT(
         if not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
         s = self.settings
-        histories = _as_task_episodes(datasets, s.obs_dim, s.act_dim, "datasets")
+        histories = as_task_episodes(datasets, s.obs_dim, s.act_dim, "datasets")
         prompts = None
         if s.use_prompt:
-            prompts = histories if prompt_datasets is None else _as_task_episodes(prompt_datasets, s.obs_dim, s.act_dim, "prompt_datasets")
+            prompts = (
+                histories
+                if prompt_datasets is None
+                else as_task_episodes(prompt_datasets, s.obs_dim, s.act_dim, "prompt_datasets")
+            )
         episodes = [e for eps in histories.values() for e in eps]
         longest = max(len(e) for group in (histories, prompts or {}) for eps in group.values() for e in eps)
         if longest > s.max_ep_len:
-            raise ValueError(f"datasets hold an episode of {longest} steps, longer than max_ep_len={s.max_ep_len} (the "
-                             f"timestep embedding's size): construct the model with max_ep_len={longest} or more")
+            raise ValueError(
+                f"datasets hold an episode of {longest} steps, longer than max_ep_len={s.max_ep_len} (the "
+                f"timestep embedding's size): construct the model with max_ep_len={longest} or more"
+            )
         if s.state_mean is None:
             mean, std = state_statistics(episodes)
             s.state_mean, s.state_std = mean.tolist(), std.tolist()
@@ -352,18 +353,27 @@ class PromptDT(
         batched = obs["states"].ndim == 3
         if not batched:
             obs = {k: v[None] for k, v in obs.items()}
-        expect = {"states": (s.context, s.obs_dim), "actions": (s.context, s.act_dim), "rtg": (s.context, 1),
-                  "timesteps": (s.context,), "mask": (s.context,)}
+        expect = {
+            "states": (s.context, s.obs_dim),
+            "actions": (s.context, s.act_dim),
+            "rtg": (s.context, 1),
+            "timesteps": (s.context,),
+            "mask": (s.context,),
+        }
         if s.use_prompt:
             expect.update({f"prompt_{k}": (s.prompt_length, *shape[1:]) for k, shape in expect.items()})
         for k, shape in expect.items():
             if obs[k].shape[1:] != shape:
-                raise ValueError(f"observation[{k!r}] must have shape {shape} (or batched (n, ...)), got {obs[k].shape[1:]}")
+                raise ValueError(
+                    f"observation[{k!r}] must have shape {shape} (or batched (n, ...)), got {obs[k].shape[1:]}"
+                )
             if k.endswith("timesteps"):
                 if not np.issubdtype(obs[k].dtype, np.integer):
                     raise TypeError(f"observation[{k!r}] must hold integers, got {obs[k].dtype}")
                 if obs[k].size and obs[k].min() < 0:
-                    raise ValueError(f"observation[{k!r}] holds negative timesteps ({obs[k].min()}); steps count from 0")
+                    raise ValueError(
+                        f"observation[{k!r}] holds negative timesteps ({obs[k].min()}); steps count from 0"
+                    )
             elif not np.issubdtype(obs[k].dtype, np.floating):
                 raise TypeError(f"observation[{k!r}] must hold floats, got {obs[k].dtype}")
             elif not np.isfinite(obs[k]).all():
@@ -388,7 +398,9 @@ class PromptDT(
         return self._predict_with(self.network, observation)
 
     @torch.no_grad()
-    def _predict_with(self, forward: Callable[..., torch.Tensor], observation: Mapping[str, Any]) -> tuple[np.ndarray, None]:
+    def _predict_with(
+        self, forward: Callable[..., torch.Tensor], observation: Mapping[str, Any]
+    ) -> tuple[np.ndarray, None]:
         """``predict`` through ``forward(history, prompt, last_only=True) -> (B, 1, act_dim)`` (this network, or an adapted one)."""
         obs, batched = self._check_observation(observation)
         self.network.eval()
@@ -402,12 +414,19 @@ class PromptDT(
         """The Hub model card; ``save_pretrained(..., model_card_kwargs={"training": ..., "results": ...})`` fills it in."""
         s = self.settings
         env_id = load_suite(s.suite).env_id if s.suite else "YourEnv-v0"
-        kwargs.setdefault("title", f"Prompt-DT{' (MT-ORL, no prompt)' if not s.use_prompt else ''}{f' for {s.suite}' if s.suite else ''}")
-        kwargs.setdefault("summary", (
-            f"A Prompt Decision Transformer ({self.num_parameters():,} parameters: embed {s.embed_dim}, {s.n_layer} layers, "
-            f"{s.n_head} head(s), history K={s.context}, prompt K*={s.prompt_length}) trained for {s.steps_trained:,} "
-            f"gradient steps with promptrl. Observation size {s.obs_dim}, action "
-            f"size {s.act_dim}; return-to-go target {_g(s.rtg_target)}, scale {_g(s.rtg_scale)}."))
+        kwargs.setdefault(
+            "title",
+            f"Prompt-DT{' (MT-ORL, no prompt)' if not s.use_prompt else ''}{f' for {s.suite}' if s.suite else ''}",
+        )
+        kwargs.setdefault(
+            "summary",
+            (
+                f"A Prompt Decision Transformer ({self.num_parameters():,} parameters: embed {s.embed_dim}, {s.n_layer} layers, "
+                f"{s.n_head} head(s), history K={s.context}, prompt K*={s.prompt_length}) trained for {s.steps_trained:,} "
+                f"gradient steps with promptrl. Observation size {s.obs_dim}, action "
+                f"size {s.act_dim}; return-to-go target {_g(s.rtg_target)}, scale {_g(s.rtg_scale)}."
+            ),
+        )
         kwargs.setdefault("env_id", env_id)
         for key, text in (s.model_card or {}).items():
             kwargs.setdefault(key, text)
@@ -441,17 +460,36 @@ class PromptDT(
         write_model_files(Path(save_directory), self.network, self.settings)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: Any = None, force_download: bool = False,
-                         local_files_only: bool = False, token: Any = None, device: str = "cpu",
-                         settings_overrides: dict[str, Any] | None = None, **_: Any) -> PromptDT:
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None = None,
+        cache_dir: Any = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: Any = None,
+        device: str = "cpu",
+        settings_overrides: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> PromptDT:
         def fetch(name: str) -> Path:
             if Path(model_id).is_dir():
                 path = Path(model_id) / name
                 if not path.is_file():
                     raise FileNotFoundError(f"{name} not found in {model_id}")
                 return path
-            return Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                                        local_files_only=local_files_only, token=token))
+            return Path(
+                hf_hub_download(
+                    model_id,
+                    name,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    local_files_only=local_files_only,
+                    token=token,
+                )
+            )
 
         try:
             settings = json.loads(fetch(CONFIG_NAME).read_text())
@@ -481,10 +519,21 @@ class PromptDT(
         return model
 
 
-def train_plm(suite: TaskSuite | str, folder: str | Path, steps: int, *, quality: str = "expert", device: str = "cpu",
-              seed: int = 0, checkpoint_steps: int = 1000, callback: Callable[[dict[str, Any]], None] | None = None,
-              on_checkpoint: Callable[[PromptDT], None] | None = None, model_card: Callable[[PromptDT], str] | None = None,
-              progress_bar: bool = True, **hyperparams: Any) -> PromptDT:
+def train_plm(
+    suite: TaskSuite | str,
+    folder: str | Path,
+    steps: int,
+    *,
+    quality: str = "expert",
+    device: str = "cpu",
+    seed: int = 0,
+    checkpoint_steps: int = 1000,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    on_checkpoint: Callable[[PromptDT], None] | None = None,
+    model_card: Callable[[PromptDT], str] | None = None,
+    progress_bar: bool = True,
+    **hyperparams: Any,
+) -> PromptDT:
     """A Prompt-DT (``use_prompt=False``: MT-ORL) trained on the suite's training tasks until ``steps``
     steps are done in all, saved to ``folder/final``.
 
@@ -502,7 +551,9 @@ def train_plm(suite: TaskSuite | str, folder: str | Path, steps: int, *, quality
         return PromptDT.from_pretrained(final, device=device)
     data = suite.datasets("train", quality)
     prompts = suite.datasets("train", "expert") if quality != "expert" else None
-    model = PromptDT.load_checkpoint(folder / "checkpoint", device=device) or PromptDT(suite, device=device, seed=seed, **hyperparams)
+    model = PromptDT.load_checkpoint(folder / "checkpoint", device=device) or PromptDT(
+        suite, device=device, seed=seed, **hyperparams
+    )
     while model.settings.steps_trained < steps:
         chunk = min(checkpoint_steps, steps - model.settings.steps_trained)
         model.learn(data, total_steps=chunk, prompt_datasets=prompts, callback=callback, progress_bar=progress_bar)
@@ -528,12 +579,20 @@ def action_loss(pred: torch.Tensor, history: Segment, groups: int = 1) -> torch.
     return err.view(groups, -1, err.shape[1]).sum((1, 2)) / mask.sum((1, 2))
 
 
-def prompt_from_episode(episode: Episode, length: int, start: int | None = None, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+def prompt_from_episode(
+    episode: Episode, length: int, start: int | None = None, rng: np.random.Generator | None = None
+) -> dict[str, np.ndarray]:
     """A raw (un-normalized) prompt window of ``length`` steps from an episode: dict of states,
     actions, rtg (raw returns-to-go), timesteps and mask. ``start`` defaults to a random step (seeded by ``rng``)."""
     if start is None:
         start = int((rng or np.random.default_rng()).integers(0, max(1, len(episode) - length + 1)))
-    spec = SegmentSpec(0, length, 1.0, np.zeros(episode.observations.shape[1], np.float32),
-                       np.ones(episode.observations.shape[1], np.float32), 10**9)
+    spec = SegmentSpec(
+        0,
+        length,
+        1.0,
+        np.zeros(episode.observations.shape[1], np.float32),
+        np.ones(episode.observations.shape[1], np.float32),
+        10**9,
+    )
     seg = stack_windows([window(episode, start, length, spec)])
     return {k: v[0].numpy() for k, v in zip(OBS_KEYS, seg)}

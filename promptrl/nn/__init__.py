@@ -1,0 +1,2 @@
+"""Networks: the Prompt-DT transformer (:mod:`promptrl.nn.transformer`) and the diffusion process with its noise
+network (:mod:`promptrl.nn.diffusion`)."""
