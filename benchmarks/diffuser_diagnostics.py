@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 import promptrl
+from promptrl import evaluate
 from promptrl.data.episodes import episodes_of
 from promptrl.data.windows import random_window, stack_windows, whole_windows
-from promptrl.methods import baselines, evaluate
+from promptrl.methods import baselines
 from promptrl.methods.diffuser import PromptDiffuser
 from promptrl.methods.plm import PromptDT
 from promptrl.nn.diffusion import GaussianDiffusion, NoiseMLP

@@ -51,7 +51,7 @@ class SuiteSpec:
     dataset_id: str
     """Minari dataset id template with ``{task}`` and ``{quality}`` fields."""
     expert: str
-    """Name of the shipped expert weights (``experts/<name>.safetensors``) or ``"scripted"``."""
+    """Name of the shipped expert weights (``promptrl/data/expert_weights/<name>.safetensors``) or ``"scripted"``."""
     episodes: dict[str, int]
     """Default number of episodes per task for each dataset quality."""
     provenance: str
