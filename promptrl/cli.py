@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import functools
+import inspect
+import itertools
 import logging
+import math
 import os
+import re
 import sys
-from collections.abc import Callable
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +30,7 @@ def home() -> Path:
     return Path(os.environ.get("PROMPTRL_HOME", Path.home() / ".promptrl"))
 
 
+# ----------------------------------------------------------------------------- argument types
 def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum`` (``what`` names it in the error)."""
 
@@ -39,6 +50,162 @@ positive_int = int_at_least(1, "a positive integer")
 """Counts: steps, episodes, seeds, threads..."""
 non_negative_int = int_at_least(0, "a non-negative integer")
 """Seeds, and counts where 0 turns a step off."""
+
+
+def float_in(low: float = -math.inf, high: float = math.inf, *, open_low: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [``low``, ``high``] (``(low, high]`` with ``open_low``)."""
+    if high == math.inf:
+        what = "a finite number" + ("" if low == -math.inf else f" {'>' if open_low else '>='} {low:g}")
+    else:
+        what = f"a finite number in {'(' if open_low else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (open_low and value == low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+finite_float = float_in()
+positive_float = float_in(0.0, open_low=True)
+"""Learning rates, rates and durations."""
+unit_float = float_in(0.0, 1.0)
+"""Fractions and probabilities."""
+
+
+def auto_on_off(text: str) -> bool | None:
+    """An argparse type: ``auto`` (None: the library decides), ``on`` (True) or ``off`` (False)."""
+    values = {"auto": None, "on": True, "off": False}
+    if text not in values:
+        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
+    return values[text]
+
+
+# ----------------------------------------------------------------------------- options from dataclasses
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring of each field of dataclass ``cls`` and its bases: the string literal written right
+    after the field, with whitespace collapsed and reST markup removed."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):  # no source (a builtin or a class made at run time)
+            continue
+        body = ast.parse(source).body[0].body
+        for node, after in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", " ".join(after.value.value.split()))
+                docs[node.target.id] = text.replace("``", "")
+    return docs
+
+
+def _option_type(annotation: Any) -> tuple[Any, bool]:
+    """``annotation`` without ``| None``, and whether None was part of it."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], len(args) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def _type_kwargs(cls: type, name: str, annotation: Any) -> dict[str, Any]:
+    """add_argument keywords for a field of this type: bool -> ``--flag/--no-flag``, int (non-negative)
+    and float (finite) -> a checked value, str, tuple[X, X] -> two values, list[X] / tuple[X, ...] -> one or more."""
+    scalar = {int: non_negative_int, float: finite_float, str: str}
+    annotation, _ = _option_type(annotation)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if annotation in scalar:
+        return {"type": scalar[annotation]}
+    if origin in (list, tuple) and args and args[0] in scalar and len(set(args) - {Ellipsis}) == 1:
+        nargs = len(args) if origin is tuple and Ellipsis not in args else "+"
+        return {"type": scalar[args[0]], "nargs": nargs, "metavar": args[0].__name__.upper()}
+    raise TypeError(f"{cls.__name__}.{name} has the type {annotation!r}, which has no command-line option")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return " ".join(map(_shown, value))
+    return (
+        "none"
+        if value is None
+        else (f"{value:,}" if isinstance(value, int) else f"{value:g}" if isinstance(value, float) else str(value))
+    )
+
+
+def add_dataclass_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    fields: Sequence[str],
+    *,
+    defaults_text: Mapping[str, str] | None = None,
+    note: str = "",
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Add one ``--kebab-case`` option per field in ``fields`` of dataclass ``cls``.
+
+    The option's type comes from the field's annotation (see :func:`_type_kwargs`), its help from the
+    field's docstring followed by "(default: <the field's default><note>)"; ``defaults_text`` replaces
+    the default shown for some fields. Every option parses to None unless given, so that the caller
+    keeps the dataclass's (or a saved model's) value: :func:`given` collects the given ones.
+    ``overrides[field]`` holds add_argument keywords that replace the derived ones (a ``type`` or
+    ``action`` replaces how the value parses), and ``"flags"``, the option strings (e.g. ``["--updates"]``)."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    docs = field_docs(cls)
+    for name in fields:
+        if name not in known:
+            raise ValueError(f"{cls.__name__} has no field {name!r}; its fields are {list(known)}")
+        field = known[name]
+        default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        shown = (defaults_text or {}).get(name, _shown(default))
+        kwargs: dict[str, Any] = {
+            **_type_kwargs(cls, name, hints[name]),
+            "default": None,
+            "dest": name,
+            "help": f"{docs.get(name, name.replace('_', ' '))} (default: {shown}{note})".replace("%", "%%"),
+        }
+        extra = dict((overrides or {}).get(name, {}))
+        flags = extra.pop("flags", ["--" + name.replace("_", "-")])
+        if "type" in extra or "action" in extra:  # the override says how the value parses
+            for key in ("action", "nargs", "metavar"):
+                kwargs.pop(key, None)
+        parser.add_argument(*flags, **{**kwargs, **extra})
+
+
+def given(args: argparse.Namespace, fields: Sequence[str]) -> dict[str, Any]:
+    """The options among ``fields`` that the command line gave (not None), as keyword arguments."""
+    return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+
+
+COMMON_OPTIONS: dict[str, dict[str, Any]] = {
+    "device": {"default": "cpu", "help": "torch device (cpu, cuda, cuda:1...)"},
+    "seed": {"type": non_negative_int, "default": 0, "help": "random seed"},
+    "threads": {"type": positive_int, "default": 1, "help": "torch threads"},
+    "hub": {"default": "hub_models", "help": "where the shipped models live"},
+}
+"""Options several commands share."""
+
+
+def add_common_options(parser: argparse.ArgumentParser, *names: str, **changes: Mapping[str, Any]) -> None:
+    """Add the :data:`COMMON_OPTIONS` ``names``; ``changes[name]`` replaces some of an option's keywords."""
+    for name in names:
+        parser.add_argument(f"--{name}", **{**COMMON_OPTIONS[name], **changes.get(name, {})})
 
 
 def cmd_suites(args: argparse.Namespace) -> None:
@@ -70,7 +237,7 @@ def cmd_train_expert(args: argparse.Namespace) -> None:
         for quality, path in export_expert(args.suite, out).items():
             print(f"{quality} weights written to {path}")
         return
-    cfg = SACConfig(total_updates=args.updates, seed=args.seed, n_envs=args.n_envs)
+    cfg = SACConfig(**given(args, SAC_FIELDS))
     print(f"training the {args.suite} expert in {out} (progress in {out / 'progress.csv'})")
     SACTrainer(args.suite, out, cfg).run()
 
@@ -88,18 +255,11 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else home() / "plm" / args.suite
     out.mkdir(parents=True, exist_ok=True)
-    hyper = {
-        "use_prompt": not args.no_prompt,
-        "batch_per_task": args.batch_per_task,
-        "warmup_steps": args.warmup_steps,
-        "learning_rate": args.learning_rate,
-        "prompt_window": args.prompt_window,
-        "bf16": {"auto": None, "on": True, "off": False}[args.bf16],
-    }
+    hyper = given(args, PLM_FIELDS)  # the settings of a new run; a resumed run keeps its own
     done = saved_steps(latest_folder(out / "checkpoint", "progress.json"))  # read, not loaded: train_plm loads it
     tensorboard = _tensorboard(out / "tensorboard")
     print(
-        f"training a {'MT-ORL' if args.no_prompt else 'Prompt-DT'} on {args.suite} in {out}: "
+        f"training a {'Prompt-DT' if hyper.get('use_prompt', True) else 'MT-ORL'} on {args.suite} in {out}: "
         f"{done}/{args.steps} steps done (log: {out / 'progress.csv'}"
         f"{', ' + str(out / 'tensorboard') if tensorboard else ''})"
     )
@@ -196,7 +356,7 @@ def _generator_card(pd, what: str, args: argparse.Namespace) -> str:
 def cmd_train_diffuser(args: argparse.Namespace) -> None:
     import torch
 
-    from promptrl.methods.diffuser import PromptDiffuser
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuser
     from promptrl.methods.plm import PromptDT
 
     torch.set_num_threads(args.threads)
@@ -206,39 +366,33 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
     hub = Path(args.hub) / args.suite
     plm = PromptDT.from_pretrained(Path(args.plm) if args.plm else hub / "plm", device=args.device)
     pretrained = hub / "pretrained"
+    settings = given(args, GENERATOR_FIELDS)
     if args.stage == "pretrain":
-        _pretrain_generator(args, suite, plm, pretrained)
+        recipe = {k: settings.pop(k, v) for k, v in PRETRAIN_RECIPE.items()}
+        _pretrain_generator(args, suite, plm, pretrained, recipe, settings)
         return
     task = suite.test_tasks[0] if args.task is None else suite.check_task(args.task)
-    overrides = {} if args.temperature is None else {"temperature": args.temperature}
-    if args.bf16_plm:
-        overrides["bf16_plm"] = True
-    pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device, **overrides)
+    pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device, **settings)
     pd.set_random_seed(args.seed)
     few_shot = suite.dataset(task, "expert", episodes=args.few_shot_episodes)
     print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of task {task} for {args.epochs} epochs")
     before = (pd.settings.model_card or {}).get("training", "")
     pd.learn(few_shot, epochs=args.epochs, progress_bar=True)
-    pd.settings.model_card = {
-        "training": before
-        + "\n\n"
-        + _generator_card(
-            pd,
-            f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of test task {task} (Table 4 settings)",
-            args,
-        )
-    }
+    what = f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of test task {task} (Table 4 settings)"
+    pd.settings.model_card = {"training": before + "\n\n" + _generator_card(pd, what, args)}
     pd.save_pretrained(hub)
     print(f"saved {hub}")
 
 
-def _pretrain_generator(args: argparse.Namespace, suite, plm, folder: Path) -> None:
-    """Generator pre-training on the training tasks with its own update rule, learning rate and batch,
-    saved every 1,000 steps (resumes); the saved config holds Table 4's fine-tuning settings."""
+def _pretrain_generator(
+    args: argparse.Namespace, suite, plm, folder: Path, recipe: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    """Generator pre-training on the training tasks with its ``recipe`` (update rule, learning rate,
+    batch), saved every 1,000 steps (resumes); the saved config holds the fine-tuning settings
+    (``settings`` where given, else Table 4's)."""
     from promptrl.common.files import saved_steps
     from promptrl.methods.diffuser import pretrain_generator
 
-    recipe = {"update": args.update, "learning_rate": args.learning_rate, "batch_size": args.batch_size}
     data = suite.datasets("train", "expert")
     total = args.epochs * 100
     print(
@@ -247,11 +401,18 @@ def _pretrain_generator(args: argparse.Namespace, suite, plm, folder: Path) -> N
     )
     what = (
         f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
-        f"`{args.update}`, learning rate {args.learning_rate:g} and batch {args.batch_size}; the settings below are "
-        f"those saved for fine-tuning"
+        f"`{recipe['update']}`, learning rate {recipe['learning_rate']:g} and batch {recipe['batch_size']}; the "
+        f"settings below are those saved for fine-tuning"
     )
     pretrain_generator(
-        plm, data, folder, total, recipe=recipe, seed=args.seed, model_card=lambda pd: _generator_card(pd, what, args)
+        plm,
+        data,
+        folder,
+        total,
+        recipe=recipe,
+        seed=args.seed,
+        model_card=lambda pd: _generator_card(pd, what, args),
+        **settings,
     )
     print(f"saved {folder}")
 
@@ -368,15 +529,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from promptrl.experiments import reproduce as r
 
     torch.set_num_threads(args.threads)
-    budget = r.QUICK if args.quick else r.FULL
-    if args.seeds is not None:
-        budget = replace(budget, seeds=args.seeds)
-    if args.episodes is not None:
-        budget = replace(budget, episodes=args.episodes)
-    if args.epochs is not None:
-        budget = replace(budget, epochs=args.epochs)
-    if args.full_epochs is not None:
-        budget = replace(budget, full_epochs=args.full_epochs)
+    budget = replace(r.QUICK if args.quick else r.FULL, **given(args, BUDGET_FIELDS))
     suites = list(dict.fromkeys(n for name in args.suite for n in (r.TABLE1_SUITES if name == "all" else [name])))
     out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
     hub = shipped = Path(resolve_model_path(args.hub))
@@ -415,19 +568,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from promptrl.experiments.reproduce import TABLE1_SUITES
 
     torch.set_num_threads(args.threads)
-    budget = a.DEFAULT_BUDGET
-    for field in ("seeds", "episodes", "epochs"):
-        if getattr(args, field) is not None:
-            budget = replace(budget, **{field: getattr(args, field)})
-    default_suite = {
-        "init": "cheetah-vel",
-        "update-rules": "all",
-        "zero-shot": "ant-dir-ood",
-        "prompts": "ant-dir-ood",
-        "denoising": "cheetah-vel",
-        "prompt-length": "cheetah-vel",
-    }[args.name]
-    suite = args.suite or default_suite
+    budget = replace(a.DEFAULT_BUDGET, **given(args, ABLATION_BUDGET_FIELDS))
+    suite = args.suite or a.DEFAULT_SUITES[args.name]
     if suite == "all" and args.name != "update-rules":
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
     common = dict(out=args.out, hub_root=args.hub, device=args.device, command=command_line(args))
@@ -445,20 +587,85 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             args.out,
             args.device,
             n_tasks=args.tasks,
-            plm_steps=args.plm_steps,
-            generator_steps=args.generator_steps,
             collect=args.collect,
             command=command_line(args),
+            **given(args, ("plm_steps", "generator_steps")),
         )
     elif args.name == "prompts":
-        md = a.prompt_similarity(suite, budget, n_prompts=args.n_prompts or 8, **common)
+        md = a.prompt_similarity(suite, budget, **given(args, ("n_prompts",)), **common)
     else:
-        md = a.denoising(suite, n=args.n_prompts or 64, temperature=args.temperature, **common)
+        n = {} if args.n_prompts is None else {"n": args.n_prompts}
+        md = a.denoising(suite, temperature=args.temperature, **n, **common)
     print(md.read_text())
     print(f"written {md}")
 
 
+PLM_FIELDS = (
+    "use_prompt",
+    "embed_dim",
+    "n_layer",
+    "n_head",
+    "activation",
+    "dropout",
+    "context",
+    "prompt_length",
+    "learning_rate",
+    "weight_decay",
+    "warmup_steps",
+    "batch_per_task",
+    "grad_clip",
+    "prompt_window",
+    "bf16",
+)
+"""Fields of :class:`~promptrl.methods.plm.PromptDTSettings` that ``train plm`` takes as options."""
+GENERATOR_FIELDS = (
+    "update",
+    "learning_rate",
+    "batch_size",
+    "weight_decay",
+    "grad_clip",
+    "guidance_weight",
+    "temperature",
+    "bf16_plm",
+)
+"""Fields of :class:`~promptrl.methods.diffuser.PromptDiffuserSettings` that ``train diffuser`` takes as options."""
+SAC_FIELDS = (
+    "total_updates",
+    "n_envs",
+    "batch_size",
+    "hidden",
+    "lr",
+    "gamma",
+    "tau",
+    "buffer_size",
+    "learning_starts",
+    "eval_every",
+    "checkpoint_minutes",
+    "seed",
+)
+"""Fields of :class:`~promptrl.experiments.sac.SACConfig` that ``train expert`` takes as options."""
+BUDGET_FIELDS = ("seeds", "episodes", "few_shot_episodes", "epochs", "steps_per_epoch", "full_epochs")
+"""Fields of :class:`~promptrl.experiments.reproduce.Budget` that ``reproduce`` takes as options."""
+ABLATION_BUDGET_FIELDS = ("seeds", "episodes", "epochs")
+"""...and those ``ablate`` takes."""
+
+
+def _defaults_of(function: Callable[..., Any], *names: str) -> dict[str, str]:
+    """The defaults of ``function``'s keyword parameters ``names``, as help text."""
+    parameters = inspect.signature(function).parameters
+    return {name: _shown(parameters[name].default) for name in names}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``promptrl`` command's parser; the options that set a dataclass field take their type, help
+    and default from it (:func:`add_dataclass_options`)."""
+    from promptrl.experiments import ablations
+    from promptrl.experiments.reproduce import FULL, QUICK, Budget
+    from promptrl.experiments.sac import SACConfig
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuserSettings
+    from promptrl.methods.plm import PROMPT_WINDOWS, PromptDTSettings
+    from promptrl.nn.diffusion import UPDATE_RULES
+
     parser = argparse.ArgumentParser(prog="promptrl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -468,21 +675,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="create the Minari datasets of a suite (idempotent)")
     p.add_argument("suite", choices=available_suites())
-    p.add_argument("--quality", nargs="+", choices=QUALITIES, default=list(QUALITIES))
+    p.add_argument("--quality", nargs="+", choices=QUALITIES, default=list(QUALITIES), help="dataset qualities")
     p.add_argument("--episodes", type=positive_int, default=None, help="episodes per task (default: the suite spec's)")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids (default: all)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    add_common_options(p, "seed")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train a model")
     train = p.add_subparsers(dest="what", required=True)
     p = train.add_parser("expert", help="train a suite's goal-conditioned SAC expert (resumes)")
     p.add_argument("suite", choices=[s for s in available_suites() if load_suite(s).spec.expert != "scripted"])
-    p.add_argument("--updates", type=positive_int, default=1_000_000, help="total gradient updates")
+    counts = {"type": positive_int}
+    add_dataclass_options(
+        p,
+        SACConfig,
+        SAC_FIELDS,
+        overrides={
+            "total_updates": {"flags": ["--updates"], **counts},
+            **{name: counts for name in ("n_envs", "batch_size", "hidden", "buffer_size", "eval_every")},
+            **{name: {"type": positive_float} for name in ("lr", "tau", "checkpoint_minutes")},
+            "gamma": {"type": unit_float},
+        },
+    )
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/experts/<suite>)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
-    p.add_argument("--n-envs", type=positive_int, default=4, help="env steps per gradient update")
+    add_common_options(p, "threads")
     p.add_argument(
         "--export-only",
         action="store_true",
@@ -494,23 +710,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=available_suites())
     p.add_argument("--steps", type=positive_int, default=50_000, help="total gradient steps")
     p.add_argument("--quality", choices=QUALITIES, default="expert", help="training data quality")
-    p.add_argument("--no-prompt", action="store_true", help="train MT-ORL (no prompts)")
-    p.add_argument(
-        "--batch-per-task", type=positive_int, default=16, help="sequences per task in each batch (new runs)"
-    )
-    p.add_argument("--warmup-steps", type=non_negative_int, default=10_000, help="learning-rate warm-up (new runs)")
-    p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW learning rate (new runs)")
-    p.add_argument(
-        "--prompt-window",
-        choices=["random", "last"],
-        default="last",
-        help="where prompts are cut from expert episodes: anywhere, or their last K* steps as the reference Prompt-DT (new runs)",
-    )
-    p.add_argument(
-        "--bf16",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="bfloat16 autocast: auto turns it on where it is faster (a CUDA GPU, a CPU with AMX) (new runs)",
+    add_dataclass_options(
+        p,
+        PromptDTSettings,
+        PLM_FIELDS,
+        note=" for a new run",
+        overrides={
+            "use_prompt": {"flags": ["--prompt"]},
+            **{name: counts for name in ("embed_dim", "n_layer", "n_head", "context", "batch_per_task")},
+            "activation": {"choices": ("relu", "gelu")},
+            "dropout": {"type": float_in(0.0, 1.0)},
+            **{name: {"type": positive_float} for name in ("learning_rate", "grad_clip")},
+            "prompt_window": {"choices": PROMPT_WINDOWS},
+            "bf16": {"type": auto_on_off, "metavar": "{auto,on,off}"},
+        },
+        defaults_text={"bf16": "auto"},
     )
     p.add_argument("--checkpoint-steps", type=positive_int, default=1000, help="steps between atomic checkpoints")
     p.add_argument(
@@ -526,9 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after each checkpoint, evaluate this many episodes per test task into eval.csv",
     )
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/plm/<suite>)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    add_common_options(p, "device", "seed", "threads", threads={"default": 2})
     p.set_defaults(func=cmd_train_plm)
 
     p = train.add_parser(
@@ -550,25 +762,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", type=int, default=None, help="finetune: the test task (default: the suite's first)")
     p.add_argument("--few-shot-episodes", type=positive_int, default=1, help="finetune: expert episodes of the task")
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="finetune: sampling temperature saved with the model (default: the pre-trained generator's)",
+    add_dataclass_options(
+        p,
+        PromptDiffuserSettings,
+        GENERATOR_FIELDS,
+        defaults_text={
+            name: f"{_shown(PRETRAIN_RECIPE.get(name, getattr(PromptDiffuserSettings, name)))} to pretrain, "
+            "the pre-trained generator's to finetune"
+            for name in GENERATOR_FIELDS
+        },
+        overrides={
+            "update": {"choices": UPDATE_RULES},
+            "batch_size": counts,
+            **{name: {"type": positive_float} for name in ("learning_rate", "grad_clip")},
+            "temperature": {"type": unit_float},
+        },
     )
-    p.add_argument(
-        "--bf16-plm",
-        action="store_true",
-        help="finetune: bfloat16 autocast of the frozen PLM inside the guidance loss (faster on CPUs with bf16 units)",
-    )
-    p.add_argument("--update", choices=("dm", "projection", "dt", "sum"), default="dm", help="pretrain: update rule")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="pretrain: AdamW learning rate")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="pretrain: prompts per batch")
     p.add_argument("--plm", default=None, help="PLM folder (default: <hub>/<suite>/plm)")
-    p.add_argument("--hub", default="hub_models")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    add_common_options(p, "hub", "device", "seed", "threads")
     p.set_defaults(func=cmd_train_diffuser)
 
     p = sub.add_parser("reproduce", help="Table 1: every method on a suite's test split, beside the paper's numbers")
@@ -579,12 +790,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one or more suites, or all (the four of Table 1)",
     )
     p.add_argument("--quick", action="store_true", help="1 seed, 3 episodes per task, 25 adaptation steps (minutes)")
-    p.add_argument("--seeds", type=positive_int, default=None)
-    p.add_argument("--episodes", type=positive_int, default=None, help="evaluation episodes per test task")
-    p.add_argument(
-        "--epochs", type=positive_int, default=None, help="adaptation epochs (default: 20 of 100 steps, Table 4)"
+    add_dataclass_options(
+        p,
+        Budget,
+        BUDGET_FIELDS,
+        defaults_text={name: f"{getattr(FULL, name)}, --quick: {getattr(QUICK, name)}" for name in BUDGET_FIELDS},
+        overrides={name: counts for name in BUDGET_FIELDS},
     )
-    p.add_argument("--full-epochs", type=positive_int, default=None, help="epochs of Prompt-DT-FT-Full (default: 100)")
     p.add_argument(
         "--methods",
         nargs="+",
@@ -602,7 +814,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these seeds (e.g. one per process)",
     )
     p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
-    p.add_argument("--hub", default="hub_models", help="where the shipped models live")
     p.add_argument(
         "--record",
         action="store_true",
@@ -614,24 +825,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="first train the PLM, MT-ORL and pre-trained generator again with the shipped models' recipes "
         "(resumable), into <out>/retrained/hub/<suite>/, and run Table 1 with those (results in <out>/retrained/)",
     )
-    p.add_argument(
-        "--plm-steps",
-        type=positive_int,
-        default=None,
-        help="--retrain: PLM and MT-ORL steps (default: the shipped models')",
+    _add_steps_options(
+        p,
+        "--retrain: PLM and MT-ORL training steps (default: the shipped models')",
+        "--retrain: generator pre-training steps (default: the shipped one's)",
     )
-    p.add_argument(
-        "--generator-steps",
-        type=positive_int,
-        default=None,
-        help="--retrain: generator pre-training steps (default: the shipped one's)",
-    )
-    p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="torch threads (1: the models are small, more threads mostly wait on each other)",
+    add_common_options(
+        p,
+        "hub",
+        "device",
+        "threads",
+        threads={"help": "torch threads (1: the models are small, more threads mostly wait on each other)"},
     )
     p.set_defaults(func=cmd_reproduce)
 
@@ -641,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "name",
-        choices=("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length"),
+        choices=ablations.ABLATIONS,
         help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
         "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length)",
     )
@@ -652,10 +856,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)",
     )
-    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per setting (default 1)")
-    p.add_argument("--episodes", type=positive_int, default=None, help="evaluation episodes per test task (default 5)")
-    p.add_argument(
-        "--epochs", type=positive_int, default=None, help="fine-tuning epochs of 100 steps (default 3; Table 4: 20)"
+    add_dataclass_options(
+        p,
+        Budget,
+        ABLATION_BUDGET_FIELDS,
+        defaults_text={name: _shown(getattr(ablations.DEFAULT_BUDGET, name)) for name in ABLATION_BUDGET_FIELDS},
+        overrides={name: counts for name in ABLATION_BUDGET_FIELDS},
     )
     p.add_argument("--tasks", type=positive_int, default=None, help="only the first N test tasks")
     p.add_argument(
@@ -668,31 +874,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--collect", action="store_true", help="init, prompt-length: run nothing, tabulate the finished cells"
     )
-    p.add_argument(
-        "--plm-steps", type=positive_int, default=1000, help="prompt-length: training steps of each length's PLM"
+    steps = _defaults_of(ablations.prompt_length, "plm_steps", "generator_steps")
+    _add_steps_options(
+        p,
+        f"prompt-length: training steps of each length's PLM (default: {steps['plm_steps']})",
+        f"prompt-length: generator pre-training steps (default: {steps['generator_steps']})",
     )
-    p.add_argument(
-        "--generator-steps", type=positive_int, default=2000, help="prompt-length: generator pre-training steps"
-    )
+    shown = {**_defaults_of(ablations.prompt_similarity, "n_prompts"), **_defaults_of(ablations.denoising, "n")}
     p.add_argument(
         "--n-prompts",
         type=positive_int,
         default=None,
-        help="prompts: prompts per method (default 8); denoising: prompts drawn (default 64)",
+        help=f"prompts: prompts per method (default {shown['n_prompts']}); denoising: prompts drawn (default {shown['n']})",
     )
     p.add_argument(
-        "--temperature", type=float, default=None, help="denoising: sampling temperature (default: the shipped model's)"
+        "--temperature",
+        type=unit_float,
+        default=None,
+        help="denoising: sampling temperature (default: the shipped model's)",
     )
     p.add_argument("--out", default="results/ablations", help="results folder")
-    p.add_argument("--hub", default="hub_models", help="where the shipped models live")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    add_common_options(p, "hub", "device", "threads")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT or Prompt Diffuser on a suite split")
     p.add_argument("model", help="folder or Hub repo id")
     p.add_argument("suite", choices=available_suites())
-    p.add_argument("--split", choices=("train", "test", "all"), default="test")
+    p.add_argument("--split", choices=("train", "test", "all"), default="test", help="the tasks evaluated")
     p.add_argument("--episodes", type=positive_int, default=10, help="episodes per task")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="only these task ids (instead of --split)")
     p.add_argument(
@@ -704,10 +912,16 @@ def build_parser() -> argparse.ArgumentParser:
         "folder is run with its generated prompts, then its PLM with expert prompts for comparison",
     )
     p.add_argument("--record", action="store_true", help="write the results table into the folder's model card")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    add_common_options(p, "device", "seed")
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_steps_options(parser: argparse.ArgumentParser, plm: str, generator: str) -> None:
+    """``--plm-steps`` and ``--generator-steps`` (help texts ``plm``, ``generator``): training steps of
+    the PLMs and generators a command trains; None unless given."""
+    for name, text in (("plm", plm), ("generator", generator)):
+        parser.add_argument(f"--{name}-steps", type=positive_int, default=None, help=text)
 
 
 def main(argv: list[str] | None = None) -> int:

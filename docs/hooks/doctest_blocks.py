@@ -46,10 +46,39 @@ class DoctestFences(Preprocessor):
         return out
 
 
+ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|obj|exc):`(~?)([\w.]+)`")
+
+
+class SphinxRoles(Preprocessor):
+    """Turns Sphinx cross-reference roles (``:class:`~promptrl.x.Y```) into autorefs links, so a
+    reference to a public ``promptrl`` object is a link (and a broken one fails ``mkdocs build --strict``);
+    a role naming anything else becomes inline code."""
+
+    @staticmethod
+    def _link(match: re.Match[str]) -> str:
+        short, target = match.group(1) == "~", match.group(2)
+        shown = target.rsplit(".", 1)[-1] if short else target
+        public = target.startswith("promptrl.") and not any(part.startswith("_") for part in target.split("."))
+        return f"[`{shown}`][{target}]" if public else f"`{shown}`"
+
+    def run(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        fence: str | None = None
+        for line in lines:
+            match = FENCE.match(line)
+            if fence is None and match:
+                fence = match.group(1)
+            elif fence is not None and line.strip().startswith(fence):
+                fence = None
+            out.append(line if fence is not None else ROLE.sub(self._link, line))
+        return out
+
+
 class DoctestFencesExtension(Extension):
     def extendMarkdown(self, md: Markdown) -> None:
         # after whitespace normalization (30), before the fenced-code preprocessors (25)
         md.preprocessors.register(DoctestFences(md), "doctest_fences", 28)
+        md.preprocessors.register(SphinxRoles(md), "sphinx_roles", 27)
 
 
 @event_priority(100)  # before mkdocstrings copies the Markdown extensions for its docstrings

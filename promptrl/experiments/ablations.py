@@ -36,35 +36,46 @@ from promptrl.data.datasets import create_datasets
 from promptrl.data.episodes import episodes_of
 from promptrl.data.windows import raw_window, whole_windows
 from promptrl.evaluation import evaluate
+from promptrl.experiments.paper import paper
 from promptrl.experiments.reproduce import (
-    PAPER_TABLES,
     Budget,
     Context,
     build_method,
     finished_cell,
     fresh_method,
-    hardware,
     hub_folder,
     run_cell,
     write_json,
 )
+from promptrl.experiments.tables import hardware, mean_std
 from promptrl.methods.diffuser import pretrain_generator
 from promptrl.methods.plm import train_plm
 from promptrl.suites import load_suite
 from promptrl.tasks.spec import QUALITIES
 
 ABLATIONS = ("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length")
+DEFAULT_SUITES = {
+    "init": "cheetah-vel",
+    "update-rules": "all",
+    "zero-shot": "ant-dir-ood",
+    "prompts": "ant-dir-ood",
+    "denoising": "cheetah-vel",
+    "prompt-length": "cheetah-vel",
+}
+"""The suite each ablation runs on by default: the paper's ("all": the Table 1 suites)."""
 UPDATE_RULES = ("dm", "dt", "sum", "projection")
 DEFAULT_BUDGET = Budget(seeds=1, episodes=5, epochs=3, steps_per_epoch=100)
-"""What the committed ablation tables ran: 1 seed, 5 episodes per task, 300 fine-tuning steps."""
+"""The ablations' default budget: 1 seed, 5 evaluation episodes per task, 300 fine-tuning steps."""
 
 
-def paper(key: str) -> Any:
-    return json.loads(PAPER_TABLES.read_text())[key]
+def _ours(r: dict[str, Any]) -> str:
+    """A measured setting as "mean ± std" over its seeds."""
+    return mean_std((r["mean"], r["std"]))
 
 
-def _fmt(values: Sequence[float] | None) -> str:
-    return "—" if values is None else f"{values[0]:.1f} ± {values[1]:.1f}"
+def _row(r: dict[str, Any], **keys: Any) -> dict[str, Any]:
+    """A CSV row of a measured setting: ``keys``, then its mean, std and number of seeds."""
+    return {**keys, "mean": round(r["mean"], 2), "std": round(r["std"], 2), "seeds": len(r["seeds"])}
 
 
 def context(
@@ -193,19 +204,9 @@ def prompt_initialization(
 
                 r = measure(ctx, f"{method} data-{data_q} init-{init_q}", build, runs, collect)
                 theirs = ref[method][data_q][init_q] if suite_name == "cheetah-vel" else None
-                cells.append(("not run" if r is None else f"{r['mean']:.1f} ± {r['std']:.1f}") + f" ({_fmt(theirs)})")
+                cells.append(("not run" if r is None else _ours(r)) + f" ({mean_std(theirs)})")
                 if r is not None:
-                    rows.append(
-                        {
-                            "method": method,
-                            "data": data_q,
-                            "init": init_q,
-                            "mean": round(r["mean"], 2),
-                            "std": round(r["std"], 2),
-                            "seeds": len(r["seeds"]),
-                            "paper": _fmt(theirs),
-                        }
-                    )
+                    rows.append(_row(r, method=method, data=data_q, init=init_q) | {"paper": mean_std(theirs)})
             body.append(f"| {data_q} | " + " | ".join(cells) + " |")
     return _write(
         out,
@@ -252,17 +253,8 @@ def update_rules(
         cells = []
         for rule, r in results.items():
             rel = 100.0 * (r["mean"] - base) / max(abs(base), 1e-8)
-            cells.append(f"{r['mean']:.1f} ± {r['std']:.1f} ({rel:+.1f}%)")
-            rows.append(
-                {
-                    "suite": suite_name,
-                    "rule": rule,
-                    "mean": round(r["mean"], 2),
-                    "std": round(r["std"], 2),
-                    "seeds": len(r["seeds"]),
-                    "relative_to_dm_percent": round(rel, 2),
-                }
-            )
+            cells.append(f"{_ours(r)} ({rel:+.1f}%)")
+            rows.append(_row(r, suite=suite_name, rule=rule) | {"relative_to_dm_percent": round(rel, 2)})
         body.append(f"| {suite_name} | {ctx.tasks} | " + " | ".join(cells) + " |")
     stem = "update-rules-" + ("all" if len(suites) > 1 else suites[0])
     md = _write(out, stem, "Update rules of the Prompt Diffuser (Fig. 3)", command, budget, body, rows)
@@ -350,16 +342,8 @@ def zero_shot(
         warnings.filterwarnings("ignore", message="no few-shot data of task")
         for label, (method, build) in builders.items():
             r = measure(ctx, label, (lambda _, c, t, s, m=method, b=build: b(m or _, c, t, s)), runs)
-            body.append(f"| {label} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(ref.get(label))} |")
-            rows.append(
-                {
-                    "setting": label,
-                    "mean": round(r["mean"], 2),
-                    "std": round(r["std"], 2),
-                    "seeds": len(r["seeds"]),
-                    "paper": _fmt(ref.get(label)),
-                }
-            )
+            body.append(f"| {label} | {_ours(r)} | {mean_std(ref.get(label))} |")
+            rows.append(_row(r, setting=label) | {"paper": mean_std(ref.get(label))})
     return _write(
         out, f"zero-shot-{suite_name}", f"Zero-shot vs few-shot (Table 9), {suite_name}", command, budget, body, rows
     )
@@ -416,7 +400,7 @@ def prompt_similarity(
     task, runs = ctx.tasks[0], _runs(out, "prompts", suite_name, budget, ctx.tasks)
     cache = runs / f"prompts-n{n_prompts}.json"
     data = finished_cell("Prompt Diffuser", ctx, cache)
-    if data is None or "expert" not in data["features"]:  # (or cached before both methods shared their windows)
+    if data is None or "expert" not in data["features"]:  # not cached, or cached without the expert windows
         few, b, length = ctx.few_shot(task), ctx.budget, ctx.plm.settings.prompt_length
         expert = ctx.suite.dataset(task, "expert")
         if not isinstance(n_prompts, int) or not 2 <= n_prompts <= expert.total_episodes:
@@ -477,7 +461,7 @@ def prompt_similarity(
         s = 1.0 if name == "expert" else sim[name]
         r = returns[name]
         body.append(
-            f"| {name} | {s:.4f} | {ref['similarity'].get(name, '—')} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(ref['return'].get(name))} |"
+            f"| {name} | {s:.4f} | {ref['similarity'].get(name, '—')} | {_ours(r)} | {mean_std(ref['return'].get(name))} |"
         )
         rows.append(
             {"method": name, "cka": round(s, 4), "return_mean": round(r["mean"], 2), "return_std": round(r["std"], 2)}
@@ -651,7 +635,7 @@ def prompt_length(
         label_k = f"K{k}-N{n_steps}-plm{plm_steps}-gen{generator_steps}"
         theirs = ref.get(label) if suite_name == "cheetah-vel" else None
         if collect and not (runs / label_k).is_dir():
-            body.append(f"| {label} | {n_steps} | not run | {_fmt(theirs)} |")
+            body.append(f"| {label} | {n_steps} | not run | {mean_std(theirs)} |")
             continue
         hyper = {
             "batch_per_task": 4,
@@ -681,19 +665,10 @@ def prompt_length(
 
         r = measure(ctx, label_k, build, runs, collect)
         if r is None:
-            body.append(f"| {label} | {n_steps} | not run | {_fmt(theirs)} |")
+            body.append(f"| {label} | {n_steps} | not run | {mean_std(theirs)} |")
             continue
-        body.append(f"| {label} | {n_steps} | {r['mean']:.1f} ± {r['std']:.1f} | {_fmt(theirs)} |")
-        rows.append(
-            {
-                "prompt_length": k,
-                "n_steps": n_steps,
-                "mean": round(r["mean"], 2),
-                "std": round(r["std"], 2),
-                "seeds": len(r["seeds"]),
-                "paper": _fmt(theirs),
-            }
-        )
+        body.append(f"| {label} | {n_steps} | {_ours(r)} | {mean_std(theirs)} |")
+        rows.append(_row(r, prompt_length=k, n_steps=n_steps) | {"paper": mean_std(theirs)})
     return _write(
         out, f"prompt-length-{suite_name}", f"Prompt length (Table 8), {suite_name}", command, budget, body, rows
     )

@@ -6,6 +6,8 @@ pre-trained prompt generator are loaded from ``hub_models/<suite>/``; then, for 
 task, each method adapts on the task's few-shot data (its first ``few_shot_episodes`` expert
 episodes; Prompt-DT-FT-Full: the whole expert dataset) and is evaluated on that task. Each
 (method, seed) result is written as JSON as soon as it is done, so an interrupted run resumes.
+The tables are made by :mod:`~promptrl.experiments.tables`, beside the paper's numbers from
+:mod:`~promptrl.experiments.paper` (their names are importable from here too).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,46 +26,73 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptrl.common.files import CONFIG_NAME, csv_text, saved_steps, write_text_atomic
+from promptrl.common.files import CONFIG_NAME, saved_steps, write_text_atomic
 from promptrl.common.hub import resolve_model_path
 from promptrl.data.datasets import create_datasets
 from promptrl.evaluation import evaluate
+from promptrl.experiments.paper import METHODS, TABLE1_SUITES, VARIANTS, paper_table
+from promptrl.experiments.tables import (
+    Summary,
+    hardware,
+    measured_dates,
+    measured_hardware,
+    ordering_checks,
+    suite_table,
+    table1,
+    write_tables,
+)
 from promptrl.suites import TaskSuite, load_suite
 
-TABLE1_SUITES = ("cheetah-dir", "cheetah-vel", "ant-dir", "mw-reach")
-METHODS = (
-    "Prompt-DT-Random",
-    "Prompt-DT-Expert",
-    "MT-ORL",
-    "Soft Prompt",
-    "Adaptor",
-    "Prompt-DT-FT",
-    "Prompt-Tuning DT",
-    "Prompt Diffuser",
-    "Prompt-DT-FT-Full",
-)
-VARIANTS = ("Prompt Diffuser (dt)", "Prompt Diffuser (T=0)")
-"""Methods beyond the paper's columns: the Prompt Diffuser fine-tuned with the L_DT-only rule (Eq. 19),
-which measured best in our update-rule ablation, and the Prompt Diffuser sampled at temperature 0
-(beta = 0 in Eq. 16; the same fine-tuned generators as "Prompt Diffuser", reused when saved)."""
+__all__ = [
+    "FULL",
+    "METHODS",
+    "QUICK",
+    "TABLE1_SUITES",
+    "VARIANTS",
+    "Budget",
+    "Context",
+    "build_method",
+    "cell_path",
+    "ensure_datasets",
+    "finished_cell",
+    "fresh_method",
+    "hardware",
+    "hub_folder",
+    "measured_dates",
+    "measured_hardware",
+    "ordering_checks",
+    "paper_table",
+    "record_in_card",
+    "reproduce_suite",
+    "retrain_models",
+    "run_cell",
+    "suite_table",
+    "table1",
+    "tasks_path",
+    "write_json",
+    "write_results",
+]
+
 TRAINED_AS = {"Prompt Diffuser (T=0)": "Prompt Diffuser"}
 """Variants that only change inference: they reuse the generators fine-tuned for the named method..."""
 INFERENCE = {"Prompt Diffuser (T=0)": {"temperature": 0.0}}
 """...with these settings changed."""
-PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.json"
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How much adaptation and evaluation each method gets (Table 4 defaults = the full run)."""
+    """How much adaptation and evaluation each method gets (defaults: the full run, Table 4's budget)."""
 
     seeds: int = 3
+    """Seeds per method; each seed adapts and evaluates on every test task."""
     episodes: int = 10
     """Evaluation episodes per test task."""
     few_shot_episodes: int = 1
     """Expert episodes of a test task a method may adapt on."""
     epochs: int = 20
+    """Adaptation epochs."""
     steps_per_epoch: int = 100
+    """Gradient steps per adaptation epoch."""
     full_epochs: int = 100
     """Epochs of Prompt-DT-FT-Full (on the whole expert dataset of the task)."""
 
@@ -85,7 +113,7 @@ QUICK = Budget(seeds=1, episodes=3, epochs=1, steps_per_epoch=25, full_epochs=2)
 
 def hub_folder(suite: str, root: str | Path = "hub_models") -> Path:
     """``<root>/<suite>``; the default root is the shipped models wherever they are installed (see
-    :func:`~promptrl.common.files.resolve_model_path`)."""
+    :func:`~promptrl.common.hub.resolve_model_path`)."""
     return Path(resolve_model_path(Path(root) / suite))
 
 
@@ -217,9 +245,9 @@ Builder = Callable[[str, Context, int, int], Any]
 
 
 def finished_cell(name: str, ctx: Context, path: Path) -> dict[str, Any] | None:
-    """The cell saved at ``path`` if it was measured with the current models (a cell saved before
-    cells kept :meth:`Context.fingerprint` counts as current), else None, with a warning when it
-    was measured with other models."""
+    """The cell saved at ``path`` if it was measured with the current models (a cell without a
+    :meth:`Context.fingerprint` counts as current), else None, with a warning when it was measured
+    with other models."""
     if not path.is_file():
         return None
     cell = json.loads(path.read_text())
@@ -313,10 +341,6 @@ def ensure_datasets(suite: TaskSuite, tasks: Sequence[int], qualities: Sequence[
     """Create the tasks' datasets of these qualities that are missing (seeded, atomic)."""
     for quality in qualities:
         create_datasets(suite, quality, tasks=list(tasks), progress_bar=True)
-
-
-def paper_table() -> dict[str, Any]:
-    return json.loads(PAPER_TABLES.read_text())["table1"]
 
 
 RETRAINED = "retrained"
@@ -430,7 +454,7 @@ def reproduce_suite(
     ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
     the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts.
     ``seed_list`` runs only these seeds (e.g. to spread seeds over processes). Each row also lists its
-    cells' ``hardware`` and ``finished`` times (None where a cell predates them)."""
+    cells' ``hardware`` and ``finished`` times (None where a cell does not have them)."""
     unknown = [m for m in methods if m not in METHODS + VARIANTS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS + VARIANTS)}")
@@ -468,156 +492,13 @@ def reproduce_suite(
         row["seeds"].append(cell["mean"])
         row["seed_ids"].append(seed)
         row["hardware"].append(cell.get("hardware"))
-        row["finished"].append(cell.get("finished"))  # None for cells written before cells were dated
+        row["finished"].append(cell.get("finished"))  # None for an undated cell
     plm_params = ctx.plm.num_parameters()
     for name, row in summary.items():
         row["mean"], row["std"] = float(np.mean(row["seeds"])), float(np.std(row["seeds"]))
         row["params"] = fresh_method(name, ctx).num_parameters()
         row["percentage"] = 100.0 * row["params"] / plm_params
     return summary
-
-
-def _fmt(mean_std: Sequence[float] | None) -> str:
-    return "—" if mean_std is None else f"{mean_std[0]:.1f} ± {mean_std[1]:.1f}"
-
-
-def _size(n: int) -> str:
-    return "—" if n == 0 else (f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.2f}K")
-
-
-def suite_table(suite_name: str, summary: dict[str, dict[str, Any]]) -> str:
-    """Markdown: one row per method, ours beside the paper's."""
-    paper = paper_table()
-    cols = paper["columns"]
-    rows = [
-        "| method | ours (mean ± std over seeds) | seeds | paper | trainable params | % of PLM |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in summary.items():
-        ref = paper[suite_name][cols.index(name)] if suite_name in paper and name in cols else None
-        rows.append(
-            f"| {name} | {row['mean']:.1f} ± {row['std']:.1f} | {len(row['seeds'])} | {_fmt(ref)} | "
-            f"{_size(row['params'])} | {row['percentage']:.4g}% |"
-        )
-    return "\n".join(rows)
-
-
-def _seed_note(row: dict[str, Any], seeds: int | None) -> str:
-    """ " [seeds 0, 1]" when a row has fewer than ``seeds`` seeds (e.g. a run in progress), else ""."""
-    ids = row.get("seed_ids", [])
-    if seeds is None or len(row["seeds"]) >= seeds:
-        return ""
-    return (
-        f" [seed{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}]"
-        if ids
-        else f" [{len(row['seeds'])} of {seeds} seeds]"
-    )
-
-
-def table1(summaries: dict[str, dict[str, dict[str, Any]]], seeds: int | None = None) -> str:
-    """Markdown in the paper's Table 1 layout: suites as rows, methods as columns, ours (paper); a cell
-    with fewer than ``seeds`` seeds names the ones it has ("[seeds 0, 1]")."""
-    paper = paper_table()
-    methods = [m for m in METHODS + VARIANTS if any(m in s for s in summaries.values())]
-    head = "| suite | " + " | ".join(methods) + " |"
-    rows = [head, "|" + "---|" * (len(methods) + 1)]
-    for suite_name, summary in summaries.items():
-        cells = []
-        for m in methods:
-            ours = summary.get(m)
-            ref = (
-                paper[suite_name][paper["columns"].index(m)] if suite_name in paper and m in paper["columns"] else None
-            )
-            cells.append(
-                ("—" if ours is None else f"{ours['mean']:.1f} ± {ours['std']:.1f}{_seed_note(ours, seeds)}")
-                + f" ({_fmt(ref)})"
-            )
-        rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
-    # Sizes depend on the suite's spaces (one row in the paper): the range over the suites where they differ.
-    rows.append("| Sizes | " + " | ".join(_span(summaries, m, "params", _size) for m in methods) + " |")
-    rows.append(
-        "| Percentage | " + " | ".join(_span(summaries, m, "percentage", lambda v: f"{v:.4g}%") for m in methods) + " |"
-    )
-    return "\n".join(rows)
-
-
-def _span(summaries: dict[str, dict[str, dict[str, Any]]], method: str, key: str, fmt: Callable[[Any], str]) -> str:
-    """``fmt`` of a method's ``key`` over the suites that ran it: one value, or "low–high" where they print differently."""
-    values = [s[method][key] for s in summaries.values() if method in s]
-    low, high = fmt(min(values)), fmt(max(values))
-    return low if low == high else f"{low}–{high}"
-
-
-ORDERING = (
-    ("Prompt Diffuser", ">=", "Prompt-Tuning DT"),
-    ("Prompt-Tuning DT", ">=", "Prompt-DT-Expert"),
-    ("Prompt-DT-Expert", ">", "Prompt-DT-Random"),
-    ("Prompt-DT-Random", ">", "MT-ORL"),
-)
-"""The paper's ordering of the Table 1 columns (Prompt Diffuser >= Prompt-Tuning DT >= Expert > Random > MT-ORL)..."""
-GAP_BAR = 0.10
-"""...and the Prompt Diffuser within 10% of Prompt-DT-FT-Full, relative to the Random -> FT-Full span."""
-
-
-def _shared(summary: dict[str, dict[str, Any]], names: Sequence[str]) -> tuple[dict[str, float], str]:
-    """The columns' means over the seeds they all have, and a note naming those seeds when some
-    column has more (a row without ``seed_ids`` counts with its own mean)."""
-    ids = [summary[m]["seed_ids"] for m in names if "seed_ids" in summary[m]]
-    shared = sorted(set.intersection(*map(set, ids))) if ids else []
-    if ids and not shared:
-        return {}, "— (no seed in common)"
-    mean = {}
-    for m in names:
-        row = summary[m]
-        by_seed = dict(zip(row.get("seed_ids", []), row.get("seeds", [])))
-        mean[m] = float(np.mean([by_seed[s] for s in shared])) if by_seed else row["mean"]
-    partial = any(len(i) > len(shared) for i in ids)
-    return mean, (f" [seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, shared))}]" if partial else "")
-
-
-def _holds(summary: dict[str, dict[str, Any]], a: str, op: str, b: str) -> str:
-    mean, note = _shared(summary, [a, b])
-    if not mean:
-        return note
-    ok = mean[a] >= mean[b] if op == ">=" else mean[a] > mean[b]
-    return ("yes" if ok else f"no: {mean[a]:.1f} vs {mean[b]:.1f}") + note
-
-
-def _gap(summary: dict[str, dict[str, Any]], pd: str) -> str:
-    mean, note = _shared(summary, [pd, "Prompt-DT-FT-Full", "Prompt-DT-Random"])
-    if not mean:
-        return note
-    span = mean["Prompt-DT-FT-Full"] - mean["Prompt-DT-Random"]
-    if span <= 0:
-        return "— (FT-Full not above Random)" + note
-    gap = (mean["Prompt-DT-FT-Full"] - mean[pd]) / span
-    return ("yes: ahead of FT-Full" if gap <= 0 else (f"yes: {gap:.1%}" if gap <= GAP_BAR else f"no: {gap:.1%}")) + note
-
-
-def ordering_checks(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Markdown: the paper's ordering (:data:`ORDERING`, :data:`GAP_BAR`) checked on each suite's means
-    over the seeds the compared columns share ("[seeds ...]" where a column has more; "—" where a
-    column was not run); the Prompt Diffuser's variants in parentheses."""
-    head = [f"{a} {op} {b}" for a, op, b in ORDERING] + [f"Prompt Diffuser within {GAP_BAR:.0%} of FT-Full"]
-    rows = ["| suite | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-    for suite_name, summary in summaries.items():
-        pds = [m for m in ("Prompt Diffuser", *VARIANTS) if m in summary]
-
-        def cell(check: Callable[[str], str], needs: Sequence[str]) -> str:
-            if not pds or any(m not in summary for m in needs):
-                return "—"
-            extra = [f"{m.removeprefix('Prompt Diffuser ').strip('()')}: {check(m)}" for m in pds[1:]]
-            return check(pds[0]) + (f" ({'; '.join(extra)})" if extra else "")
-
-        cells = []
-        for a, op, b in ORDERING:
-            if a == "Prompt Diffuser":
-                cells.append(cell(lambda pd, op=op, b=b: _holds(summary, pd, op, b), [b]))
-            else:
-                cells.append(_holds(summary, a, op, b) if a in summary and b in summary else "—")
-        cells.append(cell(lambda pd: _gap(summary, pd), ["Prompt-DT-FT-Full", "Prompt-DT-Random"]))
-        rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
 
 
 def record_in_card(
@@ -659,84 +540,12 @@ def record_in_card(
     return folder / "README.md"
 
 
-def _per_cell(summaries: dict[str, dict[str, dict[str, Any]]], key: str, default: list) -> list:
-    """Every row's per-cell list ``key`` (``default`` for a row without it), in one list."""
-    return [value for summary in summaries.values() for row in summary.values() for value in row.get(key, default)]
-
-
-def measured_dates(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """When the tabulated cells were measured: today, and the span of the cells' finish dates when
-    they were measured earlier (a ``--collect`` of cells from several runs) or some are undated.
-    Dates are UTC, as the cells' ``finished`` times are."""
-    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    finished = _per_cell(summaries, "finished", [None])
-    dates = sorted(f[:10] for f in finished if f)
-    undated = len(finished) - len(dates)
-    if not undated and set(dates) <= {today}:
-        return today
-    parts = [f"{undated} undated cell(s)"] if undated else []
-    if dates:
-        parts.insert(0, f"cells finished {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else ""))
-    return f"{today} (tabulated; " + ", ".join(parts) + ")"
-
-
-def measured_hardware(summaries: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """The machines the tabulated cells were measured on (this one when the cells do not say)."""
-    return "; ".join(dict.fromkeys(h for h in _per_cell(summaries, "hardware", []) if h)) or hardware()
-
-
-def hardware() -> str:
-    """The machine a result was measured on, in words (processor, torch threads, GPU)."""
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " + (
-        torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    )
-
-
-def write_results(
-    summaries: dict[str, dict[str, dict[str, Any]]], out: str | Path, command: str, budget: Budget
-) -> Path:
+def write_results(summaries: dict[str, Summary], out: str | Path, command: str, budget: Budget) -> Path:
     """Write ``table1.md`` and ``table1.csv`` under ``out`` (``table1-<suite>[_<suite>...]`` when the
     run leaves out a Table 1 suite, so that a one-suite run never replaces the whole table, and
     ``..._<budget tag>`` for a budget other than the full or the quick one, so that a run at another
     budget never replaces the full run's table); returns the markdown path."""
-    out = Path(out)
     name = "table1" if set(TABLE1_SUITES) <= set(summaries) else "table1-" + "_".join(summaries)
     if budget.tag() not in (FULL.tag(), QUICK.tag()):
         name += f"_{budget.tag()}"
-    out.mkdir(parents=True, exist_ok=True)
-    text = [
-        "# Table 1 (measured)\n",
-        f"Command: `{command}`  ",
-        f"Date: {measured_dates(summaries)}  ",
-        f"Hardware: {measured_hardware(summaries)}  ",
-        f"Budget: {json.dumps(asdict(budget))}\n",
-        "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
-        table1(summaries, budget.seeds),
-        "",
-        "The paper's ordering, checked on the means over the seeds the compared columns share "
-        '("[seeds ...]" where a column has more), for the first Prompt Diffuser column that was run '
-        "(its variants in parentheses); differences smaller than the seeds' std are not measured orderings:\n",
-        ordering_checks(summaries),
-        "",
-    ]
-    for suite_name, summary in summaries.items():
-        text += [f"\n## {suite_name}\n", suite_table(suite_name, summary), ""]
-    md = out / f"{name}.md"
-    write_text_atomic(md, "\n".join(text))
-    rows = [
-        [
-            suite_name,
-            m,
-            f"{row['mean']:.2f}",
-            f"{row['std']:.2f}",
-            " ".join(f"{x:.2f}" for x in row["seeds"]),
-            " ".join(str(k) for k in row.get("seed_ids", [])),
-            row["params"],
-            f"{row['percentage']:.6f}",
-        ]
-        for suite_name, summary in summaries.items()
-        for m, row in summary.items()
-    ]
-    header = ["suite", "method", "mean", "std", "seeds", "seed_ids", "params", "percentage"]
-    write_text_atomic(out / f"{name}.csv", csv_text(header, rows))
-    return md
+    return write_tables(summaries, Path(out) / name, command, budget)
