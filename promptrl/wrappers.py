@@ -28,7 +28,14 @@ import gymnasium as gym
 import numpy as np
 
 from promptrl.data.episodes import episodes_of
-from promptrl.methods.plm import OBS_KEYS, PromptDT, check_action_space, prompt_from_episode
+from promptrl.methods.plm import (
+    OBS_KEYS,
+    PromptDT,
+    check_action_space,
+    observation_dtype,
+    observation_shapes,
+    prompt_from_episode,
+)
 
 PromptSource = Mapping[str, Any] | str | Callable[[int], list[Mapping[str, Any]]] | Any
 
@@ -128,24 +135,16 @@ def start_rtg(plm: PromptDT, rtg_target: float | None) -> float:
 
 
 def observation_space(model: PromptDT) -> gym.spaces.Dict:
-    s = model.settings
-    shapes = {
-        "states": (s.context, s.obs_dim),
-        "actions": (s.context, s.act_dim),
-        "rtg": (s.context, 1),
-        "timesteps": (s.context,),
-        "mask": (s.context,),
-    }
+    """The ``Dict`` observation space of a PromptWrapper for ``model``: one Box per key of
+    :func:`~promptrl.methods.plm.observation_shapes`, of :func:`~promptrl.methods.plm.observation_dtype`
+    (timesteps count from 0)."""
     spaces = {}
-    for prefix, length in (("", s.context), ("prompt_", s.prompt_length)):
-        if prefix and not s.use_prompt:
-            continue
-        for k, shape in shapes.items():
-            shape = (length, *shape[1:])
-            if k == "timesteps":
-                spaces[prefix + k] = gym.spaces.Box(0, np.iinfo(np.int64).max, shape, np.int64)
-            else:
-                spaces[prefix + k] = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+    for key, shape in observation_shapes(model.settings).items():
+        dtype = observation_dtype(key)
+        if np.issubdtype(dtype, np.integer):
+            spaces[key] = gym.spaces.Box(0, np.iinfo(dtype).max, shape, dtype)
+        else:
+            spaces[key] = gym.spaces.Box(-np.inf, np.inf, shape, dtype)
     return gym.spaces.Dict(spaces)
 
 

@@ -50,6 +50,7 @@ from promptrl.experiments.reproduce import (
 from promptrl.experiments.tables import hardware, mean_std
 from promptrl.methods.diffuser import pretrain_generator
 from promptrl.methods.plm import train_plm
+from promptrl.nn.diffusion import UPDATE_RULES as DIFFUSION_UPDATE_RULES
 from promptrl.suites import load_suite
 from promptrl.tasks.spec import QUALITIES
 
@@ -63,7 +64,8 @@ DEFAULT_SUITES = {
     "prompt-length": "cheetah-vel",
 }
 """The suite each ablation runs on by default: the paper's ("all": the Table 1 suites)."""
-UPDATE_RULES = ("dm", "dt", "sum", "projection")
+UPDATE_RULES = tuple(sorted(DIFFUSION_UPDATE_RULES, key=("dm", "dt", "sum", "projection").index))
+"""The update rules of :data:`promptrl.nn.diffusion.UPDATE_RULES`, in the order of the paper's Fig. 3."""
 DEFAULT_BUDGET = Budget(seeds=1, episodes=5, epochs=3, steps_per_epoch=100)
 """The ablations' default budget: 1 seed, 5 evaluation episodes per task, 300 fine-tuning steps."""
 

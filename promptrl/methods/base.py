@@ -12,43 +12,28 @@ windows per task, Stable-Baselines3-style ``predict`` and self-contained save/lo
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-from huggingface_hub import snapshot_download
-from safetensors.torch import load_file
 from torch import nn
-from tqdm.auto import tqdm
 
-from promptrl.common.files import CONFIG_NAME, WEIGHTS_NAME, atomic_folder
+from promptrl.common.files import atomic_folder
 from promptrl.common.hub import JsonHubMixin, write_model_files
 from promptrl.data.episodes import Episode, as_task_episodes
 from promptrl.data.windows import Segment, SegmentSampler, whole_windows
 from promptrl.methods.plm import OBS_KEYS, PromptDT, _spaces_of, action_loss
+from promptrl.methods.training import Callback, check_callback, check_number, train, training_budget
 
 PLM_FOLDER = "plm"
-Callback = Callable[[dict[str, Any]], "bool | None"]
 Method = TypeVar("Method", bound="FrozenPLMMethod")
 
 
 # ---------------------------------------------------------------------- settings
-def check_number(name: str, value: Any, *, integer: bool = False, minimum: float = 0.0, strict: bool = True) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` is a (strictly, if ``strict``) larger-than-``minimum`` number."""
-    kind = (int,) if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)
-    if not ok:
-        bound = f"{'>' if strict else '>='} {minimum:g}"
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
-
-
 @dataclass
 class MethodSettings:
     """Settings every method has."""
@@ -76,7 +61,7 @@ class TrainingSettings(MethodSettings):
     batch_size: int = 32
     """Windows per training batch."""
     epochs: int = 20
-    """Default epochs of ``learn``."""
+    """Default epochs of ``learn`` (when it gets no ``total_steps``)."""
     steps_per_epoch: int = 100
     """Gradient steps per epoch."""
     steps_trained: int = 0
@@ -243,8 +228,10 @@ class FrozenPLMMethod(
     requires_prompt: ClassVar[bool | None] = True
     """True: the PLM must use prompts; False: it must not (MT-ORL); None: either."""
     data_arg: ClassVar[str] = "few_shot_data"
-    legacy_settings: ClassVar[dict[str, Any]] = {}
-    """Values of settings added later, for configs saved before they existed (so old folders load as saved)."""
+    """Name of ``learn``'s data argument (in error messages)."""
+    missing_file_hint: ClassVar[str] = (
+        f"a method's folder holds its PLM in {PLM_FOLDER}/ (or pass plm= to from_pretrained)"
+    )
 
     def __init__(self, plm: PromptDT, env: Any = None, **hyperparams: Any):
         name = type(self).__name__
@@ -354,26 +341,44 @@ class FrozenPLMMethod(
         torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
         self._optimizer.step()
 
-    def _budget(self, epochs: int | None, steps_per_epoch: int | None) -> int:
-        s = self.settings
-        epochs = getattr(s, "epochs", 1) if epochs is None else epochs
-        steps_per_epoch = getattr(s, "steps_per_epoch", 1) if steps_per_epoch is None else steps_per_epoch
-        check_number("epochs", epochs, integer=True)
-        check_number("steps_per_epoch", steps_per_epoch, integer=True)
-        return epochs * steps_per_epoch
+    def _learning_data(self, data: Any, prompt_data: Any) -> tuple[Any, Any]:
+        """``learn``'s data and prompt data as the method uses them (data None: nothing to learn)."""
+        if data is None:
+            raise TypeError(f"{type(self).__name__}.learn() needs {self.data_arg}")
+        return data, prompt_data
 
-    def _learn(
+    def _train(self, total: int, callback: Callback | None, progress_bar: bool) -> None:
+        # Dropout masks come from torch's global generator: fork it, seeded by the settings and the updates done.
+        with seeded_torch(self.settings.seed * 1_000_003 + self.settings.steps_trained, self.device):
+            train(self, self._state_module(), self._train_step, total, callback, progress_bar)
+
+    # ------------------------------------------------------------------ public API
+    def learn(
         self: Method,
-        data: Any,
-        prompt_data: Any,
-        epochs: int | None,
-        steps_per_epoch: int | None,
-        callback: Callback | None,
-        progress_bar: bool,
+        few_shot_data: Any = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        callback: Callback | None = None,
+        progress_bar: bool = True,
+        prompt_data: Any = None,
+        total_steps: int | None = None,
     ) -> Method:
-        total = self._budget(epochs, steps_per_epoch)
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+        """Adapt to the tasks of ``few_shot_data`` (a MinariDataset, a list of them or ``{task: dataset}``);
+        returns self. Only methods that need no data may go without it (:class:`~promptrl.methods.baselines.FixedPrompt` built
+        with a task env, :class:`~promptrl.methods.baselines.MTORL`).
+
+        :param epochs: epochs of ``steps_per_epoch`` updates (defaults: the settings'), the paper's
+            way of giving the budget; or give ``total_steps`` instead (not both).
+        :param callback: called after every update with ``{"step", <losses>, "model"}`` (``step``:
+            ``settings.steps_trained``); returning False stops.
+        :param prompt_data: where prompts are cut from, per task (default: ``few_shot_data``).
+        :param total_steps: the number of updates (instead of ``epochs`` x ``steps_per_epoch``).
+        """
+        total = training_budget(total_steps, epochs, steps_per_epoch, self.settings)
+        check_callback(callback)
+        data, prompt_data = self._learning_data(few_shot_data, prompt_data)
+        if data is None:
+            return self
         p = self.plm.settings
         if p.state_mean is None:
             raise RuntimeError("the PLM has no state statistics: pre-train it with PromptDT.learn() first")
@@ -383,46 +388,6 @@ class FrozenPLMMethod(
         if self._tuned_parameters():
             self._train(total, callback, progress_bar)
         return self
-
-    def _train(self, total: int, callback: Callback | None, progress_bar: bool) -> None:
-        module = self._state_module()
-        bar = tqdm(total=total, desc=type(self).__name__, disable=not progress_bar)
-        module.train()
-        # Dropout masks come from torch's global generator: fork it, seeded by the settings and the updates done.
-        seeded = seeded_torch(self.settings.seed * 1_000_003 + self.settings.steps_trained, self.device)
-        try:
-            with seeded:
-                for step in range(1, total + 1):
-                    values = self._train_step()
-                    self.settings.steps_trained += 1
-                    if not all(math.isfinite(v) for v in values.values()):
-                        raise FloatingPointError(f"training loss became non-finite at step {step}: {values}")
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
-                    bar.update()
-                    if callback is not None and callback({"step": step, **values, "model": self}) is False:
-                        break
-        finally:
-            bar.close()
-            module.eval()
-
-    # ------------------------------------------------------------------ public API
-    def learn(
-        self: Method,
-        few_shot_data: Any,
-        epochs: int | None = None,
-        steps_per_epoch: int | None = None,
-        callback: Callback | None = None,
-        progress_bar: bool = True,
-        prompt_data: Any = None,
-    ) -> Method:
-        """Adapt to the tasks of ``few_shot_data`` (a MinariDataset, a list of them or ``{task: dataset}``);
-        returns self.
-
-        :param epochs: epochs of ``steps_per_epoch`` updates (defaults: the settings').
-        :param callback: called after every update with ``{"step", <losses>, "model"}``; returning False stops.
-        :param prompt_data: where prompts are cut from, per task (default: ``few_shot_data``).
-        """
-        return self._learn(few_shot_data, prompt_data, epochs, steps_per_epoch, callback, progress_bar)
 
     def set_random_seed(self, seed: int) -> None:
         """Reseed batch sampling, noise and prompt draws (as Stable-Baselines3's ``set_random_seed``)."""
@@ -458,73 +423,33 @@ class FrozenPLMMethod(
         return self.plm._predict_with(self._forward, observation)
 
     # ------------------------------------------------------------------ save / load
-    def _write_method_files(self, folder: Path) -> None:
-        write_model_files(Path(folder), self._state_module(), self.settings)
-
     def _save_pretrained(self, save_directory: Path) -> None:
         self._pretrained().save_pretrained(Path(save_directory) / PLM_FOLDER)
-        self._write_method_files(Path(save_directory))
+        super()._save_pretrained(save_directory)
 
     def save_method(self, folder: str | Path) -> None:
         """Save the method alone (config + weights, no PLM); load it with ``from_pretrained(folder, plm=plm)``."""
         with atomic_folder(Path(folder)) as tmp:
-            self._write_method_files(tmp)
+            write_model_files(tmp, self._state_module(), self.settings)
 
     load_arguments: ClassVar[frozenset[str]] = frozenset({"device", "plm"})
+    """``plm=`` reuses an already loaded PLM (then the folder needs no ``plm/``)."""
 
     @classmethod
-    def _from_pretrained(
+    def _needed_files(cls, plm: PromptDT | None = None, **_: Any) -> tuple[str, ...]:
+        own = super()._needed_files()
+        return own if plm is not None else own + tuple(f"{PLM_FOLDER}/{name}" for name in own)
+
+    @classmethod
+    def _from_settings(
         cls: type[Method],
-        *,
-        model_id: str,
-        revision: str | None = None,
-        cache_dir: Any = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: Any = None,
-        device: str = "cpu",
+        folder: Path,
+        settings: dict[str, Any],
+        device: str | torch.device = "cpu",
         plm: PromptDT | None = None,
-        settings_overrides: dict[str, Any] | None = None,
-        **_: Any,
     ) -> Method:
-        """``plm=`` reuses an already loaded PLM (then the folder needs no ``plm/``)."""
-        folder = Path(model_id)
-        if not folder.is_dir():
-            folder = Path(
-                snapshot_download(
-                    model_id,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=force_download,
-                    local_files_only=local_files_only,
-                    token=token,
-                )
-            )
-        needed = (CONFIG_NAME, WEIGHTS_NAME) + (
-            () if plm is not None else (f"{PLM_FOLDER}/{CONFIG_NAME}", f"{PLM_FOLDER}/{WEIGHTS_NAME}")
-        )
-        for name in needed:
-            if not (folder / name).is_file():
-                raise FileNotFoundError(
-                    f"{name} not found in {model_id}: a {cls.__name__} folder holds its PLM in {PLM_FOLDER}/"
-                )
         if plm is None:
             plm = PromptDT.from_pretrained(folder / PLM_FOLDER, device=device)
         elif not isinstance(plm, PromptDT):
             raise TypeError(f"plm must be a PromptDT, got {type(plm).__name__}")
-        try:
-            settings = json.loads((folder / CONFIG_NAME).read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"corrupt {CONFIG_NAME} in {model_id}: {err}") from err
-        valid = {f.name for f in fields(cls.settings_class)}
-        if not isinstance(settings, dict) or set(settings) - valid:
-            raise ValueError(f"{CONFIG_NAME} in {model_id} is not a {cls.__name__} config")
-        method = cls(plm, **{**cls.legacy_settings, **settings, **(settings_overrides or {})})
-        try:
-            method._state_module().load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
-        except Exception as err:
-            raise ValueError(
-                f"{WEIGHTS_NAME} in {model_id} is corrupt or does not match its {CONFIG_NAME}: {err}"
-            ) from err
-        method._state_module().eval()
-        return method
+        return cls(plm, **settings)

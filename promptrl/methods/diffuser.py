@@ -73,8 +73,9 @@ class PromptDiffuser(
     :param env: unused beyond a size check against the PLM (kept for the SB3-style signature).
     :param hyperparams: fields of :class:`PromptDiffuserSettings`.
 
-    ``learn(datasets, epochs, steps_per_epoch, callback, progress_bar)`` trains it (callback keys
-    ``loss_dm``, ``loss_dt`` and the gradient statistics ``grad_gen``, ``grad_dt``, ``grad_cos``), ``generate_prompt(n, rtg, temperature, task)`` samples prompts,
+    ``learn(datasets, epochs, steps_per_epoch, callback, progress_bar, prompt_data, total_steps)``
+    trains it (callback keys ``loss_dm``, ``loss_dt`` and the gradient statistics ``grad_gen``,
+    ``grad_dt``, ``grad_cos``), ``generate_prompt(n, rtg, temperature, task)`` samples prompts,
     ``predict`` runs the PLM, ``num_parameters()`` counts the noise model's parameters.
     """
 
@@ -131,8 +132,8 @@ class PromptDiffuser(
 
 
 PRETRAIN_RECIPE: dict[str, Any] = {"update": "dm", "learning_rate": 1e-3, "batch_size": 64}
-"""How the shipped generators were pre-trained on the training tasks: L_DM only (about 25x cheaper a
-step than the guided reverse chain), a larger learning rate and batch."""
+"""How the shipped generators were pre-trained on the training tasks: L_DM only (a step without the
+guided reverse chain), a larger learning rate and batch."""
 
 
 def pretrain_generator(
@@ -168,12 +169,7 @@ def pretrain_generator(
         pd = PromptDiffuser(plm, seed=seed, **settings)
     while pd.settings.steps_trained < steps:
         pd.settings = replace(pd.settings, **recipe)
-        pd.learn(
-            datasets,
-            epochs=1,
-            steps_per_epoch=min(save_steps, steps - pd.settings.steps_trained),
-            progress_bar=progress_bar,
-        )
+        pd.learn(datasets, total_steps=min(save_steps, steps - pd.settings.steps_trained), progress_bar=progress_bar)
         pd.settings = replace(pd.settings, **finetune)
         if model_card is not None:
             pd.settings.model_card = {"training": model_card(pd)}

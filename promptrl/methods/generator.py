@@ -26,7 +26,6 @@ from torch import nn
 from promptrl.data.episodes import Episode
 from promptrl.data.windows import Segment, prompt_start, random_window, raw_window, stack_windows, whole_windows
 from promptrl.methods.base import (
-    Callback,
     FrozenPLMMethod,
     Method,
     TrainingSettings,
@@ -44,16 +43,15 @@ class GeneratorSettings(TrainingSettings):
     """Settings every prompt generator has (besides its model's)."""
 
     update: str = "projection"
-    """How the generative and L_DT gradients combine: projection (Eq. 15), dm (generative loss only),
-    dt or sum (Eq. 18-20)."""
+    """How the generative and L_DT gradients combine: one of
+    :data:`~promptrl.nn.diffusion.UPDATE_RULES` (see :func:`~promptrl.nn.diffusion.combine_gradients`)."""
     guidance_weight: float = 1.0
     """Multiplier of L_DT."""
     temperature: float = 0.5
     """Variance multiplier of the sampling noise at inference (low-temperature sampling, Eq. 16)."""
     bf16_plm: bool = False
-    """bfloat16 autocast of the frozen PLM's forward (and so its backward) inside L_DT during ``learn``:
-    on a CPU with bf16 matrix units that part of a guided step is about 1.5x faster, and the L_DT
-    gradient agrees with float32 to a cosine of 0.9999. The reverse chain stays in float32."""
+    """bfloat16 autocast of the frozen PLM's forward (and so its backward) inside L_DT during ``learn``
+    (faster where bf16 matrix units exist); the reverse chain stays in float32."""
     x_min: list[float] | None = None
     """Per-feature minimum of the (state, action, reward) tokens (set by the first ``learn``)."""
     x_max: list[float] | None = None
@@ -121,7 +119,7 @@ class PromptGenerator(FrozenPLMMethod):
 
     def encode(self, windows: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw prompt windows (tuples of states, actions, rewards, rtg, timesteps, as
-        :func:`~promptrl.methods.base.whole_windows` cuts them) -> normalized x0 (B, x_dim) and conditions y (B, y_dim)."""
+        :func:`~promptrl.data.windows.whole_windows` cuts them) -> normalized x0 (B, x_dim) and conditions y (B, y_dim)."""
         states, actions, rewards, rtg, timesteps = (
             torch.as_tensor(np.stack(c), device=self.device, dtype=torch.float32) for c in zip(*windows)
         )
@@ -151,26 +149,20 @@ class PromptGenerator(FrozenPLMMethod):
         return Segment((states - mean) / std, actions, rtg, timesteps, torch.ones_like(rtg[..., 0]))
 
     # ------------------------------------------------------------------ training
-    def learn(
-        self: Method,
-        datasets: Any,
-        epochs: int | None = None,
-        steps_per_epoch: int | None = None,
-        callback: Callback | None = None,
-        progress_bar: bool = True,
-        prompt_data: Any = None,
-    ) -> Method:
+    def learn(self: Method, datasets: Any, *args: Any, **kwargs: Any) -> Method:
         """Train the generator on prompts from ``datasets`` (one per task, or one dataset), guided by the
-        frozen PLM's action loss on history windows of the same task; returns self.
+        frozen PLM's action loss on history windows of the same task; returns self. The other
+        arguments (``epochs``, ``steps_per_epoch``, ``callback``, ``progress_bar``, ``prompt_data``,
+        ``total_steps``) are those of :meth:`FrozenPLMMethod.learn`.
 
         Use it twice: on the training tasks' datasets (generator pre-training), then on a test task's
         few-shot data (fine-tuning, Table 4's budget by default). The callback gets the generative
         loss (key ``generative_loss_name``) and ``loss_dt``; unless ``update="dm"``, also the norms of
-        the two gradients (``grad_gen``, ``grad_dt``, before combining) and their cosine ``grad_cos``. Generation afterwards is conditioned on
-        the windows of ``prompt_data`` (the initial prompts y(tau*_initial) of Algorithm 1; default:
-        ``datasets``), per task.
+        the two gradients (``grad_gen``, ``grad_dt``, before combining) and their cosine ``grad_cos``.
+        Generation afterwards is conditioned on the windows of ``prompt_data`` (the initial prompts
+        y(tau*_initial) of Algorithm 1; default: ``datasets``), per task.
         """
-        return self._learn(datasets, prompt_data, epochs, steps_per_epoch, callback, progress_bar)
+        return super().learn(datasets, *args, **kwargs)
 
     def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
         s = self.settings

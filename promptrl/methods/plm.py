@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,22 +20,20 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 import torch
-from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from torch import nn
 
 from promptrl.common.files import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
     atomic_folder,
     latest_folder,
     load_optimizer_tensors,
     optimizer_tensors,
     saved_steps,
 )
-from promptrl.common.hub import JsonHubMixin, model_card_template, write_model_files
+from promptrl.common.hub import JsonHubMixin, model_card_template
 from promptrl.data.episodes import Episode, as_task_episodes, state_statistics
 from promptrl.data.windows import Segment, SegmentSampler, SegmentSpec, stack_windows, window
+from promptrl.methods.training import Callback, check_number, train
 from promptrl.nn.transformer import PromptDTConfig, PromptDTNetwork
 from promptrl.suites import TaskSuite, load_suite
 
@@ -71,8 +68,8 @@ class PromptDTSettings(PromptDTConfig):
     """bfloat16 autocast during training; None (the default) turns it on where it is faster than float32
     (see :func:`bf16_is_fast`). Rounding aside, the two train the same model."""
     bf16_inference: bool = False
-    """bfloat16 autocast in ``predict`` (about 2x the batched evaluation throughput on a CPU with
-    bf16 matrix units; actions differ from float32 in the third digit)."""
+    """bfloat16 autocast in ``predict`` (faster batched evaluation where bf16 matrix units exist;
+    actions then differ slightly from float32)."""
     rtg_target: float | None = None
     """Return-to-go the policy is conditioned on at the start of an episode (default: the suite's;
     without a suite, the first ``learn`` sets the highest episode return of its data)."""
@@ -94,10 +91,8 @@ class PromptDTSettings(PromptDTConfig):
 
 
 def bf16_is_fast(device: str | torch.device) -> bool:
-    """Whether bfloat16 autocast speeds up training on ``device``: a CUDA GPU with bf16 support, or a
-    CPU with AMX matrix units. Elsewhere float32 is faster: on an AVX-512 CPU without AMX (with
-    AVX512-BF16) a bf16 autocast training step measured 1.2-1.5x slower than float32
-    (``benchmarks/train_step.py``), its matrix products slower and every op paying for the casts."""
+    """Whether bfloat16 autocast speeds up training on ``device``: True on a CUDA GPU with bf16 support
+    or a CPU with AMX matrix units, False elsewhere (see ``benchmarks/train_step.py``)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -129,6 +124,28 @@ def check_action_space(space: gym.Space, act_dim: int | None = None) -> None:
             f"env has the action space {space}, but the policy's tanh head acts in [-1, 1]: wrap the env in "
             "gymnasium.wrappers.RescaleAction(env, -1.0, 1.0) and rescale the datasets' actions the same way"
         )
+
+
+def observation_shapes(settings: PromptDTConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of one (unbatched) PromptWrapper observation for a model of these settings: the
+    K-step history (``states``, ``actions``, ``rtg``, ``timesteps``, ``mask``) and, for a model that
+    uses prompts, the same keys prefixed ``prompt_`` with K* steps. Dtypes: :func:`observation_dtype`."""
+    s = settings
+    shapes = {
+        "states": (s.context, s.obs_dim),
+        "actions": (s.context, s.act_dim),
+        "rtg": (s.context, 1),
+        "timesteps": (s.context,),
+        "mask": (s.context,),
+    }
+    if s.use_prompt:
+        shapes.update({f"prompt_{k}": (s.prompt_length, *shape[1:]) for k, shape in list(shapes.items())})
+    return shapes
+
+
+def observation_dtype(key: str) -> type[np.generic]:
+    """The dtype of an observation entry: int64 for (``prompt_``)``timesteps``, float32 for the rest."""
+    return np.int64 if key.endswith("timesteps") else np.float32
 
 
 def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
@@ -181,6 +198,7 @@ class PromptDT(
     """
 
     settings_class: ClassVar[type[PromptDTSettings]] = PromptDTSettings
+    legacy_settings: ClassVar[dict[str, Any]] = {"prompt_window": "random"}  # configs saved before the field existed
     fixed_settings: ClassVar[frozenset[str]] = frozenset(
         {f.name for f in fields(PromptDTConfig)} | {"state_mean", "state_std", "rtg_scale", "suite"}
     )
@@ -273,7 +291,7 @@ class PromptDT(
         datasets: Any,
         total_steps: int = 1000,
         prompt_datasets: Any | None = None,
-        callback: Callable[[dict[str, Any]], bool | None] | None = None,
+        callback: Callback | None = None,
         progress_bar: bool = True,
     ) -> PromptDT:
         """Continue multi-task training for ``total_steps`` gradient steps; returns self.
@@ -281,10 +299,10 @@ class PromptDT(
         :param datasets: one Minari dataset per task (list, or ``{task: dataset}``), or one dataset.
         :param prompt_datasets: where prompts are cut from, per task (default: ``datasets``; give the
             expert datasets when training on lower-quality data).
-        :param callback: called every step with ``{"step", "loss", "model"}``; returning False stops.
+        :param callback: called every step with ``{"step", "loss", "model"}`` (``step``: the model's
+            ``steps_trained``); returning False stops.
         """
-        if not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        check_number("total_steps", total_steps, integer=True)
         s = self.settings
         histories = as_task_episodes(datasets, s.obs_dim, s.act_dim, "datasets")
         prompts = None
@@ -315,10 +333,10 @@ class PromptDT(
         self._sampler_seed += 1
         if self._optimizer is None:
             self._configure_optimizer()
-        self.network.requires_grad_(True).train()  # a PromptDiffuser may have frozen it
+        self.network.requires_grad_(True)  # a PromptDiffuser may have frozen it
         bf16 = training_bf16(s.bf16, self.device)
-        bar = tqdm(range(total_steps), desc="PromptDT", disable=not progress_bar)
-        for _ in bar:
+
+        def step() -> dict[str, float]:
             history, prompt = sampler.sample(s.batch_per_task, self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = self.loss(history, prompt)
@@ -327,14 +345,9 @@ class PromptDT(
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), s.grad_clip)
             self._optimizer.step()
             self._scheduler.step()
-            s.steps_trained += 1
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"training loss became {value} at step {s.steps_trained}")
-            bar.set_postfix(loss=f"{value:.4f}")
-            if callback is not None and callback({"step": s.steps_trained, "loss": value, "model": self}) is False:
-                break
-        self.network.eval()
+            return {"loss": loss.item()}
+
+        train(self, self.network, step, total_steps, callback, progress_bar)
         return self
 
     # ------------------------------------------------------------------ inference
@@ -345,29 +358,20 @@ class PromptDT(
                 "observation must be the dict built by PromptWrapper (keys states, actions, rtg, timesteps, mask and "
                 f"prompt_*), got {type(observation).__name__}: wrap the env with promptrl.PromptWrapper"
             )
-        keys = list(OBS_KEYS) + ([f"prompt_{k}" for k in OBS_KEYS] if s.use_prompt else [])
-        missing = [k for k in keys if k not in observation]
+        expect = observation_shapes(s)
+        missing = [k for k in expect if k not in observation]
         if missing:
             raise ValueError(f"observation is missing keys {missing}; wrap the env with promptrl.PromptWrapper")
-        obs = {k: np.asarray(observation[k]) for k in keys}
+        obs = {k: np.asarray(observation[k]) for k in expect}
         batched = obs["states"].ndim == 3
         if not batched:
             obs = {k: v[None] for k, v in obs.items()}
-        expect = {
-            "states": (s.context, s.obs_dim),
-            "actions": (s.context, s.act_dim),
-            "rtg": (s.context, 1),
-            "timesteps": (s.context,),
-            "mask": (s.context,),
-        }
-        if s.use_prompt:
-            expect.update({f"prompt_{k}": (s.prompt_length, *shape[1:]) for k, shape in expect.items()})
         for k, shape in expect.items():
             if obs[k].shape[1:] != shape:
                 raise ValueError(
                     f"observation[{k!r}] must have shape {shape} (or batched (n, ...)), got {obs[k].shape[1:]}"
                 )
-            if k.endswith("timesteps"):
+            if np.issubdtype(observation_dtype(k), np.integer):
                 if not np.issubdtype(obs[k].dtype, np.integer):
                     raise TypeError(f"observation[{k!r}] must hold integers, got {obs[k].dtype}")
                 if obs[k].size and obs[k].min() < 0:
@@ -456,67 +460,12 @@ class PromptDT(
         return model
 
     # ------------------------------------------------------------------ hub
-    def _save_pretrained(self, save_directory: Path) -> None:
-        write_model_files(Path(save_directory), self.network, self.settings)
+    def _state_module(self) -> nn.Module:
+        return self.network
 
     @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None = None,
-        cache_dir: Any = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: Any = None,
-        device: str = "cpu",
-        settings_overrides: dict[str, Any] | None = None,
-        **_: Any,
-    ) -> PromptDT:
-        def fetch(name: str) -> Path:
-            if Path(model_id).is_dir():
-                path = Path(model_id) / name
-                if not path.is_file():
-                    raise FileNotFoundError(f"{name} not found in {model_id}")
-                return path
-            return Path(
-                hf_hub_download(
-                    model_id,
-                    name,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=force_download,
-                    local_files_only=local_files_only,
-                    token=token,
-                )
-            )
-
-        try:
-            settings = json.loads(fetch(CONFIG_NAME).read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"corrupt {CONFIG_NAME} in {model_id}: {err}") from err
-        valid = {f.name for f in fields(PromptDTSettings)}
-        if not isinstance(settings, dict) or set(settings) - valid or not {"obs_dim", "act_dim"} <= set(settings):
-            raise ValueError(f"{CONFIG_NAME} in {model_id} is not a PromptDT config (keys {sorted(settings)})")
-        settings.setdefault("prompt_window", "random")  # configs written before the field existed
-        model = cls(device=device, **{**settings, **(settings_overrides or {})})
-        try:
-            state = load_file(str(fetch(WEIGHTS_NAME)))
-        except FileNotFoundError:
-            raise
-        except Exception as err:
-            raise ValueError(f"corrupt {WEIGHTS_NAME} in {model_id}: {err}") from err
-        expected = model.network.state_dict()
-        mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-        missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-        if mismatched or missing or unexpected:
-            raise ValueError(
-                f"{WEIGHTS_NAME} in {model_id} does not match its {CONFIG_NAME}: shape mismatch {mismatched[:5]}, "
-                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
-        model.network.load_state_dict(state)
-        model.network.eval()
-        return model
+    def _from_settings(cls, folder: Path, settings: dict[str, Any], device: str | torch.device = "cpu") -> PromptDT:
+        return cls(device=device, **settings)
 
 
 def train_plm(

@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-UPDATE_RULES = ("projection", "dm", "dt", "sum")
-
 
 def beta_schedule(name: str, n_steps: int) -> torch.Tensor:
     """``"linear"`` (DDPM's, rescaled to ``n_steps`` as improved-diffusion does) or ``"cosine"``."""
@@ -68,8 +66,7 @@ class NoiseMLP(nn.Module):
     ``residual=True`` (default): a Linear into ``hidden`` units, ``n_hidden`` residual blocks
     (Mish, Dropout, Linear) and a Mish + Linear head, so dropout sits inside residual branches as in
     improved-diffusion, whose hyperparameters Table 4 lists. ``residual=False``: a plain stack of
-    (Linear, Mish, Dropout) layers, where dropout on the main path blurs the noise prediction (on one
-    ant-dir episode it ends at 5x the noise loss of the residual net; see the README).
+    (Linear, Mish, Dropout) layers, where dropout sits on the main path.
     """
 
     def __init__(
@@ -235,22 +232,32 @@ class GaussianDiffusion(nn.Module):
         return (x, chain) if return_chain else x
 
 
+def _projection(g_dm: torch.Tensor, g_dt: torch.Tensor) -> torch.Tensor:
+    dot = torch.dot(g_dm, g_dt)
+    if dot < 0:  # conflicting: L_DT's gradient projected onto the normal plane of L_DM's
+        g_dt = g_dt - dot / g_dm.pow(2).sum().clamp_min(1e-20) * g_dm
+    return g_dm + g_dt
+
+
+_RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "projection": _projection,  # Eq. 15, Algorithm 1 line 6
+    "dm": lambda g_dm, g_dt: g_dm,  # Eq. 18
+    "dt": lambda g_dm, g_dt: g_dt,  # Eq. 19
+    "sum": lambda g_dm, g_dt: g_dm + g_dt,  # Eq. 20
+}
+UPDATE_RULES: tuple[str, ...] = tuple(_RULES)
+"""The names of the gradient-combination rules :func:`combine_gradients` knows: ``projection``, ``dm``,
+``dt``, ``sum``."""
+
+
 def combine_gradients(g_dm: torch.Tensor, g_dt: torch.Tensor, rule: str = "projection") -> torch.Tensor:
-    """The update direction from the flat gradients of L_DM and L_DT.
+    """The update direction from the flat gradients of L_DM and L_DT by ``rule``, one of :data:`UPDATE_RULES`.
 
     ``projection`` (Eq. 15, Algorithm 1 line 6): when the two conflict (negative dot product), L_DT's
     gradient is projected onto the normal plane of L_DM's before adding; otherwise they are summed.
-    ``dm`` (Eq. 18), ``dt`` (Eq. 19) and ``sum`` (Eq. 20) are the ablations of Fig. 3.
+    ``dm`` (Eq. 18: L_DM's alone), ``dt`` (Eq. 19: L_DT's alone) and ``sum`` (Eq. 20) are the
+    ablations of Fig. 3.
     """
-    if rule == "dm":
-        return g_dm
-    if rule == "dt":
-        return g_dt
-    if rule == "sum":
-        return g_dm + g_dt
-    if rule == "projection":
-        dot = torch.dot(g_dm, g_dt)
-        if dot < 0:
-            g_dt = g_dt - dot / g_dm.pow(2).sum().clamp_min(1e-20) * g_dm
-        return g_dm + g_dt
-    raise ValueError(f"update must be one of {UPDATE_RULES}, got {rule!r}")
+    if rule not in _RULES:
+        raise ValueError(f"update must be one of {UPDATE_RULES}, got {rule!r}")
+    return _RULES[rule](g_dm, g_dt)

@@ -1,7 +1,7 @@
 """The baselines of the Prompt Diffuser paper (Table 1, Table 5 and Appendix F), each adapting a
 frozen pre-trained :class:`~promptrl.methods.plm.PromptDT` with the same interface as
 :class:`~promptrl.methods.diffuser.PromptDiffuser`: ``Method(plm, env=None, **hyperparams)``, ``learn(few_shot_data,
-epochs, steps_per_epoch, callback, progress_bar)``, ``generate_prompt(n, task=None)``, SB3-style
+epochs, steps_per_epoch, callback, progress_bar, prompt_data, total_steps)``, ``generate_prompt(n, task=None)``, SB3-style
 ``predict``, ``num_parameters()`` / ``percentage()`` and self-contained ``save_pretrained`` /
 ``from_pretrained``.
 

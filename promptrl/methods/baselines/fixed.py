@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from promptrl.data.episodes import as_task_episodes
-from promptrl.methods.base import Callback, FrozenPLMMethod, MethodSettings, check_number
+from promptrl.methods.base import FrozenPLMMethod, MethodSettings, check_number
 from promptrl.suites import load_suite
 from promptrl.tasks.spec import QUALITIES
 
@@ -40,18 +39,8 @@ class FixedPrompt(FrozenPLMMethod):
 
     settings_class: ClassVar[type[FixedPromptSettings]] = FixedPromptSettings
 
-    def learn(
-        self,
-        few_shot_data: Any = None,
-        epochs: int | None = None,
-        steps_per_epoch: int | None = None,
-        callback: Callback | None = None,
-        progress_bar: bool = True,
-        prompt_data: Any = None,
-    ) -> FixedPrompt:
-        """Store the prompt windows (see the class docstring); the training arguments are accepted for a
-        uniform interface and ignored. Returns self."""
-        source = prompt_data if prompt_data is not None else few_shot_data
+    def _learning_data(self, data: Any, prompt_data: Any) -> tuple[Any, Any]:
+        source = prompt_data if prompt_data is not None else data
         if source is None:
             if self.env_task is None:
                 raise ValueError(
@@ -60,7 +49,7 @@ class FixedPrompt(FrozenPLMMethod):
                 )
             suite, task = self.env_task
             source = {task: load_suite(suite).dataset(task, self.settings.quality)}
-        return self._learn(source, None, epochs, steps_per_epoch, callback, progress_bar)
+        return source, None
 
 
 class MTORL(FrozenPLMMethod):
@@ -73,17 +62,5 @@ class MTORL(FrozenPLMMethod):
 
     requires_prompt: ClassVar[bool | None] = False
 
-    def learn(
-        self,
-        few_shot_data: Any = None,
-        epochs: int | None = None,
-        steps_per_epoch: int | None = None,
-        callback: Callback | None = None,
-        progress_bar: bool = True,
-        prompt_data: Any = None,
-    ) -> MTORL:
-        """Check ``few_shot_data`` (if given) and return self: MT-ORL does no adaptation."""
-        p = self.plm.settings
-        if few_shot_data is not None:
-            as_task_episodes(few_shot_data, p.obs_dim, p.act_dim, self.data_arg)
-        return self
+    def _learning_data(self, data: Any, prompt_data: Any) -> tuple[Any, Any]:
+        return data, None  # only checked: MT-ORL does no adaptation

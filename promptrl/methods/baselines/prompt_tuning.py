@@ -60,10 +60,8 @@ class PromptTuningDT(OneTaskPrompt):
     its step) follows Hu et al.'s abstract and the public OpenReview discussion of their paper; the
     estimator's weights are those of the ZO-RankSGD authors' reference optimizer (github.com/TZW1998/
     Taming-Stable-Diffusion-with-Human-Ranking-Feedback, ``optimizer.py``) with a full ranking (k = m).
-    Hu et al.'s numeric hyperparameters (m, mu, eta) could not be retrieved from the sources available
-    when this was written, so the defaults (m = 16, mu = 0.1, eta = 0.05, plain step) are our own: on a
-    small Meta-World PLM and a 1,500-step cheetah-vel PLM they lower the held-out action loss steadily
-    (mu = 0.3, eta = 0.2 and the Adam step did about as well). The budget (20 epochs x 100 steps,
+    Those sources give no numeric hyperparameters (m, mu, eta), so the defaults (m = 16, mu = 0.1,
+    eta = 0.05, plain step) are this library's choice. The budget (20 epochs x 100 steps,
     batches of 32) is the Prompt Diffuser paper's fine-tuning budget (Table 4); each step costs
     ``population + 1`` forward passes of the PLM over the batch.
 

@@ -1,0 +1,99 @@
+"""The training loop every promptrl model uses, and the checks of its budget and settings.
+
+:func:`train` calls a step function ``total_steps`` times with a tqdm progress bar, counts the steps
+in the model's ``settings.steps_trained``, stops on a non-finite loss and lets a callback (a plain
+callable returning False) stop early. :func:`training_budget` turns ``learn``'s ``total_steps`` or
+``epochs`` x ``steps_per_epoch`` into a number of steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+Callback = Callable[[dict[str, Any]], "bool | None"]
+"""Called after every update with ``{"step", <losses>, "model"}``; returning False stops training."""
+
+
+def check_number(name: str, value: Any, *, integer: bool = False, minimum: float = 0.0, strict: bool = True) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a (strictly, if ``strict``) larger-than-``minimum`` number."""
+    kind = (int,) if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if not ok:
+        bound = f"{'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
+
+
+def check_callback(callback: Any) -> None:
+    """Raise a TypeError unless ``callback`` is callable or None."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+
+
+def training_budget(
+    total_steps: int | None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    settings: Any = None,
+) -> int:
+    """The number of updates ``learn`` makes: ``total_steps``, or ``epochs`` x ``steps_per_epoch`` (the
+    paper's way of giving the budget, Table 4), each defaulting to the field of that name of
+    ``settings`` (else 1). Giving ``total_steps`` together with either of the others is a ValueError.
+
+    >>> training_budget(None, epochs=20, steps_per_epoch=100)
+    2000
+    >>> training_budget(2000)
+    2000
+    """
+    if total_steps is not None:
+        if epochs is not None or steps_per_epoch is not None:
+            raise ValueError(
+                f"give total_steps or epochs/steps_per_epoch, not both: got total_steps={total_steps!r}, "
+                f"epochs={epochs!r}, steps_per_epoch={steps_per_epoch!r}"
+            )
+        check_number("total_steps", total_steps, integer=True)
+        return total_steps
+    epochs = getattr(settings, "epochs", 1) if epochs is None else epochs
+    steps_per_epoch = getattr(settings, "steps_per_epoch", 1) if steps_per_epoch is None else steps_per_epoch
+    check_number("epochs", epochs, integer=True)
+    check_number("steps_per_epoch", steps_per_epoch, integer=True)
+    return epochs * steps_per_epoch
+
+
+def train(
+    model: Any,
+    module: nn.Module,
+    step: Callable[[], dict[str, float]],
+    total_steps: int,
+    callback: Callback | None = None,
+    progress_bar: bool = True,
+) -> None:
+    """Run ``step`` (one update; returns its losses by name) ``total_steps`` times on ``module`` in train mode.
+
+    After every update ``model.settings.steps_trained`` grows by one, a non-finite loss raises
+    FloatingPointError, the progress bar shows the losses and ``callback({"step": steps_trained,
+    **losses, "model": model})`` may stop training by returning False. ``module`` is back in eval
+    mode afterwards, also after an error.
+    """
+    check_callback(callback)
+    settings = model.settings
+    bar = tqdm(total=total_steps, desc=type(model).__name__, disable=not progress_bar)
+    module.train()
+    try:
+        for _ in range(total_steps):
+            values = step()
+            settings.steps_trained += 1
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(f"training loss became non-finite at step {settings.steps_trained}: {values}")
+            bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+            bar.update()
+            if callback is not None and callback({"step": settings.steps_trained, **values, "model": model}) is False:
+                break
+    finally:
+        bar.close()
+        module.eval()
