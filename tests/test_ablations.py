@@ -2,13 +2,16 @@
 the pieces they add: linear CKA, conditions from other data, zero-shot returns, explicit conditions."""
 
 import csv
+import itertools
 import json
 import math
+import struct
 
 import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_hub
+from matplotlib.image import imread
 
 import promptrl
 from promptrl.cli import main
@@ -29,6 +32,21 @@ def hub(tmp_path):
 def _csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def _assert_png(path, min_side=200):
+    """``path`` is a PNG that decodes to an image of at least ``min_side`` pixels a side with something drawn."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    width, height = struct.unpack(">II", data[16:24])
+    image = imread(path)  # (height, width, channels), decoded in full
+    assert image.shape[:2] == (height, width) and min(width, height) >= min_side, (path, image.shape)
+    assert image.std() > 0.01, f"{path} is blank"
+
+
+def _cells(out):
+    """Every cached cell under ``out/runs`` and when it was written."""
+    return {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")}
 
 
 def test_linear_cka_closed_form():
@@ -78,8 +96,17 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     out = tmp_path / "ablations"
     md = ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1)
     rows = _csv(out / "init-cheetah-vel.csv")
-    assert len(rows) == 18 and {r["init"] for r in rows} == {"expert", "medium", "random"}
-    assert all(math.isfinite(float(r["mean"])) for r in rows) and "(-32.6 ± 1.3)" in md.read_text()
+    methods, qualities = ("Prompt-Tuning DT", "Prompt Diffuser"), ("expert", "medium", "random")
+    assert [(r["method"], r["data"], r["init"]) for r in rows] == list(itertools.product(methods, qualities, qualities))
+    ref = ablations.paper("table2_cheetah_vel")
+    for r in rows:  # one seed: std 0; the paper's cell beside ours
+        assert math.isfinite(float(r["mean"])) and float(r["std"]) == 0 and r["seeds"] == "1", r
+        mean, std = ref[r["method"]][r["data"]][r["init"]]
+        assert r["paper"] == f"{mean:.1f} ± {std:.1f}", r
+    text = md.read_text()
+    assert "(-32.6 ± 1.3)" in text and "Test tasks [2]" in text
+    first = rows[0]  # Prompt-Tuning DT, expert data, expert init: its markdown cell holds the CSV's numbers
+    assert f"| expert | {float(first['mean']):.1f} ± 0.0 ({first['paper']}) |" in text
     # A finished cell is read back, not redone.
     cell = (
         out
@@ -96,25 +123,57 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     cell.write_text(json.dumps(data))
     ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1)
     assert "777.0" in (out / "init-cheetah-vel.md").read_text()
+    again = _csv(out / "init-cheetah-vel.csv")
+    changed = [(a["method"], a["data"], a["init"]) for a, b in zip(again, rows) if a != b]
+    assert changed == [("Prompt Diffuser", "random", "expert")] and again[15]["mean"] == "777.0"
     cell.unlink()  # --collect tabulates what is finished and runs nothing
     text = ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1, collect=True).read_text()
     assert text.count("not run") == 1 and not cell.exists() and len(_csv(out / "init-cheetah-vel.csv")) == 17
 
     ablations.update_rules(["cheetah-vel"], TINY, out, hub, n_tasks=1)
     rules = _csv(out / "update-rules-cheetah-vel.csv")
-    assert [r["rule"] for r in rules] == list(ablations.UPDATE_RULES) and float(rules[0]["relative_to_dm_percent"]) == 0
-    assert (out / "update-rules-cheetah-vel.png").stat().st_size > 0
+    assert [(r["suite"], r["rule"]) for r in rules] == [("cheetah-vel", rule) for rule in ablations.UPDATE_RULES]
+    dm = float(rules[0]["mean"])
+    for r in rules:  # relative to dm (Eq. 18) from the unrounded means: within the rounding of the CSV's
+        mean = float(r["mean"])
+        assert math.isfinite(mean) and float(r["std"]) == 0 and r["seeds"] == "1", r
+        assert float(r["relative_to_dm_percent"]) == pytest.approx(100 * (mean - dm) / abs(dm), abs=0.01 + 1 / abs(dm))
+    assert float(rules[0]["relative_to_dm_percent"]) == 0
+    text = (out / "update-rules-cheetah-vel.md").read_text()
+    assert f"| cheetah-vel | [2] | {dm:.1f} ± 0.0 (+0.0%) | " in text
+    _assert_png(out / "update-rules-cheetah-vel.png")
+    before = _cells(out)
+    ablations.update_rules(["cheetah-vel"], TINY, out, hub, n_tasks=1)  # every cell is finished: nothing reruns
+    assert _cells(out) == before and _csv(out / "update-rules-cheetah-vel.csv") == rules
 
     ablations.zero_shot("cheetah-vel", TINY, out, hub, n_tasks=1)
-    assert [r["setting"] for r in _csv(out / "zero-shot-cheetah-vel.csv")][-1] == "Prompt Diffuser zero-shot"
+    settings = _csv(out / "zero-shot-cheetah-vel.csv")
+    assert [r["setting"] for r in settings] == [
+        "Prompt-DT few-shot",
+        "Prompt-Tuning DT few-shot",
+        "Prompt Diffuser few-shot",
+        "Prompt-DT zero-shot",
+        "Prompt Diffuser zero-shot",
+    ]
+    assert all(math.isfinite(float(r["mean"])) and r["seeds"] == "1" and r["paper"] == "—" for r in settings)
+    before = _cells(out)
+    ablations.zero_shot("cheetah-vel", TINY, out, hub, n_tasks=1)
+    assert _cells(out) == before and _csv(out / "zero-shot-cheetah-vel.csv") == settings
 
     with pytest.raises(ValueError, match="n_prompts must be an integer in \\[2, 2\\]"):
         ablations.prompt_similarity("cheetah-vel", TINY, out, hub, n_prompts=3)  # one prompt per expert episode
     ablations.prompt_similarity("cheetah-vel", TINY, out, hub, n_prompts=2)
-    sim = {r["method"]: float(r["cka"]) for r in _csv(out / "prompts-cheetah-vel.csv")}
-    assert sim["expert"] == 1.0 and 0 <= sim["Prompt Diffuser"] <= 1 and 0 <= sim["Prompt-Tuning DT"] <= 1
-    # A last-window PLM still gets distinct initial windows: one per expert episode, each a real last window.
+    table = _csv(out / "prompts-cheetah-vel.csv")
+    assert [r["method"] for r in table] == ["expert", "Prompt-Tuning DT", "Prompt Diffuser"]
     cache = json.loads(next((out / "runs" / "prompts").rglob("prompts-n2.json")).read_text())
+    features = {k: np.asarray(v) for k, v in cache["features"].items()}
+    spec = promptrl.load_suite("cheetah-vel").spec
+    assert all(f.shape == (2, 5 * (spec.obs_dim + spec.act_dim + 1)) for f in features.values())  # K* = 5 steps
+    for r in table:  # CKA to the expert windows, and the cached returns, as the table gives them
+        want = 1.0 if r["method"] == "expert" else ablations.linear_cka(features["expert"], features[r["method"]])
+        assert 0 <= want <= 1 and float(r["cka"]) == round(want, 4), r
+        assert float(r["return_mean"]) == round(float(np.mean(cache["returns"][r["method"]])), 2), r
+    # A last-window PLM still gets distinct initial windows: one per expert episode, each a real last window.
     starts = np.asarray(cache["features"]["expert"])
     assert cache["episodes"] == [0, 1] and not np.allclose(starts[0], starts[1])
     plm = promptrl.PromptDT.from_pretrained(hub / "cheetah-vel" / "plm")
@@ -123,15 +182,21 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
         for w in whole_windows(episodes_of(promptrl.load_suite("cheetah-vel").dataset(2, "expert")), 5, last=True)
     ]
     np.testing.assert_allclose(starts, np.stack(last), rtol=1e-5, atol=1e-5)
-    assert (out / "prompts-cheetah-vel.png").stat().st_size > 0
+    _assert_png(out / "prompts-cheetah-vel.png")
+    assert "![t-SNE](prompts-cheetah-vel.png)" in (out / "prompts-cheetah-vel.md").read_text()
 
 
 def test_cli_denoising(hub, tmp_path, capsys):
     out = tmp_path / "abl"
     assert main(["ablate", "denoising", "cheetah-vel", "--hub", str(hub), "--out", str(out), "--n-prompts", "4"]) == 0
     rows = _csv(out / "denoising-cheetah-vel.csv")
-    assert rows[0]["step"] == "4" and rows[-1]["step"] == "0" and (out / "denoising-cheetah-vel.png").is_file()
-    assert "RMS distance" in capsys.readouterr().out
+    assert [r["step"] for r in rows] == ["4", "3", "2", "1", "0"]  # N = 4: pure noise down to the prompt
+    distances = [float(r["nearest_real_rms"]) for r in rows]
+    assert all(math.isfinite(d) and d > 0 for d in distances), rows
+    printed = capsys.readouterr().out
+    assert "RMS distance" in printed and "4 prompts for task 2" in printed
+    assert all(f"| {r['step']} | {d:.3f} |" in printed for r, d in zip(rows, distances))
+    _assert_png(out / "denoising-cheetah-vel.png")
     shipped = json.loads((hub / "cheetah-vel" / "config.json").read_text())["temperature"]
     other = 1.0 if shipped != 1.0 else 0.0  # another temperature: its own files, the shipped ones stay
     assert (
@@ -153,9 +218,9 @@ def test_cli_denoising(hub, tmp_path, capsys):
         == 0
     )
     assert f"at temperature {other:g}" in (out / f"denoising-cheetah-vel-T{other:g}.md").read_text()
-    assert (out / f"denoising-cheetah-vel-T{other:g}.png").is_file() and len(
-        _csv(out / "denoising-cheetah-vel.csv")
-    ) == len(rows)
+    assert [r["step"] for r in _csv(out / f"denoising-cheetah-vel-T{other:g}.csv")] == ["4", "3", "2", "1", "0"]
+    _assert_png(out / f"denoising-cheetah-vel-T{other:g}.png")
+    assert _csv(out / "denoising-cheetah-vel.csv") == rows  # the shipped temperature's table is untouched
     with pytest.raises(ValueError, match="temperature must be in"):
         ablations.denoising("cheetah-vel", out, hub, n=4, temperature=1.5)
     assert main(["ablate", "zero-shot", "all", "--hub", str(hub)]) == 2  # one suite only
@@ -181,13 +246,17 @@ def test_prompt_length_trains_a_plm_and_generator_per_length(tmp_path):
     ablations.prompt_length("ant-dir-ood", TINY, out, **kw)
     rows = _csv(out / "prompt-length-ant-dir-ood.csv")
     assert [(r["prompt_length"], r["n_steps"]) for r in rows] == [("2", "100"), ("8", "6")]
+    assert all(math.isfinite(float(r["mean"])) and r["seeds"] == "1" and r["paper"] == "—" for r in rows)
     models = out / "runs" / "prompt-length" / "ant-dir-ood" / TINY.tag() / "tasks-1" / "models"
     plm = promptrl.PromptDT.from_pretrained(models / "K8-plm2" / "plm" / "final")
     assert plm.settings.prompt_length == 8 and plm.settings.steps_trained == 2
     gen = PromptDiffuser.from_pretrained(models / "K8-plm2" / "generator-N6-steps2", plm=plm)
     assert gen.settings.n_steps == 6 and gen.settings.update == "projection" and gen.settings.steps_trained == 2
-    # Rerun: models and cells are reused (nothing trains again).
+    # Rerun: models and cells are reused (nothing trains or evaluates again).
+    written = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
     ablations.prompt_length("ant-dir-ood", TINY, out, **kw)
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == written
+    assert _csv(out / "prompt-length-ant-dir-ood.csv") == rows
     assert promptrl.PromptDT.from_pretrained(models / "K2-plm2" / "plm" / "final").settings.steps_trained == 2
     # --collect: finished lengths tabulated, the others "not run", nothing trained.
     md = ablations.prompt_length("ant-dir-ood", TINY, out, **{**kw, "lengths": ("2", "3")}, collect=True)

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -275,12 +276,16 @@ def test_evaluate_and_vector_wrapper_use_the_method(world, name):
     assert list(result.returns) == [6] and len(result.returns[6]) == 2
     method.set_random_seed(1)  # a generator's prompt draws come from its own random state
     assert evaluate(method, short, n_episodes=2, seed=0).returns == result.returns  # default: the method's own prompts
+    assert all(math.isfinite(r) for r in result.returns[6])
     vec = gym.vector.SyncVectorEnv([lambda: gym.make("promptrl/MetaWorldReach-v0", task=6)] * 2)
     venv = VectorPromptWrapper(vec, method)
     obs, _ = venv.reset(seed=[0, 1])
+    assert venv.observation_space.contains(obs) and obs["prompt_states"].shape == (2, K_STAR, OBS)
     actions, state = method.predict(obs)
-    assert actions.shape == (2, ACT) and state is None
-    venv.step(actions)
+    assert actions.shape == (2, ACT) and state is None and np.all(np.abs(actions) <= 1)
+    obs, reward, terminated, truncated, _ = venv.step(actions)
+    assert venv.observation_space.contains(obs) and reward.shape == (2,) and np.isfinite(reward).all()
+    assert not (terminated | truncated).any()
 
 
 def test_mt_orl_fits_the_same_interface(world, tmp_path):
@@ -291,7 +296,15 @@ def test_mt_orl_fits_the_same_interface(world, tmp_path):
     assert "prompt_states" not in obs
     np.testing.assert_array_equal(method.predict(obs)[0], mt_orl.predict(obs)[0])
     short = ShortSuite(dataclasses.replace(suite.spec, test_tasks=[6]))
-    assert evaluate(method, short, n_episodes=1, prompt=None).returns[6]
+    returns = evaluate(method, short, n_episodes=1, prompt=None, seed=0).returns
+    # the same episode run by hand: evaluate seeds its one env with the first seed of SeedSequence(0)
+    env = PromptWrapper(short.make_env(6), method)
+    obs, _ = env.reset(seed=int(np.random.SeedSequence(0).generate_state(1)[0]))
+    by_hand, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(method.predict(obs, deterministic=True)[0])
+        by_hand, done = by_hand + float(reward), terminated or truncated
+    assert list(returns) == [6] and returns[6] == [pytest.approx(by_hand, abs=1e-4)]
     method.save_pretrained(tmp_path / "mt")
     np.testing.assert_array_equal(MTORL.from_pretrained(tmp_path / "mt").predict(obs)[0], method.predict(obs)[0])
 

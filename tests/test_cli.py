@@ -1,6 +1,9 @@
 import importlib.util
+import math
+import re
 
 import minari
+import numpy as np
 import pytest
 
 from promptrl.cli import main
@@ -23,8 +26,10 @@ def test_data_command_is_idempotent(capsys):
 def test_bad_arguments(capsys):
     assert main(["data", "mw-reach", "--tasks", "21"]) == 2
     assert "task must be an integer in [0, 20]" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(["data", "cheetah-run"])
+    assert exit_info.value.code == 2
+    assert "argument suite: invalid choice: 'cheetah-run'" in capsys.readouterr().err
     # counts are checked when parsed, before anything is created or printed
     for argv, message in (
         (["data", "mw-reach", "--episodes", "0", "--tasks", "6"], "--episodes: expected a positive integer, got 0"),
@@ -32,8 +37,9 @@ def test_bad_arguments(capsys):
         (["reproduce", "mw-reach", "--seeds", "two"], "--seeds: expected a positive integer, got 'two'"),
         (["evaluate", "folder", "mw-reach", "--seed", "-1"], "--seed: expected a non-negative integer, got -1"),
     ):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as exit_info:
             main(argv)
+        assert exit_info.value.code == 2, argv
         captured = capsys.readouterr()
         assert message in captured.err and captured.out == ""
 
@@ -67,16 +73,33 @@ def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
     assert main(args[:3] + ["--steps", "6"] + args[5:]) == 0  # resumes from step 4
     assert "4/6 steps done" in capsys.readouterr().out
     assert PromptDT.load_checkpoint(out / "checkpoint").settings.steps_trained == 6
+    rows = [r.split(",") for r in (out / "progress.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["2", "4", "6"]  # appended, no header or step written twice
+    assert all(math.isfinite(float(loss)) and float(loss) > 0 for _, loss, _ in rows)
+    final = PromptDT.from_pretrained(out / "final")
+    assert final.settings.steps_trained == 6
+    card = (out / "final" / "README.md").read_text()
+    assert "Command: `promptrl train plm mw-reach --steps 6 --checkpoint-steps 2 --threads 1 --log-steps 2`" in card
+    assert "Multi-task, prompt-augmented training on the expert datasets" in card and ": 6 steps of " in card
+    assert str(tmp_path) not in card  # --out is left out of the recorded command
     if importlib.util.find_spec("tensorboard") is not None:  # a dev dependency; optional for users
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         events = EventAccumulator(str(out / "tensorboard")).Reload()
         assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
     assert main(["evaluate", str(out / "final"), "mw-reach", "--episodes", "1", "--prompt", "expert", "--record"]) == 0
-    assert "| **mean** |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # one row per test task, one episode each, and the mean of the per-task means
+    per_task = {int(t): float(m) for t, m in re.findall(r"^\| (\d+) \| (-?\d+\.\d) \| 0\.0 \| 1 \|$", printed, re.M)}
+    assert sorted(per_task) == [6, 9, 15, 16, 20], printed
+    mean = float(re.search(r"^\| \*\*mean\*\* \| \*\*(-?\d+\.\d)\*\* \|", printed, re.M).group(1))
+    assert mean == pytest.approx(np.mean(list(per_task.values())), abs=0.06)
     card = (out / "final" / "README.md").read_text()
-    assert "promptrl train plm mw-reach" in card or "6 steps" in card or "Multi-task" in card
-    assert "| expert |" in card and "--record" in card
+    assert ": 6 steps of " in card  # the training section survives --record
+    row = re.search(r"^\| expert \| (-?\d+\.\d) ± (\d+\.\d) \| (.*) \|$", card, re.M)
+    assert row and float(row.group(1)) == mean, card
+    assert row.group(3) == ", ".join(f"{t}: {m:.1f}" for t, m in per_task.items())
+    assert re.search(r"^Command: `promptrl evaluate \S+ mw-reach --episodes 1 --prompt expert --record`", card, re.M)
 
 
 def test_train_plm_without_data_names_the_command(tmp_path, capsys):
@@ -91,12 +114,12 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     folder = hub / "mw-reach"
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
     card = (folder / "README.md").read_text()
-    assert (
-        "tasks [6] return (mean ± std over episodes)" in card
-        and "| generated |" in card
-        and "| expert (the frozen PLM) |" in card
-        and "6: " in card
-    )
+    assert "tasks [6] return (mean ± std over episodes)" in card
+    rows = dict(re.findall(r"^\| (generated|expert \(the frozen PLM\)) \| (.*) \|$", card, re.M))
+    assert list(rows) == ["generated", "expert (the frozen PLM)"], card
+    for cells in rows.values():  # one task, one episode: the per-task column is that episode's return, std 0
+        mean, per_task = cells.split(" | ")
+        assert mean.endswith(" ± 0.0") and per_task == f"6: {mean.split(' ± ')[0]}"
     # the same numbers as the card's model-index, which the Hub shows as evaluation results
     from huggingface_hub import ModelCard
 
@@ -118,7 +141,7 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no expert datasets for tasks [8]" in out and "prompt: generated" in out and "prompt: expert" not in out
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "99"]) == 2
-    assert "task" in capsys.readouterr().err
+    assert "task must be an integer in [0, 20] for suite 'mw-reach', got 99" in capsys.readouterr().err
 
 
 def test_train_diffuser_finetunes_into_the_hub_folder(tmp_path, capsys):
@@ -150,8 +173,10 @@ def test_train_diffuser_finetunes_into_the_hub_folder(tmp_path, capsys):
     assert sorted(pd.settings.conditions) == ["6"]
     card = (hub / "mw-reach" / "README.md").read_text()
     assert "--temperature 0" in card and "test task 6" in card and "sampling temperature 0;" in card
+    capsys.readouterr()
     assert main(args[:-2] + ["--hub", str(tmp_path / "missing")]) == 2
-    assert "missing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"pretrained_model_name_or_path='{tmp_path / 'missing' / 'mw-reach' / 'plm'}' is not a folder" in err
 
 
 def test_command_line_leaves_out_where_files_live():
