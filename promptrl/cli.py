@@ -265,11 +265,13 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     )
     log_path = out / "progress.csv"
     new = not log_path.exists()
+    rows = [] if new else list(csv.DictReader(log_path.open()))
+    elapsed = float(rows[-1]["seconds"]) if rows else 0.0  # a resumed run's clock goes on from there
     with open(log_path, "a", newline="") as f:
         writer = csv.writer(f)
         if new:
             writer.writerow(["step", "loss", "seconds"])
-        start, losses = time.time(), []
+        start, losses = time.time() - elapsed, []
 
         def log_step(info: dict) -> None:
             losses.append(info["loss"])
@@ -292,10 +294,12 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
 
         def card(model: PromptDT) -> str:
             s = model.settings
+            counts = sorted({d.total_episodes for d in suite.datasets("train", args.quality)})
+            episodes = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
             return (
                 f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} "
                 f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
-                f"({suite.spec.episodes[args.quality]} episodes each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
+                f"({episodes} episode{'s' if counts[-1] > 1 else ''} each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
                 f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
                 f"warm-up {s.warmup_steps:,} steps, bf16 autocast {training_bf16(s.bf16, args.device)}, "
                 f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}."
@@ -418,8 +422,8 @@ def _pretrain_generator(
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The command as typed, for model cards and result files (without ``--out`` and ``--hub``: where a
-    run kept its files is nobody else's business)."""
+    """The command as typed, for model cards and result files, without ``--out`` and ``--hub`` and with an
+    absolute path cut to its last part (where a run kept its files is nobody else's business)."""
     import shlex
 
     words, skip = [], False
@@ -427,7 +431,7 @@ def command_line(args: argparse.Namespace) -> str:
         if skip or a in ("--out", "--hub") or a.startswith(("--out=", "--hub=")):
             skip = a in ("--out", "--hub")
             continue
-        words.append(a)
+        words.append(Path(a).name if Path(a).is_absolute() else a)
     return "promptrl " + " ".join(shlex.quote(a) for a in words)
 
 
@@ -467,7 +471,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     one_task = args.tasks is not None and len(args.tasks) == 1
     spread = "over episodes" if one_task else "over tasks of the per-task means"
     lines = [
-        f"Command: `{command_line(args)}` ({args.episodes} episodes per task, seed {args.seed}).\n",
+        f"Command: `{command_line(args)}` ({args.episodes} episode{'s' if args.episodes > 1 else ''} per task, "
+        f"seed {args.seed}).\n",
         f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
         "| per task |",
         "|---|---|---|",

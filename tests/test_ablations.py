@@ -156,6 +156,9 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
         "Prompt Diffuser zero-shot",
     ]
     assert all(math.isfinite(float(r["mean"])) and r["seeds"] == "1" and r["paper"] == "—" for r in settings)
+    # the same Prompt Diffuser run (seed, budget, data, projection rule) scores the same in both ablations
+    projection = next(r for r in rules if r["rule"] == "projection")
+    assert settings[2]["mean"] == projection["mean"]
     before = _cells(out)
     ablations.zero_shot("cheetah-vel", TINY, out, hub, n_tasks=1)
     assert _cells(out) == before and _csv(out / "zero-shot-cheetah-vel.csv") == settings

@@ -76,11 +76,14 @@ def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
     rows = [r.split(",") for r in (out / "progress.csv").read_text().splitlines()[1:]]
     assert [r[0] for r in rows] == ["2", "4", "6"]  # appended, no header or step written twice
     assert all(math.isfinite(float(loss)) and float(loss) > 0 for _, loss, _ in rows)
+    seconds = [float(r[2]) for r in rows]
+    assert seconds == sorted(seconds)  # the resumed run's clock goes on from where the first stopped
     final = PromptDT.from_pretrained(out / "final")
     assert final.settings.steps_trained == 6
     card = (out / "final" / "README.md").read_text()
     assert "Command: `promptrl train plm mw-reach --steps 6 --checkpoint-steps 2 --threads 1 --log-steps 2`" in card
     assert "Multi-task, prompt-augmented training on the expert datasets" in card and ": 6 steps of " in card
+    assert "(1 episode each, made by `promptrl data mw-reach`)" in card  # the datasets' own episode count
     assert str(tmp_path) not in card  # --out is left out of the recorded command
     if importlib.util.find_spec("tensorboard") is not None:  # a dev dependency; optional for users
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -99,7 +102,8 @@ def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
     row = re.search(r"^\| expert \| (-?\d+\.\d) ± (\d+\.\d) \| (.*) \|$", card, re.M)
     assert row and float(row.group(1)) == mean, card
     assert row.group(3) == ", ".join(f"{t}: {m:.1f}" for t, m in per_task.items())
-    assert re.search(r"^Command: `promptrl evaluate \S+ mw-reach --episodes 1 --prompt expert --record`", card, re.M)
+    assert re.search(r"^Command: `promptrl evaluate final mw-reach --episodes 1 --prompt expert --record`", card, re.M)
+    assert str(tmp_path) not in card  # the model folder is recorded by its name, not its absolute path
 
 
 def test_train_plm_without_data_names_the_command(tmp_path, capsys):

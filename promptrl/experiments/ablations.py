@@ -145,13 +145,16 @@ def _write(
 
 
 def _adapt(method: str, ctx: Context, task: int, seed: int, data: Any, prompt_data: Any = None, **settings: Any) -> Any:
-    """``method`` built from the shipped models, settings overridden, adapted on ``data`` with the budget."""
+    """``method`` built from the shipped models, settings overridden, adapted on ``data`` with the budget.
+    A Prompt Diffuser is reseeded after training, as in Table 1, so its evaluation draws the same prompts
+    in every ablation that runs it."""
     model = fresh_method(method, ctx, seed)
     model.settings = replace(model.settings, **settings)
     b = ctx.budget
-    return model.learn(
-        data, epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False, prompt_data=prompt_data
-    )
+    model.learn(data, epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False, prompt_data=prompt_data)
+    if method.startswith("Prompt Diffuser"):
+        model.set_random_seed(seed)
+    return model
 
 
 # ---------------------------------------------------------------------- Table 2
