@@ -295,3 +295,34 @@ def test_plm_config_needs_its_sizes(world, tmp_path):
     (tmp_path / "plm" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"is not a PromptDT config \(unknown keys \[\], missing keys \['obs_dim'\]\)"):
         PromptDT.from_pretrained(tmp_path / "plm")
+
+
+def test_train_plm_resumes_in_chunks_and_names_bad_counts(tmp_path):
+    from promptrl.data.datasets import create_datasets
+    from promptrl.methods.plm import train_plm
+
+    suite = promptrl.load_suite("mw-reach")
+    create_datasets(suite, "expert", tasks=suite.train_tasks, episodes=1)
+    saves = []
+    tiny = {"embed_dim": 16, "n_layer": 1, "batch_per_task": 2, "warmup_steps": 2, "context": 4}
+    model = train_plm(
+        suite,
+        tmp_path,
+        5,
+        checkpoint_steps=2,
+        on_checkpoint=lambda m: saves.append(m.settings.steps_trained),
+        progress_bar=False,
+        **tiny,
+    )
+    assert saves == [2, 4, 5] and model.settings.steps_trained == 5
+    more = train_plm(
+        suite,
+        tmp_path,
+        6,
+        checkpoint_steps=2,
+        on_checkpoint=lambda m: saves.append(m.settings.steps_trained),
+        progress_bar=False,
+    )
+    assert saves == [2, 4, 5, 6] and more.settings.steps_trained == 6  # resumed from the checkpoint at step 5
+    with pytest.raises(ValueError, match="checkpoint_steps must be an integer > 0, got 0"):
+        train_plm(suite, tmp_path / "other", 3, checkpoint_steps=0, progress_bar=False, **tiny)

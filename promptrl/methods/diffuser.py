@@ -24,6 +24,7 @@ from promptrl.common.files import CONFIG_NAME
 from promptrl.common.hub import model_card_template
 from promptrl.methods.base import PLM_FOLDER
 from promptrl.methods.generator import GeneratorSettings, PromptGenerator
+from promptrl.methods.training import train_in_chunks
 from promptrl.nn.diffusion import GaussianDiffusion, NoiseMLP
 
 __all__ = ["PLM_FOLDER", "PRETRAIN_RECIPE", "PromptDiffuser", "PromptDiffuserSettings", "pretrain_generator"]
@@ -167,11 +168,16 @@ def pretrain_generator(
         pd = PromptDiffuser.from_pretrained(folder, plm=plm, device=plm.device)
     else:
         pd = PromptDiffuser(plm, seed=seed, **settings)
-    while pd.settings.steps_trained < steps:
+
+    def learn(n: int) -> None:
         pd.settings = replace(pd.settings, **recipe)
-        pd.learn(datasets, total_steps=min(save_steps, steps - pd.settings.steps_trained), progress_bar=progress_bar)
+        pd.learn(datasets, total_steps=n, progress_bar=progress_bar)
         pd.settings = replace(pd.settings, **finetune)
+
+    def save() -> None:
         if model_card is not None:
             pd.settings.model_card = {"training": model_card(pd)}
         pd.save_generator(folder)
+
+    train_in_chunks(pd, steps, save_steps, learn, save, names=("steps", "save_steps"))
     return pd

@@ -33,7 +33,7 @@ from promptrl.common.files import (
 from promptrl.common.hub import JsonHubMixin, model_card_template
 from promptrl.data.episodes import Episode, as_task_episodes, state_statistics
 from promptrl.data.windows import Segment, SegmentSampler, SegmentSpec, stack_windows, window
-from promptrl.methods.training import Callback, check_number, train
+from promptrl.methods.training import Callback, check_number, train, train_in_chunks
 from promptrl.nn.transformer import PromptDTConfig, PromptDTNetwork
 from promptrl.suites import TaskSuite, load_suite
 
@@ -503,12 +503,22 @@ def train_plm(
     model = PromptDT.load_checkpoint(folder / "checkpoint", device=device) or PromptDT(
         suite, device=device, seed=seed, **hyperparams
     )
-    while model.settings.steps_trained < steps:
-        chunk = min(checkpoint_steps, steps - model.settings.steps_trained)
-        model.learn(data, total_steps=chunk, prompt_datasets=prompts, callback=callback, progress_bar=progress_bar)
+
+    def save() -> None:
         model.save_checkpoint(folder / "checkpoint")
         if on_checkpoint is not None:
             on_checkpoint(model)
+
+    train_in_chunks(
+        model,
+        steps,
+        checkpoint_steps,
+        lambda n: model.learn(
+            data, total_steps=n, prompt_datasets=prompts, callback=callback, progress_bar=progress_bar
+        ),
+        save,
+        names=("steps", "checkpoint_steps"),
+    )
     if model_card is not None:
         model.settings.model_card = {"training": model_card(model)}
     model.save_pretrained(final)

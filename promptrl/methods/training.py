@@ -97,3 +97,22 @@ def train(
     finally:
         bar.close()
         module.eval()
+
+
+def train_in_chunks(
+    model: Any,
+    total_steps: int,
+    chunk_steps: int,
+    learn: Callable[[int], Any],
+    save: Callable[[], Any],
+    names: tuple[str, str] = ("total_steps", "chunk_steps"),
+) -> None:
+    """Resumable training: ``learn(n)`` in chunks of at most ``chunk_steps`` updates, each followed by
+    ``save()``, until ``model.settings.steps_trained`` reaches ``total_steps``. A model loaded from the
+    last save continues where it stopped; one already trained that far does nothing. ``names``: what the
+    caller calls the two counts, for the error a bad value gets."""
+    check_number(names[0], total_steps, integer=True)
+    check_number(names[1], chunk_steps, integer=True)
+    while model.settings.steps_trained < total_steps:
+        learn(min(chunk_steps, total_steps - model.settings.steps_trained))
+        save()
