@@ -1,0 +1,457 @@
+"""What each ``promptrl`` subcommand does, given its parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from promptrl.cli.options import given, home
+from promptrl.common.hub import resolve_model_path
+from promptrl.suites import load_suite
+
+PLM_FIELDS = (
+    "use_prompt",
+    "embed_dim",
+    "n_layer",
+    "n_head",
+    "activation",
+    "dropout",
+    "context",
+    "prompt_length",
+    "learning_rate",
+    "weight_decay",
+    "warmup_steps",
+    "batch_per_task",
+    "grad_clip",
+    "prompt_window",
+    "bf16",
+)
+"""Fields of :class:`~promptrl.methods.plm.PromptDTSettings` that ``train plm`` takes as options."""
+GENERATOR_FIELDS = (
+    "update",
+    "learning_rate",
+    "batch_size",
+    "weight_decay",
+    "grad_clip",
+    "guidance_weight",
+    "temperature",
+    "bf16_plm",
+)
+"""Fields of :class:`~promptrl.methods.diffuser.PromptDiffuserSettings` that ``train diffuser`` takes as options."""
+SAC_FIELDS = (
+    "total_updates",
+    "n_envs",
+    "batch_size",
+    "hidden",
+    "lr",
+    "gamma",
+    "tau",
+    "buffer_size",
+    "learning_starts",
+    "eval_every",
+    "checkpoint_minutes",
+    "seed",
+)
+"""Fields of :class:`~promptrl.experiments.sac.SACConfig` that ``train expert`` takes as options."""
+BUDGET_FIELDS = ("seeds", "episodes", "few_shot_episodes", "epochs", "steps_per_epoch", "full_epochs")
+"""Fields of :class:`~promptrl.experiments.reproduce.Budget` that ``reproduce`` takes as options."""
+ABLATION_BUDGET_FIELDS = ("seeds", "episodes", "epochs")
+"""...and those ``ablate`` takes."""
+
+
+def cmd_suites(args: argparse.Namespace) -> None:
+    from promptrl.data.datasets import suites_table
+
+    print(suites_table())
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from promptrl.data.datasets import create_datasets
+
+    suite = load_suite(args.suite)
+    tasks = args.tasks if args.tasks is not None else suite.split("all")
+    for quality in args.quality:
+        created = create_datasets(
+            suite, quality, tasks=tasks, episodes=args.episodes, seed=args.seed, progress_bar=True
+        )
+        print(f"{args.suite} {quality}: {len(created)} dataset(s) created, {len(tasks) - len(created)} reused")
+
+
+def cmd_train_expert(args: argparse.Namespace) -> None:
+    import torch
+
+    from promptrl.experiments.sac import SACConfig, SACTrainer, export_expert
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else home() / "experts" / args.suite
+    if args.export_only:
+        for quality, path in export_expert(args.suite, out).items():
+            print(f"{quality} weights written to {path}")
+        return
+    cfg = SACConfig(**given(args, SAC_FIELDS))
+    print(f"training the {args.suite} expert in {out} (progress in {out / 'progress.csv'})")
+    SACTrainer(args.suite, out, cfg).run()
+
+
+def cmd_train_plm(args: argparse.Namespace) -> None:
+    import csv
+    import time
+
+    import torch
+
+    from promptrl.common.files import latest_folder, saved_steps
+    from promptrl.methods.plm import PromptDT, train_plm, training_bf16
+
+    torch.set_num_threads(args.threads)
+    suite = load_suite(args.suite)
+    out = Path(args.out) if args.out else home() / "plm" / args.suite
+    out.mkdir(parents=True, exist_ok=True)
+    hyper = given(args, PLM_FIELDS)  # the settings of a new run; a resumed run keeps its own
+    done = saved_steps(latest_folder(out / "checkpoint", "progress.json"))  # read, not loaded: train_plm loads it
+    tensorboard = _tensorboard(out / "tensorboard")
+    print(
+        f"training a {'Prompt-DT' if hyper.get('use_prompt', True) else 'MT-ORL'} on {args.suite} in {out}: "
+        f"{done}/{args.steps} steps done (log: {out / 'progress.csv'}"
+        f"{', ' + str(out / 'tensorboard') if tensorboard else ''})"
+    )
+    log_path = out / "progress.csv"
+    new = not log_path.exists()
+    rows = [] if new else list(csv.DictReader(log_path.open()))
+    elapsed = float(rows[-1]["seconds"]) if rows else 0.0  # a resumed run's clock goes on from there
+    with open(log_path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "loss", "seconds"])
+        start, losses = time.time() - elapsed, []
+
+        def log_step(info: dict) -> None:
+            losses.append(info["loss"])
+            if info["step"] % args.log_steps == 0:
+                mean = sum(losses) / len(losses)
+                writer.writerow([info["step"], f"{mean:.5f}", f"{time.time() - start:.0f}"])
+                f.flush()
+                losses.clear()
+                if tensorboard:
+                    tensorboard.add_scalar("train/loss", mean, info["step"])
+                    tensorboard.add_scalar(
+                        "train/learning_rate", info["model"]._scheduler.get_last_lr()[0], info["step"]
+                    )
+
+        def after_checkpoint(model: PromptDT) -> None:
+            if args.eval_episodes:
+                _log_evaluation(model, suite, out / "eval.csv", args.eval_episodes, args.seed, tensorboard)
+            if tensorboard:
+                tensorboard.flush()
+
+        def card(model: PromptDT) -> str:
+            s = model.settings
+            counts = sorted({d.total_episodes for d in suite.datasets("train", args.quality)})
+            episodes = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+            return (
+                f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} "
+                f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
+                f"({episodes} episode{'s' if counts[-1] > 1 else ''} each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
+                f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
+                f"warm-up {s.warmup_steps:,} steps, bf16 autocast {training_bf16(s.bf16, args.device)}, "
+                f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}."
+            )
+
+        train_plm(
+            suite,
+            out,
+            args.steps,
+            quality=args.quality,
+            device=args.device,
+            seed=args.seed,
+            checkpoint_steps=args.checkpoint_steps,
+            callback=log_step,
+            on_checkpoint=after_checkpoint,
+            model_card=card,
+            **hyper,
+        )
+    if tensorboard:
+        tensorboard.close()
+    print(f"done: {out / 'final'}")
+
+
+def _tensorboard(folder: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` into ``folder`` when the ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package
+        return None
+    return SummaryWriter(str(folder))
+
+
+def _log_evaluation(model, suite, path: Path, episodes: int, seed: int, tensorboard: Any = None) -> None:
+    """Append the test-split return with expert prompts (no prompt for MT-ORL) to a CSV (and TensorBoard)."""
+    from promptrl.evaluation import evaluate
+
+    result = evaluate(model, suite, split="test", n_episodes=episodes, prompt="expert", seed=seed)
+    if tensorboard:
+        tensorboard.add_scalar("eval/test_return", result.mean, model.settings.steps_trained)
+    new = not path.exists()
+    with open(path, "a") as f:
+        if new:
+            f.write("step,test_return,test_std\n")
+        f.write(f"{model.settings.steps_trained},{result.mean:.2f},{result.std:.2f}\n")
+    print(f"step {model.settings.steps_trained}: test return {result.mean:.1f} +- {result.std:.1f}")
+
+
+def _generator_card(pd, what: str, args: argparse.Namespace) -> str:
+    s = pd.settings
+    return (
+        f"Command: `{command_line(args)}`\n\nThe generator was {what}: {s.steps_trained:,} steps in total so far, batch {s.batch_size}, "
+        f"AdamW lr {s.learning_rate:g}, betas {tuple(s.betas)}, weight decay {s.weight_decay:g}, grad-norm clip {s.grad_clip}, "
+        f"update rule `{s.update}`, guidance weight {s.guidance_weight:g}, N={s.n_steps} ({s.schedule} schedule), "
+        f"sampling temperature {s.temperature:g}{', PLM under bf16 autocast in L_DT' if s.bf16_plm else ''}; the PLM stayed frozen."
+    )
+
+
+def cmd_train_diffuser(args: argparse.Namespace) -> None:
+    import torch
+
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuser
+    from promptrl.methods.plm import PromptDT
+
+    torch.set_num_threads(args.threads)
+    if args.epochs is None:
+        args.epochs = 40 if args.stage == "pretrain" else 20
+    suite = load_suite(args.suite)
+    hub = Path(args.hub) / args.suite
+    plm = PromptDT.from_pretrained(Path(args.plm) if args.plm else hub / "plm", device=args.device)
+    pretrained = hub / "pretrained"
+    settings = given(args, GENERATOR_FIELDS)
+    if args.stage == "pretrain":
+        recipe = {k: settings.pop(k, v) for k, v in PRETRAIN_RECIPE.items()}
+        _pretrain_generator(args, suite, plm, pretrained, recipe, settings)
+        return
+    task = suite.test_tasks[0] if args.task is None else suite.check_task(args.task)
+    pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device, **settings)
+    pd.set_random_seed(args.seed)
+    few_shot = suite.dataset(task, "expert", episodes=args.few_shot_episodes)
+    print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of task {task} for {args.epochs} epochs")
+    before = (pd.settings.model_card or {}).get("training", "")
+    pd.learn(few_shot, epochs=args.epochs, progress_bar=True)
+    what = f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of test task {task} (Table 4 settings)"
+    pd.settings.model_card = {"training": before + "\n\n" + _generator_card(pd, what, args)}
+    pd.save_pretrained(hub)
+    print(f"saved {hub}")
+
+
+def _pretrain_generator(
+    args: argparse.Namespace, suite, plm, folder: Path, recipe: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    """Generator pre-training on the training tasks with its ``recipe`` (update rule, learning rate,
+    batch), saved every 1,000 steps (resumes); the saved config holds the fine-tuning settings
+    (``settings`` where given, else Table 4's)."""
+    from promptrl.common.files import saved_steps
+    from promptrl.methods.diffuser import pretrain_generator
+
+    data = suite.datasets("train", "expert")
+    total = args.epochs * 100
+    print(
+        f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): {saved_steps(folder):,}/{total:,} "
+        f"steps done, saved every 1,000 steps to {folder}"
+    )
+    what = (
+        f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
+        f"`{recipe['update']}`, learning rate {recipe['learning_rate']:g} and batch {recipe['batch_size']}; the "
+        f"settings below are those saved for fine-tuning"
+    )
+    pretrain_generator(
+        plm,
+        data,
+        folder,
+        total,
+        recipe=recipe,
+        seed=args.seed,
+        model_card=lambda pd: _generator_card(pd, what, args),
+        **settings,
+    )
+    print(f"saved {folder}")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed, for model cards and result files, without ``--out`` and ``--hub`` and with an
+    absolute path cut to its last part (where a run kept its files is nobody else's business)."""
+    import shlex
+
+    words, skip = [], False
+    for a in args.argv:
+        if skip or a in ("--out", "--hub") or a.startswith(("--out=", "--hub=")):
+            skip = a in ("--out", "--hub")
+            continue
+        words.append(Path(a).name if Path(a).is_absolute() else a)
+    return "promptrl " + " ".join(shlex.quote(a) for a in words)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from promptrl.data.datasets import dataset_exists
+    from promptrl.evaluation import evaluate
+    from promptrl.methods.base import PLM_FOLDER
+    from promptrl.methods.diffuser import PromptDiffuser
+    from promptrl.methods.plm import PromptDT
+
+    folder = resolve_model_path(args.model)  # hub_models/<suite> from anywhere; a Hub repo id stays as it is
+    if (
+        Path(folder) / PLM_FOLDER
+    ).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
+        model = PromptDiffuser.from_pretrained(folder, device=args.device)
+        runs = [("generated", model, None)]
+        suite = load_suite(args.suite)
+        missing = [
+            t for t in (args.tasks or suite.split(args.split)) if not dataset_exists(suite.dataset_id(t, "expert"))
+        ]
+        if missing:
+            print(
+                f"no expert datasets for tasks {missing}, so no expert-prompt comparison "
+                f"(create them with `promptrl data {args.suite} --quality expert`)"
+            )
+        else:
+            runs.append(("expert (the frozen PLM)", model.plm, "expert"))
+    else:
+        model = PromptDT.from_pretrained(folder, device=args.device)
+        runs = (
+            [(q, model, q) for q in args.prompt or ["expert", "random"]]
+            if model.settings.use_prompt
+            else [("none (MT-ORL)", model, "expert")]
+        )  # MT-ORL ignores the prompt
+    one_task = args.tasks is not None and len(args.tasks) == 1
+    spread = "over episodes" if one_task else "over tasks of the per-task means"
+    lines = [
+        f"Command: `{command_line(args)}` ({args.episodes} episode{'s' if args.episodes > 1 else ''} per task, "
+        f"seed {args.seed}).\n",
+        f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
+        "| per task |",
+        "|---|---|---|",
+    ]
+    eval_results = []
+    for label, policy, prompt in runs:
+        result = evaluate(
+            policy,
+            args.suite,
+            split=args.split,
+            n_episodes=args.episodes,
+            prompt=prompt,
+            seed=args.seed,
+            progress_bar=True,
+            tasks=args.tasks,
+        )
+        print(f"prompt: {label}\n{result}")
+        per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
+        std = float(np.std(next(iter(result.returns.values())))) if one_task else result.std
+        lines.append(f"| {label} | {result.mean:.1f} ± {std:.1f} | {per_task} |")
+        eval_results.append(_eval_result(args, label, result.mean, std))
+    if args.record:
+        if not Path(folder).is_dir():
+            raise ValueError("--record writes the results into a local model folder; the model is not one")
+        model.settings.model_card = {
+            **(model.settings.model_card or {}),
+            "results": "\n".join(lines),
+            "eval_results": eval_results,
+        }
+        model.save_pretrained(folder)
+        print(f"recorded in {Path(folder) / 'README.md'}")
+
+
+def _eval_result(args: argparse.Namespace, label: str, mean: float, std: float) -> dict[str, Any]:
+    """One measured return as keyword arguments of ``huggingface_hub.EvalResult`` (the card's
+    ``model-index``), in Stable-Baselines3's format: ``mean_reward`` valued ``"mean +/- std"``."""
+    tasks = f"tasks {', '.join(map(str, args.tasks))}" if args.tasks else f"{args.split} split"
+    what = {"none (MT-ORL)": "no prompt", "expert (the frozen PLM)": "the frozen PLM with expert prompts"}.get(
+        label, f"{label} prompts"
+    )
+    return {
+        "task_type": "reinforcement-learning",
+        "task_name": "reinforcement-learning",
+        "dataset_type": load_suite(args.suite).env_id,
+        "dataset_name": f"{args.suite} ({tasks})",
+        "dataset_split": args.split,
+        "metric_type": "mean_reward",
+        "metric_name": f"mean_reward ({what})",
+        "metric_value": f"{mean:.2f} +/- {std:.2f}",
+        "verified": False,
+    }
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from promptrl.experiments import reproduce as r
+
+    torch.set_num_threads(args.threads)
+    budget = replace(r.QUICK if args.quick else r.FULL, **given(args, BUDGET_FIELDS))
+    suites = list(dict.fromkeys(n for name in args.suite for n in (r.TABLE1_SUITES if name == "all" else [name])))
+    out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
+    hub = shipped = Path(resolve_model_path(args.hub))
+    if args.retrain:  # its own models, cells and tables, apart from the shipped models'
+        out, hub = out / r.RETRAINED, out / r.RETRAINED / "hub"
+        if not args.collect:
+            for name in suites:
+                r.retrain_models(name, shipped / name, hub / name, args.device, args.plm_steps, args.generator_steps)
+    summaries = {}
+    for name in suites:
+        summaries[name] = r.reproduce_suite(
+            name,
+            budget,
+            args.methods or r.METHODS,
+            out,
+            hub,
+            args.device,
+            collect=args.collect,
+            seed_list=args.seed_list,
+        )
+        print(f"\n{name} (test split; paper beside):")
+        print(r.suite_table(name, summaries[name]))
+        if args.record and summaries[name]:
+            print(f"recorded in {r.record_in_card(hub / name, name, summaries[name], budget, command_line(args))}")
+    print("\nThe paper's ordering (means over the seeds the compared columns share):")
+    print(r.ordering_checks(summaries))
+    print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from promptrl.experiments import ablations as a
+    from promptrl.experiments.reproduce import TABLE1_SUITES
+
+    torch.set_num_threads(args.threads)
+    budget = replace(a.DEFAULT_BUDGET, **given(args, ABLATION_BUDGET_FIELDS))
+    suite = args.suite or a.DEFAULT_SUITES[args.name]
+    if suite == "all" and args.name != "update-rules":
+        raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
+    common = dict(out=args.out, hub_root=args.hub, device=args.device, command=command_line(args))
+    if args.name == "init":
+        methods = args.methods or ["Prompt-Tuning DT", "Prompt Diffuser"]
+        md = a.prompt_initialization(suite, budget, n_tasks=args.tasks, methods=methods, collect=args.collect, **common)
+    elif args.name == "update-rules":
+        md = a.update_rules(list(TABLE1_SUITES) if suite == "all" else [suite], budget, n_tasks=args.tasks, **common)
+    elif args.name == "zero-shot":
+        md = a.zero_shot(suite, budget, n_tasks=args.tasks, **common)
+    elif args.name == "prompt-length":
+        md = a.prompt_length(
+            suite,
+            budget,
+            args.out,
+            args.device,
+            n_tasks=args.tasks,
+            collect=args.collect,
+            command=command_line(args),
+            **given(args, ("plm_steps", "generator_steps")),
+        )
+    elif args.name == "prompts":
+        md = a.prompt_similarity(suite, budget, **given(args, ("n_prompts",)), **common)
+    else:
+        n = {} if args.n_prompts is None else {"n": args.n_prompts}
+        md = a.denoising(suite, temperature=args.temperature, **n, **common)
+    print(md.read_text())
+    print(f"written {md}")
