@@ -35,6 +35,7 @@ from promptrl.methods.base import (
     prompt_dicts,
     requested_tasks,
 )
+from promptrl.methods.training import Callback
 from promptrl.nn.diffusion import UPDATE_RULES, combine_gradients
 
 
@@ -149,7 +150,16 @@ class PromptGenerator(FrozenPLMMethod):
         return Segment((states - mean) / std, actions, rtg, timesteps, torch.ones_like(rtg[..., 0]))
 
     # ------------------------------------------------------------------ training
-    def learn(self: Method, datasets: Any, *args: Any, **kwargs: Any) -> Method:
+    def learn(
+        self: Method,
+        datasets: Any,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        callback: Callback | None = None,
+        progress_bar: bool = True,
+        prompt_data: Any = None,
+        total_steps: int | None = None,
+    ) -> Method:
         """Train the generator on prompts from ``datasets`` (one per task, or one dataset), guided by the
         frozen PLM's action loss on history windows of the same task; returns self. The other
         arguments (``epochs``, ``steps_per_epoch``, ``callback``, ``progress_bar``, ``prompt_data``,
@@ -162,7 +172,7 @@ class PromptGenerator(FrozenPLMMethod):
         Generation afterwards is conditioned on the windows of ``prompt_data`` (the initial prompts
         y(tau*_initial) of Algorithm 1; default: ``datasets``), per task.
         """
-        return super().learn(datasets, *args, **kwargs)
+        return super().learn(datasets, epochs, steps_per_epoch, callback, progress_bar, prompt_data, total_steps)
 
     def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
         s = self.settings
