@@ -326,3 +326,28 @@ def test_train_plm_resumes_in_chunks_and_names_bad_counts(tmp_path):
     assert saves == [2, 4, 5, 6] and more.settings.steps_trained == 6  # resumed from the checkpoint at step 5
     with pytest.raises(ValueError, match="checkpoint_steps must be an integer > 0, got 0"):
         train_plm(suite, tmp_path / "other", 3, checkpoint_steps=0, progress_bar=False, **tiny)
+
+
+def test_compile_settings_are_checked_and_keep_the_plain_path_on_cpu(world):
+    _, data, plm, _ = world
+    with pytest.raises(ValueError, match="compile_chain must be True, False or one of"):
+        PromptDiffuser(plm, compile_chain="fastest")
+    plain = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4, seed=3)
+    compiled = PromptDiffuser(plm, n_steps=4, hidden=16, batch_size=4, seed=3, compile_chain=True)
+    for pd in (plain, compiled):
+        pd.learn(data[6], total_steps=2, progress_bar=False)
+    a, b = (pd.generate_prompt(2, task=6) for pd in (plain, compiled))
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)  # on CPU both run the plain chain
+
+
+def test_plm_compile_setting_keeps_the_plain_path_on_cpu(world):
+    _, data, _, _ = world
+    plain, compiled = (
+        PromptDT("mw-reach", seed=0, compile=flag, **TINY_PLM).learn(
+            list(data.values()), total_steps=2, progress_bar=False
+        )
+        for flag in (False, True)
+    )
+    assert all(
+        torch.equal(a, b) for a, b in zip(plain.network.state_dict().values(), compiled.network.state_dict().values())
+    )

@@ -85,9 +85,13 @@ def prompt_window(ep: Episode, spec: SegmentSpec, rng: np.random.Generator) -> t
 
 class EpisodeBank:
     """Episodes of several tasks stored end to end, normalized once, so that many windows are cut
-    with one gather instead of one :func:`window` call each (the same arrays, bit for bit)."""
+    with one gather instead of one :func:`window` call each (the same arrays, bit for bit).
 
-    def __init__(self, episodes: dict[int, list[Episode]], spec: SegmentSpec):
+    The arrays are float32 tensors; :meth:`to` (or ``device``) puts a copy on a torch device, where
+    :meth:`windows` gathers, so that of a batch only its (episode, start) indices cross from the host.
+    """
+
+    def __init__(self, episodes: dict[int, list[Episode]], spec: SegmentSpec, device: torch.device | str | None = None):
         self.spec = spec
         flat = [ep for task in sorted(episodes) for ep in episodes[task]]
         self.lengths = np.array([len(ep) for ep in flat], np.int64)
@@ -96,32 +100,77 @@ class EpisodeBank:
         self.first = {
             task: int(first[i]) for i, task in enumerate(sorted(episodes))
         }  # task -> its first episode's index
-        self.states = (np.concatenate([ep.observations for ep in flat]) - spec.state_mean) / spec.state_std
-        self.actions = np.concatenate([ep.actions for ep in flat])
-        self.rtg = np.concatenate([ep.rtg for ep in flat]) / spec.rtg_scale
+        states = (np.concatenate([ep.observations for ep in flat]) - spec.state_mean) / spec.state_std
+        actions = np.concatenate([ep.actions for ep in flat])
+        rtg = np.concatenate([ep.rtg for ep in flat]) / spec.rtg_scale
+
+        def padded(a: np.ndarray) -> torch.Tensor:  # float32 (N + 1, features); padding gathers the zero row N
+            a = a.astype(np.float32).reshape(len(a), -1)
+            return torch.from_numpy(np.concatenate([a, np.zeros((1, a.shape[1]), np.float32)]))
+
+        cpu = (
+            padded(states),
+            padded(actions),
+            padded(rtg),
+            torch.from_numpy(self.lengths),
+            torch.from_numpy(self.offsets),
+        )
+        self._tensors: dict[torch.device, tuple[torch.Tensor, ...]] = {torch.device("cpu"): cpu}
+        if device is not None:
+            self.to(device)
+
+    def to(self, device: torch.device | str) -> EpisodeBank:
+        """Put a copy of the bank on ``device`` (kept beside the others); returns self."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device not in self._tensors:
+            self._tensors[device] = tuple(t.to(device) for t in self._tensors[torch.device("cpu")])
+        return self
 
     def windows(
-        self, episodes: np.ndarray, starts: np.ndarray, length: int, device: torch.device | str = "cpu"
+        self,
+        episodes: np.ndarray | torch.Tensor,
+        starts: np.ndarray | torch.Tensor,
+        length: int,
+        device: torch.device | str = "cpu",
     ) -> Segment:
-        """Windows [start, start + length) of the given episodes (bank indices), left-padded as :func:`window`."""
-        n = np.minimum(length, self.lengths[episodes] - starts)  # real steps per window
-        pad = (length - n)[:, None]
-        j = np.arange(length)[None, :]
-        valid = j >= pad
-        t = starts[:, None] + j - pad  # step within the episode
-        src = np.where(valid, self.offsets[episodes][:, None] + t, 0)
-        arrays = (
-            np.where(valid[..., None], self.states[src], np.float32(0)).astype(np.float32),
-            np.where(valid[..., None], self.actions[src], np.float32(0)).astype(np.float32),
-            np.where(valid, self.rtg[src], np.float32(0)).astype(np.float32)[..., None],
-            np.where(valid, np.minimum(t, self.spec.max_ep_len - 1), 0).astype(np.int64),
-            valid.astype(np.float32),
-        )
-        return Segment(*(torch.as_tensor(a, device=device) for a in arrays))
+        """Windows [start, start + length) of the given episodes (bank indices), left-padded as :func:`window`,
+        gathered in torch on ``device`` from the bank's copy there (made by :meth:`to` on first use)."""
+        episodes, starts = torch.as_tensor(episodes, device=device), torch.as_tensor(starts, device=device)
+        device = episodes.device
+        self.to(device)
+        states, actions, rtg, lengths, offsets = self._tensors[device]
+        n = torch.clamp(lengths[episodes] - starts, max=length)  # real steps per window, (B,)
+        pad = (length - n)[:, None]  # (B, 1)
+        j = torch.arange(length, device=device)[None, :]  # (1, L)
+        valid = j >= pad  # (B, L)
+        t = starts[:, None] + j - pad  # step within the episode, (B, L)
+        src = torch.where(valid, offsets[episodes][:, None] + t, len(states) - 1)  # padding reads the zero row
+        timesteps = torch.where(valid, t.clamp(max=self.spec.max_ep_len - 1), 0)
+        return Segment(states[src], actions[src], rtg[src], timesteps, valid.float())  # (B, L, ...) each
+
+
+_UINT32 = np.uint64(0xFFFFFFFF)
+
+
+def _bounded_draws(raw: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What ``Generator.integers(bound)`` returns for each (bound >= 2) when its 32-bit draw is ``raw``
+    (numpy's Lemire method: value = (raw * bound) >> 32), and where it would reject that draw and draw again."""
+    bound = bound.astype(np.uint64)
+    m = raw * bound  # < 2**64: both factors are below 2**32
+    threshold = (np.uint64(2**32) - bound) % bound
+    return (m >> np.uint64(32)).astype(np.int64), (m & _UINT32) < threshold
 
 
 class SegmentSampler:
     """Seeded sampler of (history, prompt) batches over several tasks.
+
+    Per window it draws, in this order, a history episode of the task, the window's start, a prompt
+    episode and (``prompt_window="random"``) the prompt's start; a batch's draws are made at once and
+    are the numbers one ``rng.integers`` call each would give. The windows are gathered on the
+    device :meth:`sample` is given (see :class:`EpisodeBank`), so only the drawn indices cross from
+    the host each step.
 
     :param histories: per task, the episodes history windows are cut from.
     :param prompts: per task, the episodes prompts are cut from (expert demonstrations); ``None``
@@ -146,25 +195,96 @@ class SegmentSampler:
         self._prompt_bank = (
             None if prompts is None else self._history_bank if prompts is histories else EpisodeBank(prompts, spec)
         )  # prompts default to the history episodes
+        h, p = self._history_bank, self._prompt_bank
+        self._h_first = np.array([h.first[t] for t in self.tasks], np.int64)
+        self._h_count = np.array([len(histories[t]) for t in self.tasks], np.int64)
+        self._p_first = None if p is None else np.array([p.first[t] for t in self.tasks], np.int64)
+        self._p_count = None if p is None else np.array([len(prompts[t]) for t in self.tasks], np.int64)
+        # The batch-at-once draws assume every start draw takes one number: no episode of a single step.
+        self._vectorized = all(b is None or b.lengths.min(initial=2) >= 2 for b in (h, p))
 
     def sample(self, per_task: int, device: torch.device | str = "cpu") -> tuple[Segment, Segment | None]:
         """``per_task`` windows of every task: a history batch and its prompt batch (B = tasks * per_task)."""
-        hist, prompt = [], []  # (bank index, start) per window, drawn in a fixed order
-        for task in self.tasks:
-            eps = self.histories[task]
-            for _ in range(per_task):
-                i = int(self.rng.integers(len(eps)))
-                hist.append((self._history_bank.first[task] + i, int(self.rng.integers(0, len(eps[i])))))
-                if self.prompts is not None:
-                    k = int(self.rng.integers(len(self.prompts[task])))
-                    start = prompt_start(len(self.prompts[task][k]), self.spec, self.rng)
-                    prompt.append((self._prompt_bank.first[task] + k, start))
-        h = np.array(hist, np.int64)
-        history = self._history_bank.windows(h[:, 0], h[:, 1], self.spec.context, device)
+        device = torch.device(device)
+        task_idx = np.repeat(np.arange(len(self.tasks)), per_task)  # window -> task position, (B,)
+        draws = self._draw(task_idx)  # (B, 4): history episode, history start, prompt episode, prompt start
+        draws = torch.from_numpy(draws)  # the indices cross in one copy; the gathers run on the device
+        if device.type == "cuda":
+            draws = draws.pin_memory().to(device, non_blocking=True)
+        elif device.type != "cpu":
+            draws = draws.to(device)
+        history = self._history_bank.windows(draws[:, 0], draws[:, 1], self.spec.context, device)
         if self._prompt_bank is None:
             return history, None
-        p = np.array(prompt, np.int64)
-        return history, self._prompt_bank.windows(p[:, 0], p[:, 1], self.spec.prompt_length, device)
+        return history, self._prompt_bank.windows(draws[:, 2], draws[:, 3], self.spec.prompt_length, device)
+
+    def _draw(self, task_idx: np.ndarray) -> np.ndarray:
+        """The indices of windows of the given tasks (positions in ``self.tasks``), (B, 4) int64."""
+        if not self._vectorized:
+            return self._draw_one_by_one(task_idx)
+        parts = []
+        while len(task_idx):
+            draws, done = self._draw_at_once(task_idx)
+            parts.append(draws[:done])
+            if done < len(task_idx):  # numpy would have drawn again for window ``done``: draw it one by one
+                parts.append(self._draw_one_by_one(task_idx[done : done + 1]))
+                done += 1
+            task_idx = task_idx[done:]
+        return np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+
+    def _draw_one_by_one(self, task_idx: np.ndarray) -> np.ndarray:
+        """One ``rng.integers`` call per number, in the sampler's order."""
+        rng, out = self.rng, np.zeros((len(task_idx), 4), np.int64)
+        for w, ti in enumerate(task_idx):
+            task = self.tasks[ti]
+            eps = self.histories[task]
+            i = int(rng.integers(len(eps)))
+            out[w, :2] = self._history_bank.first[task] + i, int(rng.integers(0, len(eps[i])))
+            if self.prompts is not None:
+                k = int(rng.integers(len(self.prompts[task])))
+                start = prompt_start(len(self.prompts[task][k]), self.spec, rng)
+                out[w, 2:] = self._prompt_bank.first[task] + k, start
+        return out
+
+    def _draw_at_once(self, task_idx: np.ndarray) -> tuple[np.ndarray, int]:
+        """The draws of all windows from one block of 32-bit numbers, and how many windows (from the
+        first) are exact: all, unless numpy would have rejected a number (then the generator is left
+        just after the exact ones)."""
+        W = len(task_idx)
+        prompts = self._prompt_bank is not None
+        random_start = prompts and self.spec.prompt_window != "last"
+        # numbers each window takes, per draw: integers(1) takes none
+        takes = np.zeros((W, 4), bool)  # (W, 4)
+        takes[:, 0] = self._h_count[task_idx] > 1
+        takes[:, 1] = True
+        if prompts:
+            takes[:, 2] = self._p_count[task_idx] > 1
+            takes[:, 3] = random_start
+        where = np.cumsum(takes.ravel()).reshape(W, 4) - 1  # index of each draw's number
+        state = self.rng.bit_generator.state
+        raw = self.rng.integers(0, 2**32, size=int(takes.sum()), dtype=np.uint64)
+        out = np.zeros((W, 4), np.int64)
+        rejected = np.zeros(W, bool)
+
+        def draw(col: int, bound: np.ndarray) -> np.ndarray:
+            value, reject = _bounded_draws(raw[np.where(takes[:, col], where[:, col], 0)], np.maximum(bound, 2))
+            rejected[:] |= takes[:, col] & reject
+            return np.where(takes[:, col], value, 0)
+
+        h = self._history_bank
+        out[:, 0] = self._h_first[task_idx] + draw(0, self._h_count[task_idx])
+        out[:, 1] = draw(1, h.lengths[out[:, 0]])
+        if prompts:
+            p = self._prompt_bank
+            out[:, 2] = self._p_first[task_idx] + draw(2, self._p_count[task_idx])
+            length = p.lengths[out[:, 2]]
+            out[:, 3] = draw(3, length) if random_start else np.maximum(0, length - self.spec.prompt_length)
+        if not rejected.any():
+            return out, W
+        done = int(np.argmax(rejected))
+        self.rng.bit_generator.state = state  # back to the start, then past the exact windows' numbers
+        self.rng.integers(0, 2**32, size=int(takes[:done].sum()), dtype=np.uint64)
+        return out, done
 
 
 def raw_window(ep: Episode, start: int, length: int) -> tuple[np.ndarray, ...]:

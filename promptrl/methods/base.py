@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from promptrl.common.distributed import active, average_gradients, broadcast_module, rank_seed, world
 from promptrl.common.files import atomic_folder
 from promptrl.common.hub import JsonHubMixin, write_model_files
 from promptrl.data.episodes import Episode, as_task_episodes
 from promptrl.data.windows import Segment, SegmentSampler, whole_windows
-from promptrl.methods.plm import OBS_KEYS, PromptDT, _spaces_of, action_loss
+from promptrl.methods.plm import OBS_KEYS, PromptDT, _spaces_of, action_loss, training_action_loss
 from promptrl.methods.training import Callback, check_callback, check_number, train, training_budget
 
 PLM_FOLDER = "plm"
@@ -321,21 +322,33 @@ class FrozenPLMMethod(
     def _train_step(self) -> dict[str, float]:
         """One update; default: a gradient step on the action loss of a few-shot batch."""
         history, prompt = self._sampler.sample(self._per_task, self.device)
-        loss = self.loss(history, prompt)
+        loss = self._training_loss(history, prompt)
         self._apply_gradients(torch.autograd.grad(loss, self._tuned_parameters()))
         return {"loss": loss.item()}
+
+    def _training_loss(self, history: Segment, prompt: Segment | None) -> torch.Tensor:
+        """The action loss a training step differentiates: :meth:`loss` in a single process; under a
+        process group this rank's share of the masked mean over all ranks' batches
+        (:func:`~promptrl.methods.plm.training_action_loss`)."""
+        if not active():
+            return self.loss(history, prompt)
+        return training_action_loss(self._forward(history, prompt), history)
 
     # ------------------------------------------------------------------ shared machinery
     def _make_sampler(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]] | None) -> None:
         self._per_task = max(1, self.settings.batch_size // len(tasks))
-        seed = int(self._rng.integers(2**31))
+        seed = rank_seed(int(self._rng.integers(2**31)))  # under a process group: a stream per rank
         self._sampler = SegmentSampler(tasks, prompts, self.plm._segment_spec(), seed=seed)
 
-    def _apply_gradients(self, grads: Sequence[torch.Tensor]) -> None:
-        """Set the tuned parameters' gradients, clip their norm and take an AdamW step."""
+    def _apply_gradients(self, grads: Sequence[torch.Tensor], averaged: bool = False) -> None:
+        """Set the tuned parameters' gradients, clip their norm and take an AdamW step. Under a process
+        group the gradients are first averaged over the ranks (unless ``averaged`` says they are), so
+        that clipping and the step see the global gradient and every rank's weights stay equal."""
         params, s = self._tuned_parameters(), self.settings
         if self._optimizer is None:
             self._optimizer = torch.optim.AdamW(params, lr=s.learning_rate, betas=s.betas, weight_decay=s.weight_decay)
+        if not averaged:
+            grads = average_gradients(grads)
         for q, g in zip(params, grads):
             q.grad = g.detach().view_as(q)
         torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
@@ -348,8 +361,14 @@ class FrozenPLMMethod(
         return data, prompt_data
 
     def _train(self, total: int, callback: Callback | None, progress_bar: bool) -> None:
+        seed = self.settings.seed * 1_000_003 + self.settings.steps_trained
+        where = world()
+        if where.size > 1:  # data-parallel: batches and noise drawn per rank, from rank 0's weights
+            self._rng = np.random.default_rng(rank_seed(int(self._rng.integers(2**31)), where))
+            self._generator.manual_seed(rank_seed(seed, where))
+            broadcast_module(self._state_module())
         # Dropout masks come from torch's global generator: fork it, seeded by the settings and the updates done.
-        with seeded_torch(self.settings.seed * 1_000_003 + self.settings.steps_trained, self.device):
+        with seeded_torch(rank_seed(seed, where), self.device):
             train(self, self._state_module(), self._train_step, total, callback, progress_bar)
 
     # ------------------------------------------------------------------ public API
@@ -373,6 +392,11 @@ class FrozenPLMMethod(
             ``settings.steps_trained``); returning False stops.
         :param prompt_data: where prompts are cut from, per task (default: ``few_shot_data``).
         :param total_steps: the number of updates (instead of ``epochs`` x ``steps_per_epoch``).
+
+        Under an initialized ``torch.distributed`` process group every rank calls ``learn`` with the
+        same arguments and it trains data-parallel: each rank draws its own batches, gradients are
+        averaged over the ranks before clipping (masked action losses normalized by the valid steps
+        of all ranks' batches together) and all ranks keep equal weights; save from rank 0.
         """
         total = training_budget(total_steps, epochs, steps_per_epoch, self.settings)
         check_callback(callback)

@@ -20,12 +20,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from promptrl.common.distributed import barrier, is_main
 from promptrl.common.files import CONFIG_NAME
 from promptrl.common.hub import model_card_template
 from promptrl.methods.base import PLM_FOLDER
 from promptrl.methods.generator import GeneratorSettings, PromptGenerator
 from promptrl.methods.training import train_in_chunks
-from promptrl.nn.diffusion import GaussianDiffusion, NoiseMLP
+from promptrl.nn.diffusion import GaussianDiffusion, NoiseMLP, check_compile_chain
 
 __all__ = ["PLM_FOLDER", "PRETRAIN_RECIPE", "PromptDiffuser", "PromptDiffuserSettings", "pretrain_generator"]
 
@@ -48,6 +49,13 @@ class PromptDiffuserSettings(GeneratorSettings):
     residual: bool = True
     """Residual noise MLP (dropout inside the residual branches, as improved-diffusion's blocks);
     False: a plain (Linear, Mish, Dropout) stack, where dropout is on the main path."""
+    compile_chain: bool | str = False
+    """Compile the reverse chain's step with ``torch.compile`` on a CUDA device (True: CUDA graphs for
+    generation; a string names the mode); elsewhere the plain chain runs, with the same draws."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_compile_chain(self.compile_chain)
     model_card: dict[str, Any] | None = None
     """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
 
@@ -94,7 +102,13 @@ class PromptDiffuser(
 
     def _sample_x0(self, y: torch.Tensor, temperature: float, keep_grad: bool = False) -> torch.Tensor:
         return self.diffusion.sample(
-            self.model, y, self.x_dim, self._generator, temperature=temperature, keep_grad=keep_grad
+            self.model,
+            y,
+            self.x_dim,
+            self._generator,
+            temperature=temperature,
+            keep_grad=keep_grad,
+            compile_chain=self.settings.compile_chain,
         )
 
     @torch.no_grad()
@@ -157,7 +171,12 @@ def pretrain_generator(
     It trains with ``recipe`` (default :data:`PRETRAIN_RECIPE`), and each save holds the fine-tuning
     values of those settings instead (``settings``, else Table 4's), so that ``learn`` on a test
     task's data afterwards fine-tunes as the paper does. ``settings``: other fields of
-    :class:`PromptDiffuserSettings` for a new generator; ``model_card(pd)``: the card's training section."""
+    :class:`PromptDiffuserSettings` for a new generator; ``model_card(pd)``: the card's training section.
+
+    Under an initialized ``torch.distributed`` process group every rank calls it with the same
+    arguments and trains data-parallel (each rank draws ``batch_size`` windows per step, see
+    :meth:`~promptrl.methods.base.FrozenPLMMethod.learn`); rank 0 alone saves, and every rank waits
+    for the save. ``folder`` must be one folder all ranks see."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     recipe = {**PRETRAIN_RECIPE, **(recipe or {})}
@@ -175,9 +194,11 @@ def pretrain_generator(
         pd.settings = replace(pd.settings, **finetune)
 
     def save() -> None:
-        if model_card is not None:
-            pd.settings.model_card = {"training": model_card(pd)}
-        pd.save_generator(folder)
+        if is_main():
+            if model_card is not None:
+                pd.settings.model_card = {"training": model_card(pd)}
+            pd.save_generator(folder)
+        barrier()
 
     train_in_chunks(pd, steps, save_steps, learn, save, names=("steps", "save_steps"))
     return pd

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from promptrl.common.distributed import active, average_gradients
 from promptrl.data.episodes import Episode
 from promptrl.data.windows import Segment, prompt_start, random_window, raw_window, stack_windows, whole_windows
 from promptrl.methods.base import (
@@ -228,10 +229,12 @@ class PromptGenerator(FrozenPLMMethod):
         if s.update != "dm":
             generated = self._sample_x0(y, temperature=1.0, keep_grad=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.bf16_plm):
-                loss_dt = s.guidance_weight * self.loss(history, self._decode(generated, y))
+                loss_dt = s.guidance_weight * self._training_loss(history, self._decode(generated, y))
             g_dt = torch.autograd.grad(loss_dt, params, allow_unused=True)  # parts of a model may not generate
             g_gen = torch.cat([g.flatten() for g in grads])
             g_dt_flat = torch.cat([(torch.zeros_like(q) if g is None else g).flatten() for q, g in zip(params, g_dt)])
+            if active():  # the rule combines the global gradients, as one process would on the union batch
+                g_gen, g_dt_flat = average_gradients([g_gen, g_dt_flat])
             grads = combine_gradients(g_gen, g_dt_flat, s.update).split([q.numel() for q in params])
             n_gen, n_dt = g_gen.norm().item(), g_dt_flat.norm().item()
             values.update(
@@ -240,7 +243,7 @@ class PromptGenerator(FrozenPLMMethod):
                 grad_dt=n_dt,
                 grad_cos=torch.dot(g_gen, g_dt_flat).item() / max(n_gen * n_dt, 1e-20),
             )
-        self._apply_gradients(grads)
+        self._apply_gradients(grads, averaged=s.update != "dm" and active())
         return values
 
     # ------------------------------------------------------------------ generation

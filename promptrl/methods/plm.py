@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from promptrl.common.distributed import active, barrier, data_parallel, global_sum, is_main, rank_seed, world
 from promptrl.common.files import (
     atomic_folder,
     latest_folder,
@@ -34,6 +35,7 @@ from promptrl.common.hub import JsonHubMixin, model_card_template
 from promptrl.data.episodes import Episode, as_task_episodes, state_statistics
 from promptrl.data.windows import Segment, SegmentSampler, SegmentSpec, stack_windows, window
 from promptrl.methods.training import Callback, check_number, train, train_in_chunks
+from promptrl.nn.compiled import maybe_compile, will_compile
 from promptrl.nn.transformer import PromptDTConfig, PromptDTNetwork
 from promptrl.suites import TaskSuite, load_suite
 
@@ -70,6 +72,9 @@ class PromptDTSettings(PromptDTConfig):
     bf16_inference: bool = False
     """bfloat16 autocast in ``predict`` (faster batched evaluation where bf16 matrix units exist;
     actions then differ slightly from float32)."""
+    compile: bool = False
+    """Compile the training loss with ``torch.compile`` (CUDA graphs) on a CUDA device; elsewhere the
+    plain path runs (see :func:`promptrl.nn.compiled.maybe_compile`)."""
     rtg_target: float | None = None
     """Return-to-go the policy is conditioned on at the start of an episode (default: the suite's;
     without a suite, the first ``learn`` sets the highest episode return of its data)."""
@@ -301,6 +306,13 @@ class PromptDT(
             expert datasets when training on lower-quality data).
         :param callback: called every step with ``{"step", "loss", "model"}`` (``step``: the model's
             ``steps_trained``); returning False stops.
+
+        Under an initialized ``torch.distributed`` process group (e.g. started by ``torchrun``) every
+        rank calls ``learn`` with the same arguments and it trains data-parallel: the network runs in
+        :class:`~torch.nn.parallel.DistributedDataParallel`, each rank draws its own ``batch_per_task``
+        windows per task (sampler seeded by ``promptrl.common.distributed.rank_seed``), the loss
+        is normalized by the valid steps of all ranks' batches together (so a step equals one step of
+        one process on the union of the batches) and the logged loss is that global loss.
         """
         check_number("total_steps", total_steps, integer=True)
         s = self.settings
@@ -329,17 +341,25 @@ class PromptDT(
             if s.rtg_scale is None:
                 s.rtg_scale = max(1.0, max(abs(r) for r in returns))
             log.info("return-to-go target %g, scale %g (from the data)", s.rtg_target, s.rtg_scale)
-        sampler = SegmentSampler(histories, prompts, self._segment_spec(), seed=self._sampler_seed)
+        sampler = SegmentSampler(histories, prompts, self._segment_spec(), seed=rank_seed(self._sampler_seed))
+        if active():  # dropout masks: a stream per rank
+            torch.manual_seed(rank_seed(self._sampler_seed + 2**32))
         self._sampler_seed += 1
         if self._optimizer is None:
             self._configure_optimizer()
         self.network.requires_grad_(True)  # a PromptDiffuser may have frozen it
+        network = data_parallel(self.network, self.device)  # the network itself in a single process
         bf16 = training_bf16(s.bf16, self.device)
+
+        compute_loss = self._training_loss(network)
+        graphs = will_compile(self.device, s.compile)
 
         def step() -> dict[str, float]:
             history, prompt = sampler.sample(s.batch_per_task, self.device)
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = self.loss(history, prompt)
+                loss = compute_loss(history, prompt)
             self._optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), s.grad_clip)
@@ -349,6 +369,22 @@ class PromptDT(
 
         train(self, self.network, step, total_steps, callback, progress_bar)
         return self
+
+    def _training_loss(self, network: torch.nn.Module) -> Callable[[Segment, Segment | None], torch.Tensor]:
+        """The train step's loss through ``network`` (this network, or its DDP wrapper: then this rank's
+        share of the loss over all ranks' batches), compiled when ``settings.compile`` and the device is
+        CUDA; kept across ``learn`` calls so a chunked run compiles once."""
+        key = (id(network), self.settings.compile)
+        cached = getattr(self, "_loss_cache", None)
+        if cached is None or cached[0] != key:
+
+            def loss(history: Segment, prompt: Segment | None) -> torch.Tensor:
+                if network is self.network:  # one process
+                    return self.loss(history, prompt)
+                return training_action_loss(network(history, prompt), history)
+
+            self._loss_cache = (key, maybe_compile(loss, self.device, enabled=self.settings.compile))
+        return self._loss_cache[1]
 
     # ------------------------------------------------------------------ inference
     def _check_observation(self, observation: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
@@ -490,7 +526,12 @@ def train_plm(
     calls ``on_checkpoint``), and a rerun resumes from there; a rerun with more ``steps`` continues
     training. ``hyperparams`` (fields of :class:`PromptDTSettings`) apply to a new run only;
     ``model_card(model)`` gives the card's training section. Datasets of a ``quality`` other than
-    expert are paired with expert prompts."""
+    expert are paired with expert prompts.
+
+    Under an initialized ``torch.distributed`` process group every rank calls it with the same
+    arguments: all ranks load the same checkpoint and train data-parallel (see :meth:`PromptDT.learn`),
+    only rank 0 writes checkpoints and ``final`` and calls ``on_checkpoint`` and ``model_card``, and
+    every rank waits for those writes before going on. ``folder`` must be one folder all ranks see."""
     suite = load_suite(suite) if isinstance(suite, str) else suite
     folder = Path(folder)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -505,9 +546,11 @@ def train_plm(
     )
 
     def save() -> None:
-        model.save_checkpoint(folder / "checkpoint")
-        if on_checkpoint is not None:
-            on_checkpoint(model)
+        if is_main():
+            model.save_checkpoint(folder / "checkpoint")
+            if on_checkpoint is not None:
+                on_checkpoint(model)
+        barrier()
 
     train_in_chunks(
         model,
@@ -519,9 +562,11 @@ def train_plm(
         save,
         names=("steps", "checkpoint_steps"),
     )
-    if model_card is not None:
-        model.settings.model_card = {"training": model_card(model)}
-    model.save_pretrained(final)
+    if is_main():
+        if model_card is not None:
+            model.settings.model_card = {"training": model_card(model)}
+        model.save_pretrained(final)
+    barrier()
     return model
 
 
@@ -536,6 +581,20 @@ def action_loss(pred: torch.Tensor, history: Segment, groups: int = 1) -> torch.
         return err.sum() / history.mask.sum()
     mask = history.mask.view(groups, -1, history.mask.shape[1])
     return err.view(groups, -1, err.shape[1]).sum((1, 2)) / mask.sum((1, 2))
+
+
+def training_action_loss(pred: torch.Tensor, history: Segment) -> torch.Tensor:
+    """The action loss a training step back-propagates: :func:`action_loss` in a single process.
+
+    Under a ``torch.distributed`` process group of ``n`` ranks: this rank's sum of masked errors divided
+    by the number of valid steps in all ranks' batches together (all-reduced), times ``n``. DistributedDataParallel averages
+    gradients over the ranks, so the gradient is that of the masked mean over the union of the
+    batches, as one process would compute it; the mean of this value over the ranks is that loss.
+    """
+    if not active():
+        return action_loss(pred, history)
+    err = (pred - history.actions).pow(2).mean(-1) * history.mask  # (B, K)
+    return err.sum() * world().size / global_sum(history.mask.sum())
 
 
 def prompt_from_episode(

@@ -15,6 +15,8 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
+from promptrl.common.distributed import any_rank, is_main, mean_over_ranks
+
 Callback = Callable[[dict[str, Any]], "bool | None"]
 """Called after every update with ``{"step", <losses>, "model"}``; returning False stops training."""
 
@@ -79,20 +81,28 @@ def train(
     FloatingPointError, the progress bar shows the losses and ``callback({"step": steps_trained,
     **losses, "model": model})`` may stop training by returning False. ``module`` is back in eval
     mode afterwards, also after an error.
+
+    Under a ``torch.distributed`` process group every rank runs this loop: the losses are averaged
+    over the ranks before they are checked, shown or passed on (so all ranks see the same numbers),
+    a callback returning False on any rank stops every rank after the same update, and only rank 0
+    shows a progress bar.
     """
     check_callback(callback)
     settings = model.settings
-    bar = tqdm(total=total_steps, desc=type(model).__name__, disable=not progress_bar)
+    bar = tqdm(total=total_steps, desc=type(model).__name__, disable=not (progress_bar and is_main()))
     module.train()
     try:
         for _ in range(total_steps):
-            values = step()
+            values = mean_over_ranks(step())
             settings.steps_trained += 1
             if not all(math.isfinite(v) for v in values.values()):
                 raise FloatingPointError(f"training loss became non-finite at step {settings.steps_trained}: {values}")
             bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
             bar.update()
-            if callback is not None and callback({"step": settings.steps_trained, **values, "model": model}) is False:
+            stop = (
+                callback is not None and callback({"step": settings.steps_trained, **values, "model": model}) is False
+            )
+            if any_rank(stop):
                 break
     finally:
         bar.close()

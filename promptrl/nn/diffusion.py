@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from promptrl.nn.compiled import COMPILE_MODES, maybe_compile, will_compile
+
 
 def beta_schedule(name: str, n_steps: int) -> torch.Tensor:
     """``"linear"`` (DDPM's, rescaled to ``n_steps`` as improved-diffusion does) or ``"cosine"``."""
@@ -107,14 +109,43 @@ class NoiseMLP(nn.Module):
     def conditioned(self, y: torch.Tensor, n_steps: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """``eps(x, step)`` = ``forward(x, y, step)`` for a reverse chain over ``n_steps``: the first
         layer's y and step terms are computed once (for every step) instead of at each step."""
+        w_x, base, per_step = self.condition_terms(y, n_steps)
+        rest, rows = self.net[1:], per_step.unbind(0)  # n_steps x (hidden,)
+        return lambda x, step: rest(F.linear(x, w_x) + base + rows[step])
+
+    def condition_terms(self, y: torch.Tensor, n_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first layer split for :meth:`conditioned`: its x weight (hidden, x_dim), its y and bias
+        term (B, hidden) and its step term for every step (n_steps, hidden); the first layer's output
+        for x at ``step`` is ``F.linear(x, w_x) + base + per_step[step]``."""
         if y.dim() != 2 or y.shape[1] != self.y_dim:
             raise ValueError(f"y must have shape (B, {self.y_dim}), got {tuple(y.shape)}")
-        first, rest = self.net[0], self.net[1:]
+        first = self.net[0]
         w_x, w_y, w_t = first.weight.split([self.x_dim, self.y_dim, self.time_dim], dim=1)
         base = F.linear(y, w_y, first.bias)  # (B, hidden)
         steps = self.time_mlp(self.step_embedding(torch.arange(n_steps, device=y.device)))
-        per_step = F.linear(steps, w_t).unbind(0)  # n_steps x (hidden,)
-        return lambda x, step: rest(F.linear(x, w_x) + base + per_step[step])
+        return w_x, base, F.linear(steps, w_t)  # per_step: (n_steps, hidden)
+
+
+def _reverse_step(
+    net: nn.Sequential,
+    x: torch.Tensor,
+    w_x: torch.Tensor,
+    base: torch.Tensor,
+    per_step: torch.Tensor,
+    coefs: torch.Tensor,
+    noise: torch.Tensor,
+    clip_denoised: bool,
+) -> torch.Tensor:
+    """One reverse step x_k -> x_{k-1} of :meth:`GaussianDiffusion.sample` with the step's numbers as
+    tensors (so one compiled graph serves every step): ``coefs`` = (sqrt_recip_abar, sqrt_recipm1_abar,
+    posterior_coef_x0, posterior_coef_xk, noise scale), ``noise`` (B, x_dim)."""
+    h = F.linear(x, w_x) + base + per_step  # the first layer of ``net`` (NoiseMLP.condition_terms)
+    for layer in list(net)[1:]:
+        h = layer(h)
+    x0 = coefs[0] * x - coefs[1] * h  # predict_x0
+    if clip_denoised:
+        x0 = x0.clamp(-1, 1)
+    return coefs[2] * x0 + coefs[3] * x + coefs[4] * noise  # the posterior mean (Eq. 17) plus noise
 
 
 class GaussianDiffusion(nn.Module):
@@ -123,11 +154,15 @@ class GaussianDiffusion(nn.Module):
     Steps are indexed ``k = 0 .. n_steps - 1`` (the paper's 1 .. N).
     """
 
-    def __init__(self, n_steps: int = 100, schedule: str = "linear"):
+    def __init__(self, n_steps: int = 100, schedule: str = "linear", compile_chain: bool | str = False):
         super().__init__()
         if not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        check_compile_chain(compile_chain)
         self.n_steps = n_steps
+        self.compile_chain = compile_chain
+        """Default of :meth:`sample`'s ``compile_chain``."""
+        self._compiled_steps: dict[str, Callable[..., torch.Tensor]] = {}
         betas = beta_schedule(schedule, n_steps)
         alphas = 1 - betas
         abar = torch.cumprod(alphas, 0)
@@ -195,6 +230,7 @@ class GaussianDiffusion(nn.Module):
         clip_denoised: bool = True,
         keep_grad: bool = False,
         return_chain: bool = False,
+        compile_chain: bool | str | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the whole reverse chain from x_N ~ N(0, I) (Eq. 16 with variance scaled by ``temperature``).
 
@@ -202,9 +238,20 @@ class GaussianDiffusion(nn.Module):
         model's condition terms computed once (:meth:`NoiseMLP.conditioned`). With ``keep_grad`` the
         chain stays in the autograd graph, so a loss on the result reaches the noise model through
         every step (the downstream guidance of Eq. 13). Everything stays on ``y``'s device; no step leaves it.
+
+        ``compile_chain`` (default: the :attr:`compile_chain` attribute) compiles one reverse step and
+        runs it N times, on a CUDA device only (elsewhere the plain chain runs): True picks
+        ``torch.compile`` mode ``reduce-overhead`` (CUDA graphs) without ``keep_grad`` and ``default``
+        with it; a string names the mode (one of :data:`~promptrl.nn.compiled.COMPILE_MODES`). The
+        noise draws are the plain chain's; the numbers agree to float rounding.
         """
         if not 0.0 <= temperature <= 1.0:
             raise ValueError(f"temperature must be in [0, 1], got {temperature}")
+        compile_chain = self.compile_chain if compile_chain is None else compile_chain
+        check_compile_chain(compile_chain)
+        if compile_chain is not False and will_compile(y.device) and not return_chain:
+            mode = compile_chain if isinstance(compile_chain, str) else "default" if keep_grad else "reduce-overhead"
+            return self._sample_compiled(model, y, x_dim, generator, temperature, clip_denoised, keep_grad, mode)
         recip, recipm1, coef_x0, coef_xk, log_var = (
             self._host[name]
             for name in (
@@ -230,6 +277,47 @@ class GaussianDiffusion(nn.Module):
                 if return_chain:
                     chain.append(x)
         return (x, chain) if return_chain else x
+
+    def _sample_compiled(
+        self,
+        model: NoiseMLP,
+        y: torch.Tensor,
+        x_dim: int,
+        generator: torch.Generator | None,
+        temperature: float,
+        clip_denoised: bool,
+        keep_grad: bool,
+        mode: str,
+    ) -> torch.Tensor:
+        """:meth:`sample` through one compiled reverse step (:func:`_reverse_step`), the same draws."""
+        if mode not in self._compiled_steps:
+            self._compiled_steps[mode] = maybe_compile(_reverse_step, y.device, mode=mode)
+        step_fn = self._compiled_steps[mode]
+        h = self._host
+        scale = [math.sqrt(temperature) * math.exp(0.5 * v) for v in h["posterior_log_variance"]]
+        scale[0] = 0.0  # the last step adds no noise
+        names = ("sqrt_recip_abar", "sqrt_recipm1_abar", "posterior_coef_x0", "posterior_coef_xk")
+        coefs = torch.tensor([*(h[n] for n in names), scale], device=y.device).T.contiguous()  # (N, 5)
+        x = torch.randn((y.shape[0], x_dim), generator=generator, device=y.device, dtype=y.dtype)
+        no_noise = torch.zeros_like(x)
+        replay = mode == "reduce-overhead" and not keep_grad  # with gradients every step records its own graph
+        with torch.set_grad_enabled(keep_grad):
+            w_x, base, per_step = model.condition_terms(y, self.n_steps)
+            for step in reversed(range(self.n_steps)):
+                noise = (
+                    no_noise if step == 0 else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                )
+                if replay:  # each step replays the one graph: its output is copied out before the next
+                    torch.compiler.cudagraph_mark_step_begin()
+                x = step_fn(model.net, x, w_x, base, per_step[step], coefs[step], noise, clip_denoised)
+                x = x.clone() if replay else x
+        return x
+
+
+def check_compile_chain(value: bool | str) -> None:
+    """Raise a ValueError unless ``value`` is True, False or one of :data:`~promptrl.nn.compiled.COMPILE_MODES`."""
+    if not (isinstance(value, bool) or value in COMPILE_MODES):
+        raise ValueError(f"compile_chain must be True, False or one of {COMPILE_MODES}, got {value!r}")
 
 
 def _projection(g_dm: torch.Tensor, g_dt: torch.Tensor) -> torch.Tensor:
