@@ -1,10 +1,16 @@
 """Batched evaluation: every task x episode of a split runs at once in a ``gymnasium.vector`` env
-with one batched model forward per step. Works with anything that has a PromptDT ``predict``."""
+with one batched model forward per step. Works with anything that has a PromptDT ``predict``.
+
+An evaluation is a fixed work list of episodes (:func:`episode_plan`: task, episode index, reset
+seed); ``evaluate(..., episodes=part)`` runs only a part of it, and :func:`merge_results` puts the
+parts back together by key, equal to the result of one call over the whole list.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +27,8 @@ class EvalResult:
     suite: str
     split: str
     returns: dict[int, list[float]]
+    episodes: dict[int, list[int]] | None = None
+    """The episode index (in :func:`episode_plan`) of each return, ``episodes[task][i]`` for ``returns[task][i]``."""
 
     @property
     def mean(self) -> float:
@@ -41,6 +49,86 @@ class EvalResult:
         return f"{self.suite} ({self.split}):\n{self.table()}"
 
 
+class EpisodeKey(NamedTuple):
+    """One episode of an evaluation's work list."""
+
+    task: int
+    """The task index."""
+    episode: int
+    """The episode's index among the task's episodes (0 to ``n_episodes - 1``)."""
+    seed: int
+    """The seed its env is reset with."""
+
+
+def _plan_tasks(suite: TaskSuite, split: str, tasks: Sequence[int] | None) -> list[int]:
+    if tasks is not None:
+        bad = [t for t in tasks if not isinstance(t, (int, np.integer)) or not 0 <= t < len(suite.tasks)]
+        if bad or not tasks:
+            raise ValueError(
+                f"tasks must be task indices of suite {suite.name!r} (0..{len(suite.tasks) - 1}), got {tasks!r}"
+            )
+    return [int(t) for t in (suite.split(split) if tasks is None else tasks)]
+
+
+def episode_plan(
+    suite: TaskSuite | str,
+    split: str = "test",
+    n_episodes: int = 10,
+    seed: int = 0,
+    tasks: Sequence[int] | None = None,
+) -> list[EpisodeKey]:
+    """The work list of an :func:`evaluate` call with these arguments: ``n_episodes`` episodes of each
+    task of ``split`` (or ``tasks``), task by task, each with its reset seed (drawn from ``seed``).
+
+    >>> [tuple(k)[:2] for k in episode_plan("cheetah-vel", n_episodes=2, tasks=[2, 7])]
+    [(2, 0), (2, 1), (7, 0), (7, 1)]
+    """
+    suite = load_suite(suite) if isinstance(suite, str) else suite
+    if not isinstance(n_episodes, int) or isinstance(n_episodes, bool) or n_episodes < 1:
+        raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+    order = [(t, i) for t in _plan_tasks(suite, split, tasks) for i in range(n_episodes)]
+    seeds = np.random.SeedSequence(seed).generate_state(len(order))
+    return [EpisodeKey(t, i, int(s)) for (t, i), s in zip(order, seeds)]
+
+
+def merge_results(plan: Sequence[EpisodeKey], parts: Sequence[EvalResult]) -> EvalResult:
+    """Put the results of :func:`evaluate` calls over parts of ``plan`` together by (task, episode),
+    in the order of ``plan``: equal to one call over the whole plan, whichever part ran where or
+    finished first. Raises ``ValueError`` when an episode of the plan is missing or two parts
+    disagree on one."""
+    if not parts:
+        raise ValueError("parts must hold at least one EvalResult, got none")
+    found: dict[tuple[int, int], float] = {}
+    for part in parts:
+        if part.episodes is None:
+            raise ValueError(f"parts must be results of evaluate (with episode indices), got {part!r}")
+        for task, returns in part.returns.items():
+            for episode, value in zip(part.episodes[task], returns):
+                if found.setdefault((task, episode), value) != value:
+                    raise ValueError(
+                        f"parts disagree on task {task} episode {episode}: {found[task, episode]} vs {value}"
+                    )
+    missing = [(k.task, k.episode) for k in plan if (k.task, k.episode) not in found]
+    if missing:
+        raise ValueError(f"parts miss these (task, episode)s of the plan: {missing}")
+    returns: dict[int, list[float]] = {}
+    episodes: dict[int, list[int]] = {}
+    for key in plan:
+        returns.setdefault(key.task, []).append(found[key.task, key.episode])
+        episodes.setdefault(key.task, []).append(key.episode)
+    return EvalResult(parts[0].suite, parts[0].split, returns, episodes)
+
+
+def _in_places(rows: np.ndarray, places: list[int], n: int) -> np.ndarray:
+    """``rows`` at rows ``places`` of an ``n``-row array, the other rows copies of the first: a part of
+    an evaluation runs the model on the whole call's batch shape, so that each episode's actions are
+    computed exactly as in the whole call (a batched forward's rows can differ in the last bits with
+    the batch size)."""
+    full = np.repeat(rows[:1], n, axis=0)  # (n, ...)
+    full[places] = rows
+    return full
+
+
 def evaluate(
     model: Any,
     suite: TaskSuite | str,
@@ -52,6 +140,7 @@ def evaluate(
     vectorization: str = "sync",
     progress_bar: bool = False,
     tasks: list[int] | None = None,
+    episodes: Sequence[EpisodeKey] | None = None,
 ) -> EvalResult:
     """Run ``n_episodes`` episodes on every task of ``split`` together and return their returns.
 
@@ -61,10 +150,13 @@ def evaluate(
         A generator draws from its own random state: ``model.set_random_seed(s)`` first repeats its prompts.
     :param vectorization: ``"sync"`` or ``"async"`` (one process per episode).
     :param tasks: evaluate these task indices instead of the whole split.
+    :param episodes: run only these episodes of the call's work list (:func:`episode_plan` of the same
+        ``suite``, ``split``, ``n_episodes``, ``seed`` and ``tasks``); every episode keeps the prompt and
+        reset seed it has in the whole call (prompts are drawn for the whole list, as one call draws
+        them, and the model runs on the whole call's batch), so :func:`merge_results` of the parts
+        equals the whole call's result; a part saves the environment steps of the other episodes.
     """
     suite = load_suite(suite) if isinstance(suite, str) else suite
-    if not isinstance(n_episodes, int) or n_episodes < 1:
-        raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
     if vectorization not in ("sync", "async"):
         raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
     plm = getattr(model, "plm", model)
@@ -73,14 +165,19 @@ def evaluate(
         raise ValueError(
             f"model sizes ({s.obs_dim}, {s.act_dim}) do not match suite {suite.name!r} ({suite.spec.obs_dim}, {suite.spec.act_dim})"
         )
-    if tasks is not None:
-        bad = [t for t in tasks if not isinstance(t, (int, np.integer)) or not 0 <= t < len(suite.tasks)]
-        if bad or not tasks:
-            raise ValueError(
-                f"tasks must be task indices of suite {suite.name!r} (0..{len(suite.tasks) - 1}), got {tasks!r}"
-            )
-    tasks = [int(t) for t in (suite.split(split) if tasks is None else tasks) for _ in range(n_episodes)]
+    plan = episode_plan(suite, split, n_episodes, seed, tasks)
+    tasks = [k.task for k in plan]
     n = len(tasks)
+    if episodes is None:
+        chosen = list(range(n))
+    else:
+        index = {k: i for i, k in enumerate(plan)}
+        unknown = [k for k in episodes if k not in index]
+        if unknown or not episodes:
+            raise ValueError(
+                f"episodes must be a non-empty part of episode_plan(...) of the same arguments, got {unknown or episodes!r}"
+            )
+        chosen = sorted({index[EpisodeKey(*k)] for k in episodes})
     rng = np.random.default_rng(seed)
     if s.use_prompt and prompt is None:
         prompt = getattr(model, "generate_prompt", "expert")
@@ -91,19 +188,25 @@ def evaluate(
         else:
             prompts = [resolve_prompt(plm, prompt, rng, suite.name, t) for t in tasks]
         prompt_obs = {f"prompt_{k}": np.stack([p[k] for p in prompts]) for k in prompts[0]}
-    make = [lambda t=t: suite.make_env(t) for t in tasks]
+    whole = len(chosen) == n
+    n = len(chosen)
+    make = [lambda t=plan[i].task: suite.make_env(t) for i in chosen]
     vec_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
     envs = vec_cls(make, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-    obs, _ = envs.reset(seed=[int(x) for x in np.random.SeedSequence(seed).generate_state(n)])
+    obs, _ = envs.reset(seed=[plan[i].seed for i in chosen])
     history = HistoryBuffer(n, s.context, s.obs_dim, s.act_dim)
     history.reset(np.arange(n), obs, s.rtg_target if rtg_target is None else rtg_target)
     returns, alive = np.zeros(n), np.ones(n, bool)
     bar = tqdm(total=suite.horizon, desc=f"evaluate {suite.name}", disable=not progress_bar)
     while alive.any():
         batch = history.observation()
+        if not whole:  # the model sees the whole call's batch, the part's episodes in their places
+            batch = {k: _in_places(v, chosen, len(plan)) for k, v in batch.items()}
         if prompts is not None:
             batch.update(prompt_obs)
         action, _ = model.predict(batch, deterministic=True)
+        if not whole:
+            action = action[chosen]
         obs, reward, term, trunc, _ = envs.step(action)
         returns += reward * alive
         alive &= ~(term | trunc)
@@ -112,6 +215,8 @@ def evaluate(
     bar.close()
     envs.close()
     per_task: dict[int, list[float]] = {}
-    for t, r in zip(tasks, returns):
-        per_task.setdefault(t, []).append(float(r))
-    return EvalResult(suite.name, split, per_task)
+    indices: dict[int, list[int]] = {}
+    for i, r in zip(chosen, returns):
+        per_task.setdefault(plan[i].task, []).append(float(r))
+        indices.setdefault(plan[i].task, []).append(plan[i].episode)
+    return EvalResult(suite.name, split, per_task, indices)

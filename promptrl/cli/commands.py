@@ -26,6 +26,7 @@ PLM_FIELDS = (
     "grad_clip",
     "prompt_window",
     "bf16",
+    "compile",
 )
 """Fields of :class:`~promptrl.methods.plm.PromptDTSettings` that ``train plm`` takes as options."""
 GENERATOR_FIELDS = (
@@ -95,11 +96,23 @@ def cmd_train_expert(args: argparse.Namespace) -> None:
 
 
 def cmd_train_plm(args: argparse.Namespace) -> None:
+    """``train plm``; under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs it in one process group
+    (gloo on CPU, NCCL on ``cuda:LOCAL_RANK``) and rank 0 alone writes and prints."""
+    from promptrl.common.distributed import process_group_from_env
+
+    with process_group_from_env(args.device) as device:
+        args.device = device  # this rank's GPU under torchrun
+        _train_plm(args)
+
+
+def _train_plm(args: argparse.Namespace) -> None:
+    import contextlib
     import csv
     import time
 
     import torch
 
+    from promptrl.common.distributed import is_main
     from promptrl.common.files import latest_folder, saved_steps
     from promptrl.methods.plm import PromptDT, train_plm, training_bf16
 
@@ -107,21 +120,23 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else home() / "plm" / args.suite
     out.mkdir(parents=True, exist_ok=True)
+    main = is_main()  # the rank that writes logs, checkpoints and the model
     hyper = given(args, PLM_FIELDS)  # the settings of a new run; a resumed run keeps its own
     done = saved_steps(latest_folder(out / "checkpoint", "progress.json"))  # read, not loaded: train_plm loads it
-    tensorboard = _tensorboard(out / "tensorboard")
-    print(
-        f"training a {'Prompt-DT' if hyper.get('use_prompt', True) else 'MT-ORL'} on {args.suite} in {out}: "
-        f"{done}/{args.steps} steps done (log: {out / 'progress.csv'}"
-        f"{', ' + str(out / 'tensorboard') if tensorboard else ''})"
-    )
+    tensorboard = _tensorboard(out / "tensorboard") if main else None
+    if main:
+        print(
+            f"training a {'Prompt-DT' if hyper.get('use_prompt', True) else 'MT-ORL'} on {args.suite} in {out}: "
+            f"{done}/{args.steps} steps done (log: {out / 'progress.csv'}"
+            f"{', ' + str(out / 'tensorboard') if tensorboard else ''})"
+        )
     log_path = out / "progress.csv"
     new = not log_path.exists()
     rows = [] if new else list(csv.DictReader(log_path.open()))
     elapsed = float(rows[-1]["seconds"]) if rows else 0.0  # a resumed run's clock goes on from there
-    with open(log_path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
+    with open(log_path, "a", newline="") if main else contextlib.nullcontext() as f:
+        writer = csv.writer(f) if main else None
+        if new and main:
             writer.writerow(["step", "loss", "seconds"])
         start, losses = time.time() - elapsed, []
 
@@ -165,14 +180,16 @@ def cmd_train_plm(args: argparse.Namespace) -> None:
             device=args.device,
             seed=args.seed,
             checkpoint_steps=args.checkpoint_steps,
-            callback=log_step,
+            callback=log_step if main else None,
             on_checkpoint=after_checkpoint,
             model_card=card,
+            progress_bar=main,
             **hyper,
         )
     if tensorboard:
         tensorboard.close()
-    print(f"done: {out / 'final'}")
+    if main:
+        print(f"done: {out / 'final'}")
 
 
 def _tensorboard(folder: Path) -> Any:
@@ -210,8 +227,19 @@ def _generator_card(pd, what: str, args: argparse.Namespace) -> str:
 
 
 def cmd_train_diffuser(args: argparse.Namespace) -> None:
+    """``train diffuser``; under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs it in one process
+    group (gloo on CPU, NCCL on ``cuda:LOCAL_RANK``) and rank 0 alone writes and prints."""
+    from promptrl.common.distributed import process_group_from_env
+
+    with process_group_from_env(args.device) as device:
+        args.device = device  # this rank's GPU under torchrun
+        _train_diffuser(args)
+
+
+def _train_diffuser(args: argparse.Namespace) -> None:
     import torch
 
+    from promptrl.common.distributed import is_main
     from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuser
     from promptrl.methods.plm import PromptDT
 
@@ -231,13 +259,16 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
     pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device, **settings)
     pd.set_random_seed(args.seed)
     few_shot = suite.dataset(task, "expert", episodes=args.few_shot_episodes)
-    print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of task {task} for {args.epochs} epochs")
+    main = is_main()
+    if main:
+        print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of task {task} for {args.epochs} epochs")
     before = (pd.settings.model_card or {}).get("training", "")
-    pd.learn(few_shot, epochs=args.epochs, progress_bar=True)
-    what = f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of test task {task} (Table 4 settings)"
-    pd.settings.model_card = {"training": before + "\n\n" + _generator_card(pd, what, args)}
-    pd.save_pretrained(hub)
-    print(f"saved {hub}")
+    pd.learn(few_shot, epochs=args.epochs, progress_bar=main)
+    if main:
+        what = f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of test task {task} (Table 4 settings)"
+        pd.settings.model_card = {"training": before + "\n\n" + _generator_card(pd, what, args)}
+        pd.save_pretrained(hub)
+        print(f"saved {hub}")
 
 
 def _pretrain_generator(
@@ -246,15 +277,18 @@ def _pretrain_generator(
     """Generator pre-training on the training tasks with its ``recipe`` (update rule, learning rate,
     batch), saved every 1,000 steps (resumes); the saved config holds the fine-tuning settings
     (``settings`` where given, else Table 4's)."""
+    from promptrl.common.distributed import is_main
     from promptrl.common.files import saved_steps
     from promptrl.methods.diffuser import pretrain_generator
 
     data = suite.datasets("train", "expert")
     total = args.epochs * 100
-    print(
-        f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): {saved_steps(folder):,}/{total:,} "
-        f"steps done, saved every 1,000 steps to {folder}"
-    )
+    main = is_main()
+    if main:
+        print(
+            f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): "
+            f"{saved_steps(folder):,}/{total:,} steps done, saved every 1,000 steps to {folder}"
+        )
     what = (
         f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
         f"`{recipe['update']}`, learning rate {recipe['learning_rate']:g} and batch {recipe['batch_size']}; the "
@@ -268,9 +302,11 @@ def _pretrain_generator(
         recipe=recipe,
         seed=args.seed,
         model_card=lambda pd: _generator_card(pd, what, args),
+        progress_bar=main,
         **settings,
     )
-    print(f"saved {folder}")
+    if main:
+        print(f"saved {folder}")
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -378,7 +414,29 @@ def _eval_result(args: argparse.Namespace, label: str, mean: float, std: float) 
     }
 
 
+def _grid_executor(args: argparse.Namespace) -> Any:
+    """The executor of ``--executor`` (None: in this process); ``--address`` is left out of the
+    command line that result files record (it names a machine)."""
+    from promptrl.experiments.executors import make_executor
+
+    if args.address is not None and args.executor != "ray":
+        raise ValueError(
+            f"--address is the Ray cluster's address: it needs --executor ray, got --executor {args.executor}"
+        )
+    words, skip = [], False
+    for a in args.argv:
+        if skip or a == "--address" or a.startswith("--address="):
+            skip = a == "--address"
+            continue
+        words.append(a)
+    args.argv = words
+    return make_executor(
+        args.executor, args.workers, args.address, args.cpus_per_cell, args.gpus_per_cell, threads=args.threads
+    )
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    import contextlib
     from dataclasses import replace
 
     import torch
@@ -386,6 +444,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from promptrl.experiments import reproduce as r
 
     torch.set_num_threads(args.threads)
+    executor = _grid_executor(args)
     budget = replace(r.QUICK if args.quick else r.FULL, **given(args, BUDGET_FIELDS))
     suites = list(dict.fromkeys(n for name in args.suite for n in (r.TABLE1_SUITES if name == "all" else [name])))
     out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
@@ -396,21 +455,23 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             for name in suites:
                 r.retrain_models(name, shipped / name, hub / name, args.device, args.plm_steps, args.generator_steps)
     summaries = {}
-    for name in suites:
-        summaries[name] = r.reproduce_suite(
-            name,
-            budget,
-            args.methods or r.METHODS,
-            out,
-            hub,
-            args.device,
-            collect=args.collect,
-            seed_list=args.seed_list,
-        )
-        print(f"\n{name} (test split; paper beside):")
-        print(r.suite_table(name, summaries[name]))
-        if args.record and summaries[name]:
-            print(f"recorded in {r.record_in_card(hub / name, name, summaries[name], budget, command_line(args))}")
+    with executor or contextlib.nullcontext():
+        for name in suites:
+            summaries[name] = r.reproduce_suite(
+                name,
+                budget,
+                args.methods or r.METHODS,
+                out,
+                hub,
+                args.device,
+                collect=args.collect,
+                seed_list=args.seed_list,
+                executor=executor,
+            )
+            print(f"\n{name} (test split; paper beside):")
+            print(r.suite_table(name, summaries[name]))
+            if args.record and summaries[name]:
+                print(f"recorded in {r.record_in_card(hub / name, name, summaries[name], budget, command_line(args))}")
     print("\nThe paper's ordering (means over the seeds the compared columns share):")
     print(r.ordering_checks(summaries))
     print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
@@ -429,14 +490,24 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     suite = args.suite or a.DEFAULT_SUITES[args.name]
     if suite == "all" and args.name != "update-rules":
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
+    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length")
+    if args.executor != "inprocess" and not grid:
+        raise ValueError(
+            f"--executor {args.executor}: ablation {args.name!r} is not a grid of cells; it runs in this process"
+        )
+    executor = _grid_executor(args)
     common = dict(out=args.out, hub_root=args.hub, device=args.device, command=command_line(args))
+    grid_common = dict(common, executor=executor)
     if args.name == "init":
         methods = args.methods or ["Prompt-Tuning DT", "Prompt Diffuser"]
-        md = a.prompt_initialization(suite, budget, n_tasks=args.tasks, methods=methods, collect=args.collect, **common)
+        md = a.prompt_initialization(
+            suite, budget, n_tasks=args.tasks, methods=methods, collect=args.collect, **grid_common
+        )
     elif args.name == "update-rules":
-        md = a.update_rules(list(TABLE1_SUITES) if suite == "all" else [suite], budget, n_tasks=args.tasks, **common)
+        suites = list(TABLE1_SUITES) if suite == "all" else [suite]
+        md = a.update_rules(suites, budget, n_tasks=args.tasks, **grid_common)
     elif args.name == "zero-shot":
-        md = a.zero_shot(suite, budget, n_tasks=args.tasks, **common)
+        md = a.zero_shot(suite, budget, n_tasks=args.tasks, **grid_common)
     elif args.name == "prompt-length":
         md = a.prompt_length(
             suite,
@@ -446,6 +517,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             n_tasks=args.tasks,
             collect=args.collect,
             command=command_line(args),
+            executor=executor,
             **given(args, ("plm_steps", "generator_steps")),
         )
     elif args.name == "prompts":
@@ -453,5 +525,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     else:
         n = {} if args.n_prompts is None else {"n": args.n_prompts}
         md = a.denoising(suite, temperature=args.temperature, **n, **common)
+    if executor is not None:
+        executor.close()
     print(md.read_text())
     print(f"written {md}")

@@ -227,8 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         "hub",
         "device",
         "threads",
-        threads={"help": "torch threads (1: the models are small, more threads mostly wait on each other)"},
+        threads={
+            "help": "torch threads, of this process and of each worker (1: the models are small, more threads "
+            "mostly wait on each other)"
+        },
     )
+    _add_executor_options(p, "(method, seed, test task)")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(
@@ -287,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="results/ablations", help="results folder")
     add_common_options(p, "hub", "device", "threads")
+    _add_executor_options(p, "init, update-rules, zero-shot, prompt-length: (setting, seed, test task)")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT or Prompt Diffuser on a suite split")
@@ -307,6 +312,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(p, "device", "seed")
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_executor_options(parser: argparse.ArgumentParser, unit: str) -> None:
+    """``--executor``, ``--workers``, ``--address``, ``--cpus-per-cell`` and ``--gpus-per-cell``: where
+    the grid's units (``unit``) run (see ``promptrl.experiments.executors``)."""
+    from promptrl.experiments.executors import EXECUTORS
+
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="inprocess",
+        help=f"where each {unit} unit runs: inprocess (here, one after the other), local (--workers spawned "
+        'processes), ray (one Ray task each; pip install "promptrl[ray]"). Finished units are not run again '
+        "and a dead worker's unit runs again",
+    )
+    parser.add_argument("--workers", type=positive_int, default=2, help="--executor local: worker processes")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="--executor ray: the Ray cluster's address (e.g. auto, after `ray start --head`); default: a Ray "
+        "instance started here on the loopback interface",
+    )
+    parser.add_argument(
+        "--cpus-per-cell", type=positive_float, default=1.0, help="--executor ray: CPUs each unit asks for"
+    )
+    parser.add_argument(
+        "--gpus-per-cell",
+        type=float_in(0.0),
+        default=0.0,
+        help="--executor ray: GPUs each unit asks for (fractions share a GPU)",
+    )
 
 
 def _add_steps_options(parser: argparse.ArgumentParser, plm: str, generator: str) -> None:

@@ -3,7 +3,9 @@
 Datasets live where Minari keeps them (``$MINARI_DATASETS_PATH``, default ``~/.minari/datasets``) and
 load with a plain ``minari.load_dataset(id)``. Creation is idempotent and atomic: a dataset is
 written into a scratch folder beside the others and renamed into place only when complete, so an
-interrupted run never leaves a half-written dataset that loads as if complete.
+interrupted run never leaves a half-written dataset that loads as if complete. Creation is also
+safe across processes: a lock file beside the dataset folder (``.<name>.lock``) lets one process
+create a dataset while the others that want it wait and then load it.
 
 Qualities: ``expert`` (the suite's expert, deterministic), ``medium`` (an earlier checkpoint of the
 expert's training whose return is about halfway between random and expert, or for Meta-World the
@@ -23,6 +25,7 @@ from typing import Any
 
 import minari
 import numpy as np
+from filelock import FileLock
 from minari.data_collector import EpisodeBuffer
 from minari.storage import get_dataset_path
 from tqdm.auto import tqdm
@@ -40,6 +43,14 @@ def datasets_root() -> Path:
 def dataset_exists(dataset_id: str) -> bool:
     """A complete dataset with this id is on disk (scratch folders never count)."""
     return (datasets_root() / dataset_id / "data" / "metadata.json").is_file()
+
+
+def dataset_lock(dataset_id: str) -> FileLock:
+    """The inter-process lock of dataset ``dataset_id``: a hidden lock file beside its folder
+    (Minari lists folders only, so the file never shows as a dataset)."""
+    path = datasets_root() / dataset_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.with_name(f".{path.name}.lock"))
 
 
 @contextlib.contextmanager
@@ -75,12 +86,20 @@ def create_dataset(
     suite: SuiteSpec | Any, task: int, quality: str, episodes: int | None = None, seed: int = 0
 ) -> minari.MinariDataset:
     """Roll out the ``quality`` policy on ``task`` of ``suite`` (a name, spec or TaskSuite) and write the
-    Minari dataset (replacing nothing: raises ``FileExistsError`` if the id exists)."""
+    Minari dataset (replacing nothing: raises ``FileExistsError`` if the id exists). Holds the
+    dataset's :func:`dataset_lock` while it checks and writes."""
     spec = as_spec(suite)
     dataset_id = spec.task_dataset_id(task, quality)
     episodes = _check_episodes(spec.episodes[quality] if episodes is None else episodes)
-    if dataset_exists(dataset_id):
-        raise FileExistsError(f"dataset {dataset_id!r} already exists in {datasets_root()}")
+    with dataset_lock(dataset_id):
+        if dataset_exists(dataset_id):
+            raise FileExistsError(f"dataset {dataset_id!r} already exists in {datasets_root()}")
+        _write_dataset(spec, dataset_id, task, quality, episodes, seed)
+    return minari.load_dataset(dataset_id)
+
+
+def _write_dataset(spec: SuiteSpec, dataset_id: str, task: int, quality: str, episodes: int, seed: int) -> None:
+    """Roll out and write one dataset (the caller holds its lock and has checked it is missing)."""
     run_seed = int(np.random.SeedSequence([seed, task, QUALITIES.index(quality)]).generate_state(1)[0])
     runs = rollout(spec, task, _policy(spec, task, quality, run_seed), episodes, seed=run_seed)
     buffers = [
@@ -118,7 +137,6 @@ def create_dataset(
         _copy_namespace_metadata(scratch, dataset_id)
         (scratch / dataset_id).rename(final)
     env.close()
-    return minari.load_dataset(dataset_id)
 
 
 def _copy_namespace_metadata(scratch: Path, dataset_id: str, name: str = "namespace_metadata.json") -> None:
@@ -128,8 +146,10 @@ def _copy_namespace_metadata(scratch: Path, dataset_id: str, name: str = "namesp
         src = scratch.joinpath(*parts[:depth], name)
         dst = datasets_root().joinpath(*parts[:depth], name)
         if src.is_file() and not dst.is_file():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            # atomically, through a temp file of this process: another dataset of the namespace may copy it too
+            tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
 
 
 def create_datasets(
@@ -141,7 +161,8 @@ def create_datasets(
     progress_bar: bool = False,
 ) -> list[str]:
     """Create the missing datasets of ``tasks`` (default: all) of ``suite`` (a name, spec or TaskSuite);
-    returns the ids created, reusing complete ones."""
+    returns the ids created, reusing complete ones. Processes that create the same datasets at once
+    all succeed: each dataset is written once, by whichever holds its :func:`dataset_lock` first."""
     spec = as_spec(suite)
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
@@ -150,9 +171,14 @@ def create_datasets(
         _check_episodes(episodes)
     created = []
     for task in tqdm(tasks, desc=f"{spec.name} {quality}", disable=not progress_bar):
-        if not dataset_exists(spec.task_dataset_id(task, quality)):
-            create_dataset(spec, task, quality, episodes, seed)
-            created.append(spec.task_dataset_id(task, quality))
+        dataset_id = spec.task_dataset_id(task, quality)
+        if dataset_exists(dataset_id):
+            continue
+        with dataset_lock(dataset_id):  # another process may be creating it: wait, then look again
+            if not dataset_exists(dataset_id):
+                n = spec.episodes[quality] if episodes is None else episodes
+                _write_dataset(spec, dataset_id, task, quality, n, seed)
+                created.append(dataset_id)
     return created
 
 

@@ -15,7 +15,9 @@
 
 Every adaptation uses the shipped models of ``hub_models/<suite>/`` and the few-shot data of
 :mod:`promptrl.experiments.reproduce`; each (setting, seed) is cached as JSON under ``<out>/runs/``, so a rerun
-resumes. Results go to ``<out>/<name>-<suite>.md`` and ``.csv`` (and ``.png``), the paper beside ours.
+resumes. The grids of ``init``, ``update-rules``, ``zero-shot`` and ``prompt-length`` take an ``executor``
+(``promptrl.experiments.executors``) that runs their (setting, seed, test task) units on worker
+processes or a Ray cluster. Results go to ``<out>/<name>-<suite>.md`` and ``.csv`` (and ``.png``), the paper beside ours.
 Plots need matplotlib and t-SNE scikit-learn (``pip install "promptrl[plots]"``).
 """
 
@@ -25,6 +27,7 @@ import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +39,17 @@ from promptrl.data.datasets import create_datasets
 from promptrl.data.episodes import episodes_of
 from promptrl.data.windows import raw_window, whole_windows
 from promptrl.evaluation import evaluate
+from promptrl.experiments.executors import Executor
 from promptrl.experiments.paper import paper
 from promptrl.experiments.reproduce import (
     Budget,
     Context,
+    Setup,
     build_method,
     finished_cell,
     fresh_method,
     hub_folder,
-    run_cell,
+    run_cells,
     write_json,
 )
 from promptrl.experiments.tables import hardware, mean_std
@@ -92,25 +97,46 @@ def context(
     """The shipped models of a suite loaded, and its first ``n_tasks`` test tasks' datasets made."""
     suite = load_suite(suite_name)
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
-    for quality in qualities:
-        create_datasets(suite, quality, tasks=tasks, progress_bar=True)
-    ctx = Context(suite, budget, hub_folder(suite_name, hub_root), device, list(tasks))
-    ctx.load_models(methods)
-    return ctx
+    hub = hub_folder(suite_name, hub_root)
+    return Setup(
+        suite_name, budget, hub, device, tuple(tasks), methods=tuple(methods), qualities=tuple(qualities)
+    ).context()
+
+
+Build = Callable[[str, Context, int, int], Any]
 
 
 def measure(
-    ctx: Context, label: str, build: Callable[[str, Context, int, int], Any], runs: Path, collect: bool = False
+    ctx: Context, label: str, build: Build, runs: Path, collect: bool = False, executor: Executor | None = None
 ) -> dict[str, Any] | None:
     """Mean ± std over the budget's seeds of ``build``'s test return (cells cached under ``runs``).
     ``collect=True`` runs nothing: the finished seeds only, None if there are none."""
-    paths = [runs / label.replace(" ", "_") / f"seed{seed}.json" for seed in range(ctx.budget.seeds)]
+    return measure_all(ctx, {label: build}, runs, collect, executor)[label]
+
+
+def measure_all(
+    ctx: Context, builds: dict[str, Build], runs: Path, collect: bool = False, executor: Executor | None = None
+) -> dict[str, dict[str, Any] | None]:
+    """:func:`measure` of every ``label: build`` at once: with an ``executor`` all their (seed, test task)
+    units run side by side (``build`` must then pickle: a module-level function or a ``partial`` of one)."""
+    cells = [
+        (label, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build)
+        for label, build in builds.items()
+        for seed in range(ctx.budget.seeds)
+    ]
     if collect:
-        paths = [p for p in paths if finished_cell(label, ctx, p) is not None]
-        if not paths:
-            return None
-    means = [run_cell(label, ctx, seed, path, build)["mean"] for seed, path in enumerate(paths)]
-    return {"seeds": means, "mean": float(np.mean(means)), "std": float(np.std(means))}
+        cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
+    means: dict[str, list[float]] = {}
+    for (label, _, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"{ctx.suite.name} cells")):
+        means.setdefault(label, []).append(cell["mean"])
+    return {
+        label: (
+            {"seeds": means[label], "mean": float(np.mean(means[label])), "std": float(np.std(means[label]))}
+            if label in means
+            else None
+        )
+        for label in builds
+    }
 
 
 def _runs(out: Path, name: str, suite: str, budget: Budget, tasks: Sequence[int]) -> Path:
@@ -158,6 +184,13 @@ def _adapt(method: str, ctx: Context, task: int, seed: int, data: Any, prompt_da
 
 
 # ---------------------------------------------------------------------- Table 2
+def _build_init(_: str, ctx: Context, task: int, seed: int, method: str, data_q: str, init_q: str) -> Any:
+    """``method`` fine-tuned on ``data_q`` data of the task from ``init_q`` initial prompts."""
+    fs = ctx.budget.few_shot_episodes
+    data, init = ctx.suite.dataset(task, data_q, episodes=fs), ctx.suite.dataset(task, init_q, episodes=fs)
+    return _adapt(method, ctx, task, seed, data, init)
+
+
 def prompt_initialization(
     suite_name: str = "cheetah-vel",
     budget: Budget = DEFAULT_BUDGET,
@@ -168,10 +201,12 @@ def prompt_initialization(
     methods: Sequence[str] = ("Prompt-Tuning DT", "Prompt Diffuser"),
     collect: bool = False,
     command: str = "promptrl ablate init cheetah-vel",
+    executor: Executor | None = None,
 ) -> Path:
     """Table 2: each method fine-tuned on data of each quality from initial prompts of each quality
     (one episode of each, ``few_shot_episodes``), evaluated on the test tasks. ``collect=True`` runs
-    nothing and tabulates the finished cells ("not run" for the others)."""
+    nothing and tabulates the finished cells ("not run" for the others); ``executor`` runs the units
+    on its workers."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, n_tasks, qualities=QUALITIES)
     runs, ref = _runs(out, "init", suite_name, budget, ctx.tasks), paper("table2_cheetah_vel")
@@ -182,32 +217,25 @@ def prompt_initialization(
             f"(paper in parentheses, cheetah-vel). Test tasks {ctx.tasks}.\n"
         ],
     )
+    label = "{} data-{} init-{}".format
+    measured = measure_all(
+        ctx,
+        {
+            label(method, data_q, init_q): partial(_build_init, method=method, data_q=data_q, init_q=init_q)
+            for method in methods
+            for data_q in QUALITIES
+            for init_q in QUALITIES
+        },
+        runs,
+        collect,
+        executor,
+    )
     for method in methods:
         body += [f"\n## {method}\n", "| data \\ prompt init | " + " | ".join(QUALITIES) + " |", "|---|---|---|---|"]
         for data_q in QUALITIES:
             cells = []
             for init_q in QUALITIES:
-
-                def build(
-                    _: str,
-                    ctx: Context,
-                    task: int,
-                    seed: int,
-                    method: str = method,
-                    data_q: str = data_q,
-                    init_q: str = init_q,
-                ) -> Any:
-                    fs = ctx.budget.few_shot_episodes
-                    return _adapt(
-                        method,
-                        ctx,
-                        task,
-                        seed,
-                        ctx.suite.dataset(task, data_q, episodes=fs),
-                        ctx.suite.dataset(task, init_q, episodes=fs),
-                    )
-
-                r = measure(ctx, f"{method} data-{data_q} init-{init_q}", build, runs, collect)
+                r = measured[label(method, data_q, init_q)]
                 theirs = ref[method][data_q][init_q] if suite_name == "cheetah-vel" else None
                 cells.append(("not run" if r is None else _ours(r)) + f" ({mean_std(theirs)})")
                 if r is not None:
@@ -225,6 +253,11 @@ def prompt_initialization(
 
 
 # ---------------------------------------------------------------------- Fig. 3
+def _build_rule(_: str, ctx: Context, task: int, seed: int, rule: str) -> Any:
+    """The Prompt Diffuser fine-tuned on the task's few-shot data with update rule ``rule``."""
+    return _adapt("Prompt Diffuser", ctx, task, seed, ctx.few_shot(task), update=rule)
+
+
 def update_rules(
     suites: Sequence[str],
     budget: Budget = DEFAULT_BUDGET,
@@ -233,8 +266,10 @@ def update_rules(
     device: str = "cpu",
     n_tasks: int | None = None,
     command: str = "promptrl ablate update-rules",
+    executor: Executor | None = None,
 ) -> Path:
-    """Fig. 3: the Prompt Diffuser fine-tuned with each update rule; change relative to dm (Eq. 18)."""
+    """Fig. 3: the Prompt Diffuser fine-tuned with each update rule; change relative to dm (Eq. 18).
+    ``executor`` runs the units on its workers."""
     out = Path(out)
     rows, body = (
         [],
@@ -247,13 +282,10 @@ def update_rules(
     )
     for suite_name in suites:
         ctx = context(suite_name, budget, hub_root, device, n_tasks)
-        runs, results = _runs(out, "update-rules", suite_name, budget, ctx.tasks), {}
-        for rule in UPDATE_RULES:
-
-            def build(_: str, ctx: Context, task: int, seed: int, rule: str = rule) -> Any:
-                return _adapt("Prompt Diffuser", ctx, task, seed, ctx.few_shot(task), update=rule)
-
-            results[rule] = measure(ctx, rule, build, runs)
+        runs = _runs(out, "update-rules", suite_name, budget, ctx.tasks)
+        results = measure_all(
+            ctx, {rule: partial(_build_rule, rule=rule) for rule in UPDATE_RULES}, runs, False, executor
+        )
         base = results["dm"]["mean"]
         cells = []
         for rule, r in results.items():
@@ -298,6 +330,27 @@ def _plot_update_rules(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- Table 9
+def _build_as(_: str, ctx: Context, task: int, seed: int, method: str) -> Any:
+    """Table 1's ``method`` (:func:`~promptrl.experiments.reproduce.build_method`) under another label."""
+    return build_method(method, ctx, task, seed)
+
+
+def _prompt_dt_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
+    """Prompt-DT with expert prompts of the training tasks the generator was pre-trained on (the same
+    information as the zero-shot generator)."""
+    trained = sorted(int(t) for t in fresh_method("Prompt Diffuser", ctx, seed).settings.conditions)
+    return fresh_method("Prompt-DT-Expert", ctx, seed).learn(
+        [ctx.suite.dataset(t) for t in trained], progress_bar=False
+    )
+
+
+def _diffuser_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
+    """The pre-trained generator, not fine-tuned, conditioned on the suite's target return."""
+    pd = fresh_method("Prompt Diffuser", ctx, seed)
+    pd.settings.target_rtg = float(ctx.suite.rtg_target)
+    return pd
+
+
 def zero_shot(
     suite_name: str = "ant-dir-ood",
     budget: Budget = DEFAULT_BUDGET,
@@ -306,34 +359,22 @@ def zero_shot(
     device: str = "cpu",
     n_tasks: int | None = None,
     command: str = "promptrl ablate zero-shot ant-dir-ood",
+    executor: Executor | None = None,
 ) -> Path:
     """Table 9: few-shot methods (one expert episode of the test task) against zero-shot ones: Prompt-DT
     with expert prompts of the training tasks the generator was pre-trained on, and that pre-trained
     generator (no fine-tuning) with its training-task conditions and the suite's target return as
-    return-to-go."""
+    return-to-go. ``executor`` runs the units on its workers."""
     out = Path(out)
     ctx = context(suite_name, budget, hub_root, device, n_tasks)
     runs = _runs(out, "zero-shot", suite_name, budget, ctx.tasks)
     ref = paper("table9_ant_dir_ood") if suite_name == "ant-dir-ood" else {}
-
-    def prompt_dt_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
-        # The same information as the zero-shot generator: the tasks it was pre-trained on.
-        trained = sorted(int(t) for t in fresh_method("Prompt Diffuser", ctx, seed).settings.conditions)
-        return fresh_method("Prompt-DT-Expert", ctx, seed).learn(
-            [ctx.suite.dataset(t) for t in trained], progress_bar=False
-        )
-
-    def diffuser_zero(_: str, ctx: Context, task: int, seed: int) -> Any:
-        pd = fresh_method("Prompt Diffuser", ctx, seed)
-        pd.settings.target_rtg = float(ctx.suite.rtg_target)
-        return pd
-
     builders = {
-        "Prompt-DT few-shot": ("Prompt-DT-Expert", build_method),
-        "Prompt-Tuning DT few-shot": ("Prompt-Tuning DT", build_method),
-        "Prompt Diffuser few-shot": ("Prompt Diffuser", build_method),
-        "Prompt-DT zero-shot": (None, prompt_dt_zero),
-        "Prompt Diffuser zero-shot": (None, diffuser_zero),
+        "Prompt-DT few-shot": partial(_build_as, method="Prompt-DT-Expert"),
+        "Prompt-Tuning DT few-shot": partial(_build_as, method="Prompt-Tuning DT"),
+        "Prompt Diffuser few-shot": partial(_build_as, method="Prompt Diffuser"),
+        "Prompt-DT zero-shot": _prompt_dt_zero,
+        "Prompt Diffuser zero-shot": _diffuser_zero,
     }
     rows, body = (
         [],
@@ -345,8 +386,9 @@ def zero_shot(
     )
     with warnings.catch_warnings():  # zero-shot prompts are, by design, of tasks other than the evaluated one
         warnings.filterwarnings("ignore", message="no few-shot data of task")
-        for label, (method, build) in builders.items():
-            r = measure(ctx, label, (lambda _, c, t, s, m=method, b=build: b(m or _, c, t, s)), runs)
+        measured = measure_all(ctx, builders, runs, False, executor)
+        for label in builders:
+            r = measured[label]
             body.append(f"| {label} | {_ours(r)} | {mean_std(ref.get(label))} |")
             rows.append(_row(r, setting=label) | {"paper": mean_std(ref.get(label))})
     return _write(
@@ -595,6 +637,16 @@ def denoising(
 PROMPT_LENGTHS = ("2", "5", "10", "40", "40 (larger N)")
 
 
+def _build_length(_: str, ctx: Context, task: int, seed: int, gen: Path) -> Any:
+    """The generator pre-trained in ``gen`` for the context's PLM, fine-tuned on the task's few-shot data."""
+    from promptrl.methods.diffuser import PromptDiffuser
+
+    pd = PromptDiffuser.from_pretrained(gen, plm=ctx.plm, device=ctx.device)
+    pd.set_random_seed(seed)
+    b = ctx.budget
+    return pd.learn(ctx.few_shot(task), epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
+
+
 def prompt_length(
     suite_name: str = "cheetah-vel",
     budget: Budget = DEFAULT_BUDGET,
@@ -609,6 +661,7 @@ def prompt_length(
     generator_settings: dict[str, Any] | None = None,
     collect: bool = False,
     command: str = "promptrl ablate prompt-length cheetah-vel",
+    executor: Executor | None = None,
 ) -> Path:
     """Table 8: for each prompt length K*, a Prompt-DT trained with K*-step prompts (``plm_steps`` steps
     of 4 sequences per task, warm-up 500, lr 2e-4: the same budget for every length, K* = 5
@@ -616,7 +669,8 @@ def prompt_length(
     the Prompt Diffuser fine-tuned per test task and evaluated. "40 (larger N)" uses ``larger_n``
     diffusion steps instead of 100. ``plm_settings`` / ``generator_settings`` override the models'
     other settings (e.g. smaller ones). ``collect=True`` trains and runs nothing: it tabulates the
-    finished lengths ("not run" for the others)."""
+    finished lengths ("not run" for the others). ``executor`` runs each length's units on its workers
+    (the models are trained here first)."""
     out = Path(out)
     suite = load_suite(suite_name)
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
@@ -658,17 +712,11 @@ def prompt_length(
             save_steps=generator_steps,
             **{**(generator_settings or {}), "n_steps": n_steps},
         )
-        ctx = Context(suite, budget, gen, device, list(tasks), plm=plm)
-
-        def build(_: str, ctx: Context, task: int, seed: int, gen: Path = gen) -> Any:
-            from promptrl.methods.diffuser import PromptDiffuser
-
-            pd = PromptDiffuser.from_pretrained(gen, plm=ctx.plm, device=ctx.device)
-            pd.set_random_seed(seed)
-            b = ctx.budget
-            return pd.learn(ctx.few_shot(task), epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
-
-        r = measure(ctx, label_k, build, runs, collect)
+        setup = Setup(
+            suite_name, budget, gen, device, tuple(tasks), qualities=("expert",), plm=models / "plm" / "final"
+        )
+        ctx = Context(suite, budget, gen, device, list(tasks), plm=plm, setup=setup)
+        r = measure(ctx, label_k, partial(_build_length, gen=gen), runs, collect, executor)
         if r is None:
             body.append(f"| {label} | {n_steps} | not run | {mean_std(theirs)} |")
             continue

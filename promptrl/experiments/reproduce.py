@@ -6,6 +6,11 @@ pre-trained prompt generator are loaded from ``hub_models/<suite>/``; then, for 
 task, each method adapts on the task's few-shot data (its first ``few_shot_episodes`` expert
 episodes; Prompt-DT-FT-Full: the whole expert dataset) and is evaluated on that task. Each
 (method, seed) result is written as JSON as soon as it is done, so an interrupted run resumes.
+
+A (method, seed, test task) is the unit of work (:class:`TaskUnit`): in this process by default,
+or spread over local worker processes or a Ray cluster (``promptrl.experiments.executors``,
+:func:`run_cells`); each unit seeds itself from its seed, so the cells and tables are the same
+wherever and in whichever order the units ran.
 The tables are made by :mod:`~promptrl.experiments.tables`, beside the paper's numbers from
 :mod:`~promptrl.experiments.paper` (their names are importable from here too).
 """
@@ -18,18 +23,20 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from promptrl.common.files import CONFIG_NAME, saved_steps, write_text_atomic
 from promptrl.common.hub import resolve_model_path
 from promptrl.data.datasets import create_datasets
 from promptrl.evaluation import evaluate
+from promptrl.experiments.executors import Executor
 from promptrl.experiments.paper import METHODS, TABLE1_SUITES, VARIANTS, paper_table
 from promptrl.experiments.tables import (
     Summary,
@@ -51,6 +58,8 @@ __all__ = [
     "VARIANTS",
     "Budget",
     "Context",
+    "Setup",
+    "TaskUnit",
     "build_method",
     "cell_path",
     "ensure_datasets",
@@ -66,6 +75,8 @@ __all__ = [
     "reproduce_suite",
     "retrain_models",
     "run_cell",
+    "run_cells",
+    "run_unit",
     "suite_table",
     "table1",
     "tasks_path",
@@ -130,6 +141,9 @@ class Context:
     models: Path | None = None
     """Where fine-tuned prompt generators are kept (``<models>/<fingerprint>/<method>/seed<k>/task<t>/``, see :meth:`fingerprint`), so a rerun
     or an inference-only variant reuses them instead of fine-tuning again; None keeps nothing."""
+    setup: Setup | None = None
+    """What rebuilds this context in a worker process (None: the context runs in this process only)."""
+    _fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
 
     def load_models(self, methods: Sequence[str]) -> None:
         from promptrl.methods.plm import PromptDT
@@ -152,6 +166,12 @@ class Context:
         """A short hash of the models method ``name`` is measured with: MT-ORL's model, or else the
         PLM and the pre-trained generator in ``hub`` (weights and settings). Each cell keeps it, so
         that a rerun after a model has changed measures again instead of reusing an old result."""
+        key = f"mt-orl {id(self.mt_orl)}" if name == "MT-ORL" else f"plm {id(self.plm)}"
+        if key not in self._fingerprints:
+            self._fingerprints[key] = self._hash_models(name)
+        return self._fingerprints[key]
+
+    def _hash_models(self, name: str) -> str:
         h = hashlib.sha256()
         for model in (self.mt_orl,) if name == "MT-ORL" else (self.plm,):
             if model is not None:
@@ -165,6 +185,45 @@ class Context:
                     h.update((folder / "model.safetensors").read_bytes())
                     break
         return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a worker needs to build a :class:`Context` (plain, picklable data; the models load in
+    the worker). :meth:`context` builds it; in a worker, :func:`run_unit` builds each setup once."""
+
+    suite: str
+    """The suite's name."""
+    budget: Budget
+    """The adaptation and evaluation budget."""
+    hub: Path
+    """The suite's shipped models folder (``plm/``, ``mt-orl/``, ``pretrained/``)."""
+    device: str
+    """The torch device the models run on."""
+    tasks: tuple[int, ...]
+    """The test tasks."""
+    models: Path | None = None
+    """Where fine-tuned prompt generators are kept (see :attr:`Context.models`)."""
+    methods: tuple[str, ...] = ()
+    """The methods whose models load (MT-ORL's model loads only when it is among them)."""
+    qualities: tuple[str, ...] = ("expert", "random")
+    """The dataset qualities the tasks need; missing datasets are created (seeded, locked)."""
+    plm: Path | None = None
+    """A PLM folder to use instead of the shipped models (then nothing else loads from ``hub``)."""
+
+    def context(self, make_datasets: bool = True) -> Context:
+        """A :class:`Context` with its datasets created (unless ``make_datasets`` is False) and models loaded."""
+        from promptrl.methods.plm import PromptDT
+
+        suite = load_suite(self.suite)
+        if make_datasets:
+            ensure_datasets(suite, self.tasks, self.qualities)
+        ctx = Context(suite, self.budget, self.hub, self.device, list(self.tasks), models=self.models, setup=self)
+        if self.plm is None:
+            ctx.load_models(self.methods)
+        else:
+            ctx.plm = PromptDT.from_pretrained(self.plm, device=self.device)
+        return ctx
 
 
 def fresh_method(name: str, ctx: Context, seed: int = 0) -> Any:
@@ -226,15 +285,25 @@ def _fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
         if ctx.models is None
         else (ctx.models / ctx.fingerprint(trained_as) / trained_as.replace(" ", "_") / f"seed{seed}" / f"task{task}")
     )
-    if folder is not None and (folder / CONFIG_NAME).is_file():
-        pd = PromptDiffuser.from_pretrained(folder, plm=ctx.plm, device=ctx.device)
-    else:
+    if folder is None:
         pd = fresh_method(trained_as, ctx, seed)
         pd.learn(
             ctx.few_shot(task), epochs=ctx.budget.epochs, steps_per_epoch=ctx.budget.steps_per_epoch, progress_bar=False
         )
-        if folder is not None:
-            pd.save_generator(folder)
+    else:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(folder.with_name(f".{folder.name}.lock")):  # a worker adapting it for another variant: wait, load
+            if (folder / CONFIG_NAME).is_file():
+                pd = PromptDiffuser.from_pretrained(folder, plm=ctx.plm, device=ctx.device)
+            else:
+                pd = fresh_method(trained_as, ctx, seed)
+                pd.learn(
+                    ctx.few_shot(task),
+                    epochs=ctx.budget.epochs,
+                    steps_per_epoch=ctx.budget.steps_per_epoch,
+                    progress_bar=False,
+                )
+                pd.save_generator(folder)
     for key, value in INFERENCE.get(name, {}).items():
         setattr(pd.settings, key, value)
     pd.set_random_seed(seed)  # evaluation draws the same prompts whether the generator was loaded or trained
@@ -281,29 +350,43 @@ def run_cell(
     cell = finished_cell(name, ctx, path)
     if cell is not None:
         return cell
-    current = ctx.fingerprint(name)
-    partial_path = tasks_path(path)
-    done = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
-    if done and done.get("models") != current:
-        warnings.warn(f"{partial_path} was measured with other models: its tasks are measured again", stacklevel=2)
-        done = {}
-    done = {"models": current, "tasks": {t: v for t, v in done.get("tasks", {}).items() if int(t) in ctx.tasks}}
+    done = _finished_tasks(name, ctx, path)
     for task in ctx.tasks:
         if str(task) in done["tasks"]:
             continue
         if on_task is not None:
             on_task(task)
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        model = build(name, ctx, task, seed)
-        adapted = time.perf_counter()
-        result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=None, seed=seed)
-        done["tasks"][str(task)] = {
-            "returns": result.returns[task],
-            "adapt": adapted - start,
-            "evaluate": time.perf_counter() - adapted,
-        }
-        write_json(partial_path, done)
+        done["tasks"][str(task)] = measure_task(name, ctx, seed, task, build)
+        write_json(tasks_path(path), done)
+    return _write_cell(name, ctx, seed, path, done)
+
+
+def measure_task(name: str, ctx: Context, seed: int, task: int, build: Builder = build_method) -> dict[str, Any]:
+    """One (method, seed, test task): ``{"returns": [one per episode], "adapt": s, "evaluate": s}``.
+    Seeds torch from ``seed`` first (and the method and evaluation seed themselves from it), so the
+    result does not depend on what ran before in the process."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model = build(name, ctx, task, seed)
+    adapted = time.perf_counter()
+    result = evaluate(model, ctx.suite, tasks=[task], n_episodes=ctx.budget.episodes, prompt=None, seed=seed)
+    return {"returns": result.returns[task], "adapt": adapted - start, "evaluate": time.perf_counter() - adapted}
+
+
+def _finished_tasks(name: str, ctx: Context, path: Path) -> dict[str, Any]:
+    """The tasks file of the unfinished cell ``path``: ``{"models": fingerprint, "tasks": {task: result}}``,
+    only the tasks of ``ctx`` measured with the current models (else measured again, with a warning)."""
+    current = ctx.fingerprint(name)
+    partial_path = tasks_path(path)
+    done = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
+    if done and done.get("models") != current:
+        warnings.warn(f"{partial_path} was measured with other models: its tasks are measured again", stacklevel=3)
+        done = {}
+    return {"models": current, "tasks": {t: v for t, v in done.get("tasks", {}).items() if int(t) in ctx.tasks}}
+
+
+def _write_cell(name: str, ctx: Context, seed: int, path: Path, done: dict[str, Any]) -> dict[str, Any]:
+    """Write the cell of the finished tasks ``done`` at ``path`` and remove its tasks file."""
     returns = {str(t): done["tasks"][str(t)]["returns"] for t in ctx.tasks}
     seconds = {k: round(sum(done["tasks"][str(t)][k] for t in ctx.tasks), 1) for k in ("adapt", "evaluate")}
     cell = {
@@ -313,12 +396,105 @@ def run_cell(
         "mean": float(np.mean([np.mean(r) for r in returns.values()])),
         "seconds": seconds,
         "hardware": hardware(),
-        "models": current,
+        "models": done["models"],
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(path, cell)
-    partial_path.unlink(missing_ok=True)
+    tasks_path(path).unlink(missing_ok=True)
     return cell
+
+
+@dataclass(frozen=True)
+class TaskUnit:
+    """One (method, seed, test task) of a grid, as a worker runs it (:func:`run_unit`)."""
+
+    setup: Setup
+    """Builds the worker's :class:`Context`."""
+    name: str
+    """The method (or an ablation's setting label)."""
+    seed: int
+    """The seed."""
+    task: int
+    """The test task."""
+    build: Builder = build_method
+    """Adapts the method: a module-level function or a ``functools.partial`` of one (it is pickled)."""
+
+
+_WORKER_CONTEXTS: dict[Setup, Context] = {}
+"""The contexts a worker process has built, so its units load each setup's models once."""
+
+
+def run_unit(unit: TaskUnit) -> dict[str, Any]:
+    """Measure one unit (:func:`measure_task`) in the worker's context of ``unit.setup``; the result
+    also holds the fingerprint of the models it was measured with (``"models"``)."""
+    ctx = _WORKER_CONTEXTS.get(unit.setup)
+    if ctx is None:
+        ctx = _WORKER_CONTEXTS[unit.setup] = unit.setup.context()
+    return {**measure_task(unit.name, ctx, unit.seed, unit.task, unit.build), "models": ctx.fingerprint(unit.name)}
+
+
+CellJob = tuple[str, int, Path, Builder]
+"""A cell of a grid: (method or setting label, seed, result path, builder)."""
+
+
+def run_cells(
+    cells: Sequence[CellJob], ctx: Context, executor: Executor | None = None, desc: str = "cells"
+) -> list[dict[str, Any]]:
+    """Run the (method, seed) ``cells`` of one context and return their results (:func:`run_cell`'s), in order.
+
+    With ``executor`` None each cell runs here with :func:`run_cell`. Otherwise every unfinished
+    (cell, test task) is a :class:`TaskUnit` mapped over the executor's workers (``ctx.setup`` rebuilds
+    the context there); this process writes each result into the cell's tasks file as it comes
+    and the cell once all its tasks are in: the same files, resumable the same way, and the same
+    returns as a run here. A unit measured with other models than this process's raises ``RuntimeError``."""
+    if executor is None:
+        bar = tqdm(cells, desc=desc)
+        return [
+            run_cell(
+                name,
+                ctx,
+                seed,
+                path,
+                build,
+                on_task=lambda task, name=name, seed=seed: bar.set_postfix_str(
+                    f"{name}, seed {seed}, task {task} ({ctx.tasks.index(task) + 1}/{len(ctx.tasks)})"
+                ),
+            )
+            for name, seed, path, build in bar
+        ]
+    if ctx.setup is None:
+        raise ValueError("ctx.setup is None: a context run on workers needs the Setup that rebuilds it there")
+    results: dict[int, dict[str, Any]] = {}
+    partial: dict[int, dict[str, Any]] = {}
+    units: list[tuple[int, TaskUnit]] = []
+    for i, (name, seed, path, build) in enumerate(cells):
+        cell = finished_cell(name, ctx, path)
+        if cell is not None:
+            results[i] = cell
+            continue
+        partial[i] = _finished_tasks(name, ctx, path)
+        todo = [t for t in ctx.tasks if str(t) not in partial[i]["tasks"]]
+        if not todo:
+            results[i] = _write_cell(name, ctx, seed, path, partial[i])
+        units += [(i, TaskUnit(ctx.setup, name, seed, task, build)) for task in todo]
+    by_unit = {unit: i for i, unit in units}
+    bar = tqdm(total=len(units), desc=desc)
+    for unit, result in executor.map_unordered(run_unit, [unit for _, unit in units]):
+        i = by_unit[unit]
+        name, seed, path, _ = cells[i]
+        done = partial[i]
+        if result.pop("models") != done["models"]:
+            raise RuntimeError(
+                f"{name}, seed {seed}, task {unit.task} was measured on a worker with other models than this "
+                f"process's (fingerprint {done['models']}): the workers must see the same model folders"
+            )
+        done["tasks"][str(unit.task)] = result
+        write_json(tasks_path(path), done)
+        if all(str(t) in done["tasks"] for t in ctx.tasks):
+            results[i] = _write_cell(name, ctx, seed, path, done)
+        bar.update()
+    bar.close()
+    return [results[i] for i in range(len(cells))]
 
 
 def tasks_path(path: Path) -> Path:
@@ -447,47 +623,41 @@ def reproduce_suite(
     tasks: Sequence[int] | None = None,
     collect: bool = False,
     seed_list: Sequence[int] | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every method on one suite's test tasks (or ``tasks``); returns
     ``{method: {"seeds": [means], "seed_ids", "mean", "std", "params", "percentage"}}``.
 
     ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
     the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts.
-    ``seed_list`` runs only these seeds (e.g. to spread seeds over processes). Each row also lists its
-    cells' ``hardware`` and ``finished`` times (None where a cell does not have them)."""
+    ``seed_list`` runs only these seeds (e.g. to spread seeds over processes). ``executor`` runs the
+    (method, seed, test task) units on its workers (:func:`run_cells`; None: here). Each row also
+    lists its cells' ``hardware`` and ``finished`` times (None where a cell does not have them)."""
     unknown = [m for m in methods if m not in METHODS + VARIANTS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS + VARIANTS)}")
     suite = load_suite(suite_name)
     tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
-    ctx = Context(
-        suite,
+    setup = Setup(
+        suite_name,
         budget,
         hub_folder(suite_name, hub_root),
         device,
-        tasks,
+        tuple(tasks),
         models=Path(out) / "models" / suite_name / budget.adaptation_tag(),
+        methods=tuple(methods),
     )
-    if not collect:
-        ensure_datasets(suite, tasks)
-    ctx.load_models(methods)
+    ctx = setup.context(make_datasets=not collect)
     runs = Path(out) / "runs" / suite_name / budget.tag()  # a cell is reused only under the same budget
+    cells = [
+        (m, s, cell_path(runs, m, s, budget), build_method)
+        for m in methods
+        for s in (range(budget.seeds) if seed_list is None else seed_list)
+    ]
+    if collect:
+        cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
     summary: dict[str, dict[str, Any]] = {}
-    cells = [(m, s) for m in methods for s in (range(budget.seeds) if seed_list is None else seed_list)]
-    bar = tqdm(cells, desc=f"reproduce {suite_name}", disable=collect)
-    for name, seed in bar:
-        path = cell_path(runs, name, seed, budget)
-        if collect and finished_cell(name, ctx, path) is None:
-            continue
-        cell = run_cell(
-            name,
-            ctx,
-            seed,
-            path,
-            on_task=lambda task, name=name, seed=seed: bar.set_postfix_str(
-                f"{name}, seed {seed}, task {task} ({ctx.tasks.index(task) + 1}/{len(ctx.tasks)})"
-            ),
-        )
+    for (name, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"reproduce {suite_name}")):
         row = summary.setdefault(name, {"seeds": [], "seed_ids": [], "hardware": [], "finished": []})
         row["seeds"].append(cell["mean"])
         row["seed_ids"].append(seed)

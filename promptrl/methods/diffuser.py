@@ -56,6 +56,7 @@ class PromptDiffuserSettings(GeneratorSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_compile_chain(self.compile_chain)
+
     model_card: dict[str, Any] | None = None
     """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
 
