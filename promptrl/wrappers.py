@@ -21,11 +21,12 @@ observation, so ``obs, info = env.reset(); action, _ = model.predict(obs)`` work
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from promptrl.data.episodes import episodes_of
 from promptrl.methods.plm import (
@@ -74,20 +75,25 @@ class HistoryBuffer:
 
 
 def resolve_prompt(
-    model: PromptDT, prompt: PromptSource, rng: np.random.Generator, suite: str | None = None, task: int | None = None
+    model: PromptDT,
+    prompt: PromptSource,
+    rng: np.random.Generator,
+    suite: str | None = None,
+    task: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> dict[str, np.ndarray]:
     """Turn a prompt source into one raw prompt window of the model's prompt length.
 
     ``prompt`` may be a dict of arrays (states, actions, rtg, timesteps, mask), a Minari dataset
-    (a window of its first episode), ``"expert"`` / ``"medium"`` / ``"random"`` (a window of the
-    dataset of that quality for ``suite`` and ``task``), or a callable ``n -> [prompt dict]`` (a
-    prompt generator).
+    (a window of its first episode, its start drawn from ``rng``), ``"expert"`` / ``"medium"`` /
+    ``"random"`` (a window of the dataset of that quality for ``suite`` and ``task``), or a callable
+    ``n -> [prompt dict]`` (a prompt generator; ``generator`` is passed on as in :func:`generate_prompts`).
     """
     import minari
 
     length = model.settings.prompt_length
     if callable(prompt) and not isinstance(prompt, Mapping):
-        prompt = generate_prompts(prompt, 1, [task])[0]
+        prompt = generate_prompts(prompt, 1, [task], [generator])[0]
     if isinstance(prompt, str):
         if suite is None or task is None or task < 0:
             raise ValueError(f"prompt={prompt!r} needs a promptrl task env; pass a prompt dict or a dataset instead")
@@ -115,14 +121,48 @@ def resolve_prompt(
     return {k: v.astype(np.int64 if k == "timesteps" else np.float32) for k, v in out.items()}
 
 
-def generate_prompts(generator: Callable[..., list], n: int, tasks: list[int | None]) -> list:
-    """Call a prompt generator once for ``n`` prompts, passing the tasks (``task=``) when it accepts them."""
+def generate_prompts(
+    generator: Callable[..., list],
+    n: int,
+    tasks: list[int | None],
+    draws: Sequence[torch.Generator | None] | None = None,
+) -> list:
+    """``n`` prompts of a prompt generator, passing the tasks (``task=``) when it accepts them.
+
+    ``draws``: per prompt, a ``torch.Generator`` to draw it from or None. A prompt generator that
+    takes ``generator=`` (as ``generate_prompt`` of every promptrl method does) makes each prompt with
+    a torch.Generator in a call of its own; the others come from one batched call that draws from the
+    generator's own random state (the only call when ``draws`` is None).
+    """
     try:
-        takes_task = "task" in inspect.signature(generator).parameters
+        params = inspect.signature(generator).parameters
     except (TypeError, ValueError):
-        takes_task = False
+        params = {}
     known = [t if t is not None and t >= 0 else None for t in tasks]
-    return generator(n, task=known) if takes_task else generator(n)
+
+    def call(m: int, tasks: list[int | None], **kwargs: Any) -> list:
+        return generator(m, task=tasks, **kwargs) if "task" in params else generator(m, **kwargs)
+
+    if draws is not None and len(draws) != n:
+        raise ValueError(f"draws must hold one entry per prompt ({n}), got {len(draws)}")
+    if draws is None or "generator" not in params or all(d is None for d in draws):
+        return call(n, known)
+    out: list = [None] * n
+    free = [i for i, d in enumerate(draws) if d is None]
+    if free:
+        for i, p in zip(free, call(len(free), [known[i] for i in free])):
+            out[i] = p
+    for i, d in enumerate(draws):
+        if d is not None:
+            out[i] = call(1, [known[i]], generator=d)[0]
+    return out
+
+
+def prompt_draws(seed: int) -> torch.Generator:
+    """The (CPU) ``torch.Generator`` a wrapper reset with ``seed`` draws generated prompts from: seeded
+    from a stream of ``numpy.random.SeedSequence(seed)`` of its own, apart from the env's."""
+    state = np.random.SeedSequence(seed, spawn_key=(1,)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> np.uint64(1)))
 
 
 def start_rtg(plm: PromptDT, rtg_target: float | None) -> float:
@@ -148,7 +188,25 @@ def observation_space(model: PromptDT) -> gym.spaces.Dict:
     return gym.spaces.Dict(spaces)
 
 
-class PromptWrapper(gym.Wrapper):
+class _Shared:
+    """A constructor argument kept by reference in a wrapper's recorded arguments: ``env.spec`` (which
+    deep-copies them) and ``env.spec.make()`` share the model instead of copying it."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __deepcopy__(self, memo: dict) -> _Shared:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<shared {type(self.value).__name__}>"
+
+
+def _unshared(value: Any) -> Any:
+    return value.value if isinstance(value, _Shared) else value
+
+
+class PromptWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Keeps a Decision Transformer's prompt, return-to-go and K-step history; observations become dicts.
 
     :param env: a Gymnasium env with a flat Box observation space matching the model.
@@ -156,13 +214,24 @@ class PromptWrapper(gym.Wrapper):
     :param prompt: where the prompt comes from (see :func:`resolve_prompt`); ``None`` uses the
         model's own ``generate_prompt`` when it has one. A new prompt is drawn at every reset.
     :param rtg_target: return-to-go at the start of an episode (default: the model's).
-    :param seed: seeds the choice of prompt windows.
+    :param seed: seeds the choice of prompt windows until the first seeded reset.
+
+    ``reset(seed=s)`` reseeds the prompt draws as it reseeds the env: the choice of dataset windows
+    and, for a prompt generator that takes ``generator=``, its draws (from :func:`prompt_draws`
+    ``(s)``; the model's own random state stays untouched), so equal seeds give equal observations,
+    prompt included, and the unseeded resets after a seeded one repeat too. Before the first seeded
+    reset a generator draws from its own random state. ``env.spec.make()`` builds the same wrapper, with
+    the same model, around a new env.
     """
 
     def __init__(
         self, env: gym.Env, model: Any, prompt: PromptSource = None, rtg_target: float | None = None, seed: int = 0
     ):
-        super().__init__(env)
+        model, prompt = _unshared(model), _unshared(prompt)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, model=_Shared(model), prompt=_Shared(prompt), rtg_target=rtg_target, seed=seed, _disable_deepcopy=True
+        )
+        gym.Wrapper.__init__(self, env)
         self.model = model
         plm = getattr(model, "plm", model)
         obs_dim, act_dim = plm.settings.obs_dim, plm.settings.act_dim
@@ -183,6 +252,7 @@ class PromptWrapper(gym.Wrapper):
         self.history = HistoryBuffer(1, plm.settings.context, obs_dim, act_dim)
         self.prompt: dict[str, np.ndarray] | None = None
         self._rng = np.random.default_rng(seed)
+        self._draws: torch.Generator | None = None  # a generator's prompt draws after a seeded reset
 
     def _obs(self) -> dict[str, np.ndarray]:
         obs = self.history.observation(0)
@@ -194,11 +264,11 @@ class PromptWrapper(gym.Wrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
+            self._draws = prompt_draws(seed)
         if self.plm.settings.use_prompt:
             base = self.env.unwrapped
-            self.prompt = resolve_prompt(
-                self.plm, self.prompt_source, self._rng, getattr(base, "suite", None), getattr(base, "task", None)
-            )
+            suite, task = getattr(base, "suite", None), getattr(base, "task", None)
+            self.prompt = resolve_prompt(self.plm, self.prompt_source, self._rng, suite, task, self._draws)
         self.history.reset(0, obs, self.rtg_target)
         return self._obs(), info
 
@@ -213,6 +283,12 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
     for all sub-envs that (re)start drawn together (one batched call for a prompt generator).
 
     Works with the ``NEXT_STEP`` (Gymnasium's default) and ``SAME_STEP`` autoreset modes.
+
+    ``reset(seed=...)`` seeds each sub-env's prompt draws with its own seed (``seed + i`` for an int,
+    as ``gymnasium.vector`` seeds the sub-envs, or the list's entries): sub-env ``i`` then gets the
+    prompts a :class:`PromptWrapper` reset with that seed gets, at the reset and its autoresets.
+    Until a sub-env's first seeded reset its prompts come from one batched call (a generator's own
+    random state) and windows from a stream seeded by ``seed``.
     """
 
     def __init__(
@@ -247,6 +323,8 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
         self.history = HistoryBuffer(self.num_envs, s.context, s.obs_dim, s.act_dim)
         self.prompts: dict[str, np.ndarray] = {}
         self._rng = np.random.default_rng(seed)
+        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs  # per sub-env, after a seeded reset
+        self._draws: list[torch.Generator | None] = [None] * self.num_envs
         self._restart = np.zeros(self.num_envs, bool)
 
     def _new_prompts(self, idx: np.ndarray) -> None:
@@ -254,12 +332,12 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
             return
         src = self.prompt_source
         suites, tasks = self._env_attr("suite"), self._env_attr("task")
+        rngs = [self._rng if self._rngs[i] is None else self._rngs[i] for i in idx]
         if callable(src) and not isinstance(src, Mapping):
-            new = [
-                resolve_prompt(self.plm, p, self._rng) for p in generate_prompts(src, len(idx), [tasks[i] for i in idx])
-            ]
+            made = generate_prompts(src, len(idx), [tasks[i] for i in idx], [self._draws[i] for i in idx])
+            new = [resolve_prompt(self.plm, p, rng) for p, rng in zip(made, rngs)]
         else:
-            new = [resolve_prompt(self.plm, src, self._rng, suites[i], tasks[i]) for i in idx]
+            new = [resolve_prompt(self.plm, src, rng, suites[i], tasks[i]) for i, rng in zip(idx, rngs)]
         for j, i in enumerate(idx):
             for k, v in new[j].items():
                 self.prompts.setdefault(k, np.zeros((self.num_envs, *v.shape), v.dtype))[i] = v
@@ -278,8 +356,11 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        if isinstance(seed, int):
-            self._rng = np.random.default_rng(seed)
+        if isinstance(seed, (int, np.integer)):
+            seed = [int(seed) + i for i in range(self.num_envs)]  # as gymnasium.vector seeds the sub-envs
+        for i, s in enumerate(seed or [None] * self.num_envs):
+            if s is not None:
+                self._rngs[i], self._draws[i] = np.random.default_rng(s), prompt_draws(s)
         everyone = np.arange(self.num_envs)
         self.history.reset(everyone, obs, self.rtg_target)
         self._new_prompts(everyone)

@@ -337,7 +337,7 @@ def test_bad_input(world):
     suite, data, plm, mt_orl = world
     with pytest.raises(TypeError, match=r"unknown Adaptor hyperparameters \['rank'\]"):
         Adaptor(plm, rank=4)
-    with pytest.raises(ValueError, match="hidden must be an integer > 0, got 0"):
+    with pytest.raises(ValueError, match=r"hidden must be an integer >= 1 and <= 65536, got 0"):
         Adaptor(plm, hidden=0)
     with pytest.raises(ValueError, match="learning_rate must be a number > 0"):
         SoftPrompt(plm, learning_rate=-1.0)

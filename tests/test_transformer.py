@@ -103,5 +103,5 @@ def test_mt_orl_needs_no_prompt():
 def test_bad_config():
     with pytest.raises(ValueError, match="divisible by n_head"):
         PromptDTNetwork(PromptDTConfig(OBS, ACT, embed_dim=30, n_head=4))
-    with pytest.raises(ValueError, match="n_layer must be a positive integer"):
+    with pytest.raises(ValueError, match=r"n_layer must be an integer >= 1 and <= 1024, got 0"):
         PromptDTNetwork(PromptDTConfig(OBS, ACT, n_layer=0))

@@ -113,7 +113,7 @@ def _train_plm(args: argparse.Namespace) -> None:
     import torch
 
     from promptrl.common.distributed import is_main
-    from promptrl.common.files import latest_folder, saved_steps
+    from promptrl.common.files import csv_text, latest_folder, saved_steps, write_text_atomic
     from promptrl.methods.plm import PromptDT, train_plm, training_bf16
 
     torch.set_num_threads(args.threads)
@@ -133,6 +133,9 @@ def _train_plm(args: argparse.Namespace) -> None:
     log_path = out / "progress.csv"
     new = not log_path.exists()
     rows = [] if new else list(csv.DictReader(log_path.open()))
+    if main and any(int(r["step"]) > done for r in rows):  # logged after the checkpoint a killed run resumes from
+        rows = [r for r in rows if int(r["step"]) <= done]
+        write_text_atomic(log_path, csv_text(["step", "loss", "seconds"], [list(r.values()) for r in rows]))
     elapsed = float(rows[-1]["seconds"]) if rows else 0.0  # a resumed run's clock goes on from there
     with open(log_path, "a", newline="") if main else contextlib.nullcontext() as f:
         writer = csv.writer(f) if main else None

@@ -4,7 +4,9 @@ Goals are resampled at every episode (continuously, not only the suite's fixed t
 actor serves every task of a suite. Several envs step between gradient updates: simulation is cheap
 next to an update on a CPU, and fresher data per update helps. Training checkpoints atomically
 (safetensors for networks and optimizer moments, ``.npy`` for the replay buffer, JSON for progress),
-resumes from the last checkpoint, logs to ``progress.csv`` and keeps the best actor by evaluation
+resumes from the last checkpoint (which holds everything the rest of the run depends on: networks,
+optimizers, replay buffer, the numpy and torch random states and the envs' simulator states, so that a
+run killed at any point and resumed ends bit for bit as one that never stopped, on a CPU), logs to ``progress.csv`` and keeps the best actor by evaluation
 return over all of the suite's tasks, plus a snapshot per evaluation (the medium policy is picked
 from those).
 
@@ -169,6 +171,7 @@ class SACTrainer:
         self.buffer = ReplayBuffer(self.cfg.buffer_size, self.in_dim, act)
         self.updates, self.env_steps, self.best = 0, 0, -np.inf
         self.envs = [gym.make(self.spec.env_id, task=0) for _ in range(self.cfg.n_envs)]
+        self._obs: np.ndarray | None = None  # the envs' current observations (with goals), once started
 
     # ----------------------------------------------------------------------------- checkpoints
     def _modules(self) -> dict[str, nn.Module]:
@@ -182,6 +185,14 @@ class SACTrainer:
             tensors["log_alpha"] = self.log_alpha.detach().clone()
             for name, opt in self.opt.items():
                 tensors.update(optimizer_tensors(opt, f"opt.{name}"))
+            tensors["rng.torch"] = torch.get_rng_state()
+            envs = []
+            if self._obs is not None:
+                tensors["env.obs"] = torch.from_numpy(self._obs.copy())
+                for i, env in enumerate(self.envs):
+                    sim, elapsed = _env_state(env)
+                    tensors.update({f"env.{i}.{k}": torch.from_numpy(v) for k, v in sim.items()})
+                    envs.append({"elapsed_steps": elapsed, "goal": env.unwrapped.goal.tolist()})
             save_file(tensors, str(tmp / "state.safetensors"))
             self.buffer.save(tmp)
             progress = {
@@ -191,6 +202,7 @@ class SACTrainer:
                 "buffer_size": self.buffer.size,
                 "buffer_pos": self.buffer.pos,
                 "rng": self.rng.bit_generator.state,
+                "envs": envs,
                 "config": asdict(self.cfg),
             }
             (tmp / "progress.json").write_text(json.dumps(progress))
@@ -210,6 +222,16 @@ class SACTrainer:
         self.buffer.load(folder, progress["buffer_size"], progress["buffer_pos"])
         self.updates, self.env_steps, self.best = progress["updates"], progress["env_steps"], progress["best"]
         self.rng.bit_generator.state = progress["rng"]
+        if "rng.torch" in tensors:
+            torch.set_rng_state(tensors["rng.torch"])
+        if progress.get("envs") and len(progress["envs"]) == len(self.envs):
+            for i, (env, saved) in enumerate(zip(self.envs, progress["envs"])):
+                env.reset(seed=0)  # starts the wrappers; the simulator state is then overwritten
+                env.unwrapped.set_goal(np.asarray(saved["goal"]))
+                prefix = f"env.{i}."
+                sim = {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
+                _set_env_state(env, sim, saved["elapsed_steps"])
+            self._obs = tensors["env.obs"].numpy().copy()
         log.info("resumed from %s at %d updates", folder, self.updates)
         return True
 
@@ -261,7 +283,9 @@ class SACTrainer:
     def run(self) -> None:
         cfg = self.cfg
         self.load_checkpoint()
-        obs = np.stack([self._reset(e) for e in self.envs])
+        if self._obs is None:
+            self._obs = np.stack([self._reset(e) for e in self.envs])
+        obs = self._obs
         log_path = self.out / "progress.csv"
         new_log = not log_path.exists()
         with open(log_path, "a", newline="") as f:
@@ -271,7 +295,8 @@ class SACTrainer:
             start, last_ckpt, stats = time.time(), time.time(), {"alpha": 1.0, "critic_loss": float("nan")}
             while self.updates < cfg.total_updates:
                 if self.env_steps < cfg.learning_starts:
-                    action = np.stack([e.action_space.sample() for e in self.envs])
+                    low, high = self.envs[0].action_space.low, self.envs[0].action_space.high
+                    action = self.rng.uniform(low, high, (len(self.envs), *low.shape)).astype(np.float32)
                 else:
                     with torch.no_grad():
                         action = self.actor.act(torch.from_numpy(obs), deterministic=False).numpy()
@@ -325,6 +350,33 @@ class SACTrainer:
                     self.save_checkpoint()
                     last_ckpt = time.time()
         self.save_checkpoint()
+
+
+def _env_state(env: gym.Env) -> tuple[dict[str, np.ndarray], int]:
+    """A MuJoCo env's simulator arrays (``MjData``'s writable arrays, so that stepping on from a copy is
+    bit-identical; without the constraint solver's per-step scratch, ``efc_*`` and the island lists) and
+    the steps its time limit has counted."""
+    data = env.unwrapped.data
+    arrays = {}
+    for name in dir(data):
+        if name.startswith(("_", "efc_")) or "island" in name:
+            continue
+        value = getattr(data, name, None)
+        if isinstance(value, np.ndarray) and value.flags.writeable and value.size:
+            arrays[name] = np.ascontiguousarray(value).copy()
+    return arrays, int(getattr(env, "_elapsed_steps", 0) or 0)
+
+
+def _set_env_state(env: gym.Env, arrays: dict[str, np.ndarray], elapsed_steps: int) -> None:
+    """Put what :func:`_env_state` returned back into ``env`` (arrays whose size depends on the contacts of
+    the moment, when it differs, are left: the next step recomputes them)."""
+    data = env.unwrapped.data
+    for name, value in arrays.items():
+        target = getattr(data, name, None)
+        if isinstance(target, np.ndarray) and target.shape == value.shape:
+            target[...] = value
+    if hasattr(env, "_elapsed_steps"):
+        env._elapsed_steps = elapsed_steps
 
 
 def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int = 0) -> np.ndarray:

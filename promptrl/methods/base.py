@@ -12,6 +12,7 @@ windows per task, Stable-Baselines3-style ``predict`` and self-contained save/lo
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -20,10 +21,11 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from promptrl.common.distributed import active, average_gradients, broadcast_module, rank_seed, world
-from promptrl.common.files import atomic_folder
+from promptrl.common.files import atomic_folder, load_optimizer_tensors, optimizer_tensors
 from promptrl.common.hub import JsonHubMixin, write_model_files
 from promptrl.data.episodes import Episode, as_task_episodes
 from promptrl.data.windows import Segment, SegmentSampler, whole_windows
@@ -31,6 +33,8 @@ from promptrl.methods.plm import OBS_KEYS, PromptDT, _spaces_of, action_loss, tr
 from promptrl.methods.training import Callback, check_callback, check_number, train, training_budget
 
 PLM_FOLDER = "plm"
+TRAINING_STATE = "training_state"
+"""Stem of the files (``.safetensors``, ``.json``) that hold a method's optimizer and random state."""
 Method = TypeVar("Method", bound="FrozenPLMMethod")
 
 
@@ -78,6 +82,11 @@ class TrainingSettings(MethodSettings):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         check_number("learning_rate", self.learning_rate)
+        check_number("weight_decay", self.weight_decay, strict=False)
+        check_number("grad_clip", self.grad_clip, strict=False)
+        for name in ("batch_size", "epochs", "steps_per_epoch"):
+            check_number(name, getattr(self, name), integer=True)
+        check_number("steps_trained", self.steps_trained, integer=True, strict=False)
         check_number("weight_decay", self.weight_decay, strict=False)
         check_number("grad_clip", self.grad_clip)
         check_number("steps_trained", self.steps_trained, integer=True, strict=False)
@@ -258,6 +267,8 @@ class FrozenPLMMethod(
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self._rng = np.random.default_rng(seed)
         self._optimizer: torch.optim.Optimizer | None = None
+        self._optimizer_state: dict[str, torch.Tensor] | None = None  # loaded, applied when the optimizer is made
+        self._dropout_state: dict[str, torch.Tensor] | None = None  # torch's generators, carried between learn calls
         self._sampler: SegmentSampler | None = None
         self.bank: PromptBank | None = None
         with seeded_torch(seed, self.device):
@@ -347,6 +358,9 @@ class FrozenPLMMethod(
         params, s = self._tuned_parameters(), self.settings
         if self._optimizer is None:
             self._optimizer = torch.optim.AdamW(params, lr=s.learning_rate, betas=s.betas, weight_decay=s.weight_decay)
+            if self._optimizer_state is not None:
+                load_optimizer_tensors(self._optimizer, self._optimizer_state, "adamw")
+                self._optimizer_state = None
         if not averaged:
             grads = average_gradients(grads)
         for q, g in zip(params, grads):
@@ -367,9 +381,53 @@ class FrozenPLMMethod(
             self._rng = np.random.default_rng(rank_seed(int(self._rng.integers(2**31)), where))
             self._generator.manual_seed(rank_seed(seed, where))
             broadcast_module(self._state_module())
-        # Dropout masks come from torch's global generator: fork it, seeded by the settings and the updates done.
+        # Dropout masks come from torch's global generator: fork it, seeded by the settings and the updates done
+        # on the first learn (and after a DDP re-seed), then carried on from the previous learn call.
         with seeded_torch(rank_seed(seed, where), self.device):
-            train(self, self._state_module(), self._train_step, total, callback, progress_bar)
+            if self._dropout_state is not None and where.size == 1:
+                torch.set_rng_state(self._dropout_state["cpu"])
+                if "cuda" in self._dropout_state and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(self._dropout_state["cuda"], self.device)
+            try:
+                train(self, self._state_module(), self._train_step, total, callback, progress_bar)
+            finally:
+                self._dropout_state = {"cpu": torch.get_rng_state()}
+                if self.device.type == "cuda":
+                    self._dropout_state["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def save_training_state(self, folder: str | Path) -> None:
+        """Write into ``folder`` what the rest of a training run draws on besides the weights: the AdamW
+        moments, the numpy generator of batches, the torch generator of noise and the dropout stream
+        (``training_state.safetensors`` and ``.json``); :meth:`load_training_state` restores them."""
+        folder = Path(folder)
+        tensors = {"rng.noise": self._generator.get_state()}
+        tensors.update({f"rng.dropout.{k}": v for k, v in (self._dropout_state or {}).items()})
+        if self._optimizer is not None:
+            tensors.update(optimizer_tensors(self._optimizer, "adamw"))
+        save_file(tensors, str(folder / f"{TRAINING_STATE}.safetensors"))
+        state = {"rng": self._rng.bit_generator.state, "steps_trained": self.settings.steps_trained}
+        (folder / f"{TRAINING_STATE}.json").write_text(json.dumps(state))
+
+    def load_training_state(self, folder: str | Path) -> bool:
+        """Restore what :meth:`save_training_state` wrote to ``folder`` (False, changing nothing, when it
+        holds none or one of another step than the loaded weights)."""
+        folder = Path(folder)
+        files = folder / f"{TRAINING_STATE}.json", folder / f"{TRAINING_STATE}.safetensors"
+        if not all(f.is_file() for f in files):
+            return False
+        state = json.loads(files[0].read_text())
+        if state.get("steps_trained") != self.settings.steps_trained:
+            return False
+        tensors = load_file(str(files[1]))
+        self._rng.bit_generator.state = state["rng"]
+        self._generator.set_state(tensors["rng.noise"])
+        dropout = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith("rng.dropout.")}
+        self._dropout_state = dropout or None
+        self._optimizer_state = {k: v for k, v in tensors.items() if k.startswith("adamw.")}
+        if self._optimizer is not None:
+            load_optimizer_tensors(self._optimizer, self._optimizer_state, "adamw")
+            self._optimizer_state = None
+        return True
 
     # ------------------------------------------------------------------ public API
     def learn(
@@ -431,13 +489,30 @@ class FrozenPLMMethod(
         """The adapted model's action loss (Eq. 2) on a batch of (normalized) history windows."""
         return action_loss(self._forward(history, prompt), history)
 
-    def generate_prompt(self, n: int = 1, task: int | Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+    def _draws(self, generator: torch.Generator | None) -> torch.Generator:
+        """The generator prompt draws come from: the method's own when ``generator`` is None, else
+        ``generator`` (on another device than the method's: a generator on the method's device seeded by
+        one draw from it), so that the method's own random state stays untouched."""
+        if generator is None:
+            return self._generator
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if generator.device.type == self.device.type:
+            return generator
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def generate_prompt(
+        self, n: int = 1, task: int | Sequence[int] | None = None, generator: torch.Generator | None = None
+    ) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts (raw units, on the method's device) for ``task`` (one index, one per prompt, or
         None), drawn from the learned prompt windows; used by PromptWrapper and ``evaluate(prompt=None)``.
-        For a PLM without prompts (MT-ORL), ``n`` empty dicts (wrappers never ask for them)."""
+        For a PLM without prompts (MT-ORL), ``n`` empty dicts (wrappers never ask for them).
+        ``generator``: draw from it instead of the method's own random state, which then stays untouched
+        (a PromptWrapper's ``reset(seed=...)`` passes one seeded from the reset seed)."""
         if self.bank is None:
             return [{} for _ in requested_tasks(n, task)]
-        return self.bank.sample(n, task, self._generator)
+        return self.bank.sample(n, task, self._draws(generator))
 
     def predict(
         self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None, deterministic: bool = True

@@ -20,15 +20,20 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from promptrl.common.config_checks import check_bool, check_float, check_int, check_parameter_count
 from promptrl.common.distributed import barrier, is_main
-from promptrl.common.files import CONFIG_NAME
-from promptrl.common.hub import model_card_template
+from promptrl.common.files import CONFIG_NAME, atomic_folder, latest_folder
+from promptrl.common.hub import model_card_template, write_model_files
 from promptrl.methods.base import PLM_FOLDER
 from promptrl.methods.generator import GeneratorSettings, PromptGenerator
 from promptrl.methods.training import train_in_chunks
 from promptrl.nn.diffusion import GaussianDiffusion, NoiseMLP, check_compile_chain
 
 __all__ = ["PLM_FOLDER", "PRETRAIN_RECIPE", "PromptDiffuser", "PromptDiffuserSettings", "pretrain_generator"]
+
+
+MAX_DIFFUSION_STEPS = 100_000
+"""Largest ``n_steps`` a config may ask for."""
 
 
 @dataclass
@@ -56,6 +61,14 @@ class PromptDiffuserSettings(GeneratorSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_compile_chain(self.compile_chain)
+        check_int("n_steps", self.n_steps, 1, MAX_DIFFUSION_STEPS)
+        if self.schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
+        check_int("hidden", self.hidden, 1, 1 << 20)
+        check_int("n_hidden", self.n_hidden, 1, 1024)
+        check_float("dropout", self.dropout, 0.0, 1.0, open_max=True)
+        check_bool("residual", self.residual)
+        check_parameter_count("the noise MLP of this config", self.n_hidden * self.hidden * self.hidden)  # at least
 
     model_card: dict[str, Any] | None = None
     """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
@@ -101,12 +114,14 @@ class PromptDiffuser(
     def _generative_loss(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.diffusion.loss(self.model, x0, y, self._generator)
 
-    def _sample_x0(self, y: torch.Tensor, temperature: float, keep_grad: bool = False) -> torch.Tensor:
+    def _sample_x0(
+        self, y: torch.Tensor, temperature: float, keep_grad: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return self.diffusion.sample(
             self.model,
             y,
             self.x_dim,
-            self._generator,
+            self._generator if generator is None else generator,
             temperature=temperature,
             keep_grad=keep_grad,
             compile_chain=self.settings.compile_chain,
@@ -167,7 +182,10 @@ def pretrain_generator(
 ) -> PromptDiffuser:
     """A generator pre-trained on ``datasets`` (a suite's training tasks) until ``steps`` steps are done
     in all, saved (atomically) to ``folder`` every ``save_steps`` steps; a rerun resumes from there,
-    and one with more ``steps`` continues.
+    and one with more ``steps`` continues. Each save holds the optimizer and random state too (see
+    :meth:`~promptrl.methods.base.FrozenPLMMethod.save_training_state`), so that a run killed at any
+    point and rerun ends with the weights of one that never stopped (bit for bit on a CPU, in a single
+    process), whatever ``save_steps``.
 
     It trains with ``recipe`` (default :data:`PRETRAIN_RECIPE`), and each save holds the fine-tuning
     values of those settings instead (``settings``, else Table 4's), so that ``learn`` on a test
@@ -184,8 +202,10 @@ def pretrain_generator(
     table4 = PromptDiffuserSettings()
     finetune = {k: settings.get(k, getattr(table4, k)) for k in recipe}
     folder = Path(folder)
-    if (folder / CONFIG_NAME).is_file():
-        pd = PromptDiffuser.from_pretrained(folder, plm=plm, device=plm.device)
+    found = latest_folder(folder, CONFIG_NAME)  # the last save, also when a kill cut its swap short
+    if found is not None:
+        pd = PromptDiffuser.from_pretrained(found, plm=plm, device=plm.device)
+        pd.load_training_state(found)
     else:
         pd = PromptDiffuser(plm, seed=seed, **settings)
 
@@ -198,8 +218,10 @@ def pretrain_generator(
         if is_main():
             if model_card is not None:
                 pd.settings.model_card = {"training": model_card(pd)}
-            pd.save_generator(folder)
+            with atomic_folder(folder) as tmp:
+                write_model_files(tmp, pd._state_module(), pd.settings)
+                pd.save_training_state(tmp)
         barrier()
 
-    train_in_chunks(pd, steps, save_steps, learn, save, names=("steps", "save_steps"))
+    train_in_chunks(pd, steps, save_steps, learn, save, names=("steps", "save_steps"), progress_bar=progress_bar)
     return pd

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from promptrl.common.config_checks import check_vector
 from promptrl.common.distributed import active, average_gradients
 from promptrl.data.episodes import Episode
 from promptrl.data.windows import Segment, prompt_start, random_window, raw_window, stack_windows, whole_windows
@@ -80,6 +81,18 @@ class GeneratorSettings(TrainingSettings):
             raise ValueError(f"temperature must be in [0, 1], got {self.temperature!r}")
         if not isinstance(self.bf16_plm, bool):
             raise ValueError(f"bf16_plm must be True or False, got {self.bf16_plm!r}")
+        for name in ("x_min", "x_max"):
+            check_vector(name, getattr(self, name))
+        if self.x_min is not None and self.x_max is not None and len(self.x_min) != len(self.x_max):
+            raise ValueError(f"x_min and x_max must have the same length, got {len(self.x_min)} and {len(self.x_max)}")
+        if self.conditions is not None:
+            if not isinstance(self.conditions, dict):
+                raise ValueError(f"conditions must be a JSON object or None, got {type(self.conditions).__name__}")
+            for task, rows in self.conditions.items():
+                if not isinstance(rows, list) or not rows:
+                    raise ValueError(f"conditions[{task!r}] must be a non-empty list of condition vectors")
+                for row in rows:
+                    check_vector(f"conditions[{task!r}]", row, len(rows[0]) if isinstance(rows[0], list) else None)
 
 
 class PromptGenerator(FrozenPLMMethod):
@@ -97,8 +110,11 @@ class PromptGenerator(FrozenPLMMethod):
     def _generative_loss(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _sample_x0(self, y: torch.Tensor, temperature: float, keep_grad: bool = False) -> torch.Tensor:
-        """Generated x0 (B, x_dim) for conditions y; with ``keep_grad`` differentiable in the model."""
+    def _sample_x0(
+        self, y: torch.Tensor, temperature: float, keep_grad: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Generated x0 (B, x_dim) for conditions y; with ``keep_grad`` differentiable in the model; the
+        noise drawn from ``generator`` (default: the method's own)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ setup
@@ -247,15 +263,18 @@ class PromptGenerator(FrozenPLMMethod):
         return values
 
     # ------------------------------------------------------------------ generation
-    def _conditions(self, n: int, task: int | Sequence[int] | None) -> torch.Tensor:
-        """Draw ``n`` conditions y: from the bank of ``task`` (one task, or one per prompt), else from all."""
+    def _conditions(
+        self, n: int, task: int | Sequence[int] | None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw ``n`` conditions y: from the bank of ``task`` (one task, or one per prompt), else from all;
+        with ``generator`` (default: the method's own)."""
         tasks = requested_tasks(n, task)
         banks = self.settings.conditions
         if not banks:
             raise RuntimeError("the generator has no conditions yet: call learn() first")
         rows = [y for bank in banks.values() for y in bank]
         row_tasks = [int(t) for t, bank in banks.items() for _ in bank]
-        idx = choose_rows(row_tasks, tasks, self._generator, self.device)
+        idx = choose_rows(row_tasks, tasks, self._generator if generator is None else generator, self.device)
         return torch.tensor([rows[i] for i in idx], device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
@@ -266,16 +285,20 @@ class PromptGenerator(FrozenPLMMethod):
         temperature: float | None = None,
         task: int | Sequence[int] | None = None,
         conditions: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts for the PLM (raw units, on the model's device): dicts of states, actions, rtg,
         timesteps and mask. Conditions come from the latest ``learn`` data of ``task`` (one index or
         one per prompt; wrappers pass their env's task), of all learned tasks when None; ``rtg``
         replaces their return-to-go (e.g. zero-shot: the target return only; default: the
         ``target_rtg`` setting, if set). ``conditions`` (n, 2 K*) gives the conditions y explicitly
-        (e.g. ``encode(windows)[1]``: one prompt per real window)."""
+        (e.g. ``encode(windows)[1]``: one prompt per real window). ``generator``: draw the conditions and
+        the noise from it instead of the model's own random state, which then stays untouched (a
+        PromptWrapper's ``reset(seed=...)`` passes one seeded from the reset seed)."""
         p = self.plm.settings
+        draws = self._draws(generator)
         if conditions is None:
-            y = self._conditions(n, task)
+            y = self._conditions(n, task, draws)
         elif conditions.shape != (n, self.y_dim):
             raise ValueError(f"conditions must have shape ({n}, {self.y_dim}), got {tuple(conditions.shape)}")
         else:
@@ -284,7 +307,8 @@ class PromptGenerator(FrozenPLMMethod):
         if rtg is not None:
             y[:, : p.prompt_length] = float(rtg) / p.rtg_scale
         self.model.eval()
-        x0 = self._sample_x0(y, temperature=self.settings.temperature if temperature is None else temperature)
+        t = self.settings.temperature if temperature is None else temperature
+        x0 = self._sample_x0(y, temperature=t, generator=draws)
         return prompt_dicts(*self._raw_prompt(x0, y))
 
     def save_generator(self, folder: str | Path) -> None:

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from promptrl.common.config_checks import check_bool, check_optional_number, check_vector
 from promptrl.common.distributed import active, barrier, data_parallel, global_sum, is_main, rank_seed, world
 from promptrl.common.files import (
     atomic_folder,
@@ -89,6 +90,29 @@ class PromptDTSettings(PromptDTConfig):
     """Gradient steps done so far."""
     model_card: dict[str, Any] | None = None
     """Markdown ``training`` / ``results`` sections of the model card, kept with the model so every save writes them."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the architecture, and its size limit
+        if self.suite is not None and not isinstance(self.suite, str):
+            raise ValueError(f"suite must be a suite name or None, got {self.suite!r}")
+        check_number("learning_rate", self.learning_rate)
+        check_number("weight_decay", self.weight_decay, strict=False)
+        check_number("warmup_steps", self.warmup_steps, integer=True, strict=False)
+        check_number("batch_per_task", self.batch_per_task, integer=True)
+        check_number("grad_clip", self.grad_clip, strict=False)
+        check_number("steps_trained", self.steps_trained, integer=True, strict=False)
+        if self.prompt_window not in PROMPT_WINDOWS:
+            raise ValueError(f"prompt_window must be one of {PROMPT_WINDOWS}, got {self.prompt_window!r}")
+        if self.bf16 is not None:
+            check_bool("bf16", self.bf16)
+        check_bool("bf16_inference", self.bf16_inference)
+        check_bool("compile", self.compile)
+        check_optional_number("rtg_target", self.rtg_target)
+        check_optional_number("rtg_scale", self.rtg_scale, positive=True)
+        check_vector("state_mean", self.state_mean, self.obs_dim)
+        check_vector("state_std", self.state_std, self.obs_dim, positive=True)
+        if self.model_card is not None and not isinstance(self.model_card, dict):
+            raise ValueError(f"model_card must be a JSON object or None, got {type(self.model_card).__name__}")
 
     def network_config(self) -> PromptDTConfig:
         names = {f.name for f in fields(PromptDTConfig)}
@@ -252,7 +276,7 @@ class PromptDT(
         self.network = PromptDTNetwork(self.settings.network_config()).to(self.device)
         self._optimizer: torch.optim.Optimizer | None = None
         self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        self._sampler_seed = seed
+        self._streams: TrainingStreams | None = None  # random state carried from one learn call to the next
 
     # ------------------------------------------------------------------ normalization
     def _segment_spec(self) -> SegmentSpec:
@@ -299,7 +323,9 @@ class PromptDT(
         callback: Callback | None = None,
         progress_bar: bool = True,
     ) -> PromptDT:
-        """Continue multi-task training for ``total_steps`` gradient steps; returns self.
+        """Continue multi-task training for ``total_steps`` gradient steps; returns self. Batches and
+        dropout masks continue the random streams of the previous call (or of the checkpoint loaded by
+        :meth:`load_checkpoint`), so ``learn(a)`` then ``learn(b)`` trains as ``learn(a + b)``.
 
         :param datasets: one Minari dataset per task (list, or ``{task: dataset}``), or one dataset.
         :param prompt_datasets: where prompts are cut from, per task (default: ``datasets``; give the
@@ -341,10 +367,14 @@ class PromptDT(
             if s.rtg_scale is None:
                 s.rtg_scale = max(1.0, max(abs(r) for r in returns))
             log.info("return-to-go target %g, scale %g (from the data)", s.rtg_target, s.rtg_scale)
-        sampler = SegmentSampler(histories, prompts, self._segment_spec(), seed=rank_seed(self._sampler_seed))
-        if active():  # dropout masks: a stream per rank
-            torch.manual_seed(rank_seed(self._sampler_seed + 2**32))
-        self._sampler_seed += 1
+        sampler = SegmentSampler(histories, prompts, self._segment_spec(), seed=rank_seed(self.seed))
+        if self._streams is None:  # the first learn: dropout continues torch's stream (per rank: seeded anew)
+            if active():
+                with torch.random.fork_rng(devices=_rng_devices(self.device)):
+                    torch.manual_seed(rank_seed(self.seed + 2**32))
+                    self._streams = TrainingStreams.capture(sampler, self.device)
+            else:
+                self._streams = TrainingStreams.capture(sampler, self.device)
         if self._optimizer is None:
             self._configure_optimizer()
         self.network.requires_grad_(True)  # a PromptDiffuser may have frozen it
@@ -367,7 +397,14 @@ class PromptDT(
             self._scheduler.step()
             return {"loss": loss.item()}
 
-        train(self, self.network, step, total_steps, callback, progress_bar)
+        # Batches and dropout masks continue the streams of the previous learn call (or checkpoint), so that
+        # training in chunks draws what one long run draws; torch's global generator is left as it was.
+        with torch.random.fork_rng(devices=_rng_devices(self.device)):
+            self._streams.restore(sampler, self.device)
+            try:
+                train(self, self.network, step, total_steps, callback, progress_bar)
+            finally:
+                self._streams = TrainingStreams.capture(sampler, self.device)
         return self
 
     def _training_loss(self, network: torch.nn.Module) -> Callable[[Segment, Segment | None], torch.Tensor]:
@@ -473,26 +510,60 @@ class PromptDT(
         return super().generate_model_card(*args, **kwargs)
 
     # ------------------------------------------------------------------ training checkpoints
-    def save_checkpoint(self, folder: str | Path) -> None:
-        """Atomically write weights, config and optimizer state to ``folder`` (for resuming training)."""
+    def rank_streams(self) -> list[TrainingStreams | None]:
+        """The random streams of every rank (collective under a process group: call it on all ranks),
+        for :meth:`save_checkpoint` on rank 0; ``[this process's]`` in a single process."""
+        if not active():
+            return [self._streams]
+        gathered: list[Any] = [None] * world().size
+        torch.distributed.all_gather_object(gathered, self._streams)
+        return gathered
+
+    def save_checkpoint(self, folder: str | Path, streams: list[TrainingStreams | None] | None = None) -> None:
+        """Atomically write to ``folder`` everything the rest of a training run depends on: weights,
+        config (with ``steps_trained``), optimizer moments and learning rates, and the random streams of
+        batch sampling and dropout (``streams``: one per rank, from :meth:`rank_streams`; default this
+        process's). A run resumed with :meth:`load_checkpoint` then trains exactly as if it never stopped
+        (bit for bit on a CPU, with the same number of ranks)."""
+        streams = [self._streams] if streams is None else streams
         with atomic_folder(Path(folder)) as tmp:
             self._save_pretrained(tmp)
+            tensors = {} if self._optimizer is None else optimizer_tensors(self._optimizer, "adamw")
+            progress: dict[str, Any] = {"seed": self.seed, "world_size": len(streams), "sampler": []}
             if self._optimizer is not None:
-                save_file(optimizer_tensors(self._optimizer, "adamw"), str(tmp / "optimizer.safetensors"))
-            (tmp / "progress.json").write_text(json.dumps({"sampler_seed": self._sampler_seed, "seed": self.seed}))
+                progress["learning_rates"] = [g["lr"] for g in self._optimizer.param_groups]
+            for r, stream in enumerate(streams):
+                progress["sampler"].append(None if stream is None else stream.sampler)
+                if stream is not None:
+                    tensors.update({f"rng.{r}.{k}": v for k, v in stream.torch.items()})
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "progress.json").write_text(json.dumps(progress))
 
     @classmethod
     def load_checkpoint(cls, folder: str | Path, device: str = "cpu") -> PromptDT | None:
-        """The model saved by :meth:`save_checkpoint` with its optimizer state, or None if there is none."""
+        """The model saved by :meth:`save_checkpoint` with its optimizer state and random streams, or
+        None if there is none. Under a process group of another size than the saving one, every rank
+        starts fresh streams (training goes on, but no longer as the uninterrupted run would)."""
         found = latest_folder(Path(folder), "progress.json")
         if found is None:
             return None
         model = cls._from_pretrained(model_id=str(found), device=device)
         progress = json.loads((found / "progress.json").read_text())
-        model.seed, model._sampler_seed = progress["seed"], progress["sampler_seed"]
+        model.seed = progress["seed"]
         model._configure_optimizer()
-        if (found / "optimizer.safetensors").is_file():
-            load_optimizer_tensors(model._optimizer, load_file(str(found / "optimizer.safetensors")), "adamw")
+        tensors = load_file(str(found / "optimizer.safetensors")) if (found / "optimizer.safetensors").is_file() else {}
+        load_optimizer_tensors(model._optimizer, tensors, "adamw")
+        for group, lr in zip(model._optimizer.param_groups, progress.get("learning_rates", [])):
+            group["lr"] = lr
+        where, samplers = world(), progress.get("sampler", [])
+        prefix = f"rng.{where.rank}."
+        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if progress.get("world_size") == where.size and len(samplers) == where.size and own:
+            model._streams = TrainingStreams(samplers[where.rank], own)
+        elif samplers:
+            log.warning(
+                "%s was saved by %s rank(s), not %d: random streams start anew", found, len(samplers), where.size
+            )
         return model
 
     # ------------------------------------------------------------------ hub
@@ -546,8 +617,9 @@ def train_plm(
     )
 
     def save() -> None:
+        streams = model.rank_streams()  # collective: every rank's random state goes to rank 0
         if is_main():
-            model.save_checkpoint(folder / "checkpoint")
+            model.save_checkpoint(folder / "checkpoint", streams)
             if on_checkpoint is not None:
                 on_checkpoint(model)
         barrier()
@@ -561,6 +633,7 @@ def train_plm(
         ),
         save,
         names=("steps", "checkpoint_steps"),
+        progress_bar=progress_bar,
     )
     if is_main():
         if model_card is not None:
@@ -568,6 +641,39 @@ def train_plm(
         model.save_pretrained(final)
     barrier()
     return model
+
+
+def _rng_devices(device: torch.device) -> list[torch.device]:
+    """The CUDA devices whose generator training draws from (none on a CPU)."""
+    return [device] if device.type == "cuda" else []
+
+
+@dataclass
+class TrainingStreams:
+    """The random state a PLM's training draws from: the batch sampler's numpy bit-generator state
+    (JSON-able; None for a sampler without a numpy ``rng``) and torch's generator states for dropout
+    (``cpu``, and ``cuda`` on a GPU), uint8 tensors."""
+
+    sampler: dict[str, Any] | None
+    torch: dict[str, torch.Tensor]
+
+    @classmethod
+    def capture(cls, sampler: SegmentSampler, device: torch.device) -> TrainingStreams:
+        """The sampler's state and torch's current generator states."""
+        states = {"cpu": torch.get_rng_state()}
+        if device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(device)
+        rng = getattr(sampler, "rng", None)
+        return cls(None if rng is None else rng.bit_generator.state, states)
+
+    def restore(self, sampler: SegmentSampler, device: torch.device) -> None:
+        """Put these states into ``sampler`` and torch's generators."""
+        if self.sampler is not None and hasattr(sampler, "rng"):
+            sampler.rng.bit_generator.state = self.sampler
+        if "cpu" in self.torch:
+            torch.set_rng_state(self.torch["cpu"])
+        if device.type == "cuda" and "cuda" in self.torch:
+            torch.cuda.set_rng_state(self.torch["cuda"], device)
 
 
 def action_loss(pred: torch.Tensor, history: Segment, groups: int = 1) -> torch.Tensor:

@@ -8,8 +8,10 @@ callable returning False) stop early. :func:`training_budget` turns ``learn``'s 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch import nn
@@ -19,6 +21,26 @@ from promptrl.common.distributed import any_rank, is_main, mean_over_ranks
 
 Callback = Callable[[dict[str, Any]], "bool | None"]
 """Called after every update with ``{"step", <losses>, "model"}``; returning False stops training."""
+
+_RUN_BAR: contextvars.ContextVar[Any] = contextvars.ContextVar("promptrl_run_bar", default=None)
+
+
+@contextlib.contextmanager
+def run_progress(model: Any, total_steps: int, progress_bar: bool = True) -> Iterator[Any]:
+    """One progress bar over a whole (chunked, resumable) run: from the model's ``steps_trained`` to
+    ``total_steps``. Every :func:`train` inside the block advances this bar instead of opening its own."""
+    bar = tqdm(
+        total=total_steps,
+        initial=model.settings.steps_trained,
+        desc=type(model).__name__,
+        disable=not (progress_bar and is_main()),
+    )
+    token = _RUN_BAR.set(bar)
+    try:
+        yield bar
+    finally:
+        _RUN_BAR.reset(token)
+        bar.close()
 
 
 def check_number(name: str, value: Any, *, integer: bool = False, minimum: float = 0.0, strict: bool = True) -> None:
@@ -85,11 +107,12 @@ def train(
     Under a ``torch.distributed`` process group every rank runs this loop: the losses are averaged
     over the ranks before they are checked, shown or passed on (so all ranks see the same numbers),
     a callback returning False on any rank stops every rank after the same update, and only rank 0
-    shows a progress bar.
+    shows a progress bar. Inside :func:`run_progress` the run's bar is advanced instead of a new one.
     """
     check_callback(callback)
     settings = model.settings
-    bar = tqdm(total=total_steps, desc=type(model).__name__, disable=not (progress_bar and is_main()))
+    shared = _RUN_BAR.get()
+    bar = shared or tqdm(total=total_steps, desc=type(model).__name__, disable=not (progress_bar and is_main()))
     module.train()
     try:
         for _ in range(total_steps):
@@ -105,7 +128,8 @@ def train(
             if any_rank(stop):
                 break
     finally:
-        bar.close()
+        if shared is None:
+            bar.close()
         module.eval()
 
 
@@ -116,13 +140,20 @@ def train_in_chunks(
     learn: Callable[[int], Any],
     save: Callable[[], Any],
     names: tuple[str, str] = ("total_steps", "chunk_steps"),
+    progress_bar: bool = True,
 ) -> None:
     """Resumable training: ``learn(n)`` in chunks of at most ``chunk_steps`` updates, each followed by
     ``save()``, until ``model.settings.steps_trained`` reaches ``total_steps``. A model loaded from the
-    last save continues where it stopped; one already trained that far does nothing. ``names``: what the
-    caller calls the two counts, for the error a bad value gets."""
+    last save continues where it stopped; one already trained that far does nothing. One progress bar
+    (see :func:`run_progress`) covers the run from the loaded step on. ``names``: what the caller calls
+    the two counts, for the error a bad value gets.
+
+    A chunk ends at the next multiple of ``chunk_steps``, so that a run resumed from any save passes
+    through the same chunk boundaries as one that never stopped."""
     check_number(names[0], total_steps, integer=True)
     check_number(names[1], chunk_steps, integer=True)
-    while model.settings.steps_trained < total_steps:
-        learn(min(chunk_steps, total_steps - model.settings.steps_trained))
-        save()
+    with run_progress(model, total_steps, progress_bar):
+        while model.settings.steps_trained < total_steps:
+            done = model.settings.steps_trained
+            learn(min(chunk_steps - done % chunk_steps, total_steps - done))
+            save()

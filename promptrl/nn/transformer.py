@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from promptrl.common.config_checks import check_bool, check_float, check_int, check_parameter_count
 from promptrl.data.windows import Segment
+
+MAX_WIDTH = 1 << 20
+"""Largest ``obs_dim``, ``act_dim``, ``embed_dim``, ``context``, ``prompt_length`` and ``max_ep_len`` a config may ask for."""
+MAX_LAYERS = 1024
+"""Largest ``n_layer`` a config may ask for."""
 
 
 @dataclass
@@ -42,6 +48,28 @@ class PromptDTConfig:
     """Size of the timestep embedding table (timesteps must stay below it)."""
     use_prompt: bool = True
     """False gives MT-ORL: the same model trained and run without prompts."""
+
+    def __post_init__(self) -> None:
+        for name in ("obs_dim", "act_dim", "embed_dim", "context", "max_ep_len"):
+            check_int(name, getattr(self, name), 1, MAX_WIDTH)
+        check_int("n_layer", self.n_layer, 1, MAX_LAYERS)
+        check_int("n_head", self.n_head, 1, self.embed_dim)
+        if self.embed_dim % self.n_head:
+            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by n_head ({self.n_head})")
+        check_int("prompt_length", self.prompt_length, 0, MAX_WIDTH)
+        if self.activation not in ("relu", "gelu"):
+            raise ValueError(f"activation must be 'relu' or 'gelu', got {self.activation!r}")
+        check_float("dropout", self.dropout, 0.0, 1.0, open_max=True)
+        check_bool("use_prompt", self.use_prompt)
+        check_parameter_count("a Prompt-DT of this config", self.num_parameters())
+
+    def num_parameters(self) -> int:
+        """Parameters of the :class:`PromptDTNetwork` this config builds (computed, nothing allocated)."""
+        E = self.embed_dim
+        embedding = E * (self.max_ep_len + self.obs_dim + self.act_dim + 4)  # timestep table, rtg/state/action
+        block = 12 * E * E + 13 * E  # 2 LayerNorms, qkv, proj, 4x MLP
+        head = E * self.act_dim + self.act_dim
+        return embedding * (2 if self.use_prompt else 1) + self.n_layer * block + 4 * E + head
 
 
 class TokenEmbedding(nn.Module):

@@ -11,8 +11,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from promptrl.common.config_checks import check_int
 from promptrl.data.windows import Segment
 from promptrl.methods.base import FrozenPLMMethod, TrainingSettings, check_number
+
+MAX_ADAPTOR_WIDTH = 1 << 16
+"""Largest ``hidden`` an adaptor config may ask for."""
 
 
 @dataclass
@@ -26,7 +30,7 @@ class AdaptorSettings(TrainingSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_number("hidden", self.hidden, integer=True)
+        check_int("hidden", self.hidden, 1, MAX_ADAPTOR_WIDTH)
         check_number("max_prompts", self.max_prompts, integer=True)
 
 

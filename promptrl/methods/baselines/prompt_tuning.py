@@ -124,10 +124,12 @@ class PromptTuningDT(OneTaskPrompt):
         return {"loss": losses[0].item(), "score": -losses[0].item()}
 
     @torch.no_grad()
-    def generate_prompt(self, n: int = 1, task: int | Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+    def generate_prompt(
+        self, n: int = 1, task: int | Sequence[int] | None = None, generator: torch.Generator | None = None
+    ) -> list[dict[str, torch.Tensor]]:
         """``n`` copies of the tuned prompt in raw units (``task``: as for the other methods; warns for
-        a task other than the learned one)."""
-        self.bank.sample(n, task, self._generator)  # checks n and task, and that learn() ran
+        a task other than the learned one; ``generator``: as for the other methods)."""
+        self.bank.sample(n, task, self._draws(generator))  # checks n and task, and that learn() ran
         p = self.plm.settings
         x = self.module.prompt.expand(n, -1, -1)
         states = x[..., : p.obs_dim] * torch.tensor(p.state_std, device=self.device) + torch.tensor(

@@ -83,7 +83,10 @@ class VAEPromptGenerator(PromptGenerator):
     def _generative_loss(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.model.neg_elbo(x0, y, self._generator, self.settings.kl_weight)
 
-    def _sample_x0(self, y: torch.Tensor, temperature: float, keep_grad: bool = False) -> torch.Tensor:
-        z = torch.randn((y.shape[0], self.model.latent_dim), generator=self._generator, device=y.device, dtype=y.dtype)
+    def _sample_x0(
+        self, y: torch.Tensor, temperature: float, keep_grad: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        draws = self._generator if generator is None else generator
+        z = torch.randn((y.shape[0], self.model.latent_dim), generator=draws, device=y.device, dtype=y.dtype)
         with torch.set_grad_enabled(keep_grad):
             return self.model.decode(temperature**0.5 * z, y)

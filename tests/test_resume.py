@@ -1,0 +1,173 @@
+"""Fault injection: every resumable training job, killed with SIGKILL at a random point and run again,
+ends with the same bytes as a run that never stopped (on a CPU, in one process)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from promptrl.cli.parser import main
+
+KILL_SEEDS = (0, 1)
+PLM_ARGS = ["--embed-dim", "16", "--n-layer", "1", "--batch-per-task", "4", "--warmup-steps", "5", "--context", "6"]
+PLM_ARGS += ["--threads", "1", "--log-steps", "5"]
+
+
+def killed_midway(command: list[str], marker: Path, seed: int, timeout: float = 60.0) -> bool:
+    """Start ``command``, wait until ``marker`` (a file its first save writes) appears, then SIGKILL it after a
+    random delay; True when it was killed before it finished by itself."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(np.random.default_rng(seed).uniform(0.0, 0.3))
+    finished = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return not finished
+
+
+def plm_run(out: Path, steps: int, checkpoint_steps: int) -> list[str]:
+    return ["train", "plm", "mw-reach", "--steps", str(steps), "--checkpoint-steps", str(checkpoint_steps)] + [
+        "--out",
+        str(out),
+        *PLM_ARGS,
+    ]
+
+
+@pytest.fixture(scope="module")
+def reach_root(tmp_path_factory):
+    """Expert datasets of mw-reach (1 episode a task), made once for the module."""
+    root = tmp_path_factory.mktemp("minari")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(root))
+        assert main(["data", "mw-reach", "--quality", "expert", "--episodes", "1"]) == 0
+    return root
+
+
+@pytest.fixture
+def reach_data(minari_root, reach_root, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(reach_root))
+
+
+def test_plm_resumes_bit_for_bit(tmp_path, reach_data):
+    def weights(out: Path) -> bytes:
+        return (out / "final" / "model.safetensors").read_bytes()
+
+    assert main(plm_run(tmp_path / "straight", 80, 9)) == 0
+    reference = weights(tmp_path / "straight")
+    assert main(plm_run(tmp_path / "other-interval", 80, 1000)) == 0  # chunking does not change the run
+    assert weights(tmp_path / "other-interval") == reference
+
+    killed = []
+    for seed in KILL_SEEDS:
+        out = tmp_path / f"killed{seed}"
+        command = [sys.executable, "-m", "promptrl", *plm_run(out, 80, 9)]
+        killed.append(killed_midway(command, out / "checkpoint" / "progress.json", seed))
+        assert main(plm_run(out, 80, 9)) == 0  # resumes from the last checkpoint
+        assert weights(out) == reference, f"kill seed {seed}"
+        logged = [int(row.split(",")[0]) for row in (out / "progress.csv").read_text().splitlines()[1:]]
+        assert logged == list(range(5, 81, 5))  # rows after the checkpoint resumed from are logged once
+    assert any(killed), "no run was killed before it finished: lengthen the runs"
+
+    out = tmp_path / "stop-and-continue"
+    assert main(plm_run(out, 40, 1000)) == 0
+    assert main(plm_run(out, 80, 1000)) == 0
+    assert weights(out) == reference
+
+
+GENERATOR_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+import promptrl
+from promptrl.methods.diffuser import pretrain_generator
+from promptrl.methods.plm import PromptDT
+plm = PromptDT.from_pretrained(sys.argv[1])
+data = promptrl.load_suite("mw-reach").datasets("train", "expert")
+pretrain_generator(plm, data, sys.argv[2], int(sys.argv[3]), save_steps=int(sys.argv[4]), progress_bar=False,
+                   recipe={"batch_size": 4}, n_steps=4, hidden=16)
+"""
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the killed child runs
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_generator_pretraining_resumes_bit_for_bit(tmp_path, reach_data, one_thread):
+    from conftest import TINY_PLM
+
+    import promptrl
+    from promptrl.methods.diffuser import pretrain_generator
+    from promptrl.methods.plm import PromptDT
+
+    suite = promptrl.load_suite("mw-reach")
+    data = suite.datasets("train", "expert")
+    PromptDT(suite, seed=0, **TINY_PLM).learn(data, total_steps=2, progress_bar=False).save_pretrained(tmp_path / "plm")
+    plm = PromptDT.from_pretrained(tmp_path / "plm")
+
+    def run(folder: Path, steps: int, save_steps: int) -> bytes:
+        settings = dict(recipe={"batch_size": 4}, n_steps=4, hidden=16, progress_bar=False)
+        pretrain_generator(plm, data, folder, steps, save_steps=save_steps, **settings)
+        return (folder / "model.safetensors").read_bytes()
+
+    reference = run(tmp_path / "straight", 60, 7)
+    assert run(tmp_path / "other-interval", 60, 1000) == reference
+    killed = []
+    for seed in KILL_SEEDS:
+        folder = tmp_path / f"killed{seed}"
+        command = [sys.executable, "-c", GENERATOR_SCRIPT, str(tmp_path / "plm"), str(folder), "60", "7"]
+        killed.append(killed_midway(command, folder / "training_state.json", seed))
+        assert run(folder, 60, 7) == reference, f"kill seed {seed}"
+    assert any(killed), "no run was killed before it finished: lengthen the runs"
+    run(tmp_path / "stop-and-continue", 30, 1000)
+    assert run(tmp_path / "stop-and-continue", 60, 1000) == reference
+
+
+SAC_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from pathlib import Path
+from promptrl.experiments.sac import SACConfig, SACTrainer
+config = SACConfig(total_updates=int(sys.argv[3]), n_envs=2, batch_size=16, hidden=16, buffer_size=2000,
+                   learning_starts=60, eval_every=10**6, checkpoint_minutes=0.0)
+SACTrainer(sys.argv[1], Path(sys.argv[2]), config).run()
+"""
+
+
+@pytest.mark.parametrize("suite", ["cheetah-dir", "ant-dir"])
+def test_expert_training_resumes_bit_for_bit(tmp_path, suite, one_thread):
+    from promptrl.experiments.sac import SACConfig, SACTrainer
+
+    def run(out: Path, updates: int, minutes: float = 0.0) -> bytes:
+        config = SACConfig(
+            total_updates=updates,
+            n_envs=2,
+            batch_size=16,
+            hidden=16,
+            buffer_size=2000,
+            learning_starts=60,
+            eval_every=10**6,
+            checkpoint_minutes=minutes,
+        )
+        SACTrainer(suite, out, config).run()
+        return (out / "checkpoint" / "state.safetensors").read_bytes()
+
+    reference = run(tmp_path / "straight", 200, 1.0)  # saves once, at the end
+    out = tmp_path / "killed"
+    command = [sys.executable, "-c", SAC_SCRIPT, suite, str(out), "200"]  # saves after every update
+    assert killed_midway(command, out / "checkpoint" / "progress.json", KILL_SEEDS[len(suite) % 2])
+    assert run(out, 200) == reference
+    run(tmp_path / "stop-and-continue", 90)  # stops mid-episode
+    assert run(tmp_path / "stop-and-continue", 200) == reference
