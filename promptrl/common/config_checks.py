@@ -65,18 +65,24 @@ def check_vector(name: str, value: Any, length: int | None = None, *, positive: 
             raise ValueError(f"{name}[{i}] must be a finite {'positive ' if positive else ''}number, got {v!r}")
 
 
-def max_parameters() -> int:
-    """The parameter limit: :data:`MAX_PARAMETERS_ENV` when set, else :data:`MAX_PARAMETERS`."""
-    text = os.environ.get(MAX_PARAMETERS_ENV)
+def positive_env(name: str, default: float, kind: type = float, what: str = "a positive number") -> Any:
+    """The positive, finite number of ``kind`` in environment variable ``name``, or ``default`` when it is
+    unset or empty; any other value is a ValueError naming the variable and ``what`` it must be."""
+    text = os.environ.get(name)
     if text is None or not text.strip():
-        return MAX_PARAMETERS
+        return default
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise ValueError(f"{MAX_PARAMETERS_ENV} must be a positive integer, got {text!r}")
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be {what}, got {text!r}")
     return value
+
+
+def max_parameters() -> int:
+    """The parameter limit: :data:`MAX_PARAMETERS_ENV` when set, else :data:`MAX_PARAMETERS`."""
+    return positive_env(MAX_PARAMETERS_ENV, MAX_PARAMETERS, int, "a positive integer")
 
 
 def check_parameter_count(what: str, count: int) -> None:

@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
 )
 from safetensors.torch import load_file, save_file
 
+from promptrl.common.config_checks import positive_env
 from promptrl.common.files import CONFIG_NAME, WEIGHTS_NAME, atomic_file, write_text_atomic
 
 SHIPPED = "hub_models"
@@ -115,16 +116,7 @@ def hub_offline() -> bool:
 
 def hub_timeout() -> float:
     """Seconds the Hub's metadata call may take (:data:`HUB_TIMEOUT_ENV`, default :data:`DEFAULT_HUB_TIMEOUT`)."""
-    text = os.environ.get(HUB_TIMEOUT_ENV)
-    if text is None or not text.strip():
-        return DEFAULT_HUB_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{HUB_TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
-    return value
+    return positive_env(HUB_TIMEOUT_ENV, DEFAULT_HUB_TIMEOUT, float, "a positive number of seconds")
 
 
 def _hub_snapshot(model_id: str, names: Sequence[str], **hub: Any) -> Path:
