@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -29,7 +29,6 @@ from promptrl.data.episodes import Episode
 from promptrl.data.windows import Segment, prompt_start, random_window, raw_window, stack_windows, whole_windows
 from promptrl.methods.base import (
     FrozenPLMMethod,
-    Method,
     TrainingSettings,
     check_number,
     check_prompt_length,
@@ -37,7 +36,6 @@ from promptrl.methods.base import (
     prompt_dicts,
     requested_tasks,
 )
-from promptrl.methods.training import Callback
 from promptrl.nn.diffusion import UPDATE_RULES, combine_gradients
 
 
@@ -96,7 +94,17 @@ class GeneratorSettings(TrainingSettings):
 
 
 class PromptGenerator(FrozenPLMMethod):
-    """Base of the conditional prompt generators of a frozen :class:`~promptrl.methods.plm.PromptDT`."""
+    """Base of the conditional prompt generators of a frozen :class:`~promptrl.methods.plm.PromptDT`.
+
+    ``learn(datasets, ...)`` (the arguments of :meth:`FrozenPLMMethod.learn`) trains the generator on
+    prompts from ``datasets`` (one per task, or one dataset), guided by the frozen PLM's action loss on
+    history windows of the same task. Use it twice: on the training tasks' datasets (generator
+    pre-training), then on a test task's few-shot data (fine-tuning, Table 4's budget by default). The
+    callback gets the generative loss (key ``generative_loss_name``) and ``loss_dt``; unless
+    ``update="dm"``, also the norms of the two gradients (``grad_gen``, ``grad_dt``, before combining)
+    and their cosine ``grad_cos``. Generation afterwards is conditioned on the windows of ``prompt_data``
+    (the initial prompts y(tau*_initial) of Algorithm 1; default: the learned data), per task.
+    """
 
     settings_class: ClassVar[type[GeneratorSettings]] = GeneratorSettings
     data_arg: ClassVar[str] = "datasets"
@@ -167,30 +175,6 @@ class PromptGenerator(FrozenPLMMethod):
         return Segment((states - mean) / std, actions, rtg, timesteps, torch.ones_like(rtg[..., 0]))
 
     # ------------------------------------------------------------------ training
-    def learn(
-        self: Method,
-        datasets: Any,
-        epochs: int | None = None,
-        steps_per_epoch: int | None = None,
-        callback: Callback | None = None,
-        progress_bar: bool = True,
-        prompt_data: Any = None,
-        total_steps: int | None = None,
-    ) -> Method:
-        """Train the generator on prompts from ``datasets`` (one per task, or one dataset), guided by the
-        frozen PLM's action loss on history windows of the same task; returns self. The other
-        arguments (``epochs``, ``steps_per_epoch``, ``callback``, ``progress_bar``, ``prompt_data``,
-        ``total_steps``) are those of :meth:`FrozenPLMMethod.learn`.
-
-        Use it twice: on the training tasks' datasets (generator pre-training), then on a test task's
-        few-shot data (fine-tuning, Table 4's budget by default). The callback gets the generative
-        loss (key ``generative_loss_name``) and ``loss_dt``; unless ``update="dm"``, also the norms of
-        the two gradients (``grad_gen``, ``grad_dt``, before combining) and their cosine ``grad_cos``.
-        Generation afterwards is conditioned on the windows of ``prompt_data`` (the initial prompts
-        y(tau*_initial) of Algorithm 1; default: ``datasets``), per task.
-        """
-        return super().learn(datasets, epochs, steps_per_epoch, callback, progress_bar, prompt_data, total_steps)
-
     def _prepare(self, tasks: dict[int, list[Episode]], prompts: dict[int, list[Episode]]) -> None:
         s = self.settings
         check_prompt_length(tasks, self.plm.settings.prompt_length)
