@@ -1,6 +1,7 @@
 """Fault injection: every resumable training job, killed with SIGKILL at a random point and run again,
 ends with the same bytes as a run that never stopped (on a CPU, in one process)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -171,3 +172,154 @@ def test_expert_training_resumes_bit_for_bit(tmp_path, suite, one_thread):
     assert run(out, 200) == reference
     run(tmp_path / "stop-and-continue", 90)  # stops mid-episode
     assert run(tmp_path / "stop-and-continue", 200) == reference
+
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_KEYS = ("seconds", "finished")
+"""Keys of a result cell that say when and how fast it was measured, not what was measured."""
+
+
+def killed_after(args: list[str], ready, seed: int, longest: float, log: Path, timeout: float = 60.0) -> bool:
+    """Run ``python -m promptrl <args>`` (stdout into ``log``), wait until ``ready()``, then SIGKILL it after a
+    random delay of up to ``longest`` seconds; True when it was killed before it finished by itself."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "promptrl", *args], env=env, stdout=stdout, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(np.random.default_rng(seed).uniform(0.0, longest))
+        finished = proc.poll() is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return not finished
+
+
+@pytest.fixture(scope="module")
+def dir_hub(tmp_path_factory):
+    """A tiny cheetah-dir hub (its two tasks are both its training and its test tasks) and its datasets'
+    root, made once for the module."""
+    from conftest import make_tiny_hub
+
+    root = tmp_path_factory.mktemp("dir-hub")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+        make_tiny_hub(root / "hub", "cheetah-dir", [0, 1])
+    return root
+
+
+@pytest.fixture
+def hub(dir_hub, monkeypatch, one_thread):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(dir_hub / "minari"))
+    return dir_hub / "hub"
+
+
+def measured(out: Path, runs: str) -> dict[str, object]:
+    """Every result cell under ``out/<runs>`` without its timing keys, and the tables' rows (markdown rows,
+    not the date and hardware lines above them; whole CSVs) and fine-tuned weights written under ``out``."""
+    cells = {
+        str(p.relative_to(out)): {k: v for k, v in json.loads(p.read_text()).items() if k not in TIMING_KEYS}
+        for p in sorted((out / runs).rglob("*.json"))
+    }
+    tables = {
+        p.name: [line for line in p.read_text().splitlines() if line.startswith("|")] for p in sorted(out.glob("*.md"))
+    }
+    csvs = {p.name: p.read_text() for p in sorted(out.glob("*.csv"))}
+    weights = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("model.safetensors"))}
+    return {"cells": cells, "tables": tables, "csvs": csvs, "weights": weights}
+
+
+def reproduce_run(hub: Path, out: Path) -> list[str]:
+    return ["reproduce", "cheetah-dir", "--hub", str(hub), "--out", str(out), "--seeds", "1", "--episodes", "1"] + [
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--full-epochs",
+        "1",
+        "--methods",
+        "Prompt Diffuser",
+        "Prompt-DT-Expert",
+        "--threads",
+        "1",
+    ]
+
+
+def test_reproduce_cells_resume_to_the_same_results(tmp_path, hub):
+    assert main(reproduce_run(hub, tmp_path / "straight")) == 0
+    reference = measured(tmp_path / "straight", "runs")
+    assert len(reference["cells"]) == 2 and len(reference["weights"]) == 2 and reference["tables"]
+    assert all(list(cell["returns"]) == ["0", "1"] for cell in reference["cells"].values())
+    killed = []
+    for seed in KILL_SEEDS:
+        out = tmp_path / f"killed{seed}"
+
+        def ready(out: Path = out) -> bool:  # the first fine-tuned generator is kept
+            return (out / "models").is_dir() and any((out / "models").rglob("config.json"))
+
+        killed.append(killed_after(reproduce_run(hub, out), ready, seed, 0.8, tmp_path / f"log{seed}"))
+        assert main(reproduce_run(hub, out)) == 0  # resumes at the next unfinished task
+        assert measured(out, "runs") == reference, f"kill seed {seed}"
+        assert not list(out.rglob("*-tasks.json"))  # every cell finished: no tasks file left
+    assert any(killed), "no run was killed before it finished: lengthen the runs"
+
+
+def ablation_run(hub: Path, out: Path) -> list[str]:
+    return ["ablate", "update-rules", "cheetah-dir", "--hub", str(hub), "--out", str(out), "--seeds", "1"] + [
+        "--episodes",
+        "1",
+        "--epochs",
+        "1",
+        "--tasks",
+        "1",
+        "--threads",
+        "1",
+    ]
+
+
+def test_ablation_cells_resume_to_the_same_results(tmp_path, hub):
+    from promptrl.experiments.ablations import UPDATE_RULES
+
+    assert main(ablation_run(hub, tmp_path / "straight")) == 0
+    reference = measured(tmp_path / "straight", "runs")
+    assert sorted(cell["method"] for cell in reference["cells"].values()) == sorted(UPDATE_RULES)
+    assert len(reference["tables"]["update-rules-cheetah-dir.md"]) == 3
+    killed = []
+    for seed in KILL_SEEDS:
+        out = tmp_path / f"killed{seed}"
+        ready = (out / "runs").exists  # the first cell is written
+        killed.append(killed_after(ablation_run(hub, out), ready, seed, 2.5, tmp_path / f"log{seed}"))
+        assert main(ablation_run(hub, out)) == 0
+        assert measured(out, "runs") == reference, f"kill seed {seed}"
+    assert any(killed), "no run was killed before it finished: lengthen the runs"
+
+
+def finetune_run(hub: Path) -> list[str]:
+    return ["train", "diffuser", "cheetah-dir", "--stage", "finetune", "--epochs", "1", "--hub", str(hub)] + [
+        "--threads",
+        "1",
+    ]
+
+
+def test_generator_finetuning_reruns_bit_for_bit(tmp_path, hub):
+    import shutil
+
+    def weights(copy: Path) -> bytes:
+        return (copy / "cheetah-dir" / "model.safetensors").read_bytes()
+
+    straight = shutil.copytree(hub, tmp_path / "straight")  # fine-tuning writes into <hub>/<suite>
+    shipped = weights(straight)
+    assert main(finetune_run(straight)) == 0
+    reference = weights(straight)
+    assert reference != shipped
+    killed = []
+    for seed in KILL_SEEDS:
+        copy = shutil.copytree(hub, tmp_path / f"killed{seed}")
+        log = tmp_path / f"log{seed}"
+        ready = lambda log=log: "fine-tuning on" in log.read_text()  # printed before the first step
+        killed.append(killed_after(finetune_run(copy), ready, seed, 2.0, log))
+        assert main(finetune_run(copy)) == 0
+        assert weights(copy) == reference, f"kill seed {seed}"
+    assert any(killed), "no run was killed before it finished: lengthen the runs"
