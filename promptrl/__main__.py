@@ -2,6 +2,6 @@
 
 import sys
 
-from promptrl.cli import main
+from promptrl.experiments.cli import main
 
 sys.exit(main())

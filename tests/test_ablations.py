@@ -14,10 +14,10 @@ from conftest import make_tiny_hub
 from matplotlib.image import imread
 
 import promptrl
-from promptrl.cli import main
 from promptrl.data.episodes import episodes_of
 from promptrl.data.windows import whole_windows
 from promptrl.experiments import ablations
+from promptrl.experiments.cli import main
 from promptrl.experiments.reproduce import Budget
 from promptrl.methods.diffuser import PromptDiffuser
 

@@ -6,7 +6,7 @@ import minari
 import numpy as np
 import pytest
 
-from promptrl.cli import main
+from promptrl.experiments.cli import main
 
 
 def test_suites_table(capsys):

@@ -11,17 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from promptrl.cli import (
-    BUDGET_FIELDS,
-    GENERATOR_FIELDS,
-    PLM_FIELDS,
-    SAC_FIELDS,
-    add_dataclass_options,
-    build_parser,
-    field_docs,
-    given,
-    main,
-)
+from promptrl.cli import GENERATOR_FIELDS, PLM_FIELDS, add_dataclass_options, field_docs, given
+from promptrl.experiments.cli import BUDGET_FIELDS, SAC_FIELDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 QUOTED = re.compile(r"promptrl (?:train|reproduce|ablate|evaluate|data)[^`]*")

@@ -177,7 +177,7 @@ def test_a_killed_ray_worker_is_retried_and_the_table_is_complete(ray_session, s
 def test_cli_runs_the_grid_on_local_workers(shared, reference, tmp_path, capsys):
     _, hub = shared
     import promptrl.experiments.reproduce as r
-    from promptrl.cli import main
+    from promptrl.experiments.cli import main
 
     real = r.reproduce_suite
     argv = ["reproduce", "mw-reach", "--hub", str(hub), "--out", str(tmp_path), "--executor", "local", "--workers", "2"]

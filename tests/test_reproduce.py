@@ -11,8 +11,8 @@ import torch
 from conftest import make_tiny_hub
 
 import promptrl
-from promptrl.cli import main
 from promptrl.data.datasets import create_datasets
+from promptrl.experiments.cli import main
 from promptrl.experiments.reproduce import (
     FULL,
     METHODS,

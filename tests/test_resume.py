@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promptrl.cli.parser import main
+from promptrl.experiments.cli import main
 
 KILL_SEEDS = (0, 1)
 PLM_ARGS = ["--embed-dim", "16", "--n-layer", "1", "--batch-per-task", "4", "--warmup-steps", "5", "--context", "6"]
@@ -259,7 +259,7 @@ def test_reproduce_cells_resume_to_the_same_results(tmp_path, hub):
         def ready(out: Path = out) -> bool:  # the first fine-tuned generator is kept
             return (out / "models").is_dir() and any((out / "models").rglob("config.json"))
 
-        killed.append(killed_after(reproduce_run(hub, out), ready, seed, 0.8, tmp_path / f"log{seed}"))
+        killed.append(killed_after(reproduce_run(hub, out), ready, seed, 0.25, tmp_path / f"log{seed}"))
         assert main(reproduce_run(hub, out)) == 0  # resumes at the next unfinished task
         assert measured(out, "runs") == reference, f"kill seed {seed}"
         assert not list(out.rglob("*-tasks.json"))  # every cell finished: no tasks file left
@@ -319,7 +319,7 @@ def test_generator_finetuning_reruns_bit_for_bit(tmp_path, hub):
         copy = shutil.copytree(hub, tmp_path / f"killed{seed}")
         log = tmp_path / f"log{seed}"
         ready = lambda log=log: "fine-tuning on" in log.read_text()  # printed before the first step
-        killed.append(killed_after(finetune_run(copy), ready, seed, 2.0, log))
+        killed.append(killed_after(finetune_run(copy), ready, seed, 0.5, log))
         assert main(finetune_run(copy)) == 0
         assert weights(copy) == reference, f"kill seed {seed}"
     assert any(killed), "no run was killed before it finished: lengthen the runs"

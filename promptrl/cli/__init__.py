@@ -1,25 +1,21 @@
-"""The ``promptrl`` command: task suites, datasets, training, evaluation, the Table 1 reproduction and the
-ablations. :func:`main` is the entry point; the parser is in :mod:`promptrl.cli.parser`, what each
-subcommand does in :mod:`promptrl.cli.commands` and the option helpers in :mod:`promptrl.cli.options`."""
+"""The library's command line: task suites, datasets, PLM and generator training, evaluation. The parser is
+in :mod:`promptrl.cli.parser`, what each subcommand does in :mod:`promptrl.cli.commands` and the option
+helpers in :mod:`promptrl.cli.options`. The ``promptrl`` command is this command line extended with the
+experiments' subcommands (``train expert``, ``reproduce``, ``ablate``), defined above the library in
+``promptrl.experiments.cli``."""
 
 from promptrl.cli.commands import command_line
 from promptrl.cli.options import add_dataclass_options, field_docs, given, home
 from promptrl.cli.parser import (
-    ABLATION_BUDGET_FIELDS,
-    BUDGET_FIELDS,
     GENERATOR_FIELDS,
     PLM_FIELDS,
-    SAC_FIELDS,
     build_parser,
     main,
 )
 
 __all__ = [
-    "ABLATION_BUDGET_FIELDS",
-    "BUDGET_FIELDS",
     "GENERATOR_FIELDS",
     "PLM_FIELDS",
-    "SAC_FIELDS",
     "add_dataclass_options",
     "build_parser",
     "command_line",

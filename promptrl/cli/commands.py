@@ -40,25 +40,6 @@ GENERATOR_FIELDS = (
     "bf16_plm",
 )
 """Fields of :class:`~promptrl.methods.diffuser.PromptDiffuserSettings` that ``train diffuser`` takes as options."""
-SAC_FIELDS = (
-    "total_updates",
-    "n_envs",
-    "batch_size",
-    "hidden",
-    "lr",
-    "gamma",
-    "tau",
-    "buffer_size",
-    "learning_starts",
-    "eval_every",
-    "checkpoint_minutes",
-    "seed",
-)
-"""Fields of :class:`~promptrl.experiments.sac.SACConfig` that ``train expert`` takes as options."""
-BUDGET_FIELDS = ("seeds", "episodes", "few_shot_episodes", "epochs", "steps_per_epoch", "full_epochs")
-"""Fields of :class:`~promptrl.experiments.reproduce.Budget` that ``reproduce`` takes as options."""
-ABLATION_BUDGET_FIELDS = ("seeds", "episodes", "epochs")
-"""...and those ``ablate`` takes."""
 
 
 def cmd_suites(args: argparse.Namespace) -> None:
@@ -77,22 +58,6 @@ def cmd_data(args: argparse.Namespace) -> None:
             suite, quality, tasks=tasks, episodes=args.episodes, seed=args.seed, progress_bar=True
         )
         print(f"{args.suite} {quality}: {len(created)} dataset(s) created, {len(tasks) - len(created)} reused")
-
-
-def cmd_train_expert(args: argparse.Namespace) -> None:
-    import torch
-
-    from promptrl.experiments.sac import SACConfig, SACTrainer, export_expert
-
-    torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else home() / "experts" / args.suite
-    if args.export_only:
-        for quality, path in export_expert(args.suite, out).items():
-            print(f"{quality} weights written to {path}")
-        return
-    cfg = SACConfig(**given(args, SAC_FIELDS))
-    print(f"training the {args.suite} expert in {out} (progress in {out / 'progress.csv'})")
-    SACTrainer(args.suite, out, cfg).run()
 
 
 def cmd_train_plm(args: argparse.Namespace) -> None:
@@ -415,120 +380,3 @@ def _eval_result(args: argparse.Namespace, label: str, mean: float, std: float) 
         "metric_value": f"{mean:.2f} +/- {std:.2f}",
         "verified": False,
     }
-
-
-def _grid_executor(args: argparse.Namespace) -> Any:
-    """The executor of ``--executor`` (None: in this process); ``--address`` is left out of the
-    command line that result files record (it names a machine)."""
-    from promptrl.experiments.executors import make_executor
-
-    if args.address is not None and args.executor != "ray":
-        raise ValueError(
-            f"--address is the Ray cluster's address: it needs --executor ray, got --executor {args.executor}"
-        )
-    words, skip = [], False
-    for a in args.argv:
-        if skip or a == "--address" or a.startswith("--address="):
-            skip = a == "--address"
-            continue
-        words.append(a)
-    args.argv = words
-    return make_executor(
-        args.executor, args.workers, args.address, args.cpus_per_cell, args.gpus_per_cell, threads=args.threads
-    )
-
-
-def cmd_reproduce(args: argparse.Namespace) -> None:
-    import contextlib
-    from dataclasses import replace
-
-    import torch
-
-    from promptrl.experiments import reproduce as r
-
-    torch.set_num_threads(args.threads)
-    executor = _grid_executor(args)
-    budget = replace(r.QUICK if args.quick else r.FULL, **given(args, BUDGET_FIELDS))
-    suites = list(dict.fromkeys(n for name in args.suite for n in (r.TABLE1_SUITES if name == "all" else [name])))
-    out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
-    hub = shipped = Path(resolve_model_path(args.hub))
-    if args.retrain:  # its own models, cells and tables, apart from the shipped models'
-        out, hub = out / r.RETRAINED, out / r.RETRAINED / "hub"
-        if not args.collect:
-            for name in suites:
-                r.retrain_models(name, shipped / name, hub / name, args.device, args.plm_steps, args.generator_steps)
-    summaries = {}
-    with executor or contextlib.nullcontext():
-        for name in suites:
-            summaries[name] = r.reproduce_suite(
-                name,
-                budget,
-                args.methods or r.METHODS,
-                out,
-                hub,
-                args.device,
-                collect=args.collect,
-                seed_list=args.seed_list,
-                executor=executor,
-            )
-            print(f"\n{name} (test split; paper beside):")
-            print(r.suite_table(name, summaries[name]))
-            if args.record and summaries[name]:
-                print(f"recorded in {r.record_in_card(hub / name, name, summaries[name], budget, command_line(args))}")
-    print("\nThe paper's ordering (means over the seeds the compared columns share):")
-    print(r.ordering_checks(summaries))
-    print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
-
-
-def cmd_ablate(args: argparse.Namespace) -> None:
-    from dataclasses import replace
-
-    import torch
-
-    from promptrl.experiments import ablations as a
-    from promptrl.experiments.reproduce import TABLE1_SUITES
-
-    torch.set_num_threads(args.threads)
-    budget = replace(a.DEFAULT_BUDGET, **given(args, ABLATION_BUDGET_FIELDS))
-    suite = args.suite or a.DEFAULT_SUITES[args.name]
-    if suite == "all" and args.name != "update-rules":
-        raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
-    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length")
-    if args.executor != "inprocess" and not grid:
-        raise ValueError(
-            f"--executor {args.executor}: ablation {args.name!r} is not a grid of cells; it runs in this process"
-        )
-    executor = _grid_executor(args)
-    common = dict(out=args.out, hub_root=args.hub, device=args.device, command=command_line(args))
-    grid_common = dict(common, executor=executor)
-    if args.name == "init":
-        methods = args.methods or ["Prompt-Tuning DT", "Prompt Diffuser"]
-        md = a.prompt_initialization(
-            suite, budget, n_tasks=args.tasks, methods=methods, collect=args.collect, **grid_common
-        )
-    elif args.name == "update-rules":
-        suites = list(TABLE1_SUITES) if suite == "all" else [suite]
-        md = a.update_rules(suites, budget, n_tasks=args.tasks, **grid_common)
-    elif args.name == "zero-shot":
-        md = a.zero_shot(suite, budget, n_tasks=args.tasks, **grid_common)
-    elif args.name == "prompt-length":
-        md = a.prompt_length(
-            suite,
-            budget,
-            args.out,
-            args.device,
-            n_tasks=args.tasks,
-            collect=args.collect,
-            command=command_line(args),
-            executor=executor,
-            **given(args, ("plm_steps", "generator_steps")),
-        )
-    elif args.name == "prompts":
-        md = a.prompt_similarity(suite, budget, **given(args, ("n_prompts",)), **common)
-    else:
-        n = {} if args.n_prompts is None else {"n": args.n_prompts}
-        md = a.denoising(suite, temperature=args.temperature, **n, **common)
-    if executor is not None:
-        executor.close()
-    print(md.read_text())
-    print(f"written {md}")

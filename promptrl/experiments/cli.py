@@ -1,0 +1,387 @@
+"""The experiments' subcommands (``train expert``, ``reproduce``, ``ablate``) and the full ``promptrl``
+command: the library's command line (:mod:`promptrl.cli`) extended with them. The experiments sit above
+the library, so the command that includes them is defined here."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from promptrl.cli import parser as library
+from promptrl.cli.commands import command_line
+from promptrl.cli.options import (
+    _shown,
+    add_common_options,
+    add_dataclass_options,
+    float_in,
+    given,
+    home,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_float,
+)
+from promptrl.common.hub import resolve_model_path
+from promptrl.suites import load_suite
+from promptrl.tasks.spec import available_suites
+
+SAC_FIELDS = (
+    "total_updates",
+    "n_envs",
+    "batch_size",
+    "hidden",
+    "lr",
+    "gamma",
+    "tau",
+    "buffer_size",
+    "learning_starts",
+    "eval_every",
+    "checkpoint_minutes",
+    "seed",
+)
+"""Fields of :class:`~promptrl.experiments.sac.SACConfig` that ``train expert`` takes as options."""
+BUDGET_FIELDS = ("seeds", "episodes", "few_shot_episodes", "epochs", "steps_per_epoch", "full_epochs")
+"""Fields of :class:`~promptrl.experiments.reproduce.Budget` that ``reproduce`` takes as options."""
+ABLATION_BUDGET_FIELDS = ("seeds", "episodes", "epochs")
+"""...and those ``ablate`` takes."""
+
+
+def cmd_train_expert(args: argparse.Namespace) -> None:
+    import torch
+
+    from promptrl.experiments.sac import SACConfig, SACTrainer, export_expert
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else home() / "experts" / args.suite
+    if args.export_only:
+        for quality, path in export_expert(args.suite, out).items():
+            print(f"{quality} weights written to {path}")
+        return
+    cfg = SACConfig(**given(args, SAC_FIELDS))
+    print(f"training the {args.suite} expert in {out} (progress in {out / 'progress.csv'})")
+    SACTrainer(args.suite, out, cfg).run()
+
+
+def _grid_executor(args: argparse.Namespace) -> Any:
+    """The executor of ``--executor`` (None: in this process); ``--address`` is left out of the
+    command line that result files record (it names a machine)."""
+    from promptrl.experiments.executors import make_executor
+
+    if args.address is not None and args.executor != "ray":
+        raise ValueError(
+            f"--address is the Ray cluster's address: it needs --executor ray, got --executor {args.executor}"
+        )
+    words, skip = [], False
+    for a in args.argv:
+        if skip or a == "--address" or a.startswith("--address="):
+            skip = a == "--address"
+            continue
+        words.append(a)
+    args.argv = words
+    return make_executor(
+        args.executor, args.workers, args.address, args.cpus_per_cell, args.gpus_per_cell, threads=args.threads
+    )
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from promptrl.experiments import reproduce as r
+
+    torch.set_num_threads(args.threads)
+    executor = _grid_executor(args)
+    budget = replace(r.QUICK if args.quick else r.FULL, **given(args, BUDGET_FIELDS))
+    suites = list(dict.fromkeys(n for name in args.suite for n in (r.TABLE1_SUITES if name == "all" else [name])))
+    out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
+    hub = shipped = Path(resolve_model_path(args.hub))
+    if args.retrain:  # its own models, cells and tables, apart from the shipped models'
+        out, hub = out / r.RETRAINED, out / r.RETRAINED / "hub"
+        if not args.collect:
+            for name in suites:
+                r.retrain_models(name, shipped / name, hub / name, args.device, args.plm_steps, args.generator_steps)
+    summaries = {}
+    with executor or contextlib.nullcontext():
+        for name in suites:
+            summaries[name] = r.reproduce_suite(
+                name,
+                budget,
+                args.methods or r.METHODS,
+                out,
+                hub,
+                args.device,
+                collect=args.collect,
+                seed_list=args.seed_list,
+                executor=executor,
+            )
+            print(f"\n{name} (test split; paper beside):")
+            print(r.suite_table(name, summaries[name]))
+            if args.record and summaries[name]:
+                print(f"recorded in {r.record_in_card(hub / name, name, summaries[name], budget, command_line(args))}")
+    print("\nThe paper's ordering (means over the seeds the compared columns share):")
+    print(r.ordering_checks(summaries))
+    print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+
+    import torch
+
+    from promptrl.experiments import ablations as a
+    from promptrl.experiments.reproduce import TABLE1_SUITES
+
+    torch.set_num_threads(args.threads)
+    budget = replace(a.DEFAULT_BUDGET, **given(args, ABLATION_BUDGET_FIELDS))
+    suite = args.suite or a.DEFAULT_SUITES[args.name]
+    if suite == "all" and args.name != "update-rules":
+        raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
+    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length")
+    if args.executor != "inprocess" and not grid:
+        raise ValueError(
+            f"--executor {args.executor}: ablation {args.name!r} is not a grid of cells; it runs in this process"
+        )
+    executor = _grid_executor(args)
+    common = dict(out=args.out, hub_root=args.hub, device=args.device, command=command_line(args))
+    grid_common = dict(common, executor=executor)
+    if args.name == "init":
+        methods = args.methods or ["Prompt-Tuning DT", "Prompt Diffuser"]
+        md = a.prompt_initialization(
+            suite, budget, n_tasks=args.tasks, methods=methods, collect=args.collect, **grid_common
+        )
+    elif args.name == "update-rules":
+        suites = list(TABLE1_SUITES) if suite == "all" else [suite]
+        md = a.update_rules(suites, budget, n_tasks=args.tasks, **grid_common)
+    elif args.name == "zero-shot":
+        md = a.zero_shot(suite, budget, n_tasks=args.tasks, **grid_common)
+    elif args.name == "prompt-length":
+        md = a.prompt_length(
+            suite,
+            budget,
+            args.out,
+            args.device,
+            n_tasks=args.tasks,
+            collect=args.collect,
+            command=command_line(args),
+            executor=executor,
+            **given(args, ("plm_steps", "generator_steps")),
+        )
+    elif args.name == "prompts":
+        md = a.prompt_similarity(suite, budget, **given(args, ("n_prompts",)), **common)
+    else:
+        n = {} if args.n_prompts is None else {"n": args.n_prompts}
+        md = a.denoising(suite, temperature=args.temperature, **n, **common)
+    if executor is not None:
+        executor.close()
+    print(md.read_text())
+    print(f"written {md}")
+
+
+def _defaults_of(function: Callable[..., Any], *names: str) -> dict[str, str]:
+    """The defaults of ``function``'s keyword parameters ``names``, as help text."""
+    parameters = inspect.signature(function).parameters
+    return {name: _shown(parameters[name].default) for name in names}
+
+
+def add_commands(sub: Any, train: Any) -> None:
+    """Add ``train expert`` to the ``train`` group and ``reproduce`` and ``ablate`` to ``sub``."""
+    from promptrl.experiments import ablations
+    from promptrl.experiments.reproduce import FULL, QUICK, Budget
+    from promptrl.experiments.sac import SACConfig
+
+    counts = {"type": positive_int}
+    p = train.add_parser("expert", help="train a suite's goal-conditioned SAC expert (resumes)")
+    p.add_argument("suite", choices=[s for s in available_suites() if load_suite(s).spec.expert != "scripted"])
+    counts = {"type": positive_int}
+    add_dataclass_options(
+        p,
+        SACConfig,
+        SAC_FIELDS,
+        overrides={
+            "total_updates": {"flags": ["--updates"], **counts},
+            **{name: counts for name in ("n_envs", "batch_size", "hidden", "buffer_size", "eval_every")},
+            **{name: {"type": positive_float} for name in ("lr", "tau", "checkpoint_minutes")},
+            "gamma": {"type": unit_float},
+        },
+    )
+    p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/experts/<suite>)")
+    add_common_options(p, "threads")
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="skip training; copy the run's best actor (and a medium-return snapshot) into the package",
+    )
+    p.set_defaults(func=cmd_train_expert)
+
+    p = sub.add_parser("reproduce", help="Table 1: every method on a suite's test split, beside the paper's numbers")
+    p.add_argument(
+        "suite",
+        nargs="+",
+        choices=["all", *available_suites()],
+        help="one or more suites, or all (the four of Table 1)",
+    )
+    p.add_argument("--quick", action="store_true", help="1 seed, 3 episodes per task, 25 adaptation steps (minutes)")
+    add_dataclass_options(
+        p,
+        Budget,
+        BUDGET_FIELDS,
+        defaults_text={name: f"{getattr(FULL, name)}, --quick: {getattr(QUICK, name)}" for name in BUDGET_FIELDS},
+        overrides={name: counts for name in BUDGET_FIELDS},
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help='subset of the Table 1 methods (quote names), or the variants "Prompt Diffuser (dt)" (the L_DT-only '
+        'update rule) and "Prompt Diffuser (T=0)" (sampling temperature 0; reuses the kept generators)',
+    )
+    p.add_argument("--collect", action="store_true", help="run nothing: tabulate the finished (method, seed) results")
+    p.add_argument(
+        "--seed-list",
+        type=non_negative_int,
+        nargs="+",
+        default=None,
+        help="run only these seeds (e.g. one per process)",
+    )
+    p.add_argument("--out", default=None, help="results folder (default: results/, or results/quick/)")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write each suite's table into the model card of <hub>/<suite> (section 'Across the test split')",
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="first train the PLM, MT-ORL and pre-trained generator again with the shipped models' recipes "
+        "(resumable), into <out>/retrained/hub/<suite>/, and run Table 1 with those (results in <out>/retrained/)",
+    )
+    _add_steps_options(
+        p,
+        "--retrain: PLM and MT-ORL training steps (default: the shipped models')",
+        "--retrain: generator pre-training steps (default: the shipped one's)",
+    )
+    add_common_options(
+        p,
+        "hub",
+        "device",
+        "threads",
+        threads={
+            "help": "torch threads, of this process and of each worker (1: the models are small, more threads "
+            "mostly wait on each other)"
+        },
+    )
+    _add_executor_options(p, "(method, seed, test task)")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser(
+        "ablate",
+        help="an ablation of the paper (Table 2, Fig. 3, Table 9, Table 6/Fig. 5, Fig. 4): a table, CSV and plot",
+    )
+    p.add_argument(
+        "name",
+        choices=ablations.ABLATIONS,
+        help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
+        "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length)",
+    )
+    p.add_argument(
+        "suite",
+        nargs="?",
+        choices=["all", *available_suites()],
+        default=None,
+        help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)",
+    )
+    add_dataclass_options(
+        p,
+        Budget,
+        ABLATION_BUDGET_FIELDS,
+        defaults_text={name: _shown(getattr(ablations.DEFAULT_BUDGET, name)) for name in ABLATION_BUDGET_FIELDS},
+        overrides={name: counts for name in ABLATION_BUDGET_FIELDS},
+    )
+    p.add_argument("--tasks", type=positive_int, default=None, help="only the first N test tasks")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("Prompt-Tuning DT", "Prompt Diffuser"),
+        default=None,
+        help="init: only these methods",
+    )
+    p.add_argument(
+        "--collect", action="store_true", help="init, prompt-length: run nothing, tabulate the finished cells"
+    )
+    steps = _defaults_of(ablations.prompt_length, "plm_steps", "generator_steps")
+    _add_steps_options(
+        p,
+        f"prompt-length: training steps of each length's PLM (default: {steps['plm_steps']})",
+        f"prompt-length: generator pre-training steps (default: {steps['generator_steps']})",
+    )
+    shown = {**_defaults_of(ablations.prompt_similarity, "n_prompts"), **_defaults_of(ablations.denoising, "n")}
+    p.add_argument(
+        "--n-prompts",
+        type=positive_int,
+        default=None,
+        help=f"prompts: prompts per method (default {shown['n_prompts']}); denoising: prompts drawn (default {shown['n']})",
+    )
+    p.add_argument(
+        "--temperature",
+        type=unit_float,
+        default=None,
+        help="denoising: sampling temperature (default: the shipped model's)",
+    )
+    p.add_argument("--out", default="results/ablations", help="results folder")
+    add_common_options(p, "hub", "device", "threads")
+    _add_executor_options(p, "init, update-rules, zero-shot, prompt-length: (setting, seed, test task)")
+    p.set_defaults(func=cmd_ablate)
+
+
+def _add_executor_options(parser: argparse.ArgumentParser, unit: str) -> None:
+    """``--executor``, ``--workers``, ``--address``, ``--cpus-per-cell`` and ``--gpus-per-cell``: where
+    the grid's units (``unit``) run (see ``promptrl.experiments.executors``)."""
+    from promptrl.experiments.executors import EXECUTORS
+
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="inprocess",
+        help=f"where each {unit} unit runs: inprocess (here, one after the other), local (--workers spawned "
+        'processes), ray (one Ray task each; pip install "promptrl[ray]"). Finished units are not run again '
+        "and a dead worker's unit runs again",
+    )
+    parser.add_argument("--workers", type=positive_int, default=2, help="--executor local: worker processes")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="--executor ray: the Ray cluster's address (e.g. auto, after `ray start --head`); default: a Ray "
+        "instance started here on the loopback interface",
+    )
+    parser.add_argument(
+        "--cpus-per-cell", type=positive_float, default=1.0, help="--executor ray: CPUs each unit asks for"
+    )
+    parser.add_argument(
+        "--gpus-per-cell",
+        type=float_in(0.0),
+        default=0.0,
+        help="--executor ray: GPUs each unit asks for (fractions share a GPU)",
+    )
+
+
+def _add_steps_options(parser: argparse.ArgumentParser, plm: str, generator: str) -> None:
+    """``--plm-steps`` and ``--generator-steps`` (help texts ``plm``, ``generator``): training steps of
+    the PLMs and generators a command trains; None unless given."""
+    for name, text in (("plm", plm), ("generator", generator)):
+        parser.add_argument(f"--{name}-steps", type=positive_int, default=None, help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``promptrl`` command's parser: the library's subcommands and the experiments'."""
+    return library.build_parser(add_commands)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``promptrl`` command (and ``python -m promptrl``): every subcommand; returns the exit status."""
+    return library.main(argv, add_commands)
