@@ -25,6 +25,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from promptrl.common.config_checks import check_int
+
 __all__ = ["EXECUTORS", "Executor", "InProcess", "LocalPool", "RayExecutor", "make_executor"]
 
 EXECUTORS = ("inprocess", "local", "ray")
@@ -42,12 +44,6 @@ def _call(fn: Callable[[T], R], item: T, threads: int | None) -> R:
 
         torch.set_num_threads(threads)
     return fn(item)
-
-
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class Executor:
@@ -89,9 +85,13 @@ class LocalPool(Executor):
     """
 
     def __init__(self, workers: int = 2, threads: int | None = 1, max_retries: int = 3) -> None:
-        self.workers = _check_count(workers, "workers", 1)
-        self.threads = threads if threads is None else _check_count(threads, "threads", 1)
-        self.max_retries = _check_count(max_retries, "max_retries", 0)
+        check_int("workers", workers, 1)
+        self.workers = workers
+        if threads is not None:
+            check_int("threads", threads, 1)
+        self.threads = threads
+        check_int("max_retries", max_retries, 0)
+        self.max_retries = max_retries
         self._pool: ProcessPoolExecutor | None = None
 
     def _start(self) -> ProcessPoolExecutor:
@@ -178,8 +178,11 @@ class RayExecutor(Executor):
         if cpus == 0 and gpus == 0:
             raise ValueError("cpus and gpus must not both be 0: a unit needs a CPU or a GPU")
         self.address, self.cpus, self.gpus, self.num_cpus = address, float(cpus), float(gpus), num_cpus
-        self.threads = threads if threads is None else _check_count(threads, "threads", 1)
-        self.max_retries = _check_count(max_retries, "max_retries", 0)
+        if threads is not None:
+            check_int("threads", threads, 1)
+        self.threads = threads
+        check_int("max_retries", max_retries, 0)
+        self.max_retries = max_retries
         self._started = False
 
     def _ray(self) -> Any:
