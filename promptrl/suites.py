@@ -8,14 +8,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import minari
 
-from promptrl.data.datasets import load_dataset
+from promptrl.data.datasets import check_dataset_spaces, load_dataset
 from promptrl.data.experts import Expert, load_expert
-from promptrl.tasks.spec import QUALITIES, SPLITS, SuiteSpec, available_suites, load_spec
+from promptrl.tasks.spec import QUALITIES, SPLITS, SuiteSpec, available_suites, import_entry_point, load_spec
 
 __all__ = ["QUALITIES", "SPLITS", "SuiteSpec", "TaskSuite", "available_suites", "load_suite"]
 
@@ -23,7 +24,8 @@ __all__ = ["QUALITIES", "SPLITS", "SuiteSpec", "TaskSuite", "available_suites", 
 class TaskSuite:
     """A suite of related tasks: its envs, split, targets, experts and datasets.
 
-    :param spec: the suite's validated spec (see :func:`promptrl.tasks.spec.parse_spec`).
+    :param spec: the suite's validated spec (see :func:`promptrl.tasks.spec.parse_spec`); :meth:`check`
+        checks it against its env, expert and datasets (:func:`load_suite` does).
     """
 
     def __init__(self, spec: SuiteSpec):
@@ -37,16 +39,38 @@ class TaskSuite:
         return f"TaskSuite({self.name!r}, tasks={len(self.tasks)}, train={len(self.train_tasks)}, test={len(self.test_tasks)})"
 
     name = property(lambda self: self.spec.name)
+    ref = property(lambda self: self.spec.ref)
     env_id = property(lambda self: self.spec.env_id)
     tasks = property(lambda self: self.spec.tasks)
     train_tasks = property(lambda self: list(self.spec.train_tasks))
+    validation_tasks = property(lambda self: list(self.spec.validation_tasks))
     test_tasks = property(lambda self: list(self.spec.test_tasks))
     horizon = property(lambda self: self.spec.horizon)
     rtg_target = property(lambda self: self.spec.rtg_target)
     rtg_scale = property(lambda self: self.spec.rtg_scale)
 
+    def check(self) -> TaskSuite:
+        """Check the spec against what it names, before any compute: its env builds with the spec's
+        space sizes, its expert's entry point imports, and its datasets on disk have the env's
+        spaces. Each problem is a ``ValueError`` naming the field; returns the suite."""
+        key = id(self.spec)
+        if key not in _CHECKED:
+            self.spec.check_env()
+            expert = self.spec.expert
+            if expert is not None and expert.policy == "scripted":
+                try:
+                    import_entry_point(expert.entry_point, self.spec.source)
+                except (ImportError, ValueError) as err:
+                    raise ValueError(
+                        f"suite spec {self.name!r}: field 'expert.entry_point' = {expert.entry_point!r}: expected "
+                        f"an importable factory ({err})"
+                    ) from err
+            _CHECKED[key] = self.spec
+        check_dataset_spaces(self.spec)
+        return self
+
     def split(self, split: str) -> list[int]:
-        """Task ids of ``"train"``, ``"test"`` or ``"all"``."""
+        """Task ids of ``"train"``, ``"validation"``, ``"test"`` or ``"all"``."""
         return self.spec.split(split)
 
     def check_task(self, task: int) -> int:
@@ -74,9 +98,15 @@ class TaskSuite:
         return [self.dataset(t, quality) for t in self.split(split)]
 
 
-def load_suite(name: str | TaskSuite) -> TaskSuite:
-    """Load a task suite by name (``cheetah-dir``, ``cheetah-vel``, ``ant-dir``, ``ant-dir-ood``, ``mw-reach``);
-    a :class:`TaskSuite` is returned as it is."""
-    if isinstance(name, TaskSuite):
-        return name
-    return TaskSuite(load_spec(name))
+_CHECKED: dict[int, SuiteSpec] = {}
+"""Specs whose env and expert were checked (by ``id``; the value keeps the spec alive)."""
+
+
+def load_suite(suite: str | Path | SuiteSpec | TaskSuite) -> TaskSuite:
+    """Load a task suite: a built-in one by name (``cheetah-dir``, ``cheetah-vel``, ``ant-dir``,
+    ``ant-dir-ood``, ``mw-reach``, ``mw-push``, ``mw-pick-place``), a spec file by its path
+    (``"my-suite.json"``), or a :class:`SuiteSpec`; checked with :meth:`TaskSuite.check`. A
+    :class:`TaskSuite` is returned as it is."""
+    if isinstance(suite, TaskSuite):
+        return suite
+    return TaskSuite(suite if isinstance(suite, SuiteSpec) else load_spec(suite)).check()

@@ -45,7 +45,7 @@ GENERATOR_FIELDS = (
 def cmd_suites(args: argparse.Namespace) -> None:
     from promptrl.data.datasets import suites_table
 
-    print(suites_table())
+    print(suites_table(args.specs or None))
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -57,7 +57,7 @@ def cmd_data(args: argparse.Namespace) -> None:
         created = create_datasets(
             suite, quality, tasks=tasks, episodes=args.episodes, seed=args.seed, progress_bar=True
         )
-        print(f"{args.suite} {quality}: {len(created)} dataset(s) created, {len(tasks) - len(created)} reused")
+        print(f"{suite.name} {quality}: {len(created)} dataset(s) created, {len(tasks) - len(created)} reused")
 
 
 def cmd_train_plm(args: argparse.Namespace) -> None:
@@ -83,7 +83,7 @@ def _train_plm(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
-    out = Path(args.out) if args.out else home() / "plm" / args.suite
+    out = Path(args.out) if args.out else home() / "plm" / suite.name
     out.mkdir(parents=True, exist_ok=True)
     main = is_main()  # the rank that writes logs, checkpoints and the model
     hyper = given(args, PLM_FIELDS)  # the settings of a new run; a resumed run keeps its own
@@ -91,7 +91,7 @@ def _train_plm(args: argparse.Namespace) -> None:
     tensorboard = _tensorboard(out / "tensorboard") if main else None
     if main:
         print(
-            f"training a {'Prompt-DT' if hyper.get('use_prompt', True) else 'MT-ORL'} on {args.suite} in {out}: "
+            f"training a {'Prompt-DT' if hyper.get('use_prompt', True) else 'MT-ORL'} on {suite.name} in {out}: "
             f"{done}/{args.steps} steps done (log: {out / 'progress.csv'}"
             f"{', ' + str(out / 'tensorboard') if tensorboard else ''})"
         )
@@ -133,8 +133,8 @@ def _train_plm(args: argparse.Namespace) -> None:
             episodes = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
             return (
                 f"Command: `{command_line(args)}`\n\n{'MT-ORL (no prompt)' if not s.use_prompt else 'Multi-task, prompt-augmented'} "
-                f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{args.suite}` "
-                f"({episodes} episode{'s' if counts[-1] > 1 else ''} each, made by `promptrl data {args.suite}`): {s.steps_trained:,} steps "
+                f"training on the {args.quality} datasets of the {len(suite.train_tasks)} training tasks of `{suite.name}` "
+                f"({episodes} episode{'s' if counts[-1] > 1 else ''} each, made by `promptrl data {suite.spec.cli_arg}`): {s.steps_trained:,} steps "
                 f"of {s.batch_per_task} sequences per task, AdamW lr {s.learning_rate:g}, weight decay {s.weight_decay:g}, "
                 f"warm-up {s.warmup_steps:,} steps, bf16 autocast {training_bf16(s.bf16, args.device)}, "
                 f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}."
@@ -215,7 +215,7 @@ def _train_diffuser(args: argparse.Namespace) -> None:
     if args.epochs is None:
         args.epochs = 40 if args.stage == "pretrain" else 20
     suite = load_suite(args.suite)
-    hub = Path(args.hub) / args.suite
+    hub = Path(args.hub) / suite.name
     plm = PromptDT.from_pretrained(Path(args.plm) if args.plm else hub / "plm", device=args.device)
     pretrained = hub / "pretrained"
     settings = given(args, GENERATOR_FIELDS)
@@ -254,11 +254,11 @@ def _pretrain_generator(
     main = is_main()
     if main:
         print(
-            f"pre-training the {args.suite} prompt generator on {len(data)} training tasks ({recipe}): "
+            f"pre-training the {suite.name} prompt generator on {len(data)} training tasks ({recipe}): "
             f"{saved_steps(folder):,}/{total:,} steps done, saved every 1,000 steps to {folder}"
         )
     what = (
-        f"pre-trained on the expert datasets of the {len(data)} training tasks of `{args.suite}` with update rule "
+        f"pre-trained on the expert datasets of the {len(data)} training tasks of `{suite.name}` with update rule "
         f"`{recipe['update']}`, learning rate {recipe['learning_rate']:g} and batch {recipe['batch_size']}; the "
         f"settings below are those saved for fine-tuning"
     )
@@ -313,7 +313,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if missing:
             print(
                 f"no expert datasets for tasks {missing}, so no expert-prompt comparison "
-                f"(create them with `promptrl data {args.suite} --quality expert`)"
+                f"(create them with `promptrl data {suite.spec.cli_arg} --quality expert`)"
             )
         else:
             runs.append(("expert (the frozen PLM)", model.plm, "expert"))
@@ -373,7 +373,7 @@ def _eval_result(args: argparse.Namespace, label: str, mean: float, std: float) 
         "task_type": "reinforcement-learning",
         "task_name": "reinforcement-learning",
         "dataset_type": load_suite(args.suite).env_id,
-        "dataset_name": f"{args.suite} ({tasks})",
+        "dataset_name": f"{load_suite(args.suite).name} ({tasks})",
         "dataset_split": args.split,
         "metric_type": "mean_reward",
         "metric_name": f"mean_reward ({what})",

@@ -47,6 +47,33 @@ non_negative_int = int_at_least(0, "a non-negative integer")
 """Seeds, and counts where 0 turns a step off."""
 
 
+def suite_ref(value: str) -> str:
+    """An argparse type: a built-in suite's name or a suite spec file's path, read and validated now
+    (a bad spec is an error before any compute); the value is returned as given."""
+    from promptrl.tasks.spec import load_spec
+
+    try:
+        load_spec(value)
+    except (ValueError, FileNotFoundError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return value
+
+
+def add_suite_argument(parser: argparse.ArgumentParser, *extra: str, **kwargs: Any) -> None:
+    """The positional ``suite`` argument: a built-in suite's name or a spec file's path (``extra``:
+    further accepted words, such as ``all``)."""
+    from promptrl.tasks.spec import available_suites
+
+    words = set(extra)
+
+    def parse(value: str) -> str:
+        return value if value in words else suite_ref(value)
+
+    names = ", ".join([*extra, *available_suites()])
+    kwargs["help"] = kwargs.get("help", "") + f" (a built-in suite: {names}; or a suite spec file, my-suite.json)"
+    parser.add_argument("suite", type=parse, metavar="SUITE", **kwargs)
+
+
 def float_in(low: float = -math.inf, high: float = math.inf, *, open_low: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number in [``low``, ``high``] (``(low, high]`` with ``open_low``)."""
     if high == math.inf:

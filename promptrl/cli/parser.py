@@ -21,14 +21,16 @@ from promptrl.cli.options import (
     _shown,
     add_common_options,
     add_dataclass_options,
+    add_suite_argument,
     auto_on_off,
     float_in,
     non_negative_int,
     positive_float,
     positive_int,
+    suite_ref,
     unit_float,
 )
-from promptrl.tasks.spec import QUALITIES, available_suites
+from promptrl.tasks.spec import QUALITIES, SPLITS
 
 Extension = Callable[[Any, Any], None]
 """Adds subcommands: called with the parser's subcommand group and the ``train`` group."""
@@ -51,10 +53,17 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("suites", help="print the task suites table")
+    p.add_argument(
+        "specs",
+        nargs="*",
+        type=suite_ref,
+        metavar="SPEC",
+        help="suite spec files to list (default: the built-in suites)",
+    )
     p.set_defaults(func=cmd_suites)
 
     p = sub.add_parser("data", help="create the Minari datasets of a suite (idempotent)")
-    p.add_argument("suite", choices=available_suites())
+    add_suite_argument(p)
     p.add_argument("--quality", nargs="+", choices=QUALITIES, default=list(QUALITIES), help="dataset qualities")
     p.add_argument("--episodes", type=positive_int, default=None, help="episodes per task (default: the suite spec's)")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="task ids (default: all)")
@@ -65,7 +74,7 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
     train = p.add_subparsers(dest="what", required=True)
     counts = {"type": positive_int}
     p = train.add_parser("plm", help="pre-train a Prompt-DT on a suite's training tasks (checkpoints and resumes)")
-    p.add_argument("suite", choices=available_suites())
+    add_suite_argument(p)
     p.add_argument("--steps", type=positive_int, default=50_000, help="total gradient steps")
     p.add_argument("--quality", choices=QUALITIES, default="expert", help="training data quality")
     add_dataclass_options(
@@ -105,7 +114,7 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
         "diffuser",
         help="pre-train the prompt generator on the training tasks, or fine-tune it on the test tasks' few-shot data",
     )
-    p.add_argument("suite", choices=available_suites())
+    add_suite_argument(p)
     p.add_argument(
         "--stage",
         choices=("pretrain", "finetune"),
@@ -142,8 +151,8 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a saved Prompt-DT or Prompt Diffuser on a suite split")
     p.add_argument("model", help="folder or Hub repo id")
-    p.add_argument("suite", choices=available_suites())
-    p.add_argument("--split", choices=("train", "test", "all"), default="test", help="the tasks evaluated")
+    add_suite_argument(p)
+    p.add_argument("--split", choices=SPLITS, default="test", help="the tasks evaluated")
     p.add_argument("--episodes", type=positive_int, default=10, help="episodes per task")
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="only these task ids (instead of --split)")
     p.add_argument(

@@ -15,11 +15,12 @@ scripted expert with action noise), ``random`` (uniform random actions).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from promptrl.data.experts import load_expert
 from promptrl.data.rollouts import Policy, RandomPolicy, rollout
-from promptrl.tasks.spec import QUALITIES, SuiteSpec, as_spec, available_suites, load_spec
+from promptrl.tasks.spec import QUALITIES, SuiteSpec, as_spec, available_suites
 
 
 def datasets_root() -> Path:
@@ -70,6 +71,30 @@ def _scratch_root() -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def check_dataset_spaces(suite: SuiteSpec | Any) -> None:
+    """Check every dataset of ``suite`` on disk against the spec: an observation or action shape that
+    differs from ``obs_dim`` / ``act_dim`` is a ``ValueError`` naming the dataset (read from Minari's
+    metadata, before any data loads)."""
+    spec = as_spec(suite)
+    for task in spec.split("all"):
+        for quality in QUALITIES:
+            dataset_id = spec.task_dataset_id(task, quality)
+            path = datasets_root() / dataset_id / "data" / "metadata.json"
+            if not path.is_file():
+                continue
+            meta = json.loads(path.read_text())
+            for key, field, dim in (
+                ("observation_space", "obs_dim", spec.obs_dim),
+                ("action_space", "act_dim", spec.act_dim),
+            ):
+                space = json.loads(meta[key]) if isinstance(meta.get(key), str) else meta.get(key) or {}
+                if space.get("shape") != [dim]:
+                    raise ValueError(
+                        f"dataset {dataset_id!r} of suite {spec.name!r}: its {key} has shape {space.get('shape')}, "
+                        f"expected [{dim}] (the spec's {field})"
+                    )
+
+
 def _check_episodes(episodes: int) -> int:
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
@@ -77,6 +102,7 @@ def _check_episodes(episodes: int) -> int:
 
 
 def _policy(spec: SuiteSpec, task: int, quality: str, seed: int) -> Policy:
+    """The policy that writes a dataset (``load_expert`` says clearly when the spec has no expert)."""
     if quality == "random":
         return RandomPolicy(spec.make_env(task).action_space, seed=seed)
     return load_expert(spec, task, quality, seed=seed)
@@ -188,10 +214,12 @@ def load_dataset(suite: SuiteSpec | Any, task: int, quality: str, episodes: int 
     spec = as_spec(suite)
     dataset_id = spec.task_dataset_id(task, quality)
     if not dataset_exists(dataset_id):
-        raise FileNotFoundError(
-            f"dataset {dataset_id!r} not found in {datasets_root()}; create it with "
-            f"`promptrl data {spec.name} --quality {quality} --tasks {task}`"
+        how = (
+            f"create it with `promptrl data {spec.ref} --quality {quality} --tasks {task}`"
+            if spec.expert is not None or quality == "random"
+            else "the suite's spec has no expert to create it: add the dataset with Minari"
         )
+        raise FileNotFoundError(f"dataset {dataset_id!r} not found in {datasets_root()}; {how}")
     dataset = minari.load_dataset(dataset_id)
     if episodes is not None:
         if not isinstance(episodes, int) or isinstance(episodes, bool) or not 1 <= episodes <= dataset.total_episodes:
@@ -202,17 +230,19 @@ def load_dataset(suite: SuiteSpec | Any, task: int, quality: str, episodes: int 
     return dataset
 
 
-def suites_table() -> str:
-    """A markdown table of every suite: envs, split, horizon, return-to-go settings and datasets."""
+def suites_table(suites: Sequence[SuiteSpec | Any] | None = None) -> str:
+    """A markdown table of ``suites`` (names, spec paths or specs; default: the built-in ones): envs,
+    split, horizon, return-to-go settings and datasets on disk."""
     rows = [
-        "| suite | env id | tasks | train | test | horizon | RTG target / scale | obs / act | datasets on disk |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| suite | env id | tasks | train | validation | test | horizon | RTG target / scale | obs / act | expert | datasets on disk |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in available_suites():
-        s = load_spec(name)
+    for suite in available_suites() if suites is None else suites:
+        s = as_spec(suite)
         on_disk = sum(dataset_exists(s.task_dataset_id(t, q)) for t in s.split("all") for q in QUALITIES)
         rows.append(
-            f"| {name} | {s.env_id} | {len(s.tasks)} | {len(s.train_tasks)} | {s.test_tasks} | {s.horizon} | "
-            f"{s.rtg_target:g} / {s.rtg_scale:g} | {s.obs_dim} / {s.act_dim} | {on_disk} / {len(s.tasks) * len(QUALITIES)} |"
+            f"| {s.name} | {s.env_id} | {len(s.tasks)} | {len(s.train_tasks)} | {s.validation_tasks or '—'} | "
+            f"{s.test_tasks} | {s.horizon} | {s.rtg_target:g} / {s.rtg_scale:g} | {s.obs_dim} / {s.act_dim} | "
+            f"{s.expert.policy if s.expert else 'none'} | {on_disk} / {len(s.tasks) * len(QUALITIES)} |"
         )
     return "\n".join(rows)

@@ -1,8 +1,11 @@
 """Task-conditioned experts that produce the expert / medium / random datasets.
 
-MuJoCo suites use a goal-conditioned SAC actor trained by :mod:`promptrl.experiments.sac` and shipped as
-safetensors in ``promptrl/experts/``; Meta-World reach uses Meta-World's scripted policy handed the
-true goal. Every expert has Stable-Baselines3's ``predict(obs, deterministic=True) -> (action, None)``.
+A suite spec's ``expert`` names the policy: ``"sac"``, a goal-conditioned SAC actor trained by
+``promptrl train expert`` (the MuJoCo suites' are shipped as safetensors in
+``promptrl/data/expert_weights/``), or ``"scripted"``, a factory ``factory(goal, **kwargs)`` returning
+a function from an observation to an action (the Meta-World suites use :func:`metaworld_policy`,
+Meta-World's own scripted policies handed the true goal). Every expert has Stable-Baselines3's
+``predict(obs, deterministic=True) -> (action, None)``.
 
 >>> import numpy as np
 >>> from promptrl import load_suite
@@ -15,6 +18,7 @@ true goal. Every expert has Stable-Baselines3's ``predict(obs, deterministic=Tru
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +28,46 @@ from safetensors.torch import load_file, safe_open
 from torch import nn
 
 from promptrl.common.files import atomic_file
-from promptrl.tasks.spec import SuiteSpec
+from promptrl.tasks.spec import ExpertSpec, SuiteSpec, import_entry_point
 
 EXPERT_DIR = Path(__file__).parent / "expert_weights"
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
-MEDIUM_NOISE = {"scripted": 2.0}
-"""Std of the Gaussian action noise that turns the scripted Meta-World expert into the medium policy."""
 
 
-def policy_input(expert: str, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
-    """What a goal-conditioned expert sees: ``(n, obs_dim)`` observations and their goals -> ``(n, in_dim)``.
+def metaworld_policy(goal: Any, policy: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Meta-World's scripted ``policy`` (a class name of ``metaworld.policies``, e.g.
+    ``"SawyerPushV3Policy"``) for one task vector ``goal`` (object position, then goal position).
 
-    Cheetah experts see the observation and the goal (direction or velocity). The Ant expert sees
-    the observation expressed in the goal's frame instead: the torso orientation and the planar
+    Meta-World's policies read the goal from the observation's last three entries, which ML1 hides;
+    the returned function hands them the goal position (the task vector's last three numbers).
+    """
+    import metaworld.policies
+
+    if not hasattr(metaworld.policies, policy):
+        raise ValueError(f"policy must be a class of metaworld.policies such as 'SawyerPushV3Policy', got {policy!r}")
+    scripted = getattr(metaworld.policies, policy)()
+    target = np.asarray(goal, dtype=np.float64)[-3:]
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        full = np.array(obs, dtype=np.float64)
+        full[-3:] = target
+        return scripted.get_action(full)
+
+    return act
+
+
+def policy_input(features: str, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """What a goal-conditioned SAC expert sees: ``(n, obs_dim)`` observations and their goals -> ``(n, in_dim)``.
+
+    ``features="goal"``: the observation and the goal (the Cheetah experts: direction or velocity).
+    ``features="ant-frame"``: the Ant observation expressed in the goal's frame instead: the torso orientation and the planar
     velocity are rotated by minus the goal angle. Ant dynamics are invariant under rotations about
     the vertical axis, so walking in direction g is, in that frame, walking along +x: one policy
     learns every direction at once.
     """
     obs = np.asarray(obs, dtype=np.float64).reshape(-1, np.shape(obs)[-1])
     goal = np.broadcast_to(np.asarray(goal, dtype=np.float64), (len(obs), np.shape(goal)[-1]))
-    if expert != "ant-dir":
+    if features == "goal":
         return np.concatenate([obs, goal], axis=1).astype(np.float32)
     angle = goal[:, 0]
     c, s = np.cos(angle), np.sin(angle)
@@ -58,9 +82,9 @@ def policy_input(expert: str, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def goal_dim(expert: str) -> int:
-    """How many inputs the expert has beyond the observation."""
-    return 0 if expert == "ant-dir" else 1
+def goal_dim(spec: SuiteSpec) -> int:
+    """How many inputs the suite's SAC expert has beyond the observation."""
+    return 0 if spec.expert is not None and spec.expert.features == "ant-frame" else len(spec.tasks[0])
 
 
 class Actor(nn.Module):
@@ -121,7 +145,7 @@ def load_actor(path: Path) -> tuple[Actor, dict[str, Any]]:
 class Expert:
     """A goal-conditioned policy bound to one task, with SB3's ``predict`` signature.
 
-    :param actor: the trained actor, or ``None`` for the scripted Meta-World policy.
+    :param actor: the trained SAC actor, or ``None`` for the spec's scripted policy.
     :param spec: the suite spec.
     :param task: the task id whose goal the expert is handed.
     :param noise: std of Gaussian noise added to every action (0 for the expert itself).
@@ -134,9 +158,9 @@ class Expert:
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
         if actor is None:
-            from metaworld.policies import SawyerReachV3Policy
-
-            self._scripted = SawyerReachV3Policy()
+            expert = _expert_spec(spec, "scripted")
+            factory = import_entry_point(expert.entry_point, spec.source)
+            self._scripted = factory(self.goal.copy(), **expert.kwargs)
 
     def __repr__(self) -> str:
         kind = "scripted" if self.actor is None else "sac"
@@ -153,9 +177,14 @@ class Expert:
             )
         batch = obs.reshape(-1, self.spec.obs_dim)
         if self.actor is None:
-            action = np.stack([self._scripted_action(o) for o in batch])
+            action = np.stack([np.asarray(self._scripted(o), dtype=np.float64).reshape(-1) for o in batch])
+            if action.shape[1] != self.spec.act_dim:
+                raise ValueError(
+                    f"the scripted expert {self.spec.expert.entry_point!r} returned actions of size {action.shape[1]}, "
+                    f"the suite's act_dim is {self.spec.act_dim}"
+                )
         else:
-            x = torch.as_tensor(policy_input(self.spec.expert, batch, self.goal))
+            x = torch.as_tensor(policy_input(self.spec.expert.features, batch, self.goal))
             with torch.no_grad():
                 action = self.actor.act(x, deterministic, self.generator).numpy().astype(np.float64)
         if self.noise > 0:
@@ -163,33 +192,45 @@ class Expert:
         action = np.clip(action, -1.0, 1.0).astype(np.float32)
         return (action if obs.ndim == 2 else action[0]), None
 
-    def _scripted_action(self, obs: np.ndarray) -> np.ndarray:
-        # Meta-World's scripted policy reads the goal from the observation's last three entries,
-        # which the task hides: hand it the true goal instead.
-        full = obs.copy()
-        full[-3:] = self.goal[3:]
-        return self._scripted.get_action(full)
+
+def _expert_spec(spec: SuiteSpec, policy: str | None = None) -> ExpertSpec:
+    """The suite's expert spec (of kind ``policy`` when given), or a ``ValueError`` saying what is missing."""
+    if spec.expert is None:
+        raise ValueError(
+            f"suite {spec.name!r} has no expert in its spec: its datasets must exist already "
+            f"(e.g. {spec.task_dataset_id(spec.test_tasks[0], 'expert')!r})"
+        )
+    if policy is not None and spec.expert.policy != policy:
+        raise ValueError(f"suite {spec.name!r} has a {spec.expert.policy!r} expert, not a {policy!r} one")
+    return spec.expert
 
 
 def expert_path(spec: SuiteSpec, medium: bool = False) -> Path:
-    return EXPERT_DIR / f"{spec.expert}{'-medium' if medium else ''}.safetensors"
+    """The SAC expert's weights file (``-medium`` for the medium policy): a shipped expert's name, or a
+    ``.safetensors`` path relative to the spec file."""
+    weights = _expert_spec(spec, "sac").weights
+    if weights.endswith(".safetensors"):
+        base = Path(weights) if spec.source is None else spec.source.parent / weights
+        return base.with_name(f"{base.stem}{'-medium' if medium else ''}.safetensors")
+    return EXPERT_DIR / f"{weights}{'-medium' if medium else ''}.safetensors"
 
 
 def load_expert(spec: SuiteSpec, task: int, quality: str = "expert", seed: int | None = None) -> Expert:
     """The policy behind a dataset quality: ``"expert"``, ``"medium"`` (an earlier training checkpoint,
-    or for the scripted expert, the expert with action noise). ``"random"`` is not a policy."""
+    or for a scripted expert, the expert with the spec's action noise). ``"random"`` is not a policy."""
     if quality not in ("expert", "medium"):
         raise ValueError(f"quality must be 'expert' or 'medium' for a policy, got {quality!r}")
-    if spec.expert == "scripted":
-        return Expert(None, spec, task, noise=MEDIUM_NOISE["scripted"] if quality == "medium" else 0.0, seed=seed)
+    expert = _expert_spec(spec)
+    if expert.policy == "scripted":
+        return Expert(None, spec, task, noise=expert.medium_noise if quality == "medium" else 0.0, seed=seed)
     path = expert_path(spec, medium=quality == "medium")
     if not path.is_file():
         raise FileNotFoundError(
-            f"no shipped {quality} weights for suite {spec.name!r} at {path.name}; train them with "
-            f"`promptrl train expert {spec.name}`"
+            f"no {quality} weights for suite {spec.name!r} at {path.name}; train them with "
+            f"`promptrl train expert {spec.ref}`"
         )
     actor, meta = load_actor(path)
-    expected = spec.obs_dim + goal_dim(spec.expert)
+    expected = spec.obs_dim + goal_dim(spec)
     if meta["in_dim"] != expected:
         raise ValueError(
             f"{path.name} takes {meta['in_dim']} inputs, the {spec.name!r} expert needs {expected}: retrain or re-export it"

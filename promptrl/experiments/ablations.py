@@ -57,7 +57,7 @@ from promptrl.methods.diffuser import pretrain_generator
 from promptrl.methods.plm import train_plm
 from promptrl.nn.diffusion import UPDATE_RULES as DIFFUSION_UPDATE_RULES
 from promptrl.suites import load_suite
-from promptrl.tasks.spec import QUALITIES
+from promptrl.tasks.spec import QUALITIES, load_spec
 
 ABLATIONS = ("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length")
 DEFAULT_SUITES = {
@@ -94,12 +94,13 @@ def context(
     qualities: Sequence[str] = ("expert",),
     methods: Sequence[str] = (),
 ) -> Context:
-    """The shipped models of a suite loaded, and its first ``n_tasks`` test tasks' datasets made."""
+    """The shipped models of a suite (a name or a spec file's path) loaded from ``<hub_root>/<name>``, and
+    its first ``n_tasks`` test tasks' datasets made."""
     suite = load_suite(suite_name)
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
-    hub = hub_folder(suite_name, hub_root)
+    hub = hub_folder(suite.name, hub_root)
     return Setup(
-        suite_name, budget, hub, device, tuple(tasks), methods=tuple(methods), qualities=tuple(qualities)
+        suite.ref, budget, hub, device, tuple(tasks), methods=tuple(methods), qualities=tuple(qualities)
     ).context()
 
 
@@ -207,8 +208,9 @@ def prompt_initialization(
     (one episode of each, ``few_shot_episodes``), evaluated on the test tasks. ``collect=True`` runs
     nothing and tabulates the finished cells ("not run" for the others); ``executor`` runs the units
     on its workers."""
+    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
     out = Path(out)
-    ctx = context(suite_name, budget, hub_root, device, n_tasks, qualities=QUALITIES)
+    ctx = context(ref, budget, hub_root, device, n_tasks, qualities=QUALITIES)
     runs, ref = _runs(out, "init", suite_name, budget, ctx.tasks), paper("table2_cheetah_vel")
     rows, body = (
         [],
@@ -280,8 +282,9 @@ def update_rules(
             "|---|---|" + "---|" * len(UPDATE_RULES),
         ],
     )
-    for suite_name in suites:
-        ctx = context(suite_name, budget, hub_root, device, n_tasks)
+    for ref in suites:
+        ctx = context(ref, budget, hub_root, device, n_tasks)
+        suite_name = ctx.suite.name
         runs = _runs(out, "update-rules", suite_name, budget, ctx.tasks)
         results = measure_all(
             ctx, {rule: partial(_build_rule, rule=rule) for rule in UPDATE_RULES}, runs, False, executor
@@ -293,7 +296,7 @@ def update_rules(
             cells.append(f"{_ours(r)} ({rel:+.1f}%)")
             rows.append(_row(r, suite=suite_name, rule=rule) | {"relative_to_dm_percent": round(rel, 2)})
         body.append(f"| {suite_name} | {ctx.tasks} | " + " | ".join(cells) + " |")
-    stem = "update-rules-" + ("all" if len(suites) > 1 else suites[0])
+    stem = "update-rules-" + ("all" if len(suites) > 1 else load_spec(suites[0]).name)
     md = _write(out, stem, "Update rules of the Prompt Diffuser (Fig. 3)", command, budget, body, rows)
     _plot_update_rules(rows, out / f"{stem}.png")
     return md
@@ -365,8 +368,9 @@ def zero_shot(
     with expert prompts of the training tasks the generator was pre-trained on, and that pre-trained
     generator (no fine-tuning) with its training-task conditions and the suite's target return as
     return-to-go. ``executor`` runs the units on its workers."""
+    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
     out = Path(out)
-    ctx = context(suite_name, budget, hub_root, device, n_tasks)
+    ctx = context(ref, budget, hub_root, device, n_tasks)
     runs = _runs(out, "zero-shot", suite_name, budget, ctx.tasks)
     ref = paper("table9_ant_dir_ood") if suite_name == "ant-dir-ood" else {}
     builders = {
@@ -440,10 +444,11 @@ def prompt_similarity(
     window's conditions. Linear CKA of each method's prompts to those windows, the test return (mean
     ± std over seeds of the evaluation) of expert prompts, the seed-0 Prompt-Tuning DT and the Prompt
     Diffuser, and a t-SNE plot. The result is cached with the models' fingerprint."""
+    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
     import minari
 
     out = Path(out)
-    ctx = context(suite_name, budget, hub_root, device, 1)
+    ctx = context(ref, budget, hub_root, device, 1)
     task, runs = ctx.tasks[0], _runs(out, "prompts", suite_name, budget, ctx.tasks)
     cache = runs / f"prompts-n{n_prompts}.json"
     data = finished_cell("Prompt Diffuser", ctx, cache)
@@ -567,6 +572,7 @@ def denoising(
     real tokens' two principal axes; the table gives, per step, the RMS distance of each prompt to its
     nearest real window (normalized units; 0 = a copy of one). ``temperature`` scales the noise of
     each reverse step (default: the model's own); another value writes ``denoising-<suite>-T<t>``."""
+    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
     from promptrl.methods.diffuser import PromptDiffuser
 
     out = Path(out)
@@ -576,7 +582,7 @@ def denoising(
     p = pd.plm.settings
     last = p.prompt_window == "last"  # the real windows are cut as the PLM's prompts are
     windows = whole_windows(
-        episodes_of(load_suite(suite_name).dataset(task, "expert")),
+        episodes_of(load_suite(ref).dataset(task, "expert")),
         p.prompt_length,
         MAX_REAL_WINDOWS,
         np.random.default_rng(seed),
@@ -671,8 +677,9 @@ def prompt_length(
     other settings (e.g. smaller ones). ``collect=True`` trains and runs nothing: it tabulates the
     finished lengths ("not run" for the others). ``executor`` runs each length's units on its workers
     (the models are trained here first)."""
+    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
     out = Path(out)
-    suite = load_suite(suite_name)
+    suite = load_suite(ref)
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
     create_datasets(suite, "expert", tasks=tasks, progress_bar=True)
     runs = _runs(out, "prompt-length", suite_name, budget, tasks)
@@ -703,7 +710,7 @@ def prompt_length(
             **(plm_settings or {}),
             "prompt_length": k,
         }
-        plm = train_plm(suite_name, models / "plm", plm_steps, device=device, checkpoint_steps=250, **hyper)
+        plm = train_plm(ref, models / "plm", plm_steps, device=device, checkpoint_steps=250, **hyper)
         pretrain_generator(
             plm,
             suite.datasets("train", "expert"),
@@ -713,7 +720,7 @@ def prompt_length(
             **{**(generator_settings or {}), "n_steps": n_steps},
         )
         setup = Setup(
-            suite_name, budget, gen, device, tuple(tasks), qualities=("expert",), plm=models / "plm" / "final"
+            load_spec(ref).ref, budget, gen, device, tuple(tasks), qualities=("expert",), plm=models / "plm" / "final"
         )
         ctx = Context(suite, budget, gen, device, list(tasks), plm=plm, setup=setup)
         r = measure(ctx, label_k, partial(_build_length, gen=gen), runs, collect, executor)

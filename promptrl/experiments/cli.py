@@ -18,6 +18,7 @@ from promptrl.cli.options import (
     _shown,
     add_common_options,
     add_dataclass_options,
+    add_suite_argument,
     float_in,
     given,
     home,
@@ -27,8 +28,7 @@ from promptrl.cli.options import (
     unit_float,
 )
 from promptrl.common.hub import resolve_model_path
-from promptrl.suites import load_suite
-from promptrl.tasks.spec import available_suites
+from promptrl.tasks.spec import load_spec
 
 SAC_FIELDS = (
     "total_updates",
@@ -57,13 +57,13 @@ def cmd_train_expert(args: argparse.Namespace) -> None:
     from promptrl.experiments.sac import SACConfig, SACTrainer, export_expert
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else home() / "experts" / args.suite
+    out = Path(args.out) if args.out else home() / "experts" / load_spec(args.suite).name
     if args.export_only:
         for quality, path in export_expert(args.suite, out).items():
             print(f"{quality} weights written to {path}")
         return
     cfg = SACConfig(**given(args, SAC_FIELDS))
-    print(f"training the {args.suite} expert in {out} (progress in {out / 'progress.csv'})")
+    print(f"training the {load_spec(args.suite).name} expert in {out} (progress in {out / 'progress.csv'})")
     SACTrainer(args.suite, out, cfg).run()
 
 
@@ -101,20 +101,35 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     suites = list(dict.fromkeys(n for name in args.suite for n in (r.TABLE1_SUITES if name == "all" else [name])))
     out = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "")
     hub = shipped = Path(resolve_model_path(args.hub))
+    hubs = {ref: hub for ref in suites}
     if args.retrain:  # its own models, cells and tables, apart from the shipped models'
         out, hub = out / r.RETRAINED, out / r.RETRAINED / "hub"
-        if not args.collect:
-            for name in suites:
-                r.retrain_models(name, shipped / name, hub / name, args.device, args.plm_steps, args.generator_steps)
+        hubs = {ref: hub for ref in suites}
+    for ref in suites:  # a suite without shipped models (a user's spec): its models are trained under <out>/hub
+        name = load_spec(ref).name
+        if not args.retrain and not r.has_models(shipped / name):
+            hubs[ref] = out / "hub"
+        if not args.collect and (args.retrain or hubs[ref] != shipped):
+            recipe = shipped / name if r.has_models(shipped / name) else shipped / r.RECIPE_SUITE
+            steps = r.QUICK_TRAINING_STEPS if args.quick else {}
+            r.retrain_models(
+                ref,
+                recipe,
+                hubs[ref] / name,
+                args.device,
+                args.plm_steps or steps.get("plm"),
+                args.generator_steps or steps.get("generator"),
+            )
     summaries = {}
     with executor or contextlib.nullcontext():
-        for name in suites:
+        for ref in suites:
+            name = load_spec(ref).name
             summaries[name] = r.reproduce_suite(
-                name,
+                ref,
                 budget,
                 args.methods or r.METHODS,
                 out,
-                hub,
+                hubs[ref],
                 args.device,
                 collect=args.collect,
                 seed_list=args.seed_list,
@@ -123,7 +138,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             print(f"\n{name} (test split; paper beside):")
             print(r.suite_table(name, summaries[name]))
             if args.record and summaries[name]:
-                print(f"recorded in {r.record_in_card(hub / name, name, summaries[name], budget, command_line(args))}")
+                card = r.record_in_card(hubs[ref] / name, name, summaries[name], budget, command_line(args))
+                print(f"recorded in {card}")
     print("\nThe paper's ordering (means over the seeds the compared columns share):")
     print(r.ordering_checks(summaries))
     print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
@@ -196,7 +212,7 @@ def add_commands(sub: Any, train: Any) -> None:
 
     counts = {"type": positive_int}
     p = train.add_parser("expert", help="train a suite's goal-conditioned SAC expert (resumes)")
-    p.add_argument("suite", choices=[s for s in available_suites() if load_suite(s).spec.expert != "scripted"])
+    add_suite_argument(p, help="a suite whose spec has a SAC expert")
     counts = {"type": positive_int}
     add_dataclass_options(
         p,
@@ -219,12 +235,7 @@ def add_commands(sub: Any, train: Any) -> None:
     p.set_defaults(func=cmd_train_expert)
 
     p = sub.add_parser("reproduce", help="Table 1: every method on a suite's test split, beside the paper's numbers")
-    p.add_argument(
-        "suite",
-        nargs="+",
-        choices=["all", *available_suites()],
-        help="one or more suites, or all (the four of Table 1)",
-    )
+    add_suite_argument(p, "all", nargs="+", help="one or more suites, or all (the four of Table 1)")
     p.add_argument("--quick", action="store_true", help="1 seed, 3 episodes per task, 25 adaptation steps (minutes)")
     add_dataclass_options(
         p,
@@ -289,10 +300,10 @@ def add_commands(sub: Any, train: Any) -> None:
         help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
         "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length)",
     )
-    p.add_argument(
-        "suite",
+    add_suite_argument(
+        p,
+        "all",
         nargs="?",
-        choices=["all", *available_suites()],
         default=None,
         help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)",
     )

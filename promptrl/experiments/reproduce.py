@@ -193,7 +193,7 @@ class Setup:
     the worker). :meth:`context` builds it; in a worker, :func:`run_unit` builds each setup once."""
 
     suite: str
-    """The suite's name."""
+    """The suite: a built-in one's name or a spec file's path."""
     budget: Budget
     """The adaptation and evaluation budget."""
     hub: Path
@@ -535,8 +535,13 @@ NOT_RECIPE = (
     "x_max",
     "conditions",
     "bf16",
+    "rtg_target",
+    "rtg_scale",
+    "max_ep_len",
+    "target_rtg",
 )
-"""Config fields of a shipped model that are outcomes of its training (or given apart), not its recipe;
+"""Config fields of a shipped model that are outcomes of its training, given apart or set by its suite
+(return-to-go settings, episode length), not its recipe;
 ``bf16`` (autocast) is a speed setting chosen per machine (see :func:`~promptrl.methods.plm.bf16_is_fast`)."""
 
 
@@ -545,8 +550,19 @@ def _recipe(config: dict[str, Any], settings_class: type) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k in names}
 
 
+RECIPE_SUITE = "mw-reach"
+"""The shipped models whose recipes train the models of a suite that has none (a user's spec)."""
+QUICK_TRAINING_STEPS = {"plm": 200, "generator": 200}
+"""``reproduce --quick``: training steps of the PLM, MT-ORL and generator of a suite without shipped models."""
+
+
+def has_models(folder: str | Path) -> bool:
+    """``folder`` holds a suite's PLM, MT-ORL and pre-trained generator (``plm/``, ``mt-orl/``, ``pretrained/``)."""
+    return all((Path(folder) / sub / CONFIG_NAME).is_file() for sub in ("plm", "mt-orl", "pretrained"))
+
+
 def retrain_models(
-    suite_name: str,
+    suite_name: str | Path,
     shipped: str | Path,
     folder: str | Path,
     device: str = "cpu",
@@ -554,11 +570,12 @@ def retrain_models(
     generator_steps: int | None = None,
     seed: int = 0,
 ) -> Path:
-    """Train a suite's PLM, MT-ORL and pre-trained prompt generator again from its training tasks'
-    expert datasets, laid out in ``folder`` as in ``hub_models/<suite>/`` (``plm/``, ``mt-orl/``,
-    ``pretrained/``); returns ``folder``.
+    """Train a suite's (a name or a spec file's path) PLM, MT-ORL and pre-trained prompt generator from its
+    training tasks' expert datasets, laid out in ``folder`` as in ``hub_models/<suite>/`` (``plm/``,
+    ``mt-orl/``, ``pretrained/``); returns ``folder``.
 
-    Each follows the recipe of the shipped model in ``shipped`` (architecture, batch, learning rate,
+    Each follows the recipe of the shipped model in ``shipped`` (another suite's for a suite without
+    shipped models: :data:`RECIPE_SUITE`'s) (architecture, batch, learning rate,
     warm-up and step count from its ``config.json``; the generator: its settings, pre-trained with
     :data:`~promptrl.methods.diffuser.PRETRAIN_RECIPE`), with
     ``plm_steps`` / ``generator_steps`` replacing the step counts (e.g. the reference 50,000 on a
@@ -568,12 +585,12 @@ def retrain_models(
     from promptrl.methods.plm import PromptDT, PromptDTSettings, train_plm
 
     suite, shipped, folder = load_suite(suite_name), Path(shipped), Path(folder)
-    for sub in ("plm", "mt-orl", "pretrained"):
-        if not (shipped / sub / CONFIG_NAME).is_file():
-            raise FileNotFoundError(
-                f"{shipped / sub / CONFIG_NAME} not found: --retrain follows the recipes of the shipped "
-                f"models of {suite_name!r} (hub_models/{suite_name}/plm, mt-orl and pretrained)"
-            )
+    suite_name = suite.name
+    if not has_models(shipped):
+        raise FileNotFoundError(
+            f"{shipped} does not hold plm/, mt-orl/ and pretrained/: retraining follows the recipes of shipped "
+            f"models (hub_models/{suite_name}/, or hub_models/{RECIPE_SUITE}/ for a suite without any)"
+        )
     ensure_datasets(suite, suite.train_tasks, qualities=("expert",))
     for sub in ("plm", "mt-orl"):
         config = json.loads((shipped / sub / CONFIG_NAME).read_text())
@@ -581,7 +598,7 @@ def retrain_models(
         if saved_steps(folder / sub) >= steps:
             continue
         hyper = _recipe(config, PromptDTSettings)
-        print(f"retraining {suite_name} {sub}: {steps:,} steps, {hyper}")
+        print(f"training {suite_name} {sub} with the recipe of {shipped.name}/{sub}: {steps:,} steps, {hyper}")
         model = train_plm(
             suite,
             folder / "runs" / sub,
@@ -589,7 +606,7 @@ def retrain_models(
             device=device,
             seed=seed,
             model_card=lambda m: (
-                f"Retrained by `promptrl reproduce --retrain` with the recipe of the shipped model: {m.settings.steps_trained:,} "
+                f"Trained by `promptrl reproduce` with the recipe of the shipped model {shipped.name}/{sub}: {m.settings.steps_trained:,} "
                 f"steps on the expert datasets of the {len(suite.train_tasks)} training tasks of `{suite_name}`, seed {seed}."
             ),
             **hyper,
@@ -597,7 +614,9 @@ def retrain_models(
         model.save_pretrained(folder / sub)
     config = json.loads((shipped / "pretrained" / CONFIG_NAME).read_text())
     steps = generator_steps or config["steps_trained"]
-    print(f"retraining the {suite_name} prompt generator: {steps:,} steps, {PRETRAIN_RECIPE}")
+    print(
+        f"training the {suite_name} prompt generator with the recipe of {shipped.name}/pretrained: {steps:,} steps, {PRETRAIN_RECIPE}"
+    )
     pretrain_generator(
         PromptDT.from_pretrained(folder / "plm", device=device),
         suite.datasets("train", "expert"),
@@ -605,7 +624,7 @@ def retrain_models(
         steps,
         seed=seed,
         model_card=lambda pd: (
-            f"Pre-trained by `promptrl reproduce --retrain` ({PRETRAIN_RECIPE}): {pd.settings.steps_trained:,} "
+            f"Pre-trained by `promptrl reproduce` ({PRETRAIN_RECIPE}): {pd.settings.steps_trained:,} "
             f"steps on the expert datasets of the training tasks of `{suite_name}`, seed {seed}."
         ),
         **_recipe(config, PromptDiffuserSettings),
@@ -614,7 +633,7 @@ def retrain_models(
 
 
 def reproduce_suite(
-    suite_name: str,
+    suite_name: str | Path,
     budget: Budget = FULL,
     methods: Sequence[str] = METHODS,
     out: str | Path = "results",
@@ -637,9 +656,10 @@ def reproduce_suite(
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS + VARIANTS)}")
     suite = load_suite(suite_name)
+    suite_name = suite.name  # names the folders; the setup keeps what loads it (a spec file's path)
     tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
     setup = Setup(
-        suite_name,
+        suite.ref,
         budget,
         hub_folder(suite_name, hub_root),
         device,

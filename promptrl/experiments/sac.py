@@ -66,14 +66,13 @@ class SACConfig:
 
 
 def sample_goal(spec: SuiteSpec, rng: np.random.Generator) -> np.ndarray:
-    """A training goal: the suite's goal range sampled continuously."""
-    if spec.expert == "cheetah-dir":
-        return np.array([rng.choice([-1.0, 1.0])])
-    if spec.expert == "cheetah-vel":
-        return np.array([rng.uniform(0.0, 3.1)])
-    if spec.expert == "ant-dir":
-        return np.array([rng.uniform(0.0, 2 * np.pi)])
-    raise ValueError(f"suite {spec.name!r} has no trainable expert (expert={spec.expert!r})")
+    """A training goal drawn as the spec's ``expert.goal_sampling`` says: uniform in a box, or one of a list."""
+    sampling = spec.expert.goal_sampling
+    if "uniform" in sampling:
+        low, high = sampling["uniform"]
+        return rng.uniform(np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64))
+    goals = np.asarray(sampling["choice"], dtype=np.float64)
+    return goals[rng.integers(len(goals))].copy()
 
 
 class EnsembleLinear(nn.Module):
@@ -145,16 +144,17 @@ class ReplayBuffer:
 class SACTrainer:
     """Goal-conditioned SAC on one suite; ``run()`` trains until ``total_updates``, resuming from ``out_dir``."""
 
-    def __init__(self, suite: str, out_dir: Path, config: SACConfig | None = None):
+    def __init__(self, suite: str | Path, out_dir: Path, config: SACConfig | None = None):
         self.spec = load_spec(suite)
-        if self.spec.expert in ("scripted",):
-            raise ValueError(f"suite {suite!r} uses a scripted expert; nothing to train")
+        if self.spec.expert is None or self.spec.expert.policy != "sac":
+            kind = "no expert" if self.spec.expert is None else f"a {self.spec.expert.policy!r} expert"
+            raise ValueError(f"suite {self.spec.name!r} has {kind} in its spec; only a 'sac' expert is trained")
         self.cfg = config or SACConfig()
         self.out = Path(out_dir)
         (self.out / "snapshots").mkdir(parents=True, exist_ok=True)
         torch.manual_seed(self.cfg.seed)
         self.rng = np.random.default_rng(self.cfg.seed)
-        self.in_dim = self.spec.obs_dim + goal_dim(self.spec.expert)
+        self.in_dim = self.spec.obs_dim + goal_dim(self.spec)
         act = self.spec.act_dim
         self.actor = Actor(self.in_dim, act, self.cfg.hidden)
         self.critic = TwinCritic(self.in_dim + act, self.cfg.hidden)
@@ -170,7 +170,12 @@ class SACTrainer:
         self.target_entropy = -float(act)
         self.buffer = ReplayBuffer(self.cfg.buffer_size, self.in_dim, act)
         self.updates, self.env_steps, self.best = 0, 0, -np.inf
-        self.envs = [gym.make(self.spec.env_id, task=0) for _ in range(self.cfg.n_envs)]
+        self.envs = [self.spec.make_env(0) for _ in range(self.cfg.n_envs)]
+        if not hasattr(self.envs[0].unwrapped, "set_goal"):
+            raise ValueError(
+                f"suite {self.spec.name!r}: training an expert needs envs with set_goal(goal) (goals change every "
+                f"episode); {type(self.envs[0].unwrapped).__name__} has none"
+            )
         self._obs: np.ndarray | None = None  # the envs' current observations (with goals), once started
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -268,7 +273,7 @@ class SACTrainer:
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "alpha": alpha.item()}
 
     def _obs_with_goal(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
-        return policy_input(self.spec.expert, obs, env.unwrapped.goal)[0]
+        return policy_input(self.spec.expert.features, obs, env.unwrapped.goal)[0]
 
     def _reset(self, env: gym.Env) -> np.ndarray:
         env.unwrapped.set_goal(sample_goal(self.spec, self.rng))
@@ -326,7 +331,7 @@ class SACTrainer:
                     )
                     f.flush()
                     meta = {
-                        "suite": self.spec.expert,
+                        "suite": self.spec.name,
                         "in_dim": self.in_dim,
                         "act_dim": self.spec.act_dim,
                         "hidden": cfg.hidden,
@@ -384,7 +389,7 @@ def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int =
     n = len(spec.tasks)
     tasks = np.repeat(np.arange(n), episodes)
     envs = gym.vector.SyncVectorEnv(
-        [lambda t=t: gym.make(spec.env_id, task=int(t)) for t in tasks],
+        [lambda t=t: spec.make_env(int(t)) for t in tasks],
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     )
     obs, _ = envs.reset(seed=[int(s) for s in np.random.SeedSequence(seed).generate_state(len(tasks))])
@@ -392,7 +397,9 @@ def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int =
     returns, alive = np.zeros(len(tasks)), np.ones(len(tasks), bool)
     while alive.any():
         with torch.no_grad():
-            action = actor.act(torch.as_tensor(policy_input(spec.expert, obs, goals)), deterministic=True).numpy()
+            action = actor.act(
+                torch.as_tensor(policy_input(spec.expert.features, obs, goals)), deterministic=True
+            ).numpy()
         obs, reward, term, trunc, _ = envs.step(action)
         returns += reward * alive
         alive &= ~(term | trunc)
@@ -400,7 +407,7 @@ def evaluate_actor(spec: SuiteSpec, actor: Actor, episodes: int = 1, seed: int =
     return returns.reshape(n, episodes).mean(1)
 
 
-def random_returns(suite: str, episodes: int = 3, seed: int = 0) -> np.ndarray:
+def random_returns(suite: str | Path, episodes: int = 3, seed: int = 0) -> np.ndarray:
     """Mean return of uniform random actions on every task of a suite."""
     from promptrl.data.rollouts import RandomPolicy, rollout
     from promptrl.suites import load_suite
@@ -420,22 +427,23 @@ def random_returns(suite: str, episodes: int = 3, seed: int = 0) -> np.ndarray:
 
 
 def export_expert(
-    suite: str, run_dir: Path, dest_dir: Path | None = None, candidates: int = 5, episodes: int = 3
+    suite: str | Path, run_dir: Path, dest_dir: Path | None = None, candidates: int = 5, episodes: int = 3
 ) -> dict[str, Path]:
-    """Ship a run's expert and medium policies into the package's expert folder.
+    """Write a run's expert and medium policies where the spec's ``expert.weights`` points (the
+    package's expert folder for a shipped name), or into ``dest_dir``.
 
     The expert is the best of the ``candidates`` snapshots with the highest training evaluation,
     re-evaluated with ``episodes`` episodes on every task (one training evaluation episode is noisy);
     the medium policy is the snapshot whose per-task returns are closest (mean absolute deviation,
     relative to the random-to-expert span of each task) to halfway between random and the expert.
     """
-    from promptrl.data.experts import EXPERT_DIR, load_actor
+    from promptrl.data.experts import expert_path, load_actor
 
     spec = load_spec(suite)
-    run_dir, dest = Path(run_dir), Path(dest_dir or EXPERT_DIR)
+    run_dir = Path(run_dir)
     snapshots = [load_actor(p) for p in sorted((run_dir / "snapshots").glob("*.safetensors"))]
     if not snapshots:
-        raise FileNotFoundError(f"no snapshots in {run_dir}: train first with `promptrl train expert {suite}`")
+        raise FileNotFoundError(f"no snapshots in {run_dir}: train first with `promptrl train expert {spec.ref}`")
     top = sorted(snapshots, key=lambda am: am[1]["eval_all"], reverse=True)[:candidates]
     scored = []
     for cand, cand_meta in top:
@@ -462,7 +470,9 @@ def export_expert(
     best = int(np.argmin(deviation))
     medium_actor, medium_meta = snapshots[best]
     medium_meta = {**medium_meta, "medium_target_all": float(half.mean()), "medium_relative_deviation": deviation[best]}
-    paths = {"expert": dest / f"{spec.expert}.safetensors", "medium": dest / f"{spec.expert}-medium.safetensors"}
+    paths = {"expert": expert_path(spec), "medium": expert_path(spec, medium=True)}
+    if dest_dir is not None:
+        paths = {k: Path(dest_dir) / p.name for k, p in paths.items()}
     save_actor(actor, paths["expert"], meta)
     save_actor(medium_actor, paths["medium"], medium_meta)
     return paths

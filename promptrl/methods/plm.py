@@ -39,6 +39,7 @@ from promptrl.methods.training import Callback, check_number, train, train_in_ch
 from promptrl.nn.compiled import maybe_compile, will_compile
 from promptrl.nn.transformer import PromptDTConfig, PromptDTNetwork
 from promptrl.suites import TaskSuite, load_suite
+from promptrl.tasks.spec import SuiteSpec
 
 log = logging.getLogger(__name__)
 OBS_KEYS = ("states", "actions", "rtg", "timesteps", "mask")
@@ -177,11 +178,11 @@ def observation_dtype(key: str) -> type[np.generic]:
     return np.int64 if key.endswith("timesteps") else np.float32
 
 
-def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
-    if isinstance(env, str):
+def _spaces_of(env: gym.Env | TaskSuite | str | Path) -> tuple[int, int, SuiteSpec | None]:
+    if isinstance(env, (str, Path)):
         env = load_suite(env)
     if isinstance(env, TaskSuite):
-        return env.spec.obs_dim, env.spec.act_dim, env.name
+        return env.spec.obs_dim, env.spec.act_dim, env.spec
     if isinstance(env, (gym.Env, gym.vector.VectorEnv)):
         obs_space = getattr(env, "single_observation_space", env.observation_space)
         act_space = getattr(env, "single_action_space", env.action_space)
@@ -194,16 +195,16 @@ def _spaces_of(env: gym.Env | TaskSuite | str) -> tuple[int, int, str | None]:
             )
         check_action_space(act_space)
         base = env.unwrapped if isinstance(env, gym.Env) else None
-        return obs_space.shape[0], act_space.shape[0], getattr(base, "suite", None)
+        name = getattr(base, "suite", None)  # the envs of the built-in suites know theirs
+        return obs_space.shape[0], act_space.shape[0], None if name is None else load_suite(name).spec
     raise TypeError(f"env must be a gymnasium.Env, a TaskSuite or a suite name, got {type(env).__name__}")
 
 
 MODEL_CARD = model_card_template("""
-import gymnasium as gym
-from promptrl import PromptDT, PromptWrapper
+from promptrl import PromptDT, PromptWrapper, load_suite
 
 model = PromptDT.from_pretrained("{{ repo_id | default("path/to/this/folder", true) }}")
-env = PromptWrapper(gym.make("{{ env_id }}", task=0), model, prompt="expert")
+env = PromptWrapper(load_suite("{{ suite }}").make_env(task=0), model, prompt="expert")
 obs, info = env.reset(seed=0)
 action, _ = model.predict(obs, deterministic=True)
 """)
@@ -218,7 +219,7 @@ class PromptDT(
 ):
     """Prompt Decision Transformer with Stable-Baselines3's call shape.
 
-    :param env: a Gymnasium env, a :class:`TaskSuite` or a suite name; sizes come from its spaces
+    :param env: a Gymnasium env, a :class:`TaskSuite`, a suite name or a spec file's path; sizes come from its spaces
         (actions in [-1, 1]) and return-to-go settings from its suite (without one, from the data of
         the first ``learn``).
     :param device: torch device.
@@ -234,7 +235,7 @@ class PromptDT(
 
     def __init__(
         self,
-        env: gym.Env | TaskSuite | str | None = None,
+        env: gym.Env | TaskSuite | str | Path | None = None,
         *,
         device: str | torch.device = "cpu",
         seed: int = 0,
@@ -245,14 +246,13 @@ class PromptDT(
         if unknown:
             raise TypeError(f"unknown PromptDT hyperparameters {sorted(unknown)}; valid: {sorted(valid)}")
         if env is not None:
-            obs_dim, act_dim, suite = _spaces_of(env)
+            obs_dim, act_dim, spec = _spaces_of(env)
             for key, value in (("obs_dim", obs_dim), ("act_dim", act_dim)):
                 if key in hyperparams and hyperparams[key] != value:
                     raise ValueError(f"{key}={hyperparams[key]} does not match the env's {value}")
                 hyperparams[key] = value
-            if suite is not None:
-                spec = load_suite(suite).spec
-                hyperparams.setdefault("suite", suite)
+            if spec is not None:
+                hyperparams.setdefault("suite", spec.name)
                 hyperparams.setdefault("rtg_target", spec.rtg_target)
                 hyperparams.setdefault("rtg_scale", spec.rtg_scale)
                 hyperparams.setdefault("max_ep_len", max(1000, spec.horizon))
@@ -490,7 +490,6 @@ class PromptDT(
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
         """The Hub model card; ``save_pretrained(..., model_card_kwargs={"training": ..., "results": ...})`` fills it in."""
         s = self.settings
-        env_id = load_suite(s.suite).env_id if s.suite else "YourEnv-v0"
         kwargs.setdefault(
             "title",
             f"Prompt-DT{' (MT-ORL, no prompt)' if not s.use_prompt else ''}{f' for {s.suite}' if s.suite else ''}",
@@ -504,7 +503,7 @@ class PromptDT(
                 f"size {s.act_dim}; return-to-go target {_g(s.rtg_target)}, scale {_g(s.rtg_scale)}."
             ),
         )
-        kwargs.setdefault("env_id", env_id)
+        kwargs.setdefault("suite", s.suite or "path/to/your-suite.json")
         for key, text in (s.model_card or {}).items():
             kwargs.setdefault(key, text)
         return super().generate_model_card(*args, **kwargs)
@@ -576,7 +575,7 @@ class PromptDT(
 
 
 def train_plm(
-    suite: TaskSuite | str,
+    suite: TaskSuite | str | Path,
     folder: str | Path,
     steps: int,
     *,
@@ -603,7 +602,7 @@ def train_plm(
     arguments: all ranks load the same checkpoint and train data-parallel (see :meth:`PromptDT.learn`),
     only rank 0 writes checkpoints and ``final`` and calls ``on_checkpoint`` and ``model_card``, and
     every rank waits for those writes before going on. ``folder`` must be one folder all ranks see."""
-    suite = load_suite(suite) if isinstance(suite, str) else suite
+    suite = load_suite(suite)
     folder = Path(folder)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")

@@ -104,39 +104,48 @@ class AntDirEnv(_TaskMixin, AntEnv):
         return obs, float(reward), terminated, truncated, {**info, "reward_direction": velocity, **self._task_info()}
 
 
-class MetaWorldReachEnv(_TaskMixin, gym.Env):
-    """Meta-World reach-v3 with one of the suite's fixed puck/goal positions; the goal stays hidden.
+class MetaWorldEnv(gym.Env):
+    """Any Meta-World v3 task (``env_name``, an ML1 name such as ``"push-v3"``) with one fixed, hidden goal.
 
-    The goal vector is (puck x, y, z, goal x, y, z). The observation is Meta-World's 39-dim one
-    whose last three entries (the goal) are zero, as in Meta-World's ML1 benchmark.
+    ``goal`` is Meta-World's task vector: the object's position followed by the goal position (6
+    numbers for reach, push and pick-place); None takes the middle of ML1's range. The observation is Meta-World's 39-dim one whose last
+    three entries (the goal) are zero, as in Meta-World's ML1 benchmark; ``info["goal"]`` holds it.
     """
 
-    suite = "mw-reach"
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(self, task: int | None = 0, goal: Any | None = None):
-        from metaworld.envs import SawyerReachEnvV3
+    def __init__(self, env_name: str = "reach-v3", goal: Any = None, task: int = -1):
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-        self._set_task(task, goal)
-        self._sawyer = SawyerReachEnvV3()
+        if env_name not in ALL_V3_ENVIRONMENTS:
+            raise ValueError(f"env_name must be a Meta-World v3 task such as 'push-v3', got {env_name!r}")
+        self._sawyer = ALL_V3_ENVIRONMENTS[env_name]()
         self._sawyer._set_task_called = True
         self._sawyer._partially_observable = True
-        self._apply_goal()
+        self.env_name, self.task = env_name, int(task)
+        space = self._sawyer._random_reset_space
+        self.set_goal((space.low + space.high) / 2 if goal is None else goal)  # no goal: the middle of ML1's range
         self.observation_space = self._sawyer.observation_space
         self.action_space = self._sawyer.action_space
 
-    def _apply_goal(self) -> None:
-        self._sawyer._freeze_rand_vec = True
-        self._sawyer._last_rand_vec = self.goal.copy()
-
     def set_goal(self, goal: Any) -> None:
-        super().set_goal(goal)
-        self._apply_goal()
+        """Switch to another task vector; effective at the next reset."""
+        goal = np.asarray(goal, dtype=np.float64).reshape(-1)
+        if goal.shape != self._sawyer._random_reset_space.shape:
+            raise ValueError(
+                f"goal must have {self._sawyer._random_reset_space.shape[0]} numbers for {self.env_name!r}, got {goal.shape}"
+            )
+        self.goal = goal
+        self._sawyer._freeze_rand_vec = True
+        self._sawyer._last_rand_vec = goal.copy()
 
     @property
     def target_position(self) -> np.ndarray:
-        """The goal the hand must reach (what Meta-World's scripted policy needs)."""
+        """The goal position of the current episode (what Meta-World's scripted policies need)."""
         return np.asarray(self._sawyer._target_pos, dtype=np.float64).copy()
+
+    def _task_info(self) -> dict[str, Any]:
+        return {"task": self.task, "goal": self.goal.copy()}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         gym.Env.reset(self, seed=seed)
@@ -155,11 +164,28 @@ class MetaWorldReachEnv(_TaskMixin, gym.Env):
         self._sawyer.close()
 
 
+class MetaWorldReachEnv(_TaskMixin, MetaWorldEnv):
+    """Meta-World reach-v3 with one of the ``mw-reach`` suite's fixed puck/goal positions (by task id)."""
+
+    suite = "mw-reach"
+
+    def __init__(self, task: int | None = 0, goal: Any | None = None):
+        self._set_task(task, goal)
+        MetaWorldEnv.__init__(self, "reach-v3", self.goal, self.task)
+
+    def set_goal(self, goal: Any) -> None:
+        MetaWorldEnv.set_goal(self, goal)
+
+    reset = MetaWorldEnv.reset
+    _task_info = MetaWorldEnv._task_info
+
+
 ENV_CLASSES: dict[str, type[gym.Env]] = {
     "promptrl/CheetahDir-v0": CheetahDirEnv,
     "promptrl/CheetahVel-v0": CheetahVelEnv,
     "promptrl/AntDir-v0": AntDirEnv,
     "promptrl/MetaWorldReach-v0": MetaWorldReachEnv,
+    "promptrl/MetaWorld-v0": MetaWorldEnv,
 }
 _HORIZON_SUITE = {
     "promptrl/CheetahDir-v0": "cheetah-dir",
@@ -170,11 +196,13 @@ _HORIZON_SUITE = {
 
 
 def register_envs() -> None:
-    """Register every promptrl env id with Gymnasium (idempotent)."""
+    """Register every promptrl env id with Gymnasium (idempotent). A suite's envs get its horizon as
+    their time limit (``SuiteSpec.make_env``); the ids of the built-in suites carry it too."""
     for env_id, cls in ENV_CLASSES.items():
         if env_id not in gym.registry:
+            suite = _HORIZON_SUITE.get(env_id)
             gym.register(
                 id=env_id,
                 entry_point=f"{cls.__module__}:{cls.__name__}",
-                max_episode_steps=load_spec(_HORIZON_SUITE[env_id]).horizon,
+                max_episode_steps=None if suite is None else load_spec(suite).horizon,
             )

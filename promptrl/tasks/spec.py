@@ -1,4 +1,7 @@
-"""Suite spec files (``promptrl/tasks/specs/<suite>.json``) as plain, validated data.
+"""Suite spec files as plain, validated data: a suite is a JSON file of the schema ``suite.schema.json``.
+
+The built-in suites are the files in ``promptrl/tasks/specs/``; a user's suite is any file of the
+same schema, loaded by its path (``load_spec("path/to/my-suite.json")``).
 
 >>> from promptrl.tasks.spec import load_spec
 >>> spec = load_spec("cheetah-vel")
@@ -9,33 +12,76 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import json
-from dataclasses import dataclass, fields
+import string
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import jsonschema
 
 QUALITIES = ("expert", "medium", "random")
-SPLITS = ("train", "test", "all")
+SPLITS = ("train", "validation", "test", "all")
+TASK_APPLICATIONS = ("goal_kwarg", "goal_kwargs", "index_kwarg", "hook")
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """The env family of a suite and how a task reaches it."""
+
+    id: str
+    """Gymnasium id (registered from :attr:`entry_point` when it is not registered yet)."""
+    task: dict[str, Any]
+    """How a task is applied: one of ``{"goal_kwarg": name}``, ``{"goal_kwargs": [names]}``,
+    ``{"index_kwarg": name}`` or ``{"hook": "module:function"}``."""
+    entry_point: str | None = None
+    """``"module:Class"`` of the env, or None for an id registered elsewhere."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of every ``gym.make`` of the family."""
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """The policy behind a suite's expert and medium datasets."""
+
+    policy: str
+    """``"scripted"`` (a function of the observation, handed the true goal) or ``"sac"`` (a trained actor)."""
+    entry_point: str | None = None
+    """Scripted: ``"module:factory"``, called as ``factory(goal, **kwargs)``; returns ``obs -> action``."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Scripted: keyword arguments of the factory."""
+    medium_noise: float = 0.0
+    """Scripted: std of the Gaussian action noise of the medium policy."""
+    weights: str | None = None
+    """SAC: a shipped expert's name, or a ``.safetensors`` path relative to the spec file."""
+    features: str = "goal"
+    """SAC: ``"goal"`` (observation and goal) or ``"ant-frame"`` (the observation in the goal direction's frame)."""
+    goal_sampling: dict[str, Any] | None = None
+    """SAC: training goals, ``{"uniform": [low, high]}`` or ``{"choice": [goals]}``."""
 
 
 @dataclass(frozen=True)
 class SuiteSpec:
-    """The data of one suite spec file."""
+    """The data of one suite spec file (see ``suite.schema.json`` for the file's format)."""
 
     name: str
-    """Suite name, e.g. ``"cheetah-vel"``."""
-    env_id: str
-    """Gymnasium id of the env family, e.g. ``"promptrl/CheetahVel-v0"``."""
+    """Suite name, e.g. ``"cheetah-vel"``; names its results and model folders."""
     description: str
     """One line on the reward and the task parameter."""
+    env: EnvSpec
+    """The env family and how a task is applied."""
     goal_name: str
     """What a task's goal vector means (``"velocity"``, ``"angle"``, ...)."""
     tasks: list[list[float]]
     """Goal vector of every task, indexed by task id."""
     train_tasks: list[int]
     """Task ids used for pre-training."""
+    validation_tasks: list[int]
+    """Task ids held out for choices (checkpoints, temperatures, rules); may be empty."""
     test_tasks: list[int]
     """Task ids held out for few-shot adaptation and evaluation."""
     horizon: int
@@ -50,20 +96,40 @@ class SuiteSpec:
     """Action size."""
     dataset_id: str
     """Minari dataset id template with ``{task}`` and ``{quality}`` fields."""
-    expert: str
-    """Name of the shipped expert weights (``promptrl/data/expert_weights/<name>.safetensors``) or ``"scripted"``."""
     episodes: dict[str, int]
     """Default number of episodes per task for each dataset quality."""
+    expert: ExpertSpec | None
+    """The policy that writes the expert and medium datasets; None when they exist already."""
     provenance: str
     """Where the numbers come from."""
+    source: Path | None = None
+    """The spec file (relative paths in the spec are relative to its folder); None for a spec built in Python."""
+
+    @property
+    def env_id(self) -> str:
+        """Gymnasium id of the env family."""
+        return self.env.id
+
+    @property
+    def ref(self) -> str:
+        """What :func:`load_spec` loads this spec from: a built-in suite's name, or its file's path."""
+        if self.source is None or self.source.parent == spec_dir().resolve():
+            return self.name
+        return str(self.source)
+
+    @property
+    def cli_arg(self) -> str:
+        """How commands quoted in cards and results name this suite: a built-in suite's name, or its
+        spec file's name (never a machine's path)."""
+        return self.name if self.ref == self.name else self.source.name
 
     def split(self, split: str) -> list[int]:
-        """Task ids of ``"train"``, ``"test"`` or ``"all"``."""
+        """Task ids of ``"train"``, ``"validation"``, ``"test"`` or ``"all"``."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return {"train": list(self.train_tasks), "test": list(self.test_tasks), "all": list(range(len(self.tasks)))}[
-            split
-        ]
+        if split == "all":
+            return list(range(len(self.tasks)))
+        return list({"train": self.train_tasks, "validation": self.validation_tasks, "test": self.test_tasks}[split])
 
     def check_task(self, task: int) -> int:
         """``task`` if it is a task id of this suite, else a ``ValueError`` naming the valid range."""
@@ -80,67 +146,242 @@ class SuiteSpec:
         return self.dataset_id.format(task=self.check_task(task), quality=quality)
 
     def make_env(self, task: int, **kwargs: Any) -> gym.Env:
-        """``gym.make(env_id, task=task, **kwargs)`` (the envs are registered by ``import promptrl``)."""
-        return gym.make(self.env_id, task=self.check_task(task), **kwargs)
+        """The env of ``task``, limited to the suite's horizon (the envs of the built-in suites are
+        registered by ``import promptrl``; a spec's ``env.entry_point`` is registered here)."""
+        goal = self.tasks[self.check_task(task)]
+        how, value = next(iter(self.env.task.items()))
+        task_kwargs: dict[str, Any] = {}
+        if how == "goal_kwarg":
+            task_kwargs = {value: list(goal)}
+        elif how == "goal_kwargs":
+            task_kwargs = dict(zip(value, goal))
+        elif how == "index_kwarg":
+            task_kwargs = {value: task}
+        self._register()
+        env = gym.make(self.env.id, max_episode_steps=self.horizon, **{**self.env.kwargs, **task_kwargs, **kwargs})
+        if how == "hook":
+            import_entry_point(value, self.source)(env.unwrapped, list(goal))
+        return env
+
+    def _register(self) -> None:
+        if self.env.entry_point is not None and self.env.id not in gym.registry:
+            import_entry_point(self.env.entry_point, self.source)  # importable: a clear error here, not in gym.make
+            module, _, name = self.env.entry_point.partition(":")
+            gym.register(id=self.env.id, entry_point=f"{module}:{name}")
+
+    def check_env(self) -> None:
+        """Make the env of the first task and check it against the spec (an unknown id, a failing
+        task application or different space sizes are a ``ValueError`` naming the field)."""
+        try:
+            env = self.make_env(0)
+        except (gym.error.Error, ImportError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"suite spec {self.name!r}: field 'env' = {self.env.id!r} with task {self.env.task}: "
+                f"expected an env that gym.make can build for task 0, got {type(err).__name__}: {err}"
+            ) from err
+        try:
+            sizes = {"obs_dim": env.observation_space.shape, "act_dim": env.action_space.shape}
+        finally:
+            env.close()
+        for key, shape in sizes.items():
+            if shape != (getattr(self, key),):
+                raise ValueError(
+                    f"suite spec {self.name!r}: field {key!r} = {getattr(self, key)}: expected the size of the "
+                    f"env's {'observation' if key == 'obs_dim' else 'action'} space, which has shape {shape}"
+                )
+
+
+def import_entry_point(entry_point: str, source: Path | None = None) -> Any:
+    """The object ``"module:name"`` names. A module that is not importable is looked for as
+    ``<module>.py`` beside the spec file ``source``. A ``ValueError`` names what was not found."""
+    module_name, _, attribute = entry_point.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        beside = None if source is None else source.parent / (module_name.replace(".", "/") + ".py")
+        if beside is None or not beside.is_file():
+            where = "" if source is None else f" or as {beside.name} beside {source.name}"
+            raise ValueError(f"entry point {entry_point!r}: module {module_name!r} is not importable{where}") from err
+        loader = importlib.util.spec_from_file_location(module_name, beside)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[module_name] = module
+        loader.loader.exec_module(module)
+    if not hasattr(module, attribute):
+        raise ValueError(f"entry point {entry_point!r}: module {module_name!r} has no attribute {attribute!r}")
+    return getattr(module, attribute)
 
 
 def spec_dir() -> Path:
-    """The folder holding the suite spec files."""
+    """The folder holding the built-in suite spec files."""
     return Path(__file__).parent / "specs"
 
 
-def available_suites() -> list[str]:
-    """Names of all suites with a spec file."""
-    return sorted(p.stem for p in spec_dir().glob("*.json"))
-
-
-def parse_spec(data: dict[str, Any], source: str = "<dict>") -> SuiteSpec:
-    """Validate a spec's JSON data and return it as a :class:`SuiteSpec`."""
-    expected = {f.name for f in fields(SuiteSpec)}
-    missing, unknown = expected - set(data), set(data) - expected
-    if missing or unknown:
-        raise ValueError(
-            f"malformed suite spec {source}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}"
-        )
-    spec = SuiteSpec(**data)
-    n = len(spec.tasks)
-    if n == 0 or any(not isinstance(g, list) or len(g) != len(spec.tasks[0]) for g in spec.tasks):
-        raise ValueError(f"malformed suite spec {source}: 'tasks' must be a non-empty list of equal-length goal lists")
-    for key in ("train_tasks", "test_tasks"):
-        bad = [t for t in getattr(spec, key) if not isinstance(t, int) or not 0 <= t < n]
-        if bad or not getattr(spec, key):
-            raise ValueError(
-                f"malformed suite spec {source}: {key!r} must be task ids in [0, {n - 1}], got {bad or 'none'}"
-            )
-    if spec.horizon <= 0 or spec.rtg_scale <= 0 or spec.obs_dim <= 0 or spec.act_dim <= 0:
-        raise ValueError(f"malformed suite spec {source}: horizon, rtg_scale, obs_dim and act_dim must be positive")
-    if set(spec.episodes) != set(QUALITIES):
-        raise ValueError(f"malformed suite spec {source}: 'episodes' must give a count for each of {QUALITIES}")
-    if "{task" not in spec.dataset_id or "{quality}" not in spec.dataset_id:
-        raise ValueError(f"malformed suite spec {source}: 'dataset_id' must contain {{task}} and {{quality}} fields")
-    return spec
+def schema_path() -> Path:
+    """The JSON Schema of suite spec files."""
+    return Path(__file__).parent / "suite.schema.json"
 
 
 @functools.cache
-def load_spec(name: str) -> SuiteSpec:
-    """Read and validate the built-in spec ``promptrl/tasks/specs/<name>.json``."""
-    suites = available_suites()
-    if name not in suites:
-        raise ValueError(f"unknown suite {name!r}; choose one of {suites}")
-    path = spec_dir() / f"{name}.json"
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_path().read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def available_suites() -> list[str]:
+    """Names of the built-in suites."""
+    return sorted(p.stem for p in spec_dir().glob("*.json"))
+
+
+def _field(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<root>"
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_spec(data: dict[str, Any], source: str | Path | None = None) -> SuiteSpec:
+    """Validate a spec's JSON data against the schema and the rules it cannot state (task ids in
+    range, disjoint splits, equal-length goals, the dataset id's fields); returns a :class:`SuiteSpec`.
+    Errors are ``ValueError`` naming the field, its value and what was expected."""
+    source = None if source is None else Path(source)
+    where = f"suite spec {source.name if source else '<dict>'}"
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = []
+        for err in errors[:5]:
+            if err.validator == "required":
+                lines.append(f"{where}: {err.message.replace('property', 'field')} in {_field(err.absolute_path)}")
+            elif err.validator == "additionalProperties":
+                lines.append(f"{where}: {err.message} in {_field(err.absolute_path)}")
+            else:
+                lines.append(
+                    f"{where}: field {_field(err.absolute_path)!r} = {_shown(err.instance)}: expected {_expected(err)}"
+                )
+        raise ValueError("\n".join(lines))
+    n = len(data["tasks"])
+    width = len(data["tasks"][0])
+    for i, goal in enumerate(data["tasks"]):
+        if len(goal) != width:
+            raise ValueError(
+                f"{where}: field 'tasks.{i}' = {_shown(goal)}: expected {width} numbers like task 0's goal"
+            )
+    split = data["split"]
+    for key in ("train", "validation", "test"):
+        bad = [t for t in split.get(key, []) if not 0 <= t < n]
+        if bad:
+            raise ValueError(f"{where}: field 'split.{key}' = {split[key]}: expected task ids in [0, {n - 1}]")
+    pairs = [("train", "validation"), ("validation", "test")]
+    if not split.get("train_test_overlap", False):
+        pairs.append(("train", "test"))
+    for a, b in pairs:
+        shared = sorted(set(split.get(a, [])) & set(split.get(b, [])))
+        if shared:
+            extra = "" if (a, b) != ("train", "test") else " (or set split.train_test_overlap)"
+            raise ValueError(
+                f"{where}: field 'split.{b}' = {split[b]}: expected no task of split.{a}{extra}, got {shared}"
+            )
+    goal_kwargs = data["env"]["task"].get("goal_kwargs")
+    if goal_kwargs is not None and len(goal_kwargs) != width:
+        raise ValueError(
+            f"{where}: field 'env.task.goal_kwargs' = {goal_kwargs}: expected one name per goal entry ({width})"
+        )
+    template = data["datasets"]["id"]
+    names = {f[1] for f in string.Formatter().parse(template) if f[1] is not None}
+    if names != {"task", "quality"}:
+        raise ValueError(
+            f"{where}: field 'datasets.id' = {template!r}: expected exactly the fields {{task}} and {{quality}}"
+        )
+    expert = data.get("expert")
+    if expert is not None and expert["policy"] == "sac":
+        sampling = expert["goal_sampling"]
+        lists = sampling.get("uniform", sampling.get("choice"))
+        if any(len(g) != width for g in lists):
+            raise ValueError(
+                f"{where}: field 'expert.goal_sampling' = {_shown(sampling)}: expected goals of {width} numbers"
+            )
+    return SuiteSpec(
+        name=data["name"],
+        description=data["description"],
+        env=EnvSpec(**data["env"]),
+        goal_name=data["goal_name"],
+        tasks=[list(map(float, g)) for g in data["tasks"]],
+        train_tasks=list(split["train"]),
+        validation_tasks=list(split.get("validation", [])),
+        test_tasks=list(split["test"]),
+        horizon=data["horizon"],
+        rtg_target=float(data["rtg_target"]),
+        rtg_scale=float(data["rtg_scale"]),
+        obs_dim=data["obs_dim"],
+        act_dim=data["act_dim"],
+        dataset_id=template,
+        episodes=dict(data["datasets"]["episodes"]),
+        expert=None if expert is None else ExpertSpec(**expert),
+        provenance=data["provenance"],
+        source=None if source is None else source.resolve(),
+    )
+
+
+def _expected(err: jsonschema.ValidationError) -> str:
+    """What the schema wanted, in words, from a jsonschema error."""
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    if err.validator == "oneOf" and err.absolute_path and err.absolute_path[-1] == "expert":
+        return 'a scripted expert {"policy": "scripted", "entry_point", "medium_noise"} or a SAC one {"policy": "sac", "weights", "goal_sampling"}'
+    if err.validator in ("minProperties", "maxProperties") and "description" in schema:
+        return "exactly one of " + ", ".join(schema.get("properties", {}))
+    if "description" in schema and err.validator not in ("type", "pattern", "minimum", "enum", "const"):
+        return f"{err.message} ({schema['description']})"
+    return err.message
+
+
+def _read(path: Path) -> SuiteSpec:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"malformed suite spec {path.name}: {err}") from err
-    return parse_spec(data, path.name)
+        raise ValueError(f"suite spec {path.name}: not valid JSON: {err}") from err
+    return parse_spec(data, path)
+
+
+@functools.cache
+def _load_file(path: Path, mtime_ns: int, size: int) -> SuiteSpec:
+    spec = _read(path)
+    builtin = path.parent == spec_dir().resolve()
+    if builtin and spec.name != path.stem:
+        raise ValueError(
+            f"suite spec {path.name}: field 'name' = {spec.name!r}: expected the file's name {path.stem!r}"
+        )
+    if not builtin and spec.name in available_suites():
+        raise ValueError(
+            f"suite spec {path.name}: field 'name' = {spec.name!r}: expected a name that no built-in suite has"
+        )
+    return spec
+
+
+def load_spec(suite: str | Path) -> SuiteSpec:
+    """Read and validate a suite spec: a built-in suite's name (``"cheetah-vel"``) or a spec file's path."""
+    path = Path(suite)
+    if not (isinstance(suite, Path) or str(suite).endswith(".json") or path.is_file()):
+        suites = available_suites()
+        if suite not in suites:
+            raise ValueError(f"unknown suite {suite!r}; choose one of {suites} or give a spec file's path (.json)")
+        path = spec_dir() / f"{suite}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"suite spec file {str(suite)!r} not found")
+    stat = path.stat()
+    return _load_file(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
 def as_spec(suite: Any) -> SuiteSpec:
-    """The :class:`SuiteSpec` of ``suite``: a spec, a built-in suite's name, or anything holding one as ``.spec``
-    (a :class:`~promptrl.suites.TaskSuite`)."""
-    if isinstance(suite, str):
+    """The :class:`SuiteSpec` of ``suite``: a spec, a built-in suite's name, a spec file's path, or
+    anything holding one as ``.spec`` (a :class:`~promptrl.suites.TaskSuite`)."""
+    if isinstance(suite, (str, Path)):
         return load_spec(suite)
     spec = getattr(suite, "spec", suite)
     if not isinstance(spec, SuiteSpec):
-        raise TypeError(f"suite must be a suite name, a SuiteSpec or a TaskSuite, got {type(suite).__name__}")
+        raise TypeError(
+            f"suite must be a suite name, a spec file's path, a SuiteSpec or a TaskSuite, got {type(suite).__name__}"
+        )
     return spec
