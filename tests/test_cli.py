@@ -12,7 +12,8 @@ from promptrl.experiments.cli import main
 def test_suites_table(capsys):
     assert main(["suites"]) == 0
     out = capsys.readouterr().out
-    assert "| cheetah-vel | promptrl/CheetahVel-v0 | 40 | 35 | [2, 7, 15, 23, 26] | 200 |" in out
+    assert "| cheetah-vel | promptrl/CheetahVel-v0 | 40 | 35 | — | [2, 7, 15, 23, 26] | 200 |" in out
+    assert "| mw-push | promptrl/MetaWorld-v0 | 23 | 15 | [0, 21, 22] | [6, 9, 15, 16, 20] | 100 | 750 / 750 |" in out
 
 
 def test_data_command_is_idempotent(capsys):
@@ -29,7 +30,7 @@ def test_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "cheetah-run"])
     assert exit_info.value.code == 2
-    assert "argument suite: invalid choice: 'cheetah-run'" in capsys.readouterr().err
+    assert "argument suite: unknown suite 'cheetah-run'; choose one of" in capsys.readouterr().err
     # counts are checked when parsed, before anything is created or printed
     for argv, message in (
         (["data", "mw-reach", "--episodes", "0", "--tasks", "6"], "--episodes: expected a positive integer, got 0"),

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import promptrl
-from promptrl.data.experts import EXPERT_DIR, Actor, load_actor, load_expert, save_actor
+from promptrl.data.experts import EXPERT_DIR, Actor, expert_path, load_actor, load_expert, save_actor
 from promptrl.data.rollouts import rollout
 
 SUITES = promptrl.available_suites()
@@ -12,9 +12,10 @@ SUITES = promptrl.available_suites()
 def test_every_trained_expert_is_shipped():
     for name in SUITES:
         spec = promptrl.load_suite(name).spec
-        if spec.expert != "scripted":
-            assert (EXPERT_DIR / f"{spec.expert}.safetensors").is_file(), name
-            assert (EXPERT_DIR / f"{spec.expert}-medium.safetensors").is_file(), name
+        if spec.expert.policy == "sac":
+            assert expert_path(spec).parent == EXPERT_DIR, name
+            assert expert_path(spec).is_file(), name
+            assert expert_path(spec, medium=True).is_file(), name
 
 
 @pytest.mark.parametrize("name", SUITES)
@@ -79,7 +80,7 @@ def test_ant_policy_input_is_the_goal_frame():
     for _ in range(15):
         obs, *_ = env.step(env.action_space.sample())
     g = env.goal[0]
-    canon = policy_input("ant-dir", obs, env.goal)[0]
+    canon = policy_input("ant-frame", obs, env.goal)[0]
     assert canon.shape == (27,)
     assert canon[13] == pytest.approx(np.cos(g) * obs[13] + np.sin(g) * obs[14], abs=1e-5)
     assert np.linalg.norm(canon[1:5]) == pytest.approx(1.0, abs=1e-5)
@@ -90,5 +91,5 @@ def test_ant_policy_input_is_the_goal_frame():
 
     assert np.angle(np.exp(1j * (yaw(canon[1:5]) - (yaw(obs[1:5]) - g)))) == pytest.approx(0.0, abs=1e-5)
     np.testing.assert_array_equal(canon[5:13], obs[5:13].astype(np.float32))  # joint angles unchanged
-    cheetah = policy_input("cheetah-vel", np.zeros((2, 17)), np.array([0.5]))
+    cheetah = policy_input("goal", np.zeros((2, 17)), np.array([0.5]))
     assert cheetah.shape == (2, 18) and (cheetah[:, -1] == 0.5).all()

@@ -3,7 +3,7 @@ import json
 import pytest
 
 import promptrl
-from promptrl.tasks.spec import available_suites, load_spec, parse_spec
+from promptrl.tasks.spec import available_suites, load_spec, parse_spec, spec_dir
 
 
 def expand(ranges):
@@ -23,8 +23,17 @@ TABLE3 = {
 }
 
 
+# The Meta-World families added beside the paper's: the first 23 ML1 train tasks, mw-reach's test tasks.
+MW_FAMILIES = {
+    "mw-push": 750.0,
+    "mw-pick-place": 650.0,
+}
+MW_TEST = [6, 9, 15, 16, 20]
+MW_VALIDATION = [0, 21, 22]
+
+
 def test_every_suite_has_a_spec():
-    assert available_suites() == sorted(TABLE3)
+    assert available_suites() == sorted([*TABLE3, *MW_FAMILIES])
 
 
 @pytest.mark.parametrize("name", sorted(TABLE3))
@@ -34,6 +43,19 @@ def test_split_matches_paper(name):
     assert suite.train_tasks == train
     assert suite.test_tasks == test
     assert suite.split("all") == list(range(len(suite.tasks)))
+    assert suite.validation_tasks == [] and suite.split("validation") == []
+
+
+@pytest.mark.parametrize("name", sorted(MW_FAMILIES))
+def test_metaworld_family_split_horizon_and_rtg(name):
+    suite = promptrl.load_suite(name)
+    assert len(suite.tasks) == 23 and all(len(goal) == 6 for goal in suite.tasks)
+    assert suite.test_tasks == MW_TEST
+    assert suite.validation_tasks == suite.split("validation") == MW_VALIDATION
+    # train is every other task: the three splits partition the 23 tasks
+    assert suite.train_tasks == sorted(set(range(23)) - set(MW_TEST) - set(MW_VALIDATION))
+    assert (suite.horizon, suite.rtg_target, suite.rtg_scale) == (100, MW_FAMILIES[name], MW_FAMILIES[name])
+    assert (suite.spec.obs_dim, suite.spec.act_dim) == (39, 4)
 
 
 def test_task_parameters():
@@ -79,20 +101,60 @@ def test_bad_quality_and_split():
     suite = promptrl.load_suite("cheetah-vel")
     with pytest.raises(ValueError, match="quality must be one of"):
         suite.dataset_id(2, "good")
-    with pytest.raises(ValueError, match="split must be one of"):
-        suite.datasets("validation")
+    # "validation" is a split: cheetah-vel has none, so it loads no datasets
+    assert suite.split("validation") == [] and suite.datasets("validation") == []
+    assert promptrl.load_suite("mw-push").split("validation") == MW_VALIDATION
+    for bad in ("valid", "Test", "val"):
+        with pytest.raises(ValueError, match=f"split must be one of .*'validation'.*got '{bad}'"):
+            suite.datasets(bad)
+
+
+def cheetah_vel_data() -> dict:
+    return json.loads((spec_dir() / "cheetah-vel.json").read_text())
 
 
 def test_malformed_spec():
-    data = json.loads(
-        (load_spec("cheetah-vel").__class__ and open(promptrl.tasks.spec.spec_dir() / "cheetah-vel.json")).read()
-    )
-    parse_spec(data)
-    with pytest.raises(ValueError, match="missing keys \\['horizon'\\]"):
-        parse_spec({k: v for k, v in data.items() if k != "horizon"})
-    with pytest.raises(ValueError, match="'test_tasks' must be task ids"):
-        parse_spec({**data, "test_tasks": [2, 99]})
-    with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
-        parse_spec({**data, "colour": "red"})
-    with pytest.raises(ValueError, match="'episodes'"):
-        parse_spec({**data, "episodes": {"expert": 3}})
+    """Each error of ``parse_spec`` names the field, its value and what was expected."""
+    data = cheetah_vel_data()
+    parsed = parse_spec(data)
+    assert parsed.test_tasks == [2, 7, 15, 23, 26] and parsed.source is None
+    assert parsed.tasks == load_spec("cheetah-vel").tasks
+    cases = [
+        ({k: v for k, v in data.items() if k != "horizon"}, "'horizon' is a required field in <root>"),
+        ({**data, "colour": "red"}, "'colour' was unexpected"),
+        ({**data, "horizon": 0}, "field 'horizon' = 0: expected a number >= 1"),
+        ({**data, "horizon": "200"}, "field 'horizon' = \"200\": expected a value of type integer"),
+        ({**data, "rtg_scale": 0}, "field 'rtg_scale' = 0: expected"),
+        ({**data, "name": "Cheetah Vel"}, "field 'name' = \"Cheetah Vel\": expected"),
+        (
+            {**data, "split": {**data["split"], "test": [2, 99]}},
+            "field 'split.test' = [2, 99]: expected task ids in [0, 39]",
+        ),
+        (
+            {**data, "datasets": {**data["datasets"], "episodes": {"expert": 3}}},
+            "'medium' is a required field in datasets.episodes",
+        ),
+        (
+            {**data, "tasks": [[0.5], [1.0, 2.0]]},
+            "field 'tasks.1' = [1.0, 2.0]: expected 1 numbers like task 0's goal",
+        ),
+        (
+            {**data, "env": {**data["env"], "task": {}}},
+            "field 'env.task' = {}: expected exactly one of goal_kwarg, goal_kwargs, index_kwarg, hook",
+        ),
+        (
+            {**data, "expert": {"policy": "sac"}},
+            'field \'expert\' = {"policy": "sac"}: expected a scripted expert',
+        ),
+        (
+            {**data, "expert": {**data["expert"], "goal_sampling": {"uniform": [[0.0, 0.0], [3.1, 3.1]]}}},
+            "field 'expert.goal_sampling' = {\"uniform\": [[0.0, 0.0], [3.1, 3.1]]}: expected goals of 1 numbers",
+        ),
+    ]
+    for bad, *messages in cases:
+        with pytest.raises(ValueError, match=r"^suite spec <dict>: ") as info:
+            parse_spec(bad)
+        for message in messages:
+            assert message in str(info.value), (message, str(info.value))
+    with pytest.raises(ValueError, match="suite spec <dict>: expected a JSON object, got list"):
+        parse_spec([data])

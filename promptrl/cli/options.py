@@ -71,7 +71,7 @@ def add_suite_argument(parser: argparse.ArgumentParser, *extra: str, **kwargs: A
 
     names = ", ".join([*extra, *available_suites()])
     kwargs["help"] = kwargs.get("help", "") + f" (a built-in suite: {names}; or a suite spec file, my-suite.json)"
-    parser.add_argument("suite", type=parse, metavar="SUITE", **kwargs)
+    parser.add_argument("suite", type=parse, **kwargs)
 
 
 def float_in(low: float = -math.inf, high: float = math.inf, *, open_low: bool = False) -> Callable[[str], float]:

@@ -110,8 +110,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         if not args.retrain and not r.has_models(shipped / name):
             hubs[ref] = out / "hub"
         if not args.collect and (args.retrain or hubs[ref] != shipped):
-            recipe = shipped / name if r.has_models(shipped / name) else shipped / r.RECIPE_SUITE
-            steps = r.QUICK_TRAINING_STEPS if args.quick else {}
+            own = r.has_models(shipped / name)  # else: another suite's recipes, and --quick shortens them
+            recipe = shipped / name if own else shipped / r.RECIPE_SUITE
+            steps = r.QUICK_TRAINING_STEPS if args.quick and not own else {}
             r.retrain_models(
                 ref,
                 recipe,

@@ -164,10 +164,17 @@ class SuiteSpec:
         return env
 
     def _register(self) -> None:
-        if self.env.entry_point is not None and self.env.id not in gym.registry:
-            import_entry_point(self.env.entry_point, self.source)  # importable: a clear error here, not in gym.make
-            module, _, name = self.env.entry_point.partition(":")
-            gym.register(id=self.env.id, entry_point=f"{module}:{name}")
+        if self.env.entry_point is None:
+            return
+        import_entry_point(self.env.entry_point, self.source)  # importable: a clear error here, not in gym.make
+        registered = gym.registry.get(self.env.id)
+        if registered is None:
+            gym.register(id=self.env.id, entry_point=self.env.entry_point)
+        elif registered.entry_point != self.env.entry_point:
+            raise ValueError(
+                f"suite spec {self.name!r}: field 'env.id' = {self.env.id!r}: expected an id not registered yet or "
+                f"registered for {self.env.entry_point!r}, but it is registered for {registered.entry_point!r}"
+            )
 
     def check_env(self) -> None:
         """Make the env of the first task and check it against the spec (an unknown id, a failing
@@ -195,13 +202,23 @@ def import_entry_point(entry_point: str, source: Path | None = None) -> Any:
     """The object ``"module:name"`` names. A module that is not importable is looked for as
     ``<module>.py`` beside the spec file ``source``. A ``ValueError`` names what was not found."""
     module_name, _, attribute = entry_point.partition(":")
+    beside = None if source is None else source.parent / (module_name.replace(".", "/") + ".py")
+    loaded = sys.modules.get(module_name)
+    if beside is not None and beside.is_file() and loaded is not None:
+        origin = getattr(loaded, "__file__", None)
+        if origin is None or Path(origin).resolve() != beside.resolve():
+            raise ValueError(
+                f"entry point {entry_point!r}: a module {module_name!r} is already loaded from another file than "
+                f"{beside.name} beside {source.name}; give the modules of different suites different names"
+            )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        beside = None if source is None else source.parent / (module_name.replace(".", "/") + ".py")
         if beside is None or not beside.is_file():
-            where = "" if source is None else f" or as {beside.name} beside {source.name}"
-            raise ValueError(f"entry point {entry_point!r}: module {module_name!r} is not importable{where}") from err
+            where = "" if source is None else f" nor a file {beside.name} beside {source.name}"
+            raise ValueError(
+                f"entry point {entry_point!r}: module {module_name!r} is neither importable{where}"
+            ) from err
         loader = importlib.util.spec_from_file_location(module_name, beside)
         module = importlib.util.module_from_spec(loader)
         sys.modules[module_name] = module
@@ -329,12 +346,47 @@ def _expected(err: jsonschema.ValidationError) -> str:
     """What the schema wanted, in words, from a jsonschema error."""
     schema = err.schema if isinstance(err.schema, dict) else {}
     if err.validator == "oneOf" and err.absolute_path and err.absolute_path[-1] == "expert":
-        return 'a scripted expert {"policy": "scripted", "entry_point", "medium_noise"} or a SAC one {"policy": "sac", "weights", "goal_sampling"}'
-    if err.validator in ("minProperties", "maxProperties") and "description" in schema:
+        kinds = (
+            'a scripted expert {"policy": "scripted", "entry_point", "medium_noise"[, "kwargs"]} or a SAC one '
+            '{"policy": "sac", "weights", "goal_sampling"[, "features"]}'
+        )
+        policy = err.instance.get("policy") if isinstance(err.instance, dict) else None
+        branch = (
+            next(
+                (
+                    e
+                    for e in err.context or []
+                    if e.schema_path and e.schema_path[0] == ("scripted", "sac").index(policy)
+                ),
+                None,
+            )
+            if policy in ("scripted", "sac")
+            else None
+        )
+        return kinds if branch is None else f"{kinds}; {_message(branch)}"
+    if err.validator in ("minProperties", "maxProperties"):
         return "exactly one of " + ", ".join(schema.get("properties", {}))
-    if "description" in schema and err.validator not in ("type", "pattern", "minimum", "enum", "const"):
-        return f"{err.message} ({schema['description']})"
-    return err.message
+    return _message(err)
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    """One schema rule in words (the field and value are named by the caller)."""
+    rule, value = err.validator, err.validator_value
+    words = {
+        "type": lambda: f"a value of type {value}",
+        "minimum": lambda: f"a number >= {value}",
+        "exclusiveMinimum": lambda: f"a number > {value}",
+        "pattern": lambda: f"a string matching {value}",
+        "enum": lambda: f"one of {value}",
+        "const": lambda: f"{value!r}",
+        "minItems": lambda: f"at least {value} item(s)",
+        "maxItems": lambda: f"at most {value} item(s)",
+        "minLength": lambda: "a non-empty string",
+        "uniqueItems": lambda: "no repeated items",
+        "required": lambda: err.message.replace("property", "field"),
+        "additionalProperties": lambda: f"no other fields ({err.message})",
+    }
+    return words[rule]() if rule in words else err.message
 
 
 def _read(path: Path) -> SuiteSpec:
