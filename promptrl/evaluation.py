@@ -186,7 +186,7 @@ def evaluate(
         if callable(prompt) and not isinstance(prompt, (str, dict)):  # a generator: one batched call
             prompts = [resolve_prompt(plm, p, rng) for p in generate_prompts(prompt, n, tasks)]
         else:
-            prompts = [resolve_prompt(plm, prompt, rng, suite.name, t) for t in tasks]
+            prompts = [resolve_prompt(plm, prompt, rng, suite.ref, t) for t in tasks]
         prompt_obs = {f"prompt_{k}": np.stack([p[k] for p in prompts]) for k in prompts[0]}
     whole = len(chosen) == n
     n = len(chosen)

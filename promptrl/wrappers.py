@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -74,11 +75,19 @@ class HistoryBuffer:
         return {k: getattr(self, k)[i].copy() for k in OBS_KEYS}
 
 
+def suite_and_task(env: Any) -> tuple[str | None, int | None]:
+    """The suite (name or spec path) and task id an unwrapped env belongs to: those
+    ``SuiteSpec.make_env`` attached, else the ``suite`` / ``task`` attributes of promptrl's own envs."""
+    if hasattr(env, "promptrl_suite"):
+        return env.promptrl_suite, env.promptrl_task
+    return getattr(env, "suite", None), getattr(env, "task", None)
+
+
 def resolve_prompt(
     model: PromptDT,
     prompt: PromptSource,
     rng: np.random.Generator,
-    suite: str | None = None,
+    suite: str | Path | None = None,
     task: int | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, np.ndarray]:
@@ -86,7 +95,7 @@ def resolve_prompt(
 
     ``prompt`` may be a dict of arrays (states, actions, rtg, timesteps, mask), a Minari dataset
     (a window of its first episode, its start drawn from ``rng``), ``"expert"`` / ``"medium"`` /
-    ``"random"`` (a window of the dataset of that quality for ``suite`` and ``task``), or a callable
+    ``"random"`` (a window of the dataset of that quality for ``suite`` (a name or spec path) and ``task``), or a callable
     ``n -> [prompt dict]`` (a prompt generator; ``generator`` is passed on as in :func:`generate_prompts`).
     """
     import minari
@@ -266,8 +275,7 @@ class PromptWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._rng = np.random.default_rng(seed)
             self._draws = prompt_draws(seed)
         if self.plm.settings.use_prompt:
-            base = self.env.unwrapped
-            suite, task = getattr(base, "suite", None), getattr(base, "task", None)
+            suite, task = suite_and_task(self.env.unwrapped)
             self.prompt = resolve_prompt(self.plm, self.prompt_source, self._rng, suite, task, self._draws)
         self.history.reset(0, obs, self.rtg_target)
         return self._obs(), info
@@ -331,7 +339,9 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
         if not self.plm.settings.use_prompt or len(idx) == 0:
             return
         src = self.prompt_source
-        suites, tasks = self._env_attr("suite"), self._env_attr("task")
+        suites, tasks = self._env_attr("promptrl_suite"), self._env_attr("promptrl_task")
+        if all(s is None for s in suites):  # envs not made by SuiteSpec.make_env: promptrl's own attributes
+            suites, tasks = self._env_attr("suite"), self._env_attr("task")
         rngs = [self._rng if self._rngs[i] is None else self._rngs[i] for i in idx]
         if callable(src) and not isinstance(src, Mapping):
             made = generate_prompts(src, len(idx), [tasks[i] for i in idx], [self._draws[i] for i in idx])
@@ -343,7 +353,7 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
                 self.prompts.setdefault(k, np.zeros((self.num_envs, *v.shape), v.dtype))[i] = v
 
     def _env_attr(self, name: str) -> tuple:
-        """A sub-env attribute (``suite``, ``task``) per sub-env, None where an env lacks it."""
+        """A sub-env attribute (``promptrl_suite``, ``task``, ...) per sub-env, None where an env lacks it."""
         try:
             return tuple(self.env.get_attr(name))
         except AttributeError:

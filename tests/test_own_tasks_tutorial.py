@@ -3,7 +3,8 @@ line, in a folder holding a copy of ``examples/point_robot/``, ends in a Table 1
 
 Each ``promptrl ...`` line runs through the ``promptrl`` entry point in this process, with flags appended
 that shrink its budget to seconds (a later flag overrides the page's): the page's commands and their
-order are tested, not the step counts a real run wants."""
+order are tested, not the step counts a real run wants. Datasets and runs stay in the test's folder
+(``MINARI_DATASETS_PATH`` and ``PROMPTRL_HOME`` point into it)."""
 
 import math
 import re
@@ -87,7 +88,8 @@ def test_the_tutorial_commands_make_a_table1(tmp_path, monkeypatch, minari_root,
 
     assert len(list(minari_root.glob("tutorial/point-robot/task*-v0"))) == 30, "a dataset per task and quality"
     plm_run = next(a for a in argvs if subcommand(a) == "train plm")
-    assert (tmp_path / option(plm_run, "--out") / "final" / "config.json").is_file(), "the PLM of train plm"
+    plm_folder = tmp_path / (option(plm_run, "--out") or "home/plm/point-robot")  # its --out, or its default
+    assert (plm_folder / "final" / "config.json").is_file(), "the PLM of train plm"
     results = tmp_path / "results" / "quick"
     for model in ("plm", "mt-orl", "pretrained"):
         assert (results / "hub" / "point-robot" / model / "config.json").is_file(), f"reproduce's {model}"

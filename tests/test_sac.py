@@ -50,3 +50,42 @@ def test_update_changes_weights(tmp_path):
     stats = trainer.update()
     assert np.isfinite(stats["critic_loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.actor.parameters()))
+
+
+def test_a_spec_file_expert_trains_exports_beside_the_spec_and_writes_datasets(tmp_path):
+    """A user's suite with a SAC expert: training goals come from the spec's goal_sampling, the weights
+    go where its ``expert.weights`` points (beside the spec), and the datasets are written with them."""
+    import json
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import gymnasium as gym
+
+    import promptrl
+    from promptrl.data.datasets import create_datasets
+    from promptrl.experiments.sac import sample_goal
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "point_robot"
+    shutil.copy(example / "point_robot.py", tmp_path / "point_robot.py")
+    data = json.loads((example / "point-robot.json").read_text())
+    data["expert"] = {
+        "policy": "sac",
+        "weights": "experts/point.safetensors",
+        "goal_sampling": {"uniform": [[-1.0, 0.0], [1.0, 1.0]]},
+    }
+    spec_path = tmp_path / "point-sac.json"
+    spec_path.write_text(json.dumps({**data, "name": "point-sac"}))
+    sys.modules.pop("point_robot", None)
+    gym.registry.pop("tutorial/PointRobot-v0", None)
+    spec = promptrl.load_suite(spec_path).spec
+    goals = np.array([sample_goal(spec, np.random.default_rng(s)) for s in range(50)])
+    assert goals.shape == (50, 2) and goals[:, 0].min() >= -1 and goals[:, 1].min() >= 0 and goals.max() <= 1
+    run = tmp_path / "run"
+    SACTrainer(spec_path, run, SACConfig(total_updates=80, **TINY)).run()
+    paths = export_expert(spec_path, run)
+    assert paths["expert"] == tmp_path / "experts" / "point.safetensors" and paths["medium"].is_file()
+    expert = promptrl.load_suite(spec_path).expert(1)
+    action, _ = expert.predict(np.zeros(2))
+    assert action.shape == (2,) and np.abs(action).max() <= 1
+    assert create_datasets(spec_path, "expert", tasks=[1], episodes=1) == ["tutorial/point-robot/task01-expert-v0"]

@@ -14,9 +14,13 @@ class PointRobotEnv(gym.Env):
     distance to the hidden ``goal``. Observation: the position (2 numbers)."""
 
     def __init__(self, goal: Sequence[float] = (1.0, 0.0)):
-        self.goal = np.asarray(goal, dtype=np.float64)
+        self.set_goal(goal)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def set_goal(self, goal: Sequence[float]) -> None:
+        """Move the goal (``promptrl train expert`` draws a new one every episode)."""
+        self.goal = np.asarray(goal, dtype=np.float64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -237,6 +237,9 @@ class SACTrainer:
                 sim = {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
                 _set_env_state(env, sim, saved["elapsed_steps"])
             self._obs = tensors["env.obs"].numpy().copy()
+            if not any(k.startswith("env.0.") for k in tensors):  # an env without saved state: new episodes
+                log.warning("the envs have no get_state() or MuJoCo state: the resumed run starts new episodes")
+                self._obs = None
         log.info("resumed from %s at %d updates", folder, self.updates)
         return True
 
@@ -358,10 +361,17 @@ class SACTrainer:
 
 
 def _env_state(env: gym.Env) -> tuple[dict[str, np.ndarray], int]:
-    """A MuJoCo env's simulator arrays (``MjData``'s writable arrays, so that stepping on from a copy is
-    bit-identical; without the constraint solver's per-step scratch, ``efc_*`` and the island lists) and
-    the steps its time limit has counted."""
-    data = env.unwrapped.data
+    """An env's state as arrays, and the steps its time limit has counted: ``env.unwrapped.get_state()``
+    where the env defines it (a dict of arrays), else a MuJoCo env's simulator arrays (``MjData``'s
+    writable arrays, so that stepping on from a copy is bit-identical; without the constraint solver's
+    per-step scratch, ``efc_*`` and the island lists). An env with neither saves no state: a resumed
+    run starts its episodes afresh (and repeats the uninterrupted run only from there)."""
+    steps = int(getattr(env, "_elapsed_steps", 0) or 0)
+    if hasattr(env.unwrapped, "get_state"):
+        return {k: np.ascontiguousarray(v).copy() for k, v in env.unwrapped.get_state().items()}, steps
+    data = getattr(env.unwrapped, "data", None)
+    if data is None:
+        return {}, steps
     arrays = {}
     for name in dir(data):
         if name.startswith(("_", "efc_")) or "island" in name:
@@ -369,13 +379,16 @@ def _env_state(env: gym.Env) -> tuple[dict[str, np.ndarray], int]:
         value = getattr(data, name, None)
         if isinstance(value, np.ndarray) and value.flags.writeable and value.size:
             arrays[name] = np.ascontiguousarray(value).copy()
-    return arrays, int(getattr(env, "_elapsed_steps", 0) or 0)
+    return arrays, steps
 
 
 def _set_env_state(env: gym.Env, arrays: dict[str, np.ndarray], elapsed_steps: int) -> None:
     """Put what :func:`_env_state` returned back into ``env`` (arrays whose size depends on the contacts of
     the moment, when it differs, are left: the next step recomputes them)."""
-    data = env.unwrapped.data
+    if hasattr(env.unwrapped, "set_state"):
+        env.unwrapped.set_state(arrays)
+        arrays = {}
+    data = getattr(env.unwrapped, "data", None)
     for name, value in arrays.items():
         target = getattr(data, name, None)
         if isinstance(target, np.ndarray) and target.shape == value.shape:

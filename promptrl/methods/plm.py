@@ -52,7 +52,7 @@ class PromptDTSettings(PromptDTConfig):
     hyperparameters and normalization."""
 
     suite: str | None = None
-    """Suite the model was built for, if any."""
+    """Suite the model was built for, if any: a built-in suite's name, or its spec file's name."""
     learning_rate: float = 1e-4
     """AdamW learning rate."""
     weight_decay: float = 1e-4
@@ -195,7 +195,7 @@ def _spaces_of(env: gym.Env | TaskSuite | str | Path) -> tuple[int, int, SuiteSp
             )
         check_action_space(act_space)
         base = env.unwrapped if isinstance(env, gym.Env) else None
-        name = getattr(base, "suite", None)  # the envs of the built-in suites know theirs
+        name = getattr(base, "promptrl_suite", None) or getattr(base, "suite", None)  # see SuiteSpec.make_env
         return obs_space.shape[0], act_space.shape[0], None if name is None else load_suite(name).spec
     raise TypeError(f"env must be a gymnasium.Env, a TaskSuite or a suite name, got {type(env).__name__}")
 
@@ -252,7 +252,7 @@ class PromptDT(
                     raise ValueError(f"{key}={hyperparams[key]} does not match the env's {value}")
                 hyperparams[key] = value
             if spec is not None:
-                hyperparams.setdefault("suite", spec.name)
+                hyperparams.setdefault("suite", spec.cli_arg)  # a built-in suite's name, or the spec file's name
                 hyperparams.setdefault("rtg_target", spec.rtg_target)
                 hyperparams.setdefault("rtg_scale", spec.rtg_scale)
                 hyperparams.setdefault("max_ep_len", max(1000, spec.horizon))

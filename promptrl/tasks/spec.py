@@ -147,7 +147,9 @@ class SuiteSpec:
 
     def make_env(self, task: int, **kwargs: Any) -> gym.Env:
         """The env of ``task``, limited to the suite's horizon (the envs of the built-in suites are
-        registered by ``import promptrl``; a spec's ``env.entry_point`` is registered here)."""
+        registered by ``import promptrl``; a spec's ``env.entry_point`` is registered here). The env
+        keeps the suite and task as ``promptrl_suite`` (:attr:`ref`) and ``promptrl_task``, which a
+        :class:`~promptrl.wrappers.PromptWrapper` reads to find a task's ``"expert"`` prompt."""
         goal = self.tasks[self.check_task(task)]
         how, value = next(iter(self.env.task.items()))
         task_kwargs: dict[str, Any] = {}
@@ -158,9 +160,11 @@ class SuiteSpec:
         elif how == "index_kwarg":
             task_kwargs = {value: task}
         self._register()
-        env = gym.make(self.env.id, max_episode_steps=self.horizon, **{**self.env.kwargs, **task_kwargs, **kwargs})
+        limit = kwargs.pop("max_episode_steps", self.horizon)
+        env = gym.make(self.env.id, max_episode_steps=limit, **{**self.env.kwargs, **task_kwargs, **kwargs})
         if how == "hook":
             import_entry_point(value, self.source)(env.unwrapped, list(goal))
+        env.unwrapped.promptrl_suite, env.unwrapped.promptrl_task = self.ref, task  # for quality-name prompts
         return env
 
     def _register(self) -> None:
