@@ -10,7 +10,10 @@ import math
 import re
 import shlex
 import shutil
+import sys
 from pathlib import Path
+
+import gymnasium as gym
 
 from promptrl.experiments.cli import main
 
@@ -73,6 +76,9 @@ def test_the_tutorial_commands_make_a_table1(tmp_path, monkeypatch, minari_root,
             shutil.copy(file, tmp_path / file.name)
     monkeypatch.setenv("PROMPTRL_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
+    # the example's module and env id as if this were a new process (other tests load other copies)
+    monkeypatch.delitem(sys.modules, "point_robot", raising=False)
+    monkeypatch.delitem(gym.registry, "tutorial/PointRobot-v0", raising=False)
     argvs = []
     for line in commands:
         argv = shlex.split(line)[1:]

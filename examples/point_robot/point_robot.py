@@ -22,6 +22,14 @@ class PointRobotEnv(gym.Env):
         """Move the goal (``promptrl train expert`` draws a new one every episode)."""
         self.goal = np.asarray(goal, dtype=np.float64)
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The state ``promptrl train expert`` checkpoints (so a resumed run repeats an uninterrupted one)."""
+        return {"position": self.position.copy()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Put back what :meth:`get_state` returned."""
+        self.position = np.asarray(state["position"], dtype=np.float64).copy()
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.position = self.np_random.uniform(-0.1, 0.1, 2)

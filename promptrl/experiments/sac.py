@@ -385,7 +385,7 @@ def _env_state(env: gym.Env) -> tuple[dict[str, np.ndarray], int]:
 def _set_env_state(env: gym.Env, arrays: dict[str, np.ndarray], elapsed_steps: int) -> None:
     """Put what :func:`_env_state` returned back into ``env`` (arrays whose size depends on the contacts of
     the moment, when it differs, are left: the next step recomputes them)."""
-    if hasattr(env.unwrapped, "set_state"):
+    if hasattr(env.unwrapped, "get_state"):  # the env's own state protocol (MuJoCo envs have set_state only)
         env.unwrapped.set_state(arrays)
         arrays = {}
     data = getattr(env.unwrapped, "data", None)
