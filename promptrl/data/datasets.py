@@ -227,6 +227,7 @@ def load_dataset(suite: SuiteSpec | Any, task: int, quality: str, episodes: int 
                 f"episodes must be an integer in [1, {dataset.total_episodes}] for {dataset_id!r}, got {episodes!r}"
             )
         dataset = minari.MinariDataset(dataset.storage, episode_indices=np.arange(episodes))
+    dataset.promptrl_task = task  # the task id, for envs that take a goal rather than a task id (see dataset_task)
     return dataset
 
 

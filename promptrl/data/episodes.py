@@ -99,7 +99,10 @@ def episodes_of(dataset: minari.MinariDataset, obs_dim: int | None = None, act_d
 
 
 def dataset_task(dataset: minari.MinariDataset) -> int | None:
-    """The task index a promptrl dataset was recorded on (``task`` of its env spec), if known."""
+    """The task index a promptrl dataset was recorded on, if known: the one ``TaskSuite.dataset`` loaded
+    it for, else ``task`` of its env spec (the built-in suites' envs take the task id)."""
+    if getattr(dataset, "promptrl_task", None) is not None:
+        return int(dataset.promptrl_task)
     env_spec = dataset.spec.env_spec
     task = env_spec.kwargs.get("task") if env_spec is not None else None
     return int(task) if isinstance(task, (int, np.integer)) else None
