@@ -53,6 +53,9 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
         assert list(cell["returns"]) == ["6"] and len(cell["returns"]["6"]) == 1
         assert cell["seconds"]["adapt"] >= 0 and cell["seconds"]["evaluate"] > 0 and cell["hardware"]
         assert cell["finished"][:10] == utc_today() and row["hardware"] == [cell["hardware"]]
+        # one seed, one task: the mean alone (no std over seeds, no confidence interval from one unit)
+        assert row["tasks"] == [{"6": pytest.approx(cell["mean"])}] and row["n"] == 1
+        assert row["std"] is None and row["ci"] is None
     assert summary["Prompt-DT-Expert"]["params"] == 0 and summary["Prompt-DT-FT"]["percentage"] == pytest.approx(100)
     assert summary["Prompt Diffuser"]["params"] > 0 and 0 < summary["Soft Prompt"]["percentage"] < 100
     # A finished cell is read back, not redone: a marker value survives a rerun.
@@ -89,6 +92,7 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     with open(md.with_suffix(".csv"), newline="") as f:
         csv_rows = list(csv.DictReader(f))
     assert len(csv_rows) == len(METHODS) and {r["seed_ids"] for r in csv_rows} == {"0"}
+    assert {(r["std"], r["ci_low"], r["ci_high"], r["n"]) for r in csv_rows} == {("", "", "", "1")}
     assert float(csv_rows[0]["seeds"]) == pytest.approx(summary[csv_rows[0]["method"]]["seeds"][0], abs=0.01)
     one = table1({"mw-reach": summary}).split("\n")
     pd_col = one[0].split(" | ").index("Prompt Diffuser")
@@ -123,8 +127,16 @@ def test_table_header_dates_the_cells():
 
 
 def test_ordering_checks():
-    """The paper's ordering is checked on the means; variants in parentheses; missing columns are "—"."""
+    """The paper's ordering is checked by a paired test over the (seed, test task) units; variants in
+    parentheses; missing columns are "—"."""
     from promptrl.experiments.reproduce import ordering_checks
+    from promptrl.experiments.tables import add_statistics
+
+    offsets = (0.0, 1.0, -1.0, 2.0, -2.0, 0.0)  # a seed and task effect every column shares
+
+    def row(value: float) -> dict:
+        tasks = [{"0": value + offsets[2 * s], "1": value + offsets[2 * s + 1]} for s in range(3)]
+        return add_statistics({"seeds": [sum(t.values()) / 2 for t in tasks], "seed_ids": [0, 1, 2], "tasks": tasks})
 
     means = {
         "Prompt-DT-Random": 0.0,
@@ -135,15 +147,23 @@ def test_ordering_checks():
         "Prompt-DT-FT-Full": 100.0,
         "Prompt Diffuser (T=0)": 80.0,
     }
-    summary = {m: {"mean": v} for m, v in means.items()}
+    summary = {m: row(v) for m, v in means.items()}
     text = ordering_checks({"cheetah-vel": summary, "ant-dir": {m: summary[m] for m in ("Prompt-DT-Expert", "MT-ORL")}})
     header, _, vel, ant = text.splitlines()
     assert header.count("|") == 7 and "within 10% of FT-Full" in header
-    assert vel == ("| cheetah-vel | yes (T=0: no: 80.0 vs 85.0) | yes | yes | yes | yes: 5.0% (T=0: no: 20.0%) |")
+    # every paired difference is the same, so each interval is a point
+    assert vel == (
+        "| cheetah-vel | holds: 95.0 vs 85.0, Δ [10.0, 10.0] (T=0: fails: 80.0 vs 85.0, Δ [-5.0, -5.0]) "
+        "| holds: 85.0 vs 80.0, Δ [5.0, 5.0] | holds: 80.0 vs 0.0, Δ [80.0, 80.0] | holds: 0.0 vs -10.0, Δ [10.0, 10.0] "
+        "| holds: relative 5.0% [5.0%, 5.0%], 5.0% of the Random→FT-Full span (T=0: fails: relative 20.0% "
+        "[20.0%, 20.0%], 20.0% of the Random→FT-Full span) |"
+    )
     assert ant == "| ant-dir | — | — | — | — | — |"
-    summary["Prompt Diffuser"] = {"mean": 101.0}
-    summary["MT-ORL"] = {"mean": 0.0}  # Random > MT-ORL is strict
-    assert "| no: 0.0 vs 0.0 | yes: ahead of FT-Full" in ordering_checks({"cheetah-vel": summary})
+    summary["Prompt Diffuser"] = row(101.0)
+    summary["MT-ORL"] = row(0.0)  # no difference at all: within noise
+    assert "| within noise: 0.0 vs 0.0, Δ [0.0, 0.0] | holds: relative 1.0% ahead [-1.0%, -1.0%]" in ordering_checks(
+        {"cheetah-vel": summary}
+    )
 
 
 def test_ordering_checks_compare_columns_on_the_seeds_they_share():
@@ -152,7 +172,7 @@ def test_ordering_checks_compare_columns_on_the_seeds_they_share():
 
     def row(**by_seed):
         ids, values = [int(k[1:]) for k in by_seed], list(by_seed.values())
-        return {"seeds": values, "seed_ids": ids, "mean": sum(values) / len(values)}
+        return {"seeds": values, "seed_ids": ids, "tasks": [{"0": v} for v in values], "mean": sum(values) / 2}
 
     # Over all seeds Random (-10) > MT-ORL (-15), but on seed 0, the only one MT-ORL has, it is not.
     summary = {
@@ -165,10 +185,17 @@ def test_ordering_checks_compare_columns_on_the_seeds_they_share():
     }
     vel = ordering_checks({"cheetah-vel": summary}).splitlines()[2]
     cells = [c.strip() for c in vel.split("|")[2:-1]]
-    # PD vs PTDT on seed 1: 100 vs 70; PTDT vs Expert on seed 1: 70 vs 60; Expert vs Random on both seeds.
-    assert cells[:3] == ["yes [seed 1]", "yes [seed 1]", "yes"]
-    assert cells[3] == "no: -20.0 vs -15.0 [seed 0]"
-    assert cells[4] == "yes: 4.5%"  # (100 - 95) / (100 - -10): all three columns share both seeds
+    # PD vs PTDT and PTDT vs Expert on seed 1 alone: one unit, no interval, no verdict either way.
+    assert cells[:2] == ["within noise: 100.0 vs 70.0, 1 unit [seed 1]", "within noise: 70.0 vs 60.0, 1 unit [seed 1]"]
+    # Expert vs Random on both seeds: differences 70 and 60, mean 65, standard error 5, t(0.975, 1) = 12.706
+    assert cells[2] == f"holds: 55.0 vs -10.0, Δ [{65 - 12.706205 * 5:.1f}, {65 + 12.706205 * 5:.1f}]"
+    assert cells[3] == "within noise: -20.0 vs -15.0, 1 unit [seed 0]"
+    # all three columns share both seeds: relative shortfalls 10% and 0%; the span gap (100 - 95) / (100 - -10)
+    half = 12.706205 * 0.05
+    assert (
+        cells[4]
+        == f"within noise: relative 5.0% [{0.05 - half:.1%}, {0.05 + half:.1%}], 4.5% of the Random→FT-Full span"
+    )
     summary["MT-ORL"] = row(s2=-30.0)
     assert "| — (no seed in common) |" in ordering_checks({"cheetah-vel": summary})
 

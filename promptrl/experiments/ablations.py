@@ -52,7 +52,7 @@ from promptrl.experiments.reproduce import (
     run_cells,
     write_json,
 )
-from promptrl.experiments.tables import hardware, mean_std
+from promptrl.experiments.tables import hardware, mean_std, sample_std
 from promptrl.methods.diffuser import pretrain_generator
 from promptrl.methods.plm import train_plm
 from promptrl.nn.diffusion import UPDATE_RULES as DIFFUSION_UPDATE_RULES
@@ -81,8 +81,9 @@ def _ours(r: dict[str, Any]) -> str:
 
 
 def _row(r: dict[str, Any], **keys: Any) -> dict[str, Any]:
-    """A CSV row of a measured setting: ``keys``, then its mean, std and number of seeds."""
-    return {**keys, "mean": round(r["mean"], 2), "std": round(r["std"], 2), "seeds": len(r["seeds"])}
+    """A CSV row of a measured setting: ``keys``, then its mean, sample std (empty for one seed) and number of seeds."""
+    std = "" if r["std"] is None else round(r["std"], 2)
+    return {**keys, "mean": round(r["mean"], 2), "std": std, "seeds": len(r["seeds"])}
 
 
 def context(
@@ -132,7 +133,7 @@ def measure_all(
         means.setdefault(label, []).append(cell["mean"])
     return {
         label: (
-            {"seeds": means[label], "mean": float(np.mean(means[label])), "std": float(np.std(means[label]))}
+            {"seeds": means[label], "mean": float(np.mean(means[label])), "std": sample_std(means[label])}
             if label in means
             else None
         )
@@ -208,9 +209,9 @@ def prompt_initialization(
     (one episode of each, ``few_shot_episodes``), evaluated on the test tasks. ``collect=True`` runs
     nothing and tabulates the finished cells ("not run" for the others); ``executor`` runs the units
     on its workers."""
-    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
+    suite_ref, suite_name = suite_name, load_spec(suite_name).name  # loads from suite_ref; folders take the name
     out = Path(out)
-    ctx = context(ref, budget, hub_root, device, n_tasks, qualities=QUALITIES)
+    ctx = context(suite_ref, budget, hub_root, device, n_tasks, qualities=QUALITIES)
     runs, ref = _runs(out, "init", suite_name, budget, ctx.tasks), paper("table2_cheetah_vel")
     rows, body = (
         [],
@@ -282,8 +283,8 @@ def update_rules(
             "|---|---|" + "---|" * len(UPDATE_RULES),
         ],
     )
-    for ref in suites:
-        ctx = context(ref, budget, hub_root, device, n_tasks)
+    for suite_ref in suites:
+        ctx = context(suite_ref, budget, hub_root, device, n_tasks)
         suite_name = ctx.suite.name
         runs = _runs(out, "update-rules", suite_name, budget, ctx.tasks)
         results = measure_all(
@@ -368,9 +369,9 @@ def zero_shot(
     with expert prompts of the training tasks the generator was pre-trained on, and that pre-trained
     generator (no fine-tuning) with its training-task conditions and the suite's target return as
     return-to-go. ``executor`` runs the units on its workers."""
-    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
+    suite_ref, suite_name = suite_name, load_spec(suite_name).name  # loads from suite_ref; folders take the name
     out = Path(out)
-    ctx = context(ref, budget, hub_root, device, n_tasks)
+    ctx = context(suite_ref, budget, hub_root, device, n_tasks)
     runs = _runs(out, "zero-shot", suite_name, budget, ctx.tasks)
     ref = paper("table9_ant_dir_ood") if suite_name == "ant-dir-ood" else {}
     builders = {
@@ -444,11 +445,11 @@ def prompt_similarity(
     window's conditions. Linear CKA of each method's prompts to those windows, the test return (mean
     ± std over seeds of the evaluation) of expert prompts, the seed-0 Prompt-Tuning DT and the Prompt
     Diffuser, and a t-SNE plot. The result is cached with the models' fingerprint."""
-    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
+    suite_ref, suite_name = suite_name, load_spec(suite_name).name  # loads from suite_ref; folders take the name
     import minari
 
     out = Path(out)
-    ctx = context(ref, budget, hub_root, device, 1)
+    ctx = context(suite_ref, budget, hub_root, device, 1)
     task, runs = ctx.tasks[0], _runs(out, "prompts", suite_name, budget, ctx.tasks)
     cache = runs / f"prompts-n{n_prompts}.json"
     data = finished_cell("Prompt Diffuser", ctx, cache)
@@ -572,7 +573,7 @@ def denoising(
     real tokens' two principal axes; the table gives, per step, the RMS distance of each prompt to its
     nearest real window (normalized units; 0 = a copy of one). ``temperature`` scales the noise of
     each reverse step (default: the model's own); another value writes ``denoising-<suite>-T<t>``."""
-    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
+    suite_ref, suite_name = suite_name, load_spec(suite_name).name  # loads from suite_ref; folders take the name
     from promptrl.methods.diffuser import PromptDiffuser
 
     out = Path(out)
@@ -582,7 +583,7 @@ def denoising(
     p = pd.plm.settings
     last = p.prompt_window == "last"  # the real windows are cut as the PLM's prompts are
     windows = whole_windows(
-        episodes_of(load_suite(ref).dataset(task, "expert")),
+        episodes_of(load_suite(suite_ref).dataset(task, "expert")),
         p.prompt_length,
         MAX_REAL_WINDOWS,
         np.random.default_rng(seed),
@@ -677,9 +678,9 @@ def prompt_length(
     other settings (e.g. smaller ones). ``collect=True`` trains and runs nothing: it tabulates the
     finished lengths ("not run" for the others). ``executor`` runs each length's units on its workers
     (the models are trained here first)."""
-    ref, suite_name = suite_name, load_spec(suite_name).name  # the spec loads from ref; folders take the name
+    suite_ref, suite_name = suite_name, load_spec(suite_name).name  # loads from suite_ref; folders take the name
     out = Path(out)
-    suite = load_suite(ref)
+    suite = load_suite(suite_ref)
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
     create_datasets(suite, "expert", tasks=tasks, progress_bar=True)
     runs = _runs(out, "prompt-length", suite_name, budget, tasks)
@@ -710,7 +711,7 @@ def prompt_length(
             **(plm_settings or {}),
             "prompt_length": k,
         }
-        plm = train_plm(ref, models / "plm", plm_steps, device=device, checkpoint_steps=250, **hyper)
+        plm = train_plm(suite_ref, models / "plm", plm_steps, device=device, checkpoint_steps=250, **hyper)
         pretrain_generator(
             plm,
             suite.datasets("train", "expert"),
@@ -720,7 +721,13 @@ def prompt_length(
             **{**(generator_settings or {}), "n_steps": n_steps},
         )
         setup = Setup(
-            load_spec(ref).ref, budget, gen, device, tuple(tasks), qualities=("expert",), plm=models / "plm" / "final"
+            load_spec(suite_ref).ref,
+            budget,
+            gen,
+            device,
+            tuple(tasks),
+            qualities=("expert",),
+            plm=models / "plm" / "final",
         )
         ctx = Context(suite, budget, gen, device, list(tasks), plm=plm, setup=setup)
         r = measure(ctx, label_k, partial(_build_length, gen=gen), runs, collect, executor)

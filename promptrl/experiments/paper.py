@@ -37,7 +37,7 @@ ORDERING = (
 )
 """The paper's ordering of the Table 1 columns (Prompt Diffuser >= Prompt-Tuning DT >= Expert > Random > MT-ORL)..."""
 GAP_BAR = 0.10
-"""...and the Prompt Diffuser within 10% of Prompt-DT-FT-Full, relative to the Random -> FT-Full span."""
+"""...and the Prompt Diffuser within 10% of Prompt-DT-FT-Full: the plain relative gap |PD - FT-Full| / |FT-Full|."""
 
 
 def paper(key: str) -> Any:

@@ -40,6 +40,7 @@ from promptrl.experiments.executors import Executor
 from promptrl.experiments.paper import METHODS, TABLE1_SUITES, VARIANTS, paper_table
 from promptrl.experiments.tables import (
     Summary,
+    add_statistics,
     hardware,
     measured_dates,
     measured_hardware,
@@ -128,6 +129,11 @@ def hub_folder(suite: str, root: str | Path = "hub_models") -> Path:
     return Path(resolve_model_path(Path(root) / suite))
 
 
+NOT_MEASURED = ("model_card", "compile")
+"""Settings that do not change what a model computes (its card, and whether torch.compile runs it), so a
+change of them keeps the cells measured with the model."""
+
+
 @dataclass
 class Context:
     suite: TaskSuite
@@ -175,7 +181,7 @@ class Context:
         h = hashlib.sha256()
         for model in (self.mt_orl,) if name == "MT-ORL" else (self.plm,):
             if model is not None:
-                settings = {k: v for k, v in asdict(model.settings).items() if k != "model_card"}
+                settings = {k: v for k, v in asdict(model.settings).items() if k not in NOT_MEASURED}
                 h.update(json.dumps(settings, sort_keys=True).encode())
                 for key, value in sorted(model.network.state_dict().items()):
                     h.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
@@ -645,7 +651,10 @@ def reproduce_suite(
     executor: Executor | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every method on one suite's test tasks (or ``tasks``); returns
-    ``{method: {"seeds": [means], "seed_ids", "mean", "std", "params", "percentage"}}``.
+    ``{method: {"seeds": [means], "seed_ids", "tasks", "mean", "std", "n", "ci", "params", "percentage"}}``
+    (``"tasks"``: per seed, each test task's mean return over its episodes; ``"std"``: the sample std
+    over seeds, None for one seed; ``"ci"``: the 95% confidence interval of the mean over the ``"n"``
+    (seed, test task) units, see :func:`~promptrl.experiments.tables.add_statistics`).
 
     ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
     the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts.
@@ -678,14 +687,15 @@ def reproduce_suite(
         cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
     summary: dict[str, dict[str, Any]] = {}
     for (name, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"reproduce {suite_name}")):
-        row = summary.setdefault(name, {"seeds": [], "seed_ids": [], "hardware": [], "finished": []})
+        row = summary.setdefault(name, {"seeds": [], "seed_ids": [], "tasks": [], "hardware": [], "finished": []})
         row["seeds"].append(cell["mean"])
         row["seed_ids"].append(seed)
+        row["tasks"].append({task: float(np.mean(r)) for task, r in cell.get("returns", {}).items()})
         row["hardware"].append(cell.get("hardware"))
         row["finished"].append(cell.get("finished"))  # None for an undated cell
     plm_params = ctx.plm.num_parameters()
     for name, row in summary.items():
-        row["mean"], row["std"] = float(np.mean(row["seeds"])), float(np.std(row["seeds"]))
+        add_statistics(row)  # mean and sample std over seeds, 95% CI over the (seed, test task) units
         row["params"] = fresh_method(name, ctx).num_parameters()
         row["percentage"] = 100.0 * row["params"] / plm_params
     return summary
@@ -722,8 +732,8 @@ def record_in_card(
         + f" Every method adapts per test task on its first {budget.few_shot_episodes} expert episode(s) for "
         f"{budget.epochs} x {budget.steps_per_epoch} steps (the Prompt Diffuser from this folder's `pretrained/` "
         f"generator, one generator per task, sampling at its temperature {pretrained.get('temperature', '—')}; the "
-        f"(T=0) row at 0) and is evaluated for {budget.episodes} episodes per task; mean ± std over seeds of the mean "
-        f"test-split return.\n\n" + suite_table(suite_name, summary)
+        f"(T=0) row at 0) and is evaluated for {budget.episodes} episodes per task; the mean test-split return with its 95% "
+        f"confidence interval over seeds x test tasks.\n\n" + suite_table(suite_name, summary)
     )
     pd.settings.model_card = {**(pd.settings.model_card or {}), "test_split": text}
     pd.save_pretrained(folder)

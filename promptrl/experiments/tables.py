@@ -1,21 +1,26 @@
 """Tables of the Table 1 reproduction: markdown and CSV of per-suite summaries beside the paper's
 numbers, the paper's ordering checked on them, and where and when the cells were measured.
 
-A summary is ``{method: {"seeds": [means], "seed_ids", "mean", "std", "params", "percentage",
-"hardware", "finished"}}`` per suite, as :func:`~promptrl.experiments.reproduce.reproduce_suite` returns.
+A summary is ``{method: row}`` per suite, as :func:`~promptrl.experiments.reproduce.reproduce_suite`
+returns; a row has ``"seeds"`` (each seed's mean test-split return), ``"seed_ids"``, ``"tasks"`` (per
+seed, ``{test task: mean return over its evaluation episodes}``), ``"params"``, ``"percentage"``,
+``"hardware"``, ``"finished"``, and the statistics :func:`add_statistics` adds: ``"mean"``, ``"std"``
+(sample std over seeds, None for one seed), ``"n"`` (the (seed, test task) units) and ``"ci"`` (the
+95% confidence interval of the mean over those units, None for fewer than two).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import platform
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from promptrl.common.files import csv_text, write_text_atomic
@@ -24,10 +29,123 @@ from promptrl.experiments.paper import GAP_BAR, METHODS, ORDERING, VARIANTS, pap
 Summary = dict[str, dict[str, Any]]
 """One suite's results: per method, its row."""
 
+CONFIDENCE = 0.95
+"""The level of the confidence intervals in the tables and of the ordering checks' paired test."""
 
-def mean_std(values: Sequence[float] | None) -> str:
-    """``"mean ± std"`` of a ``[mean, std]`` pair (one decimal), or "—" for None."""
-    return "—" if values is None else f"{values[0]:.1f} ± {values[1]:.1f}"
+Unit = tuple[int, str]
+"""A (seed, test task) of a row: the unit the confidence intervals and paired tests are over."""
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularized incomplete beta function (modified Lentz's method)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        for aa in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return h
+
+
+def _beta_regularized(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def t_tail(t: float, df: float) -> float:
+    """``P(T > t)`` for Student's t distribution with ``df`` degrees of freedom."""
+    tail = 0.5 * _beta_regularized(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t distribution with ``df`` degrees of freedom (e.g. 2.776 for
+    ``t_quantile(0.975, 4)``), by bisection on the exact tail (:func:`t_tail`) to machine precision.
+
+    >>> round(t_quantile(0.975, 14), 3)
+    2.145
+    """
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    q = 1.0 - p  # the upper tail to reach
+    lo, hi = 0.0, 1.0
+    while t_tail(hi, df) > q:
+        lo, hi = hi, 2.0 * hi
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            return hi
+        lo, hi = (mid, hi) if t_tail(mid, df) > q else (lo, mid)
+
+
+def sample_std(values: Sequence[float]) -> float | None:
+    """The sample standard deviation (``ddof=1``) of ``values``; None for fewer than two."""
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def mean_ci(values: Sequence[float], level: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The ``level`` confidence interval of the mean of ``values`` (t distribution, ``n - 1`` degrees
+    of freedom); None for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = t_quantile(0.5 + level / 2.0, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def units(row: dict[str, Any]) -> dict[Unit, float]:
+    """A row's (seed, test task) units: each the mean return of a seed's evaluation episodes on one
+    test task (a row without ``"tasks"``: each seed's mean, as one unit per seed)."""
+    ids = row.get("seed_ids") or list(range(len(row.get("seeds", []))))
+    if "tasks" in row:
+        return {(seed, str(task)): value for seed, tasks in zip(ids, row["tasks"]) for task, value in tasks.items()}
+    return {(seed, "all"): value for seed, value in zip(ids, row.get("seeds", []))}
+
+
+def add_statistics(row: dict[str, Any]) -> dict[str, Any]:
+    """Set a row's ``"mean"`` and ``"std"`` (sample std, None for one seed) over its seeds' means and
+    ``"n"`` and ``"ci"`` (:func:`mean_ci`) over its (seed, test task) :func:`units`; returns ``row``."""
+    values = list(units(row).values())
+    row["mean"] = statistics.fmean(row["seeds"])
+    row["std"] = sample_std(row["seeds"])
+    row["n"], row["ci"] = len(values), mean_ci(values)
+    return row
+
+
+def mean_std(values: Sequence[float | None] | None) -> str:
+    """``"mean ± std"`` of a ``[mean, std]`` pair (one decimal), the mean alone where the std is None
+    (one seed), or "—" for None."""
+    if values is None:
+        return "—"
+    return f"{values[0]:.1f}" if values[1] is None else f"{values[0]:.1f} ± {values[1]:.1f}"
+
+
+def mean_and_ci(row: dict[str, Any]) -> str:
+    """``"mean [low, high]"`` of a row (its 95% confidence interval), the mean alone without one."""
+    ci = row.get("ci")
+    return f"{row['mean']:.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
 
 
 def size(n: int) -> str:
@@ -44,16 +162,18 @@ def _paper_cell(paper: dict[str, Any], suite_name: str, method: str) -> Sequence
 
 
 def suite_table(suite_name: str, summary: Summary) -> str:
-    """Markdown: one row per method, ours beside the paper's."""
+    """Markdown: one row per method, ours (mean and its 95% confidence interval over the (seed, test
+    task) units) beside the paper's, then the sample std over seeds, the seeds and the units."""
     paper = paper_table()
     rows = [
-        "| method | ours (mean ± std over seeds) | seeds | paper | trainable params | % of PLM |",
-        "|---|---|---|---|---|---|",
+        "| method | ours: mean [95% CI] | paper | std over seeds | seeds | n | trainable params | % of PLM |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in summary.items():
+        std = "—" if row["std"] is None else f"{row['std']:.1f}"
         rows.append(
-            f"| {name} | {mean_std((row['mean'], row['std']))} | {len(row['seeds'])} | "
-            f"{mean_std(_paper_cell(paper, suite_name, name))} | {size(row['params'])} | {row['percentage']:.4g}% |"
+            f"| {name} | {mean_and_ci(row)} | {mean_std(_paper_cell(paper, suite_name, name))} | {std} | "
+            f"{len(row['seeds'])} | {row.get('n', '—')} | {size(row['params'])} | {row['percentage']:.4g}% |"
         )
     return "\n".join(rows)
 
@@ -98,46 +218,91 @@ def _span(summaries: dict[str, Summary], method: str, key: str, fmt: Callable[[A
     return low if low == high else f"{low}–{high}"
 
 
-def _shared(summary: Summary, names: Sequence[str]) -> tuple[dict[str, float], str]:
-    """The columns' means over the seeds they all have, and a note naming those seeds when some
-    column has more (a row without ``seed_ids`` counts with its own mean)."""
-    ids = [summary[m]["seed_ids"] for m in names if "seed_ids" in summary[m]]
-    shared = sorted(set.intersection(*map(set, ids))) if ids else []
-    if ids and not shared:
+HOLDS, FAILS, WITHIN_NOISE = "holds", "fails", "within noise"
+"""The verdicts of an ordering check (:func:`paired_verdict`)."""
+
+
+def paired_verdict(differences: Sequence[float], level: float = CONFIDENCE) -> tuple[str, tuple[float, float] | None]:
+    """The verdict on the claim that the mean of paired ``differences`` is positive, and its confidence
+    interval (:func:`mean_ci`): "holds" where the interval lies above 0, "fails" where it lies below,
+    "within noise" where it contains 0 (or is undefined: fewer than two differences)."""
+    ci = mean_ci(differences, level)
+    if ci is None or ci[0] <= 0.0 <= ci[1]:
+        return WITHIN_NOISE, ci
+    return (HOLDS if ci[0] > 0.0 else FAILS), ci
+
+
+def _shared(summary: Summary, names: Sequence[str]) -> tuple[dict[str, list[float]], str]:
+    """The columns' values on the (seed, test task) units they all have, in one order, and a note naming
+    the seeds of those units when some column has more."""
+    by_name = {m: units(summary[m]) for m in names}
+    shared = sorted(set.intersection(*(set(u) for u in by_name.values())))
+    if not shared:
         return {}, "— (no seed in common)"
-    mean = {}
-    for m in names:
-        row = summary[m]
-        by_seed = dict(zip(row.get("seed_ids", []), row.get("seeds", [])))
-        mean[m] = float(np.mean([by_seed[s] for s in shared])) if by_seed else row["mean"]
-    partial = any(len(i) > len(shared) for i in ids)
-    return mean, (f" [seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, shared))}]" if partial else "")
+    seeds = sorted({seed for seed, _ in shared})
+    partial = any(len(u) > len(shared) for u in by_name.values())
+    note = f" [seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}]" if partial else ""
+    return {m: [by_name[m][k] for k in shared] for m in names}, note
 
 
-def _holds(summary: Summary, a: str, op: str, b: str) -> str:
-    mean, note = _shared(summary, [a, b])
-    if not mean:
+def _interval(ci: tuple[float, float] | None, n: int, fmt: str = ".1f", label: str = "") -> str:
+    """``"<label>[low, high]"``, or the number of units where there is no interval (fewer than two)."""
+    return f"{label}[{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci is not None else f"{n} unit{'s' if n != 1 else ''}"
+
+
+def _holds(summary: Summary, a: str, b: str) -> str:
+    """Column ``a`` above column ``b``: the paired test over their shared units, their means, and
+    the confidence interval of the mean difference."""
+    values, note = _shared(summary, [a, b])
+    if not values:
         return note
-    ok = mean[a] >= mean[b] if op == ">=" else mean[a] > mean[b]
-    return ("yes" if ok else f"no: {mean[a]:.1f} vs {mean[b]:.1f}") + note
+    verdict, ci = paired_verdict([x - y for x, y in zip(values[a], values[b])])
+    mean_a, mean_b = statistics.fmean(values[a]), statistics.fmean(values[b])
+    return f"{verdict}: {mean_a:.1f} vs {mean_b:.1f}, {_interval(ci, len(values[a]), label='Δ ')}{note}"
+
+
+def relative_gap(pd: float, full: float) -> float:
+    """The Prompt Diffuser's distance to Prompt-DT-FT-Full relative to FT-Full: ``|pd - full| / |full|``."""
+    return abs(pd - full) / abs(full)
+
+
+def span_gap(pd: float, full: float, random: float) -> float | None:
+    """The Prompt Diffuser's shortfall from Prompt-DT-FT-Full as a share of the Prompt-DT-Random ->
+    FT-Full span, ``(full - pd) / (full - random)`` (negative: ahead); None where FT-Full is not above Random."""
+    return (full - pd) / (full - random) if full > random else None
 
 
 def _gap(summary: Summary, pd: str) -> str:
-    mean, note = _shared(summary, [pd, "Prompt-DT-FT-Full", "Prompt-DT-Random"])
-    if not mean:
+    """The Prompt Diffuser within :data:`GAP_BAR` of FT-Full: the relative gap (:func:`relative_gap`)
+    with the paired test of the relative shortfall against the bar and its confidence interval, and
+    the span-based gap (:func:`span_gap`) beside it."""
+    full, random = "Prompt-DT-FT-Full", "Prompt-DT-Random"
+    values, note = _shared(summary, [pd, full, random])
+    if not values:
         return note
-    span = mean["Prompt-DT-FT-Full"] - mean["Prompt-DT-Random"]
-    if span <= 0:
-        return "— (FT-Full not above Random)" + note
-    gap = (mean["Prompt-DT-FT-Full"] - mean[pd]) / span
-    return ("yes: ahead of FT-Full" if gap <= 0 else (f"yes: {gap:.1%}" if gap <= GAP_BAR else f"no: {gap:.1%}")) + note
+    mean = {m: statistics.fmean(v) for m, v in values.items()}
+    if mean[full] == 0:
+        return "— (FT-Full's mean is 0)" + note
+    shortfall = [(f - p) / abs(mean[full]) for f, p in zip(values[full], values[pd])]
+    verdict, _ = paired_verdict([GAP_BAR - s for s in shortfall])
+    ci = mean_ci(shortfall)
+    interval = _interval(ci, len(shortfall), ".1%")
+    span = span_gap(mean[pd], mean[full], mean[random])
+    return (
+        f"{verdict}: relative {relative_gap(mean[pd], mean[full]):.1%}{' ahead' if mean[pd] > mean[full] else ''} "
+        + (interval if ci is not None else f"({interval})")
+        + ", "
+        + ("FT-Full not above Random" if span is None else f"{span:.1%} of the Random→FT-Full span")
+        + note
+    )
 
 
 def ordering_checks(summaries: dict[str, Summary]) -> str:
     """Markdown: the paper's ordering (:data:`~promptrl.experiments.paper.ORDERING`,
-    :data:`~promptrl.experiments.paper.GAP_BAR`) checked on each suite's means over the seeds the
-    compared columns share ("[seeds ...]" where a column has more; "—" where a column was not run);
-    the Prompt Diffuser's variants in parentheses."""
+    :data:`~promptrl.experiments.paper.GAP_BAR`) checked on each suite by a paired test over the
+    (seed, test task) units the compared columns share (:func:`paired_verdict`; "[seeds ...]" where a
+    column has more; "—" where a column was not run), with the columns' means; the Prompt Diffuser's
+    variants in parentheses."""
     head = [f"{a} {op} {b}" for a, op, b in ORDERING] + [f"Prompt Diffuser within {GAP_BAR:.0%} of FT-Full"]
     rows = ["| suite | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for suite_name, summary in summaries.items():
@@ -150,14 +315,27 @@ def ordering_checks(summaries: dict[str, Summary]) -> str:
             return check(pds[0]) + (f" ({'; '.join(extra)})" if extra else "")
 
         cells = []
-        for a, op, b in ORDERING:
+        for a, _, b in ORDERING:
             if a == "Prompt Diffuser":
-                cells.append(cell(lambda pd, op=op, b=b: _holds(summary, pd, op, b), [b]))
+                cells.append(cell(lambda pd, b=b: _holds(summary, pd, b), [b]))
             else:
-                cells.append(_holds(summary, a, op, b) if a in summary and b in summary else "—")
+                cells.append(_holds(summary, a, b) if a in summary and b in summary else "—")
         cells.append(cell(lambda pd: _gap(summary, pd), ["Prompt-DT-FT-Full", "Prompt-DT-Random"]))
         rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+ORDERING_TEST = (
+    "Each check is a paired comparison over the (seed, test task) units the compared columns share (a unit: the "
+    "mean return of a seed's evaluation episodes on one test task; the numbers are the columns' means over those "
+    'units, "[seeds ...]" where a column has more; the first Prompt Diffuser column that was run, its variants in '
+    "parentheses): it holds where the 95% confidence interval of the mean paired difference (t distribution, "
+    'Δ [low, high]) excludes 0 in the claimed direction, fails where it excludes 0 in the other, and is "within '
+    f'noise" where it contains 0; the within-{GAP_BAR:.0%} check takes the relative gap |PD − FT-Full| / |FT-Full| '
+    "and applies the same test to the paired relative shortfall (FT-Full − PD) / |mean FT-Full| against "
+    f"{GAP_BAR:.0%} (its 95% interval in brackets), with the shortfall as a share of the Random→FT-Full span beside it."
+)
+"""The test behind :func:`ordering_checks`, in words (printed under its table)."""
 
 
 def _per_cell(summaries: dict[str, Summary], key: str, default: list) -> list:
@@ -195,7 +373,8 @@ def hardware() -> str:
 
 def write_tables(summaries: dict[str, Summary], path: Path, command: str, budget: Any) -> Path:
     """Write ``<path>.md`` (header, Table 1, the ordering checks, one table per suite) and ``<path>.csv``
-    (one row per suite and method); ``budget`` is the dataclass the cells ran under. Returns the
+    (one row per suite and method: mean, sample std over seeds, the 95% confidence interval of the mean
+    over the ``n`` (seed, test task) units, each seed's mean); ``budget`` is the dataclass the cells ran under. Returns the
     markdown path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = [
@@ -204,17 +383,25 @@ def write_tables(summaries: dict[str, Summary], path: Path, command: str, budget
         f"Date: {measured_dates(summaries)}  ",
         f"Hardware: {measured_hardware(summaries)}  ",
         f"Budget: {json.dumps(asdict(budget))}\n",
-        "Cells: ours, mean ± std over seeds of the mean test-split return (paper in parentheses).\n",
+        "Cells: ours, mean ± sample std (ddof 1) over seeds of the mean test-split return, the mean alone for "
+        "one seed (paper in parentheses).\n",
         table1(summaries, budget.seeds),
         "",
-        "The paper's ordering, checked on the means over the seeds the compared columns share "
-        '("[seeds ...]" where a column has more), for the first Prompt Diffuser column that was run '
-        "(its variants in parentheses); differences smaller than the seeds' std are not measured orderings:\n",
+        "The paper's ordering, checked on each suite:\n",
         ordering_checks(summaries),
+        "",
+        ORDERING_TEST,
         "",
     ]
     for suite_name, summary in summaries.items():
-        text += [f"\n## {suite_name}\n", suite_table(suite_name, summary), ""]
+        text += [
+            f"\n## {suite_name}\n",
+            "Ours: the mean and its 95% confidence interval (t distribution) over the n (seed, test task) units, "
+            "each the mean return of a seed's evaluation episodes on one test task; std: the sample std (ddof 1) "
+            "of the seeds' means.\n",
+            suite_table(suite_name, summary),
+            "",
+        ]
     md = path.with_name(f"{path.name}.md")
     write_text_atomic(md, "\n".join(text))
     rows = [
@@ -222,7 +409,9 @@ def write_tables(summaries: dict[str, Summary], path: Path, command: str, budget
             suite_name,
             m,
             f"{row['mean']:.2f}",
-            f"{row['std']:.2f}",
+            "" if row["std"] is None else f"{row['std']:.2f}",
+            *(("", "") if row.get("ci") is None else (f"{row['ci'][0]:.2f}", f"{row['ci'][1]:.2f}")),
+            row.get("n", ""),
             " ".join(f"{x:.2f}" for x in row["seeds"]),
             " ".join(str(k) for k in row.get("seed_ids", [])),
             row["params"],
@@ -231,6 +420,6 @@ def write_tables(summaries: dict[str, Summary], path: Path, command: str, budget
         for suite_name, summary in summaries.items()
         for m, row in summary.items()
     ]
-    header = ["suite", "method", "mean", "std", "seeds", "seed_ids", "params", "percentage"]
+    header = ["suite", "method", "mean", "std", "ci_low", "ci_high", "n", "seeds", "seed_ids", "params", "percentage"]
     write_text_atomic(path.with_name(f"{path.name}.csv"), csv_text(header, rows))
     return md
