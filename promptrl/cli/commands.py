@@ -169,19 +169,27 @@ def _tensorboard(folder: Path) -> Any:
     return SummaryWriter(str(folder))
 
 
+def selection_split(suite) -> str:
+    """The split that training-time evaluations (checkpoint choices) read: the suite's validation tasks,
+    or, for a suite without any, its training tasks. Never the test split."""
+    return "validation" if suite.split("validation") else "train"
+
+
 def _log_evaluation(model, suite, path: Path, episodes: int, seed: int, tensorboard: Any = None) -> None:
-    """Append the test-split return with expert prompts (no prompt for MT-ORL) to a CSV (and TensorBoard)."""
+    """Append the return with expert prompts (no prompt for MT-ORL) on the :func:`selection_split` to a CSV
+    (and TensorBoard)."""
     from promptrl.evaluation import evaluate
 
-    result = evaluate(model, suite, split="test", n_episodes=episodes, prompt="expert", seed=seed)
+    split = selection_split(suite)
+    result = evaluate(model, suite, split=split, n_episodes=episodes, prompt="expert", seed=seed)
     if tensorboard:
-        tensorboard.add_scalar("eval/test_return", result.mean, model.settings.steps_trained)
+        tensorboard.add_scalar(f"eval/{split}_return", result.mean, model.settings.steps_trained)
     new = not path.exists()
     with open(path, "a") as f:
         if new:
-            f.write("step,test_return,test_std\n")
+            f.write(f"step,{split}_return,{split}_std\n")
         f.write(f"{model.settings.steps_trained},{result.mean:.2f},{result.std:.2f}\n")
-    print(f"step {model.settings.steps_trained}: test return {result.mean:.1f} +- {result.std:.1f}")
+    print(f"step {model.settings.steps_trained}: {split}-split return {result.mean:.1f} +- {result.std:.1f}")
 
 
 def _generator_card(pd, what: str, args: argparse.Namespace) -> str:

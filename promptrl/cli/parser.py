@@ -104,7 +104,8 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
         "--eval-episodes",
         type=non_negative_int,
         default=0,
-        help="after each checkpoint, evaluate this many episodes per test task into eval.csv",
+        help="after each checkpoint, evaluate this many episodes per task into eval.csv, on the suite's validation "
+        "tasks (its training tasks where it has none; never the test tasks)",
     )
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/plm/<suite>)")
     add_common_options(p, "device", "seed", "threads", threads={"default": 2})
