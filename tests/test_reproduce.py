@@ -309,6 +309,10 @@ def test_cli_quick_path_reports_a_table(hub, tmp_path, capsys, monkeypatch):
     )
     out = capsys.readouterr().out
     assert "| Prompt Diffuser |" in out and (tmp_path / "q" / "table1.md").is_file()
+    # a budget below Table 4's says so, on the console and on the table itself
+    assert (
+        "Budget below the paper's" in out and "Budget below the paper's" in (tmp_path / "q" / "table1.md").read_text()
+    )
     # --record: the table goes into the hub Prompt Diffuser's card, and `evaluate --record` keeps it
     card = (hub / "mw-reach" / "README.md").read_text()
     section = card.split("### Across the test split")[1]

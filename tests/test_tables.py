@@ -189,3 +189,13 @@ def test_relative_gap_and_span_gap_disagree():
     summary["Prompt Diffuser"] = row({s: {"0": 1010.0, "1": 1010.0} for s in range(3)})
     gap = ordering_checks({"cheetah-dir": summary}).splitlines()[2].split(" | ")[-1]
     assert gap.startswith("holds: relative 1.0% ahead [-1.0%, -1.0%], -10.0% of the Random→FT-Full span")
+
+
+def test_budget_note_says_what_a_short_budget_does():
+    from promptrl.experiments.reproduce import FULL, QUICK
+    from promptrl.experiments.tables import budget_note
+
+    assert budget_note(FULL) == ""
+    note = budget_note(QUICK)
+    assert "25 adaptation steps (Table 4: 2,000)" in note and "Prompt-DT-FT-Full 50 steps (Table 4: 10,000)" in note
+    assert "Prompt-DT-Random, Prompt-DT-Expert, MT-ORL train nothing" in note

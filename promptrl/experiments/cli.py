@@ -28,6 +28,7 @@ from promptrl.cli.options import (
     unit_float,
 )
 from promptrl.common.hub import resolve_model_path
+from promptrl.experiments.tables import budget_note
 from promptrl.tasks.spec import load_spec
 
 SAC_FIELDS = (
@@ -143,6 +144,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                 print(f"recorded in {card}")
     print("\nThe paper's ordering (means over the seeds the compared columns share):")
     print(r.ordering_checks(summaries))
+    note = budget_note(budget)
+    if note:
+        print(f"\n{note}")
     print(f"\nwritten {r.write_results(summaries, out, command_line(args), budget)}")
 
 

@@ -36,6 +36,10 @@ ORDERING = (
     ("Prompt-DT-Random", ">", "MT-ORL"),
 )
 """The paper's ordering of the Table 1 columns (Prompt Diffuser >= Prompt-Tuning DT >= Expert > Random > MT-ORL)..."""
+NOT_ADAPTED = ("Prompt-DT-Random", "Prompt-DT-Expert", "MT-ORL")
+"""Table 1 columns that train nothing on the test task (their numbers do not depend on the adaptation budget)."""
+TABLE4_STEPS = {"adaptation": 2_000, "full": 10_000}
+"""Table 4's budget: gradient steps of the few-shot adaptation, and of Prompt-DT-FT-Full on the whole dataset."""
 GAP_BAR = 0.10
 """...and the Prompt Diffuser within 10% of Prompt-DT-FT-Full: the plain relative gap |PD - FT-Full| / |FT-Full|."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from promptrl.common.files import csv_text, write_text_atomic
-from promptrl.experiments.paper import GAP_BAR, METHODS, ORDERING, VARIANTS, paper_table
+from promptrl.experiments.paper import GAP_BAR, METHODS, NOT_ADAPTED, ORDERING, TABLE4_STEPS, VARIANTS, paper_table
 
 Summary = dict[str, dict[str, Any]]
 """One suite's results: per method, its row."""
@@ -371,6 +371,22 @@ def hardware() -> str:
     )
 
 
+def budget_note(budget: Any) -> str:
+    """What a budget below Table 4's does to the columns (empty at Table 4's budget or above): ``budget``
+    has ``epochs``, ``steps_per_epoch`` and ``full_epochs``."""
+    steps, full = budget.epochs * budget.steps_per_epoch, budget.full_epochs * budget.steps_per_epoch
+    if steps >= TABLE4_STEPS["adaptation"] and full >= TABLE4_STEPS["full"]:
+        return ""
+    return (
+        f"**Budget below the paper's.** The adapted columns ran {steps:,} adaptation steps (Table 4: "
+        f"{TABLE4_STEPS['adaptation']:,}) and Prompt-DT-FT-Full {full:,} steps (Table 4: {TABLE4_STEPS['full']:,}): "
+        "they show where each method starts, not its strength. Only "
+        + ", ".join(NOT_ADAPTED)
+        + " train nothing on the test task and read as at the full budget (up to evaluation noise); "
+        "the full-budget table is `results/table1.md`."
+    )
+
+
 def write_tables(summaries: dict[str, Summary], path: Path, command: str, budget: Any) -> Path:
     """Write ``<path>.md`` (header, Table 1, the ordering checks, one table per suite) and ``<path>.csv``
     (one row per suite and method: mean, sample std over seeds, the 95% confidence interval of the mean
@@ -387,6 +403,7 @@ def write_tables(summaries: dict[str, Summary], path: Path, command: str, budget
         "one seed (paper in parentheses).\n",
         table1(summaries, budget.seeds),
         "",
+        *([budget_note(budget), ""] if budget_note(budget) else []),
         "The paper's ordering, checked on each suite:\n",
         ordering_checks(summaries),
         "",
