@@ -14,7 +14,7 @@ HUB = Path(__file__).resolve().parent.parent / "hub_models"
 SUITES = sorted(p.name for p in HUB.iterdir() if (p / "config.json").is_file()) if HUB.is_dir() else []
 
 
-AWAITING_MODELS = {"mw-push", "mw-pick-place"}
+AWAITING_MODELS = {"mw-pick-place"}
 """Built-in suites whose models are still in training (see results/README.md); they ship when done."""
 
 
