@@ -14,12 +14,8 @@ HUB = Path(__file__).resolve().parent.parent / "hub_models"
 SUITES = sorted(p.name for p in HUB.iterdir() if (p / "config.json").is_file()) if HUB.is_dir() else []
 
 
-AWAITING_MODELS = {"mw-pick-place"}
-"""Built-in suites whose models are still in training (see results/README.md); they ship when done."""
-
-
 def test_every_suite_is_shipped():
-    assert set(promptrl.available_suites()) - AWAITING_MODELS == set(SUITES)
+    assert set(promptrl.available_suites()) == set(SUITES)
 
 
 def _one_step(model, suite, task, prompt=None):
