@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,7 @@ def test_generator_pretraining_resumes_bit_for_bit(tmp_path, reach_data, one_thr
 SAC_SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
+from collections.abc import Callable
 from pathlib import Path
 from promptrl.experiments.sac import SACConfig, SACTrainer
 config = SACConfig(total_updates=int(sys.argv[3]), n_envs=2, batch_size=16, hidden=16, buffer_size=2000,
@@ -247,23 +249,41 @@ def reproduce_run(hub: Path, out: Path) -> list[str]:
     ]
 
 
+def assert_killed_runs_resume(
+    run: Callable[[Path], list[str]],
+    ready: Callable[[Path], bool],
+    delay: float,
+    reference: dict,
+    tmp_path: Path,
+    finished: Callable[[Path], None] | None = None,
+) -> None:
+    """For every kill seed: start ``run(out)``, kill it once ``ready(out)`` (after up to ``delay`` s more),
+    rerun it to the end and check its results equal ``reference`` (and ``finished(out)``); at least one
+    run must have been killed before it finished."""
+    killed = []
+    for seed in KILL_SEEDS:
+        out = tmp_path / f"killed{seed}"
+        killed.append(killed_after(run(out), lambda out=out: ready(out), seed, delay, tmp_path / f"log{seed}"))
+        assert main(run(out)) == 0  # resumes at the next unfinished unit
+        assert measured(out, "runs") == reference, f"kill seed {seed}"
+        if finished is not None:
+            finished(out)
+    assert any(killed), "no run was killed before it finished: lengthen the runs"
+
+
 def test_reproduce_cells_resume_to_the_same_results(tmp_path, hub):
     assert main(reproduce_run(hub, tmp_path / "straight")) == 0
     reference = measured(tmp_path / "straight", "runs")
     assert len(reference["cells"]) == 2 and len(reference["weights"]) == 2 and reference["tables"]
     assert all(list(cell["returns"]) == ["0", "1"] for cell in reference["cells"].values())
-    killed = []
-    for seed in KILL_SEEDS:
-        out = tmp_path / f"killed{seed}"
 
-        def ready(out: Path = out) -> bool:  # the first fine-tuned generator is kept
-            return (out / "models").is_dir() and any((out / "models").rglob("config.json"))
+    def ready(out: Path) -> bool:  # the first fine-tuned generator is kept
+        return (out / "models").is_dir() and any((out / "models").rglob("config.json"))
 
-        killed.append(killed_after(reproduce_run(hub, out), ready, seed, 0.25, tmp_path / f"log{seed}"))
-        assert main(reproduce_run(hub, out)) == 0  # resumes at the next unfinished task
-        assert measured(out, "runs") == reference, f"kill seed {seed}"
-        assert not list(out.rglob("*-tasks.json"))  # every cell finished: no tasks file left
-    assert any(killed), "no run was killed before it finished: lengthen the runs"
+    def finished(out: Path) -> None:  # every cell finished: no tasks file left
+        assert not list(out.rglob("*-tasks.json"))
+
+    assert_killed_runs_resume(lambda out: reproduce_run(hub, out), ready, 0.25, reference, tmp_path, finished)
 
 
 def ablation_run(hub: Path, out: Path) -> list[str]:
@@ -286,14 +306,8 @@ def test_ablation_cells_resume_to_the_same_results(tmp_path, hub):
     reference = measured(tmp_path / "straight", "runs")
     assert sorted(cell["method"] for cell in reference["cells"].values()) == sorted(UPDATE_RULES)
     assert len(reference["tables"]["update-rules-cheetah-dir.md"]) == 3
-    killed = []
-    for seed in KILL_SEEDS:
-        out = tmp_path / f"killed{seed}"
-        ready = (out / "runs").exists  # the first cell is written
-        killed.append(killed_after(ablation_run(hub, out), ready, seed, 2.5, tmp_path / f"log{seed}"))
-        assert main(ablation_run(hub, out)) == 0
-        assert measured(out, "runs") == reference, f"kill seed {seed}"
-    assert any(killed), "no run was killed before it finished: lengthen the runs"
+    ready = lambda out: (out / "runs").exists()  # the first cell is written
+    assert_killed_runs_resume(lambda out: ablation_run(hub, out), ready, 2.5, reference, tmp_path)
 
 
 def finetune_run(hub: Path) -> list[str]:
