@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from promptrl.common.statistics import mean_ci, sample_std
 from promptrl.suites import TaskSuite, load_suite
 from promptrl.wrappers import HistoryBuffer, PromptSource, generate_prompts, resolve_prompt
 
@@ -36,13 +37,24 @@ class EvalResult:
 
     @property
     def std(self) -> float:
-        """Std over tasks of the per-task means."""
-        return float(np.std([np.mean(r) for r in self.returns.values()]))
+        """Sample std (ddof=1) over tasks of the per-task means; 0.0 for one task."""
+        return sample_std([float(np.mean(r)) for r in self.returns.values()]) or 0.0
+
+    def task_std(self, task: int) -> float:
+        """Sample std (ddof=1) of one task's episode returns; 0.0 for one episode."""
+        return sample_std(self.returns[task]) or 0.0
+
+    def task_ci(self, task: int) -> tuple[float, float] | None:
+        """The 95% confidence interval (t) of one task's mean return over its episodes; None for one episode."""
+        return mean_ci(self.returns[task])
 
     def table(self) -> str:
-        rows = ["| task | mean | std | episodes |", "|---|---|---|---|"]
-        rows += [f"| {t} | {np.mean(r):.1f} | {np.std(r):.1f} | {len(r)} |" for t, r in self.returns.items()]
-        rows.append(f"| **mean** | **{self.mean:.1f}** | {self.std:.1f} | |")
+        rows = ["| task | mean | std | 95% CI | episodes |", "|---|---|---|---|---|"]
+        for t, r in self.returns.items():
+            ci = self.task_ci(t)
+            interval = "—" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+            rows.append(f"| {t} | {np.mean(r):.1f} | {self.task_std(t):.1f} | {interval} | {len(r)} |")
+        rows.append(f"| **mean** | **{self.mean:.1f}** | {self.std:.1f} | | |")
         return "\n".join(rows)
 
     def __str__(self) -> str:

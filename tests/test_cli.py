@@ -5,6 +5,7 @@ import re
 import minari
 import numpy as np
 import pytest
+import torch
 
 from promptrl.experiments.cli import main
 
@@ -94,7 +95,7 @@ def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
     assert main(["evaluate", str(out / "final"), "mw-reach", "--episodes", "1", "--prompt", "expert", "--record"]) == 0
     printed = capsys.readouterr().out
     # one row per test task, one episode each, and the mean of the per-task means
-    per_task = {int(t): float(m) for t, m in re.findall(r"^\| (\d+) \| (-?\d+\.\d) \| 0\.0 \| 1 \|$", printed, re.M)}
+    per_task = {int(t): float(m) for t, m in re.findall(r"^\| (\d+) \| (-?\d+\.\d) \| 0\.0 \| — \| 1 \|$", printed, re.M)}
     assert sorted(per_task) == [6, 9, 15, 16, 20], printed
     mean = float(re.search(r"^\| \*\*mean\*\* \| \*\*(-?\d+\.\d)\*\* \|", printed, re.M).group(1))
     assert mean == pytest.approx(np.mean(list(per_task.values())), abs=0.06)
@@ -149,39 +150,42 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     assert "task must be an integer in [0, 20] for suite 'mw-reach', got 99" in capsys.readouterr().err
 
 
-def test_train_diffuser_finetunes_into_the_hub_folder(tmp_path, capsys):
+def test_train_diffuser_finetunes_one_generator_per_task_as_table1(tmp_path, capsys):
+    """``--stage finetune`` fine-tunes each task's generator exactly as that task's Prompt Diffuser cell
+    of Table 1 (same weights), and saves them as one model that serves every task."""
     from conftest import make_tiny_hub
+    from safetensors.torch import load_file
 
+    from promptrl.experiments.reproduce import Budget, reproduce_suite
     from promptrl.methods.diffuser import PromptDiffuser
 
     hub = make_tiny_hub(tmp_path / "hub", "mw-reach", [6, 9])
-    args = [
-        "train",
-        "diffuser",
-        "mw-reach",
-        "--stage",
-        "finetune",
-        "--task",
-        "6",
-        "--epochs",
-        "1",
-        "--temperature",
-        "0",
-        "--hub",
-        str(hub),
-    ]
+    args = ["train", "diffuser", "mw-reach", "--stage", "finetune", "--tasks", "6", "9", "--epochs", "1"]
+    args += ["--temperature", "0", "--hub", str(hub), "--out", str(tmp_path / "work")]
     assert main(args) == 0
+    assert "evaluate" in capsys.readouterr().out
     pd = PromptDiffuser.from_pretrained(hub / "mw-reach")
     pretrained = PromptDiffuser.from_pretrained(hub / "mw-reach" / "pretrained", plm=pd.plm)
-    assert pd.settings.temperature == 0.0 and pretrained.settings.temperature == 0.5
-    assert pd.settings.steps_trained == pretrained.settings.steps_trained + 100
-    assert sorted(pd.settings.conditions) == ["6"]
+    assert pd.own_tasks() == [6] and pd.served_tasks() == [6, 9]
+    for g in (pd, pd.task_generators[9]):
+        assert g.settings.temperature == 0.0 and g.settings.steps_trained == pretrained.settings.steps_trained + 100
+    assert pretrained.settings.temperature == 0.5
     card = (hub / "mw-reach" / "README.md").read_text()
-    assert "--temperature 0" in card and "test task 6" in card and "sampling temperature 0;" in card
+    assert "--temperature 0" in card and "fine-tuned once per task [6, 9]" in card and "tasks/<task>/" in card
+    assert "--out" not in card
+
+    budget = Budget(seeds=1, episodes=1, epochs=1)
+    reproduce_suite("mw-reach", budget, ["Prompt Diffuser"], tmp_path / "table1", hub, tasks=[6, 9])
+    kept = {f.parent.name: f for f in (tmp_path / "table1" / "models").rglob("model.safetensors")}
+    assert sorted(kept) == ["task6", "task9"]
+    for folder, name in ((hub / "mw-reach", "task6"), (hub / "mw-reach" / "tasks" / "9", "task9")):
+        ours, cell = load_file(folder / "model.safetensors"), load_file(kept[name])
+        assert ours.keys() == cell.keys() and all(torch.equal(ours[k], cell[k]) for k in ours)
+
     capsys.readouterr()
-    assert main(args[:-2] + ["--hub", str(tmp_path / "missing")]) == 2
+    assert main(args[:-4] + ["--hub", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert f"pretrained_model_name_or_path='{tmp_path / 'missing' / 'mw-reach' / 'plm'}' is not a folder" in err
+    assert f"{tmp_path / 'missing' / 'mw-reach' / 'plm'}, " in err and "not found" in err
 
 
 def test_command_line_leaves_out_where_files_live():

@@ -264,3 +264,77 @@ def test_last_window_plm_gets_last_window_prompts(setup):
     bank.fill(episodes, 1000, np.random.default_rng(0))
     horizon = len(episodes[6][0])
     assert len(bank) == 2 and bank.timesteps[:, -1].tolist() == [horizon - 1, horizon - 1]
+
+
+def _assert_same_prompts(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for k in x:
+            torch.testing.assert_close(x[k], y[k])
+
+
+def test_task_generators_serve_their_tasks_and_round_trip(setup, tmp_path):
+    """One generator per task (as Table 1 fine-tunes them) behind one model: each task's prompts are
+    exactly those of its own generator, in any mix; a task none of them holds is an error."""
+    suite, data, plm = setup
+    own = PromptDiffuser(plm, seed=1, **TINY).learn(data[:1], progress_bar=False)  # task 6
+    other = PromptDiffuser(plm, seed=2, **TINY).learn(data[1:], progress_bar=False)  # task 9
+    own.add_task_generator(9, other)
+    assert own.served_tasks() == [6, 9] and own.own_tasks() == [6]
+    g = torch.Generator().manual_seed(3)
+    _assert_same_prompts(
+        own.generate_prompt(2, task=9, generator=g),
+        other.generate_prompt(2, task=9, generator=torch.Generator().manual_seed(3)),
+    )
+    mixed = own.generate_prompt(3, task=[9, 6, 9], generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    nines = other.generate_prompt(2, task=9, generator=g)  # groups in the order of first appearance
+    six = own.generate_prompt(1, task=6, generator=g)
+    _assert_same_prompts(mixed, [nines[0], six[0], nines[1]])
+    with pytest.raises(ValueError, match=r"task=\[0\].*tasks \[6, 9\] only"):
+        own.generate_prompt(1, task=0)
+
+    own.save_pretrained(tmp_path / "pd")
+    assert (tmp_path / "pd" / "tasks" / "9" / "model.safetensors").is_file()
+    assert not (tmp_path / "pd" / "tasks" / "9" / "plm").exists()  # the PLM is saved once
+    loaded = PromptDiffuser.from_pretrained(tmp_path / "pd", temperature=0.0)
+    assert loaded.served_tasks() == [6, 9] and loaded.task_generators[9].plm is loaded.plm
+    assert loaded.task_generators[9].settings.temperature == 0.0  # overrides reach the task generators
+    loaded = PromptDiffuser.from_pretrained(tmp_path / "pd")
+    loaded.set_random_seed(5)
+    other.set_random_seed(5)
+    _assert_same_prompts(loaded.generate_prompt(2, task=9), other.generate_prompt(2, task=9))
+    env = PromptWrapper(suite.make_env(9), loaded)  # wrappers pass their env's task
+    obs, _ = env.reset(seed=0)
+    bank9 = {round(row[0] * plm.settings.rtg_scale, 3) for row in other.settings.conditions["9"]}
+    assert round(float(obs["prompt_rtg"][0, 0]), 3) in bank9
+
+    del loaded.task_generators[9]  # saving over the folder drops generators the model no longer holds
+    loaded.save_pretrained(tmp_path / "pd")
+    assert not (tmp_path / "pd" / "tasks" / "9").exists()
+
+
+def test_task_generators_bad_input(setup, tmp_path):
+    suite, data, plm = setup
+    own = PromptDiffuser(plm, seed=1, **TINY).learn(data[:1], progress_bar=False)
+    other = PromptDiffuser(plm, seed=2, **TINY).learn(data[1:], progress_bar=False)
+    with pytest.raises(ValueError, match="task=6: the generator learned tasks \\[9\\]"):
+        own.add_task_generator(6, other)
+    with pytest.raises(TypeError, match="generator must be a PromptDiffuser"):
+        own.add_task_generator(9, plm)
+    copy = PromptDT.from_pretrained(_saved(plm, tmp_path / "plm"))
+    with pytest.raises(ValueError, match="same PLM object"):
+        own.add_task_generator(9, PromptDiffuser(copy, seed=2, **TINY).learn(data[1:], progress_bar=False))
+    own.add_task_generator(9, other)
+    own.save_pretrained(tmp_path / "pd")
+    (tmp_path / "pd" / "tasks" / "9").rename(tmp_path / "pd" / "tasks" / "nine")
+    with pytest.raises(ValueError, match="tasks/nine in .*named by its task index"):
+        PromptDiffuser.from_pretrained(tmp_path / "pd")
+    (tmp_path / "pd" / "tasks" / "nine").rename(tmp_path / "pd" / "tasks" / "7")
+    with pytest.raises(ValueError, match=r"tasks/7 in .*task=7: the generator learned tasks \[9\]"):
+        PromptDiffuser.from_pretrained(tmp_path / "pd")
+
+
+def _saved(plm, folder):
+    plm.save_pretrained(folder)
+    return folder

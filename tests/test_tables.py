@@ -8,20 +8,17 @@ import statistics
 import numpy as np
 import pytest
 
+from promptrl.common.statistics import mean_ci, sample_std, t_quantile, t_tail
 from promptrl.experiments.reproduce import Budget
 from promptrl.experiments.tables import (
     ORDERING_TEST,
     add_statistics,
-    mean_ci,
     mean_std,
     ordering_checks,
     paired_verdict,
     relative_gap,
-    sample_std,
     span_gap,
     suite_table,
-    t_quantile,
-    t_tail,
     table1,
     units,
     write_tables,

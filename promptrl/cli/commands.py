@@ -192,7 +192,8 @@ def _log_evaluation(model, suite, path: Path, episodes: int, seed: int, tensorbo
     print(f"step {model.settings.steps_trained}: {split}-split return {result.mean:.1f} +- {result.std:.1f}")
 
 
-def _generator_card(pd, what: str, args: argparse.Namespace) -> str:
+def generator_card(pd, what: str, args: argparse.Namespace) -> str:
+    """The training paragraph of a generator's model card: the command, what was done and the settings."""
     s = pd.settings
     return (
         f"Command: `{command_line(args)}`\n\nThe generator was {what}: {s.steps_trained:,} steps in total so far, batch {s.batch_size}, "
@@ -215,8 +216,7 @@ def cmd_train_diffuser(args: argparse.Namespace) -> None:
 def _train_diffuser(args: argparse.Namespace) -> None:
     import torch
 
-    from promptrl.common.distributed import is_main
-    from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuser
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE
     from promptrl.methods.plm import PromptDT
 
     torch.set_num_threads(args.threads)
@@ -225,26 +225,14 @@ def _train_diffuser(args: argparse.Namespace) -> None:
     suite = load_suite(args.suite)
     hub = Path(args.hub) / suite.name
     plm = PromptDT.from_pretrained(Path(args.plm) if args.plm else hub / "plm", device=args.device)
-    pretrained = hub / "pretrained"
     settings = given(args, GENERATOR_FIELDS)
-    if args.stage == "pretrain":
-        recipe = {k: settings.pop(k, v) for k, v in PRETRAIN_RECIPE.items()}
-        _pretrain_generator(args, suite, plm, pretrained, recipe, settings)
-        return
-    task = suite.test_tasks[0] if args.task is None else suite.check_task(args.task)
-    pd = PromptDiffuser.from_pretrained(pretrained, plm=plm, device=args.device, **settings)
-    pd.set_random_seed(args.seed)
-    few_shot = suite.dataset(task, "expert", episodes=args.few_shot_episodes)
-    main = is_main()
-    if main:
-        print(f"fine-tuning on {args.few_shot_episodes} expert episode(s) of task {task} for {args.epochs} epochs")
-    before = (pd.settings.model_card or {}).get("training", "")
-    pd.learn(few_shot, epochs=args.epochs, progress_bar=main)
-    if main:
-        what = f"then fine-tuned on {args.few_shot_episodes} expert episode(s) of test task {task} (Table 4 settings)"
-        pd.settings.model_card = {"training": before + "\n\n" + _generator_card(pd, what, args)}
-        pd.save_pretrained(hub)
-        print(f"saved {hub}")
+    if args.stage != "pretrain":
+        raise ValueError(
+            f"--stage {args.stage}: the library's command pre-trains only; the `promptrl` command fine-tunes "
+            "(promptrl.experiments.cli)"
+        )
+    recipe = {k: settings.pop(k, v) for k, v in PRETRAIN_RECIPE.items()}
+    _pretrain_generator(args, suite, plm, hub / "pretrained", recipe, settings)
 
 
 def _pretrain_generator(
@@ -277,7 +265,7 @@ def _pretrain_generator(
         total,
         recipe=recipe,
         seed=args.seed,
-        model_card=lambda pd: _generator_card(pd, what, args),
+        model_card=lambda pd: generator_card(pd, what, args),
         progress_bar=main,
         **settings,
     )
@@ -336,9 +324,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     spread = "over episodes" if one_task else "over tasks of the per-task means"
     lines = [
         f"Command: `{command_line(args)}` ({args.episodes} episode{'s' if args.episodes > 1 else ''} per task, "
-        f"seed {args.seed}).\n",
+        f"seed {args.seed}; sample std, ddof=1).\n",
         f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
-        "| per task |",
+        "| per task: mean [95% CI over episodes] |",
         "|---|---|---|",
     ]
     eval_results = []
@@ -354,8 +342,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             tasks=args.tasks,
         )
         print(f"prompt: {label}\n{result}")
-        per_task = ", ".join(f"{t}: {np.mean(r):.1f}" for t, r in result.returns.items())
-        std = float(np.std(next(iter(result.returns.values())))) if one_task else result.std
+        per_task = ", ".join(f"{t}: {np.mean(r):.1f}{_interval(result.task_ci(t))}" for t, r in result.returns.items())
+        std = result.task_std(next(iter(result.returns))) if one_task else result.std
         lines.append(f"| {label} | {result.mean:.1f} ± {std:.1f} | {per_task} |")
         eval_results.append(_eval_result(args, label, result.mean, std))
     if args.record:
@@ -368,6 +356,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         }
         model.save_pretrained(folder)
         print(f"recorded in {Path(folder) / 'README.md'}")
+
+
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
 def _eval_result(args: argparse.Namespace, label: str, mean: float, std: float) -> dict[str, Any]:

@@ -120,7 +120,8 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
         "--stage",
         choices=("pretrain", "finetune"),
         default="pretrain",
-        help="pretrain: into <hub>/<suite>/pretrained (resumes per epoch); finetune: from there into <hub>/<suite>",
+        help="pretrain: into <hub>/<suite>/pretrained (resumes per epoch); finetune: from there, one generator per "
+        "test task as in Table 1, into <hub>/<suite> (the first task's at its root, the others' in tasks/<task>/)",
     )
     p.add_argument(
         "--epochs",
@@ -128,7 +129,20 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
         default=None,
         help="epochs of 100 steps (default: 40 pretrain, 20 finetune as Table 4)",
     )
-    p.add_argument("--task", type=int, default=None, help="finetune: the test task (default: the suite's first)")
+    p.add_argument(
+        "--tasks",
+        "--task",
+        type=int,
+        nargs="+",
+        default=None,
+        help="finetune: the tasks to fine-tune a generator for (default: the suite's test tasks)",
+    )
+    p.add_argument(
+        "--out",
+        default="results",
+        help="finetune: where fine-tuned generators are kept and reused (<out>/models/..., shared with "
+        "`promptrl reproduce --out`)",
+    )
     p.add_argument("--few-shot-episodes", type=positive_int, default=1, help="finetune: expert episodes of the task")
     add_dataclass_options(
         p,

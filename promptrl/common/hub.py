@@ -280,6 +280,8 @@ class JsonHubMixin(ModelHubMixin):
 
     missing_file_hint: ClassVar[str] = ""
     """Appended to the error for a missing file: what the folder should hold."""
+    optional_files: ClassVar[tuple[str, ...]] = ()
+    """Glob patterns of files fetched from the Hub with the needed ones when the repo has them."""
     legacy_settings: ClassVar[dict[str, Any]] = {}
     """Values of settings added later, for configs saved before they existed (so old folders load as saved)."""
 
@@ -349,7 +351,7 @@ class JsonHubMixin(ModelHubMixin):
         if not Path(path).is_dir():
             load = {k: kwargs[k] for k in cls.load_arguments if k in kwargs}
             hub = {k: kwargs.pop(k) for k in DOWNLOAD_ARGUMENTS if k in kwargs}
-            path = cls._fetch(requested, path, cls._needed_files(**load), **hub)
+            path = cls._fetch(requested, path, (*cls._needed_files(**load), *cls.optional_files), **hub)
         local_config = Path(path) / CONFIG_NAME
         if local_config.is_file():  # checked before huggingface_hub reads it as a dict
             read_settings(local_config.parent, model_name, cls.settings_class, cls.__name__)

@@ -7,13 +7,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from promptrl.cli import parser as library
-from promptrl.cli.commands import command_line
+from promptrl.cli.commands import GENERATOR_FIELDS, command_line, generator_card
+from promptrl.cli.commands import cmd_train_diffuser as library_train_diffuser
 from promptrl.cli.options import (
     _shown,
     add_common_options,
@@ -50,6 +52,59 @@ BUDGET_FIELDS = ("seeds", "episodes", "few_shot_episodes", "epochs", "steps_per_
 """Fields of :class:`~promptrl.experiments.reproduce.Budget` that ``reproduce`` takes as options."""
 ABLATION_BUDGET_FIELDS = ("seeds", "episodes", "epochs")
 """...and those ``ablate`` takes."""
+
+
+def cmd_train_diffuser(args: argparse.Namespace) -> None:
+    """``train diffuser``: ``--stage pretrain`` as the library's command; ``--stage finetune`` fine-tunes
+    one generator per test task by the Table 1 protocol, which lives here."""
+    if args.stage == "finetune":
+        _finetune_task_generators(args)
+    else:
+        library_train_diffuser(args)
+
+
+def _finetune_task_generators(args: argparse.Namespace) -> None:
+    """The suite's Prompt Diffuser, one generator fine-tuned per test task (``--tasks``: these) as in
+    Table 1, saved to ``<hub>/<suite>``: the first task's at the root, the others' in ``tasks/<t>/``."""
+    from promptrl.experiments.reproduce import FULL, Budget, task_generators
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "--stage finetune runs in one process: it fine-tunes the small per-task generators one after another "
+            "(processes that share --out reuse the generators the others kept)"
+        )
+    import torch
+
+    from promptrl.suites import load_suite
+
+    torch.set_num_threads(args.threads)
+    if args.plm is not None:
+        raise ValueError("--plm is for --stage pretrain; --stage finetune uses the PLM in <hub>/<suite>/plm")
+    epochs = 20 if args.epochs is None else args.epochs
+    suite = load_suite(args.suite)
+    hub = Path(args.hub) / suite.name
+    settings = given(args, GENERATOR_FIELDS)
+    budget = Budget(epochs=epochs, few_shot_episodes=args.few_shot_episodes, steps_per_epoch=FULL.steps_per_epoch)
+    tasks = args.tasks or list(suite.test_tasks)
+    print(
+        f"fine-tuning one generator per task {tasks} on its first {args.few_shot_episodes} expert episode(s) for "
+        f"{epochs} x {budget.steps_per_epoch} steps (seed {args.seed}), as the Prompt Diffuser cells of Table 1"
+    )
+    pd = task_generators(
+        args.suite, tasks, budget, args.seed, args.out, args.hub, args.device, settings=settings, progress_bar=True
+    )
+    before = (pd.settings.model_card or {}).get("training", "")
+    what = (
+        f"then fine-tuned once per task {tasks} on the task's first {args.few_shot_episodes} expert episode(s) (Table 4 "
+        f"settings, seed {args.seed}; the final step is kept, nothing is selected), each exactly as the task's Prompt "
+        f"Diffuser cell of Table 1 with that seed; the generator of task {tasks[0]} is this folder's, the others are in "
+        f"`tasks/<task>/`"
+    )
+    pd.settings.model_card = {"training": before + "\n\n" + generator_card(pd, what, args)}
+    pd.save_pretrained(hub)
+    print(
+        f"saved {hub}; measure it per task with `promptrl evaluate {hub} {suite.spec.cli_arg} --episodes 10 --record`"
+    )
 
 
 def cmd_train_expert(args: argparse.Namespace) -> None:
@@ -210,10 +265,13 @@ def _defaults_of(function: Callable[..., Any], *names: str) -> dict[str, str]:
 
 
 def add_commands(sub: Any, train: Any) -> None:
-    """Add ``train expert`` to the ``train`` group and ``reproduce`` and ``ablate`` to ``sub``."""
+    """Add ``train expert`` to the ``train`` group and ``reproduce`` and ``ablate`` to ``sub``, and give
+    ``train diffuser --stage finetune`` its Table 1 protocol."""
     from promptrl.experiments import ablations
     from promptrl.experiments.reproduce import FULL, QUICK, Budget
     from promptrl.experiments.sac import SACConfig
+
+    train.choices["diffuser"].set_defaults(func=cmd_train_diffuser)
 
     counts = {"type": positive_int}
     p = train.add_parser("expert", help="train a suite's goal-conditioned SAC expert (resumes)")

@@ -80,6 +80,7 @@ __all__ = [
     "run_unit",
     "suite_table",
     "table1",
+    "task_generators",
     "tasks_path",
     "write_json",
     "write_results",
@@ -158,7 +159,7 @@ class Context:
         missing = [p for p in needed if not (p / "config.json").is_file()]
         if missing:
             raise FileNotFoundError(
-                f"{', '.join(map(str, missing))} not found: reproduce needs the shipped models of {self.suite.name!r} "
+                f"{', '.join(map(str, missing))} not found: the shipped models of {self.suite.name!r} are needed "
                 f"(hub_models/{self.suite.name}/plm, mt-orl and pretrained; see `promptrl train plm` / `promptrl train diffuser`)"
             )
         self.plm = PromptDT.from_pretrained(self.hub / "plm", device=self.device)
@@ -222,13 +223,13 @@ class Setup:
         from promptrl.methods.plm import PromptDT
 
         suite = load_suite(self.suite)
-        if make_datasets:
-            ensure_datasets(suite, self.tasks, self.qualities)
         ctx = Context(suite, self.budget, self.hub, self.device, list(self.tasks), models=self.models, setup=self)
         if self.plm is None:
             ctx.load_models(self.methods)
         else:
             ctx.plm = PromptDT.from_pretrained(self.plm, device=self.device)
+        if make_datasets:  # after the models: a missing model fails before any data is made
+            ensure_datasets(suite, self.tasks, self.qualities)
         return ctx
 
 
@@ -314,6 +315,61 @@ def _fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
         setattr(pd.settings, key, value)
     pd.set_random_seed(seed)  # evaluation draws the same prompts whether the generator was loaded or trained
     return pd
+
+
+def task_generators(
+    suite_name: str | Path,
+    tasks: Sequence[int] | None = None,
+    budget: Budget = FULL,
+    seed: int = 0,
+    out: str | Path = "results",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    settings: dict[str, Any] | None = None,
+    progress_bar: bool = True,
+) -> Any:
+    """The suite's Prompt Diffuser with one generator per test task (or per task of ``tasks``), each
+    fine-tuned from ``<hub_root>/<suite>/pretrained`` on the task's first ``budget.few_shot_episodes``
+    expert episode(s) for ``budget.epochs x budget.steps_per_epoch`` steps with seed ``seed``: the
+    generator of that task's Prompt Diffuser cell in Table 1 (``reproduce_suite`` with this seed).
+    The first task's generator is the returned model; the others are its ``task_generators``.
+
+    Fine-tuned generators are kept, and reused, where ``reproduce_suite(out=out)`` keeps them
+    (``<out>/models/...``), so a task a reproduce run fine-tuned costs nothing here, and a killed
+    run resumes at its next task. ``settings`` (fields of the generator's settings) fine-tune
+    differently; then nothing is kept or reused, except when ``temperature`` alone is given (it
+    changes sampling only)."""
+    from promptrl.methods.diffuser import PromptDiffuser
+
+    suite = load_suite(suite_name)
+    tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
+    if not tasks:
+        raise ValueError("tasks must name at least one task")
+    settings = dict(settings or {})
+    sampling = {k: settings.pop(k) for k in ("temperature",) if k in settings}
+    models = None if settings else Path(out) / "models" / suite.name / budget.adaptation_tag()
+    ctx = Setup(
+        suite.ref, budget, hub_folder(suite.name, hub_root), device, tuple(tasks), models=models, qualities=("expert",)
+    ).context()
+    built: dict[int, Any] = {}
+    for task in tqdm(tasks, desc=f"fine-tune {suite.name} generators", disable=not progress_bar):
+        torch.manual_seed(seed)  # as measure_task does before a Table 1 cell's adaptation
+        if settings:
+            pd = PromptDiffuser.from_pretrained(ctx.hub / "pretrained", plm=ctx.plm, device=ctx.device, **settings)
+            pd.set_random_seed(seed)
+            pd.learn(
+                ctx.few_shot(task), epochs=budget.epochs, steps_per_epoch=budget.steps_per_epoch, progress_bar=False
+            )
+        else:
+            pd = _fine_tuned_generator("Prompt Diffuser", ctx, task, seed)
+        for key, value in sampling.items():
+            setattr(pd.settings, key, value)
+        pd.set_random_seed(seed)
+        built[task] = pd
+    root = built[tasks[0]]
+    for task in tasks[1:]:
+        root.add_task_generator(task, built[task])
+    return root
 
 
 Builder = Callable[[str, Context, int, int], Any]

@@ -130,7 +130,10 @@ class PromptDiffuser(
     @torch.no_grad()
     def denoising_chain(self, n: int = 1, task: int | None = None, temperature: float | None = None) -> torch.Tensor:
         """The reverse process of ``n`` prompts (Fig. 4 of the paper): x_N (noise), ..., x_0 in normalized
-        units, shape (N + 1, n, K*, obs_dim + act_dim + 1); conditions as in :meth:`generate_prompt`."""
+        units, shape (N + 1, n, K*, obs_dim + act_dim + 1); conditions as in :meth:`generate_prompt`
+        (a task of ``task_generators``: that generator's chain)."""
+        if isinstance(task, int) and task in self.task_generators and task not in self.own_tasks():
+            return self.task_generators[task].denoising_chain(n, task, temperature)
         y = self._conditions(n, task)
         if self.settings.target_rtg is not None:
             y[:, : self.plm.settings.prompt_length] = self.settings.target_rtg / self.plm.settings.rtg_scale
@@ -143,7 +146,8 @@ class PromptDiffuser(
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
         """The Hub model card; ``save_pretrained(..., model_card_kwargs={"training": ..., "results": ...})`` fills it in."""
         s, p = self.settings, self.plm.settings
-        tasks = sorted(int(t) for t in (s.conditions or {"0": []}))
+        tasks = self.served_tasks() or [0]
+        routed = sorted(self.task_generators)
         kwargs.setdefault("title", f"Prompt Diffuser{f' for {p.suite}' if p.suite else ''}")
         kwargs.setdefault(
             "summary",
@@ -152,7 +156,12 @@ class PromptDiffuser(
                 f"{self.num_parameters():,} trainable parameters, {100 * self.num_parameters() / self.plm.num_parameters():.2f}% of the PLM) "
                 f"that generates the {p.prompt_length}-step trajectory prompt of the frozen Prompt-DT in `plm/` "
                 f"({self.plm.num_parameters():,} parameters). Trained {s.steps_trained:,} steps with update rule `{s.update}`; "
-                f"it holds prompt conditions for tasks {tasks}."
+                f"it holds prompt conditions for tasks {self.own_tasks()}"
+                + (
+                    f", and `tasks/<task>/` holds a generator of each of tasks {routed}, used for that task's prompts."
+                    if routed
+                    else "."
+                )
             ),
         )
         kwargs.setdefault("suite", p.suite or "cheetah-vel")

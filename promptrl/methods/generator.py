@@ -14,10 +14,11 @@ A subclass supplies the model (``_make_model``), its loss (``_generative_loss``)
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from promptrl.common.config_checks import check_vector
 from promptrl.common.distributed import active, average_gradients
+from promptrl.common.files import CONFIG_NAME
 from promptrl.data.episodes import Episode
 from promptrl.data.windows import Segment, prompt_start, random_window, raw_window, stack_windows, whole_windows
 from promptrl.methods.base import (
@@ -37,6 +39,9 @@ from promptrl.methods.base import (
     requested_tasks,
 )
 from promptrl.nn.diffusion import UPDATE_RULES, combine_gradients
+
+TASKS_FOLDER = "tasks"
+"""Subfolder of a generator's folder that holds one generator per further task (``tasks/<task>/``)."""
 
 
 @dataclass
@@ -104,6 +109,12 @@ class PromptGenerator(FrozenPLMMethod):
     ``update="dm"``, also the norms of the two gradients (``grad_gen``, ``grad_dt``, before combining)
     and their cosine ``grad_cos``. Generation afterwards is conditioned on the windows of ``prompt_data``
     (the initial prompts y(tau*_initial) of Algorithm 1; default: the learned data), per task.
+
+    A generator can serve further tasks with generators of their own (``task_generators``, e.g. one
+    fine-tuned per test task as in Table 1): ``generate_prompt(task=t)`` uses this generator for the
+    tasks it learned and the one of task ``t`` for the others, and raises ``ValueError`` for a task
+    neither holds. ``save_pretrained`` writes them to ``tasks/<t>/`` beside this one's files and
+    ``from_pretrained`` loads them back (sharing the PLM).
     """
 
     settings_class: ClassVar[type[GeneratorSettings]] = GeneratorSettings
@@ -131,9 +142,30 @@ class PromptGenerator(FrozenPLMMethod):
         self.token_dim = p.obs_dim + p.act_dim + 1
         self.x_dim, self.y_dim = p.prompt_length * self.token_dim, 2 * p.prompt_length
         self.model = self._make_model().to(self.device)
+        self.task_generators: dict[int, PromptGenerator] = {}
+        """Generators of further tasks, by task (see the class docstring)."""
 
     def _state_module(self) -> nn.Module:
         return self.model
+
+    def own_tasks(self) -> list[int]:
+        """The tasks whose conditions this generator itself learned."""
+        return sorted(int(t) for t in self.settings.conditions or {})
+
+    def served_tasks(self) -> list[int]:
+        """Every task this generator makes prompts for: its own and those of ``task_generators``."""
+        return sorted(set(self.own_tasks()) | set(self.task_generators))
+
+    def add_task_generator(self, task: int, generator: PromptGenerator) -> None:
+        """Serve ``task`` with ``generator`` (of the same class and the same PLM object), which must
+        have learned that task."""
+        if type(generator) is not type(self):
+            raise TypeError(f"generator must be a {type(self).__name__}, got {type(generator).__name__}")
+        if generator.plm is not self.plm:
+            raise ValueError("generator must run the same PLM object as this one (load it with plm=...)")
+        if int(task) not in generator.own_tasks():
+            raise ValueError(f"task={task}: the generator learned tasks {generator.own_tasks()}, not this one")
+        self.task_generators[int(task)] = generator
 
     # ------------------------------------------------------------------ prompt <-> x0, y
     def _bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,6 +313,17 @@ class PromptGenerator(FrozenPLMMethod):
         PromptWrapper's ``reset(seed=...)`` passes one seeded from the reset seed)."""
         p = self.plm.settings
         draws = self._draws(generator)
+        if conditions is None and self.task_generators:
+            tasks = requested_tasks(n, task)
+            own = set(self.own_tasks())
+            unserved = sorted({t for t in tasks if t is not None and t not in own and t not in self.task_generators})
+            if unserved:
+                raise ValueError(
+                    f"task={unserved}: this generator holds prompt generators for tasks {self.served_tasks()} only"
+                )
+            routed = {t for t in tasks if t is not None and t not in own}
+            if routed:
+                return self._generate_routed(tasks, routed, rtg, temperature, draws)
         if conditions is None:
             y = self._conditions(n, task, draws)
         elif conditions.shape != (n, self.y_dim):
@@ -295,6 +338,77 @@ class PromptGenerator(FrozenPLMMethod):
         x0 = self._sample_x0(y, temperature=t, generator=draws)
         return prompt_dicts(*self._raw_prompt(x0, y))
 
+    def _generate_routed(
+        self,
+        tasks: list[int | None],
+        routed: set[int],
+        rtg: float | None,
+        temperature: float | None,
+        draws: torch.Generator,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Prompts for ``tasks`` where those in ``routed`` come from their task generators, in groups
+        taken in the order of first appearance (the rest from this generator, in one call)."""
+        out: list[dict[str, torch.Tensor] | None] = [None] * len(tasks)
+        groups: dict[int | None, list[int]] = {}
+        for i, t in enumerate(tasks):
+            groups.setdefault(t if t in routed else None, []).append(i)
+        for t, idx in groups.items():
+            source = self if t is None else self.task_generators[t]
+            task_arg = [tasks[i] for i in idx] if t is None else t
+            made = source.generate_prompt(len(idx), rtg, temperature, task=task_arg, generator=draws)
+            for i, prompt in zip(idx, made):
+                out[i] = prompt
+        return [p for p in out if p is not None]
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed batch sampling, noise and prompt draws, of the task generators too."""
+        super().set_random_seed(seed)
+        for g in self.task_generators.values():
+            g.set_random_seed(seed)
+
     def save_generator(self, folder: str | Path) -> None:
-        """Save the generator alone (config + weights, no PLM); load it with ``from_pretrained(folder, plm=plm)``."""
+        """Save the generator alone (config + weights, no PLM, no task generators); load it with
+        ``from_pretrained(folder, plm=plm)``."""
         self.save_method(folder)
+
+    # ------------------------------------------------------------------ save / load of the task generators
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        folder = Path(save_directory) / TASKS_FOLDER
+        for task, g in sorted(self.task_generators.items()):
+            g.save_generator(folder / str(task))
+
+    optional_files: ClassVar[tuple[str, ...]] = (f"{TASKS_FOLDER}/*/{CONFIG_NAME}", f"{TASKS_FOLDER}/*/*.safetensors")
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        folder = Path(save_directory) / TASKS_FOLDER
+        for task, g in sorted(self.task_generators.items()):
+            g.save_generator(folder / str(task))
+        if folder.is_dir():  # a folder saved over keeps no generator of a task this one no longer serves
+            for sub in folder.iterdir():
+                if sub.is_dir() and sub.name not in {str(t) for t in self.task_generators}:
+                    shutil.rmtree(sub)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, settings_overrides: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        model = super()._from_pretrained(model_id=model_id, settings_overrides=settings_overrides, **kwargs)
+        folder = Path(model_id) / TASKS_FOLDER
+        if not folder.is_dir():
+            return model
+        name = kwargs.get("model_name") or model_id
+        subs = [f for f in folder.iterdir() if f.is_dir()]
+        for sub in subs:
+            if not sub.name.isdigit():
+                raise ValueError(
+                    f"{TASKS_FOLDER}/{sub.name} in {name}: a task generator's folder is named by its task index"
+                )
+        for sub in sorted(subs, key=lambda f: int(f.name)):
+            g = cls.from_pretrained(sub, plm=model.plm, device=model.device, **(settings_overrides or {}))
+            try:
+                if g.task_generators:
+                    raise ValueError("it holds task generators itself (they do not nest)")
+                model.add_task_generator(int(sub.name), g)
+            except ValueError as err:
+                raise ValueError(f"{TASKS_FOLDER}/{sub.name} in {name}: {err}") from err
+        return model
