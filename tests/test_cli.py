@@ -95,7 +95,9 @@ def test_train_plm_checkpoints_and_resumes(tmp_path, capsys):
     assert main(["evaluate", str(out / "final"), "mw-reach", "--episodes", "1", "--prompt", "expert", "--record"]) == 0
     printed = capsys.readouterr().out
     # one row per test task, one episode each, and the mean of the per-task means
-    per_task = {int(t): float(m) for t, m in re.findall(r"^\| (\d+) \| (-?\d+\.\d) \| 0\.0 \| — \| 1 \|$", printed, re.M)}
+    per_task = {
+        int(t): float(m) for t, m in re.findall(r"^\| (\d+) \| (-?\d+\.\d) \| 0\.0 \| — \| 1 \|$", printed, re.M)
+    }
     assert sorted(per_task) == [6, 9, 15, 16, 20], printed
     mean = float(re.search(r"^\| \*\*mean\*\* \| \*\*(-?\d+\.\d)\*\* \|", printed, re.M).group(1))
     assert mean == pytest.approx(np.mean(list(per_task.values())), abs=0.06)

@@ -67,5 +67,7 @@ def test_train_plm_from_scratch(monkeypatch, capsys, tmp_path):
     assert plm.settings.steps_trained == 2 and plm.settings.batch_per_task == 4
     for prompt in ("expert", "random"):
         table = out.split(f"{prompt} prompts: mw-reach (test):\n")[1]
-        rows = re.findall(r"^\| (\d+) \| (-?\d+\.\d) \| \d+\.\d \| \[.*?\] \| 5 \|$", table, re.M)[: len(suite.test_tasks)]
+        rows = re.findall(r"^\| (\d+) \| (-?\d+\.\d) \| \d+\.\d \| \[.*?\] \| 5 \|$", table, re.M)[
+            : len(suite.test_tasks)
+        ]
         assert [int(t) for t, _ in rows] == suite.test_tasks, out

@@ -36,6 +36,7 @@ def test_train_checkpoint_resume_and_export(tmp_path):
     paths = export_expert("cheetah-dir", run, dest_dir=tmp_path)
     actor, meta = load_actor(paths["expert"])
     assert meta["in_dim"] == 18 and meta["act_dim"] == 6
+    assert meta["export_selection_tasks"] == [0, 1]  # both cheetah-dir tasks are test tasks: all select
     assert paths["medium"].is_file()
 
 
@@ -85,6 +86,9 @@ def test_a_spec_file_expert_trains_exports_beside_the_spec_and_writes_datasets(t
     SACTrainer(spec_path, run, SACConfig(total_updates=80, **TINY)).run()
     paths = export_expert(spec_path, run)
     assert paths["expert"] == tmp_path / "experts" / "point.safetensors" and paths["medium"].is_file()
+    test = set(promptrl.load_suite(spec_path).test_tasks)
+    selection = load_actor(paths["expert"])[1]["export_selection_tasks"]
+    assert selection and not test & set(selection)  # the test tasks choose nothing
     expert = promptrl.load_suite(spec_path).expert(1)
     action, _ = expert.predict(np.zeros(2))
     assert action.shape == (2,) and np.abs(action).max() <= 1

@@ -445,10 +445,13 @@ def export_expert(
     """Write a run's expert and medium policies where the spec's ``expert.weights`` points (the
     package's expert folder for a shipped name), or into ``dest_dir``.
 
-    The expert is the best of the ``candidates`` snapshots with the highest training evaluation,
-    re-evaluated with ``episodes`` episodes on every task (one training evaluation episode is noisy);
-    the medium policy is the snapshot whose per-task returns are closest (mean absolute deviation,
-    relative to the random-to-expert span of each task) to halfway between random and the expert.
+    The expert is the best of the ``candidates`` snapshots with the highest training evaluation on
+    the selection tasks, re-evaluated with ``episodes`` episodes on every task (one training
+    evaluation episode is noisy) and picked by its mean return on the selection tasks: the tasks
+    outside the test split (every task when all are test tasks, as cheetah-dir's two), so the test
+    tasks choose nothing. The medium policy is the snapshot whose per-task returns are closest (mean
+    absolute deviation, relative to the random-to-expert span of each task) to halfway between random
+    and the expert, over every task: it is a data-quality target per task, not a choice of the best.
     """
     from promptrl.data.experts import expert_path, load_actor
 
@@ -457,17 +460,29 @@ def export_expert(
     snapshots = [load_actor(p) for p in sorted((run_dir / "snapshots").glob("*.safetensors"))]
     if not snapshots:
         raise FileNotFoundError(f"no snapshots in {run_dir}: train first with `promptrl train expert {spec.ref}`")
-    top = sorted(snapshots, key=lambda am: am[1]["eval_all"], reverse=True)[:candidates]
+    test = set(spec.test_tasks)
+    selection = [t for t in range(len(spec.tasks)) if t not in test] or list(range(len(spec.tasks)))
+    n_all, n_test = len(spec.tasks), len(test)
+
+    def training_eval(meta: dict) -> float:
+        """The snapshot's training evaluation on the selection tasks (from its all-task and test means)."""
+        if len(selection) == n_all:
+            return float(meta["eval_all"])
+        return (n_all * float(meta["eval_all"]) - n_test * float(meta["eval_test"])) / (n_all - n_test)
+
+    top = sorted(snapshots, key=lambda am: training_eval(am[1]), reverse=True)[:candidates]
     scored = []
     for cand, cand_meta in top:
         per_task = evaluate_actor(spec, cand, episodes=episodes, seed=1)
         scored.append(
             (
-                float(per_task.mean()),
+                float(per_task[selection].mean()),
                 per_task,
                 cand,
                 {
                     **cand_meta,
+                    "export_eval_selection": float(per_task[selection].mean()),
+                    "export_selection_tasks": selection,
                     "export_eval_all": float(per_task.mean()),
                     "export_eval_test": float(per_task[spec.test_tasks].mean()),
                     "export_episodes": episodes,
