@@ -265,3 +265,34 @@ def test_prompt_length_trains_a_plm_and_generator_per_length(tmp_path):
     md = ablations.prompt_length("ant-dir-ood", TINY, out, **{**kw, "lengths": ("2", "3")}, collect=True)
     assert "| 3 | 100 | not run |" in md.read_text() and not (models / "K3-plm2").exists()
     assert len(_csv(out / "prompt-length-ant-dir-ood.csv")) == 1
+
+
+def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
+    """One PLM run, saved at each budget (a longer run passes through the shorter ones); every column
+    per budget, the ordering checks per budget; a rerun reuses everything; --collect runs nothing."""
+    hub = make_tiny_hub(tmp_path / "hub", "cheetah-dir", [0, 1])
+    out = tmp_path / "abl"
+    budget = Budget(seeds=2, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2)
+    fractions = (2 / ablations.REFERENCE_PLM_STEPS, 4 / ablations.REFERENCE_PLM_STEPS)
+    kw = dict(out=out, hub_root=hub, fractions=fractions, batch_per_task=2)
+    md = ablations.plm_budget("cheetah-dir", budget, **kw).read_text()
+    rows = _csv(out / "plm-budget-cheetah-dir.csv")
+    assert [(r["plm_steps"], r["column"]) for r in rows] == [
+        (steps, column) for steps in ("2", "4") for column in ablations.PLM_BUDGET_COLUMNS
+    ]
+    assert all(math.isfinite(float(r["mean"])) and r["seeds"] == "2" and r["ci_low"] != "" for r in rows)
+    checks = [line for line in md.splitlines() if line.startswith(("| 2 |", "| 4 |"))]
+    assert len(checks) == 4 and all(("holds" in c or "fails" in c or "within noise" in c) for c in checks[2:])
+    models = out / "runs" / "plm-budget" / "cheetah-dir" / budget.tag() / "tasks-0-1" / "batch2" / "models"
+    at2, at4 = (promptrl.PromptDT.from_pretrained(models / f"plm-{s}") for s in (2, 4))
+    assert at2.settings.steps_trained == 2 and at4.settings.steps_trained == 4 and at4.settings.batch_per_task == 2
+    shipped = promptrl.PromptDT.from_pretrained(hub / "cheetah-dir" / "plm")
+    assert at4.settings.embed_dim == shipped.settings.embed_dim  # the shipped PLM's recipe
+    written = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    ablations.plm_budget("cheetah-dir", budget, **kw)
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == written
+    md = ablations.plm_budget("cheetah-dir", budget, **{**kw, "fractions": (*fractions, 0.4)}, collect=True)
+    assert "| 20,000 | 5.0% | not run | not run | not run | not run |" in md.read_text()
+    assert not (models / "plm-20000").exists()
+    with pytest.raises(ValueError, match="fractions must be numbers in"):
+        ablations.plm_budget("cheetah-dir", budget, **{**kw, "fractions": (0.0,)})

@@ -213,11 +213,12 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from promptrl.experiments.reproduce import TABLE1_SUITES
 
     torch.set_num_threads(args.threads)
-    budget = replace(a.DEFAULT_BUDGET, **given(args, ABLATION_BUDGET_FIELDS))
+    base = a.PLM_BUDGET_ADAPTATION if args.name == "plm-budget" else a.DEFAULT_BUDGET
+    budget = replace(base, **given(args, ABLATION_BUDGET_FIELDS))
     suite = args.suite or a.DEFAULT_SUITES[args.name]
     if suite == "all" and args.name != "update-rules":
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
-    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length")
+    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length", "plm-budget")
     if args.executor != "inprocess" and not grid:
         raise ValueError(
             f"--executor {args.executor}: ablation {args.name!r} is not a grid of cells; it runs in this process"
@@ -246,6 +247,15 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             command=command_line(args),
             executor=executor,
             **given(args, ("plm_steps", "generator_steps")),
+        )
+    elif args.name == "plm-budget":
+        md = a.plm_budget(
+            suite,
+            budget,
+            n_tasks=args.tasks,
+            collect=args.collect,
+            **given(args, ("fractions", "batch_per_task")),
+            **grid_common,
         )
     elif args.name == "prompts":
         md = a.prompt_similarity(suite, budget, **given(args, ("n_prompts",)), **common)
@@ -361,7 +371,8 @@ def add_commands(sub: Any, train: Any) -> None:
         "name",
         choices=ablations.ABLATIONS,
         help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
-        "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length)",
+        "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length); plm-budget: the paper's ordering "
+        "at several PLM training budgets (trains one PLM)",
     )
     add_suite_argument(
         p,
@@ -374,7 +385,11 @@ def add_commands(sub: Any, train: Any) -> None:
         p,
         Budget,
         ABLATION_BUDGET_FIELDS,
-        defaults_text={name: _shown(getattr(ablations.DEFAULT_BUDGET, name)) for name in ABLATION_BUDGET_FIELDS},
+        defaults_text={
+            name: f"{_shown(getattr(ablations.DEFAULT_BUDGET, name))}; plm-budget: "
+            f"{_shown(getattr(ablations.PLM_BUDGET_ADAPTATION, name))}"
+            for name in ABLATION_BUDGET_FIELDS
+        },
         overrides={name: counts for name in ABLATION_BUDGET_FIELDS},
     )
     p.add_argument("--tasks", type=positive_int, default=None, help="only the first N test tasks")
@@ -386,7 +401,23 @@ def add_commands(sub: Any, train: Any) -> None:
         help="init: only these methods",
     )
     p.add_argument(
-        "--collect", action="store_true", help="init, prompt-length: run nothing, tabulate the finished cells"
+        "--collect",
+        action="store_true",
+        help="init, prompt-length, plm-budget: run nothing, tabulate the finished cells",
+    )
+    p.add_argument(
+        "--fractions",
+        type=positive_float,
+        nargs="+",
+        default=None,
+        help=f"plm-budget: PLM budgets as fractions of {ablations.REFERENCE_PLM_STEPS:,} steps "
+        f"(default: {' '.join(map(str, ablations.PLM_BUDGET_FRACTIONS))})",
+    )
+    p.add_argument(
+        "--batch-per-task",
+        type=positive_int,
+        default=None,
+        help=f"plm-budget: the PLM's sequences per task and step (default: {ablations.REFERENCE_BATCH_PER_TASK}, the reference)",
     )
     steps = _defaults_of(ablations.prompt_length, "plm_steps", "generator_steps")
     _add_steps_options(
@@ -409,7 +440,7 @@ def add_commands(sub: Any, train: Any) -> None:
     )
     p.add_argument("--out", default="results/ablations", help="results folder")
     add_common_options(p, "hub", "device", "threads")
-    _add_executor_options(p, "init, update-rules, zero-shot, prompt-length: (setting, seed, test task)")
+    _add_executor_options(p, "init, update-rules, zero-shot, prompt-length, plm-budget: (setting, seed, test task)")
     p.set_defaults(func=cmd_ablate)
 
 

@@ -169,7 +169,7 @@ def _interval(ci: tuple[float, float] | None, n: int, fmt: str = ".1f", label: s
     return f"{label}[{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci is not None else f"{n} unit{'s' if n != 1 else ''}"
 
 
-def _holds(summary: Summary, a: str, b: str) -> str:
+def paired_check(summary: Summary, a: str, b: str) -> str:
     """Column ``a`` above column ``b``: the paired test over their shared units, their means, and
     the confidence interval of the mean difference."""
     values, note = _shared(summary, [a, b])
@@ -236,9 +236,9 @@ def ordering_checks(summaries: dict[str, Summary]) -> str:
         cells = []
         for a, _, b in ORDERING:
             if a == "Prompt Diffuser":
-                cells.append(cell(lambda pd, b=b: _holds(summary, pd, b), [b]))
+                cells.append(cell(lambda pd, b=b: paired_check(summary, pd, b), [b]))
             else:
-                cells.append(_holds(summary, a, b) if a in summary and b in summary else "—")
+                cells.append(paired_check(summary, a, b) if a in summary and b in summary else "—")
         cells.append(cell(lambda pd: _gap(summary, pd), ["Prompt-DT-FT-Full", "Prompt-DT-Random"]))
         rows.append(f"| {suite_name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
