@@ -16,6 +16,7 @@ from promptrl.experiments.cli import main
 from promptrl.experiments.reproduce import (
     FULL,
     METHODS,
+    TABLE1_SUITES,
     Budget,
     cell_path,
     hardware,
@@ -104,6 +105,10 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     row = next(r for r in two if r.startswith("| Sizes |")).split(" | ")
     assert row[pd_col].startswith(pd_size + "–") and row[pd_col] != pd_size
     assert md.with_name("table1-mw-reach.md") == write_results({"mw-reach": summary}, out, "promptrl reproduce", FULL)
+    # A run of some methods (e.g. --collect of a few columns) never replaces the table of all of them.
+    some = {name: summary[name] for name in ("Prompt-DT-Expert", "Prompt Diffuser")}
+    named = write_results({s: some for s in TABLE1_SUITES}, out, "promptrl reproduce", FULL).name
+    assert named == "table1-" + "_".join(TABLE1_SUITES) + "_prompt-dt-expert+prompt-diffuser.md"
     # A cell with fewer seeds than the budget's names the seeds it has.
     assert "[seed 0] (555.7 ± 6.8)" in table1({"mw-reach": summary}, seeds=3) and "[seed" not in table1(
         {"mw-reach": summary}, 1
@@ -308,11 +313,10 @@ def test_cli_quick_path_reports_a_table(hub, tmp_path, capsys, monkeypatch):
         == 0
     )
     out = capsys.readouterr().out
-    assert "| Prompt Diffuser |" in out and (tmp_path / "q" / "table1.md").is_file()
+    table = tmp_path / "q" / "table1-mw-reach_prompt-dt-expert+prompt-diffuser.md"  # some methods: not table1.md
+    assert "| Prompt Diffuser |" in out and table.is_file() and not (tmp_path / "q" / "table1.md").exists()
     # a budget below Table 4's says so, on the console and on the table itself
-    assert (
-        "Budget below the paper's" in out and "Budget below the paper's" in (tmp_path / "q" / "table1.md").read_text()
-    )
+    assert "Budget below the paper's" in out and "Budget below the paper's" in table.read_text()
     # --record: the table goes into the hub Prompt Diffuser's card, and `evaluate --record` keeps it
     card = (hub / "mw-reach" / "README.md").read_text()
     section = card.split("### Across the test split")[1]
@@ -363,7 +367,7 @@ def test_retrain_follows_the_shipped_recipes_apart_from_the_shipped_models(tmp_p
         ours = json.loads((retrained / sub / "config.json").read_text())
         theirs = json.loads((hub / "cheetah-dir" / sub / "config.json").read_text())
         assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}, sub
-    assert (tmp_path / "q" / "retrained" / "table1-cheetah-dir.md").is_file()
+    assert (tmp_path / "q" / "retrained" / "table1-cheetah-dir_prompt-dt-expert+mt-orl+prompt-diffuser.md").is_file()
     assert not list((tmp_path / "q").glob("table1*"))
     assert {p: p.read_bytes() for p in (hub / "cheetah-dir").rglob("*") if p.is_file()} == shipped
     weights = {p: p.stat().st_mtime_ns for p in retrained.rglob("model.safetensors")}

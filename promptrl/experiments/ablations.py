@@ -407,12 +407,13 @@ def zero_shot(
 
 # ---------------------------------------------------------------------- Table 6, Fig. 5
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear centered kernel alignment (Kornblith et al. 2019) of two (n, d) representations of the same n items."""
+    """Linear centered kernel alignment (Kornblith et al. 2019) of two (n, d) representations of the same n
+    items, in [0, 1] (clipped there: rounding can put identical representations a few ulps above 1)."""
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
         raise ValueError(f"x and y must be (n, d) arrays with the same n >= 2, got {x.shape} and {y.shape}")
     x, y = x - x.mean(0), y - y.mean(0)
     cross = np.linalg.norm(y.T @ x) ** 2
-    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+    return float(np.clip(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)), 0.0, 1.0))
 
 
 def prompt_features(plm: Any, prompts: Sequence[dict[str, Any]]) -> np.ndarray:

@@ -798,10 +798,16 @@ def record_in_card(
 
 def write_results(summaries: dict[str, Summary], out: str | Path, command: str, budget: Budget) -> Path:
     """Write ``table1.md`` and ``table1.csv`` under ``out`` (``table1-<suite>[_<suite>...]`` when the
-    run leaves out a Table 1 suite, so that a one-suite run never replaces the whole table, and
-    ``..._<budget tag>`` for a budget other than the full or the quick one, so that a run at another
-    budget never replaces the full run's table); returns the markdown path."""
-    name = "table1" if set(TABLE1_SUITES) <= set(summaries) else "table1-" + "_".join(summaries)
+    run leaves out a Table 1 suite, so that a one-suite run never replaces the whole table;
+    ``..._<methods>`` when it leaves out a Table 1 method, so that a run of some methods never replaces
+    the table of all; and ``..._<budget tag>`` for a budget other than the full or the quick one, so
+    that a run at another budget never replaces the full run's table); returns the markdown path."""
+    all_suites = set(TABLE1_SUITES) <= set(summaries)
+    all_methods = all(set(METHODS) <= set(summary) for summary in summaries.values())
+    name = "table1" if all_suites and all_methods else "table1-" + "_".join(summaries)
+    if not all_methods:
+        methods = dict.fromkeys(m for summary in summaries.values() for m in summary)
+        name += "_" + "+".join(m.lower().replace(" ", "-").replace("(", "").replace(")", "") for m in methods)
     if budget.tag() not in (FULL.tag(), QUICK.tag()):
         name += f"_{budget.tag()}"
     return write_tables(summaries, Path(out) / name, command, budget)
