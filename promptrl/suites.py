@@ -73,6 +73,12 @@ class TaskSuite:
         """Task ids of ``"train"``, ``"validation"``, ``"test"`` or ``"all"``."""
         return self.spec.split(split)
 
+    @property
+    def selection_split(self) -> str:
+        """The split that choices (checkpoints, temperatures, rules) read: ``"validation"``, or
+        ``"train"`` for a suite without validation tasks. Never ``"test"``."""
+        return "validation" if self.split("validation") else "train"
+
     def check_task(self, task: int) -> int:
         """``task`` if it is a task id of this suite, else a ``ValueError``."""
         return self.spec.check_task(task)

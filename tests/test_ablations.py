@@ -296,3 +296,30 @@ def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
     assert not (models / "plm-20000").exists()
     with pytest.raises(ValueError, match="fractions must be numbers in"):
         ablations.plm_budget("cheetah-dir", budget, **{**kw, "fractions": (0.0,)})
+
+
+def test_temperature_is_chosen_on_validation_tasks_only(tmp_path, monkeypatch):
+    """Each selection task's generator is fine-tuned once per seed and evaluated at every temperature;
+    the test tasks are never evaluated; the choice comes with its paired tests."""
+    hub = make_tiny_hub(tmp_path / "hub", "mw-push", [6, 0])  # 6: a test task, 0: a validation task
+    out = tmp_path / "abl"
+    budget = Budget(seeds=2, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2)
+    evaluated = []
+    real = ablations.run_cells
+
+    def spy(cells, ctx, *args, **kwargs):
+        evaluated.extend(ctx.tasks)
+        return real(cells, ctx, *args, **kwargs)
+
+    monkeypatch.setattr(ablations, "run_cells", spy)
+    md = ablations.temperature_selection("mw-push", budget, out, hub, n_tasks=1, temperatures=(0.0, 1.0))
+    assert set(evaluated) == {0}
+    text = md.read_text()
+    assert "the validation tasks [0] (validation split); the test tasks are not read" in text
+    assert "**Selected: T=" in text and text.count("within noise") + text.count("holds") + text.count("fails") == 1
+    rows = _csv(out / "temperature-mw-push.csv")
+    assert [r["temperature"] for r in rows] == ["0", "1"] and all(r["n"] == "2" for r in rows)
+    kept = sorted(str(p.relative_to(out)).split("Prompt_Diffuser/")[1] for p in out.rglob("model.safetensors"))
+    assert kept == ["seed0/task0/model.safetensors", "seed1/task0/model.safetensors"]  # once per task and seed
+    with pytest.raises(ValueError, match="temperatures must be numbers in"):
+        ablations.temperature_selection("mw-push", budget, out, hub, n_tasks=1, temperatures=(2.0,))

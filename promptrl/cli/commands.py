@@ -171,8 +171,8 @@ def _tensorboard(folder: Path) -> Any:
 
 def selection_split(suite) -> str:
     """The split that training-time evaluations (checkpoint choices) read: the suite's validation tasks,
-    or, for a suite without any, its training tasks. Never the test split."""
-    return "validation" if suite.split("validation") else "train"
+    or, for a suite without any, its training tasks (:attr:`~promptrl.suites.TaskSuite.selection_split`)."""
+    return suite.selection_split
 
 
 def _log_evaluation(model, suite, path: Path, episodes: int, seed: int, tensorboard: Any = None) -> None:

@@ -15,6 +15,8 @@
 - ``plm-budget`` (not in the paper): one PLM measured at several fractions of the reference training
   budget, each with expert prompts, Prompt-Tuning DT and the Prompt Diffuser under two update rules,
   and the paper's ordering tested at each budget.
+- ``temperature`` (not in the paper): the Prompt Diffuser's sampling temperature chosen on the
+  validation tasks (training tasks where a suite has none), never the test tasks.
 
 Every adaptation uses the shipped models of ``hub_models/<suite>/`` and the few-shot data of
 :mod:`promptrl.experiments.reproduce`; each (setting, seed) is cached as JSON under ``<out>/runs/``, so a rerun
@@ -49,6 +51,7 @@ from promptrl.experiments.reproduce import (
     Context,
     Setup,
     build_method,
+    fine_tuned_generator,
     finished_cell,
     fresh_method,
     hub_folder,
@@ -62,7 +65,16 @@ from promptrl.nn.diffusion import UPDATE_RULES as DIFFUSION_UPDATE_RULES
 from promptrl.suites import load_suite
 from promptrl.tasks.spec import QUALITIES, load_spec
 
-ABLATIONS = ("init", "update-rules", "zero-shot", "prompts", "denoising", "prompt-length", "plm-budget")
+ABLATIONS = (
+    "init",
+    "update-rules",
+    "zero-shot",
+    "prompts",
+    "denoising",
+    "prompt-length",
+    "plm-budget",
+    "temperature",
+)
 DEFAULT_SUITES = {
     "init": "cheetah-vel",
     "update-rules": "all",
@@ -71,6 +83,7 @@ DEFAULT_SUITES = {
     "denoising": "cheetah-vel",
     "prompt-length": "cheetah-vel",
     "plm-budget": "cheetah-vel",
+    "temperature": "cheetah-vel",
 }
 """The suite each ablation runs on by default: the paper's ("all": the Table 1 suites)."""
 UPDATE_RULES = tuple(sorted(DIFFUSION_UPDATE_RULES, key=("dm", "dt", "sum", "projection").index))
@@ -901,5 +914,115 @@ def plm_budget(
         command,
         budget,
         body + checks,
+        rows,
+    )
+
+
+# ---------------------------------------------------------------------- the sampling temperature
+TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""The sampling temperatures the ``temperature`` ablation compares by default."""
+
+
+def _build_temperature(_: str, ctx: Context, task: int, seed: int, temperature: float) -> Any:
+    """The Prompt Diffuser fine-tuned on the task's few-shot data as in Table 1 (once per task and
+    seed: kept in ``ctx.models`` and reused by every temperature), sampling at ``temperature``."""
+    pd = fine_tuned_generator("Prompt Diffuser", ctx, task, seed)
+    pd.settings.temperature = temperature
+    return pd
+
+
+def temperature_selection(
+    suite_name: str = "cheetah-vel",
+    budget: Budget = PLM_BUDGET_ADAPTATION,
+    out: str | Path = "results/ablations",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    n_tasks: int | None = 3,
+    temperatures: Sequence[float] = TEMPERATURES,
+    collect: bool = False,
+    command: str = "promptrl ablate temperature cheetah-vel",
+    executor: Executor | None = None,
+) -> Path:
+    """The Prompt Diffuser's sampling temperature, chosen without the test split: on the suite's
+    :attr:`~promptrl.suites.TaskSuite.selection_split` (its validation tasks, else its training
+    tasks; the first ``n_tasks``), the shipped pre-trained generator is fine-tuned per task as in
+    Table 1 (once per task and seed) and evaluated at each temperature. The table gives each
+    temperature's mean with its 95% CI over (seed, task) units and the selected one: the highest
+    mean, with the paired test against each other temperature, so a choice within noise says so.
+    For a suite whose test tasks are also training tasks (cheetah-dir), the selection tasks are test
+    tasks too, and the table says so."""
+    from promptrl.experiments.tables import add_statistics, paired_check
+
+    if not temperatures or any(not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0 for t in temperatures):
+        raise ValueError(f"temperatures must be numbers in [0, 1], got {list(temperatures)}")
+    suite_ref, suite_name = suite_name, load_spec(suite_name).name
+    out = Path(out)
+    suite = load_suite(suite_ref)
+    split = suite.selection_split
+    tasks = suite.split(split)[:n_tasks] if n_tasks else suite.split(split)
+    runs = _runs(out, "temperature", suite_name, budget, tasks)
+    setup = Setup(
+        suite.ref,
+        budget,
+        hub_folder(suite_name, hub_root),
+        device,
+        tuple(tasks),
+        qualities=("expert",),
+        models=runs / "models",
+    )
+    ctx = setup.context(make_datasets=not collect)
+    labels = {f"T={t:g}": partial(_build_temperature, temperature=float(t)) for t in temperatures}
+    cells = [
+        (label, seed, runs / label / f"seed{seed}.json", build)
+        for label, build in labels.items()
+        for seed in range(budget.seeds)
+    ]
+    if collect:
+        cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
+    summary: dict[str, dict[str, Any]] = {}
+    for (label, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"{suite_name} temperatures")):
+        row = summary.setdefault(label, {"seeds": [], "seed_ids": [], "tasks": []})
+        row["seeds"].append(cell["mean"])
+        row["seed_ids"].append(seed)
+        row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
+    overlap = sorted(set(tasks) & set(suite.test_tasks))
+    body = [
+        f"Selection tasks: the {split} tasks {list(tasks)} ({'validation' if split == 'validation' else 'training'} "
+        f"split{'' if not overlap else f'; tasks {overlap} are test tasks too, as every task of this suite is'}); "
+        f"{'the test tasks are not read' if not overlap else 'no task outside the test split exists to choose on'}. "
+        f"Each task's generator is fine-tuned once per seed as in Table 1 ({budget.epochs} x {budget.steps_per_epoch} "
+        f"steps on {budget.few_shot_episodes} expert episode(s)) and evaluated at every temperature "
+        f"({budget.episodes} episodes per task, {budget.seeds} seed(s)).\n",
+        "| temperature | mean [95% CI over seeds x tasks] | per task (first seed) |",
+        "|---|---|---|",
+    ]
+    rows: list[dict[str, Any]] = []
+    for label in labels:
+        if label not in summary:
+            body.append(f"| {label} | not run | |")
+            continue
+        r = add_statistics(summary[label])
+        ci = "" if r["ci"] is None else f" [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]"
+        per_task = ", ".join(f"{t}: {v:.1f}" for t, v in r["tasks"][0].items())
+        body.append(f"| {label} | {r['mean']:.1f}{ci} | {per_task} |")
+        rows.append(
+            {"temperature": label[2:], "mean": round(r["mean"], 2), "n": r["n"]}
+            | {
+                "ci_low": "" if r["ci"] is None else round(r["ci"][0], 2),
+                "ci_high": "" if r["ci"] is None else round(r["ci"][1], 2),
+            }
+        )
+    if summary:
+        best = max(summary, key=lambda label: summary[label]["mean"])
+        body += ["", f"**Selected: {best}** (the highest mean on the selection tasks).", ""]
+        body += ["| against | paired test of the selected temperature ≥ it |", "|---|---|"]
+        body += [f"| {label} | {paired_check(summary, best, label)} |" for label in summary if label != best]
+    return _write(
+        out,
+        f"temperature-{suite_name}",
+        f"The sampling temperature, chosen on the {split} split, {suite_name}",
+        command,
+        budget,
+        body,
         rows,
     )

@@ -213,12 +213,12 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from promptrl.experiments.reproduce import TABLE1_SUITES
 
     torch.set_num_threads(args.threads)
-    base = a.PLM_BUDGET_ADAPTATION if args.name == "plm-budget" else a.DEFAULT_BUDGET
+    base = a.PLM_BUDGET_ADAPTATION if args.name in ("plm-budget", "temperature") else a.DEFAULT_BUDGET
     budget = replace(base, **given(args, ABLATION_BUDGET_FIELDS))
     suite = args.suite or a.DEFAULT_SUITES[args.name]
     if suite == "all" and args.name != "update-rules":
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
-    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length", "plm-budget")
+    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length", "plm-budget", "temperature")
     if args.executor != "inprocess" and not grid:
         raise ValueError(
             f"--executor {args.executor}: ablation {args.name!r} is not a grid of cells; it runs in this process"
@@ -255,6 +255,15 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             n_tasks=args.tasks,
             collect=args.collect,
             **given(args, ("fractions", "batch_per_task")),
+            **grid_common,
+        )
+    elif args.name == "temperature":
+        md = a.temperature_selection(
+            suite,
+            budget,
+            n_tasks=args.tasks or 3,
+            collect=args.collect,
+            **given(args, ("temperatures",)),
             **grid_common,
         )
     elif args.name == "prompts":
@@ -372,7 +381,8 @@ def add_commands(sub: Any, train: Any) -> None:
         choices=ablations.ABLATIONS,
         help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
         "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length); plm-budget: the paper's ordering "
-        "at several PLM training budgets (trains one PLM)",
+        "at several PLM training budgets (trains one PLM); temperature: the sampling temperature chosen on the "
+        "validation (else training) tasks",
     )
     add_suite_argument(
         p,
@@ -392,7 +402,12 @@ def add_commands(sub: Any, train: Any) -> None:
         },
         overrides={name: counts for name in ABLATION_BUDGET_FIELDS},
     )
-    p.add_argument("--tasks", type=positive_int, default=None, help="only the first N test tasks")
+    p.add_argument(
+        "--tasks",
+        type=positive_int,
+        default=None,
+        help="only the first N test tasks (temperature: of the selection tasks, default 3)",
+    )
     p.add_argument(
         "--methods",
         nargs="+",
@@ -412,6 +427,13 @@ def add_commands(sub: Any, train: Any) -> None:
         default=None,
         help=f"plm-budget: PLM budgets as fractions of {ablations.REFERENCE_PLM_STEPS:,} steps "
         f"(default: {' '.join(map(str, ablations.PLM_BUDGET_FRACTIONS))})",
+    )
+    p.add_argument(
+        "--temperatures",
+        type=unit_float,
+        nargs="+",
+        default=None,
+        help=f"temperature: the temperatures compared (default: {' '.join(map(str, ablations.TEMPERATURES))})",
     )
     p.add_argument(
         "--batch-per-task",
@@ -440,7 +462,9 @@ def add_commands(sub: Any, train: Any) -> None:
     )
     p.add_argument("--out", default="results/ablations", help="results folder")
     add_common_options(p, "hub", "device", "threads")
-    _add_executor_options(p, "init, update-rules, zero-shot, prompt-length, plm-budget: (setting, seed, test task)")
+    _add_executor_options(
+        p, "init, update-rules, zero-shot, prompt-length, plm-budget, temperature: (setting, seed, task)"
+    )
     p.set_defaults(func=cmd_ablate)
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "build_method",
     "cell_path",
     "ensure_datasets",
+    "fine_tuned_generator",
     "finished_cell",
     "fresh_method",
     "hardware",
@@ -265,7 +266,7 @@ def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
     generator on all test tasks at once does not work, because its conditions (returns-to-go and
     timesteps) barely differ between e.g. cheetah-vel tasks, so it cannot tell them apart."""
     if name.startswith("Prompt Diffuser"):
-        return _fine_tuned_generator(name, ctx, task, seed)
+        return fine_tuned_generator(name, ctx, task, seed)
     method, b = fresh_method(name, ctx, seed), ctx.budget
     if name == "MT-ORL":
         return method
@@ -281,7 +282,7 @@ def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
     return method.learn(data, epochs=epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
 
 
-def _fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
+def fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
     """A Prompt Diffuser variant fine-tuned on the task's few-shot data: loaded from ``ctx.models`` when
     saved there (by this or a run of the method it is trained as), else fine-tuned (and saved)."""
     from promptrl.methods.diffuser import PromptDiffuser
@@ -361,7 +362,7 @@ def task_generators(
                 ctx.few_shot(task), epochs=budget.epochs, steps_per_epoch=budget.steps_per_epoch, progress_bar=False
             )
         else:
-            pd = _fine_tuned_generator("Prompt Diffuser", ctx, task, seed)
+            pd = fine_tuned_generator("Prompt Diffuser", ctx, task, seed)
         for key, value in sampling.items():
             setattr(pd.settings, key, value)
         pd.set_random_seed(seed)
