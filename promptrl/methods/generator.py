@@ -372,13 +372,8 @@ class PromptGenerator(FrozenPLMMethod):
         self.save_method(folder)
 
     # ------------------------------------------------------------------ save / load of the task generators
-    def _save_pretrained(self, save_directory: Path) -> None:
-        super()._save_pretrained(save_directory)
-        folder = Path(save_directory) / TASKS_FOLDER
-        for task, g in sorted(self.task_generators.items()):
-            g.save_generator(folder / str(task))
-
     optional_files: ClassVar[tuple[str, ...]] = (f"{TASKS_FOLDER}/*/{CONFIG_NAME}", f"{TASKS_FOLDER}/*/*.safetensors")
+    """The task generators' files, fetched from a Hub repo with the model's own."""
 
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)
