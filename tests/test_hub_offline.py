@@ -34,7 +34,8 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _files(self) -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in sorted(SHIPPED.iterdir()) if p.is_file()}
+        root = self.server.root
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
     def _send(self, status: int, body: bytes, headers: dict[str, str], head: bool = False) -> None:
         self.send_response(status)
@@ -87,7 +88,7 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
-    server.requests, server.cut = [], set()
+    server.requests, server.cut, server.root = [], set(), SHIPPED
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -190,3 +191,23 @@ def test_bad_timeout_setting(tmp_path, monkeypatch):
     monkeypatch.setenv(HUB_TIMEOUT_ENV, "soon")
     with pytest.raises(ValueError, match=f"{HUB_TIMEOUT_ENV} must be a positive number of seconds, got 'soon'"):
         PromptDT.from_pretrained(REPO, cache_dir=tmp_path / "cache")
+
+
+def test_task_generators_download_with_their_model(hub, tmp_path):
+    """A Prompt Diffuser that serves further tasks from ``tasks/<t>/`` arrives whole from the Hub."""
+    from conftest import make_tiny_hub
+
+    from promptrl import PromptDiffuser
+
+    folder = make_tiny_hub(tmp_path / "made", "mw-reach", [6, 9]) / "mw-reach"
+    pd = PromptDiffuser.from_pretrained(folder)  # learned task 6
+    pd.add_task_generator(9, PromptDiffuser.from_pretrained(folder / "pretrained", plm=pd.plm))  # learned task 9
+    pd.save_pretrained(tmp_path / "bundle")
+    hub.root = tmp_path / "bundle"
+    loaded = PromptDiffuser.from_pretrained(REPO, cache_dir=tmp_path / "cache")
+    assert loaded.served_tasks() == [6, 9]
+    assert any(r.startswith(f"GET /{REPO}/resolve/{SHA}/tasks/9/model.safetensors") for r in hub.requests)
+    pd.set_random_seed(1)
+    loaded.set_random_seed(1)
+    for a, b in zip(pd.generate_prompt(2, task=9), loaded.generate_prompt(2, task=9)):
+        assert all(torch.equal(a[k], b[k]) for k in a)
