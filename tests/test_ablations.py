@@ -323,3 +323,37 @@ def test_temperature_is_chosen_on_validation_tasks_only(tmp_path, monkeypatch):
     assert kept == ["seed0/task0/model.safetensors", "seed1/task0/model.safetensors"]  # once per task and seed
     with pytest.raises(ValueError, match="temperatures must be numbers in"):
         ablations.temperature_selection("mw-push", budget, out, hub, n_tasks=1, temperatures=(2.0,))
+
+
+def test_generator_table5_pretrains_a_vae_and_shares_table1_cells(tmp_path):
+    """A VAE pre-trained like the shipped generator and fine-tuned like it; the DM row is Table 1's
+    Prompt Diffuser cells, read from (and written to) the Table 1 runs on all test tasks."""
+    from promptrl.experiments.reproduce import cell_path
+    from promptrl.methods.baselines.vae import VAEPromptGenerator
+
+    hub = make_tiny_hub(tmp_path / "hub", "cheetah-dir", [0, 1])
+    out, table1 = tmp_path / "abl", tmp_path / "results"
+    budget = Budget(seeds=2, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2)
+    md = ablations.generative_models(["cheetah-dir"], budget, out, hub, table1_out=table1).read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| cheetah-dir |"))
+    assert "(945.3 ± 7.2)" not in row and "945.3 ± 7.2 | 927.2 ± 6.5 |" in row  # the paper's numbers beside
+    assert any(v in row for v in ("holds", "fails", "within noise"))
+    dm = [cell_path(table1 / "runs" / "cheetah-dir" / budget.tag(), "Prompt Diffuser", s, budget) for s in (0, 1)]
+    assert all(p.is_file() for p in dm)  # Table 1's own cells
+    runs = out / "runs" / "generator" / "cheetah-dir" / budget.tag() / "tasks-0-1"
+    (vae_folder,) = (runs / "models").iterdir()
+    plm = promptrl.PromptDT.from_pretrained(hub / "cheetah-dir" / "plm")
+    vae = VAEPromptGenerator.from_pretrained(vae_folder, plm=plm)
+    pretrained = PromptDiffuser.from_pretrained(hub / "cheetah-dir" / "pretrained", plm=plm)
+    assert vae.settings.steps_trained == pretrained.settings.steps_trained
+    assert (vae.settings.update, vae.settings.learning_rate) == (
+        pretrained.settings.update,
+        pretrained.settings.learning_rate,
+    )
+    rows = _csv(out / "generator-cheetah-dir.csv")
+    assert [(r["generator"], r["seeds"]) for r in rows] == [("DM", "2"), ("VAE", "2")]
+    written = {p: p.stat().st_mtime_ns for p in [*out.rglob("*"), *dm] if p.is_file() and "generator-" not in p.name}
+    ablations.generative_models(["cheetah-dir"], budget, out, hub, table1_out=table1, collect=True)
+    assert {
+        p: p.stat().st_mtime_ns for p in [*out.rglob("*"), *dm] if p.is_file() and "generator-" not in p.name
+    } == written

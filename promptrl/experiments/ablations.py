@@ -15,6 +15,8 @@
 - ``plm-budget`` (not in the paper): one PLM measured at several fractions of the reference training
   budget, each with expert prompts, Prompt-Tuning DT and the Prompt Diffuser under two update rules,
   and the paper's ordering tested at each budget.
+- ``generator`` (Table 5): the diffusion generator against a conditional VAE pre-trained and
+  fine-tuned the same way, on each suite.
 - ``temperature`` (not in the paper): the Prompt Diffuser's sampling temperature chosen on the
   validation tasks (training tasks where a suite has none), never the test tasks.
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ from promptrl.evaluation import evaluate
 from promptrl.experiments.executors import Executor
 from promptrl.experiments.paper import paper
 from promptrl.experiments.reproduce import (
+    FULL,
     Budget,
     Context,
     Setup,
@@ -74,6 +77,7 @@ ABLATIONS = (
     "prompt-length",
     "plm-budget",
     "temperature",
+    "generator",
 )
 DEFAULT_SUITES = {
     "init": "cheetah-vel",
@@ -84,6 +88,7 @@ DEFAULT_SUITES = {
     "prompt-length": "cheetah-vel",
     "plm-budget": "cheetah-vel",
     "temperature": "cheetah-vel",
+    "generator": "all",
 }
 """The suite each ablation runs on by default: the paper's ("all": the Table 1 suites)."""
 UPDATE_RULES = tuple(sorted(DIFFUSION_UPDATE_RULES, key=("dm", "dt", "sum", "projection").index))
@@ -1026,3 +1031,120 @@ def temperature_selection(
         body,
         rows,
     )
+
+
+# ---------------------------------------------------------------------- Table 5
+def _build_vae(_: str, ctx: Context, task: int, seed: int, pretrained: Path) -> Any:
+    """The VAE generator pre-trained in ``pretrained``, fine-tuned on the task's few-shot data as Table 1
+    fine-tunes the Prompt Diffuser, and reseeded for evaluation as it is."""
+    from promptrl.methods.baselines.vae import VAEPromptGenerator
+
+    vae = VAEPromptGenerator.from_pretrained(pretrained, plm=ctx.plm, device=ctx.device)
+    vae.set_random_seed(seed)
+    b = ctx.budget
+    vae.learn(ctx.few_shot(task), epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
+    vae.set_random_seed(seed)
+    return vae
+
+
+def generative_models(
+    suites: Sequence[str],
+    budget: Budget = FULL,
+    out: str | Path = "results/ablations",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    n_tasks: int | None = None,
+    table1_out: str | Path = "results",
+    collect: bool = False,
+    command: str = "promptrl ablate generator all",
+    executor: Executor | None = None,
+) -> Path:
+    """Table 5: the diffusion generator (DM) against a conditional VAE in its place, everything else the
+    same. Per suite, a VAE generator (:class:`~promptrl.methods.baselines.vae.VAEPromptGenerator`, the
+    width and depth of the shipped noise network) is pre-trained on the training tasks exactly as the
+    shipped diffusion generator was (:data:`~promptrl.methods.diffuser.PRETRAIN_RECIPE`, the same
+    number of steps) and saved with the shipped generator's fine-tuning settings; then both fine-tune
+    per test task as in Table 1 and are evaluated. The DM row is Table 1's Prompt Diffuser: on all
+    test tasks its cells are those of ``<table1_out>/runs`` (shared: a finished Table 1 cell is
+    reused, a new one completes Table 1 too). Each suite's "DM ≥ VAE" is the paired test of Table 1's
+    ordering checks. ``collect=True`` trains and runs nothing."""
+    from promptrl.experiments.reproduce import NOT_RECIPE, cell_path
+    from promptrl.experiments.tables import add_statistics, paired_check
+    from promptrl.methods.baselines.vae import VAEPromptGenerator, VAESettings
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE
+
+    out = Path(out)
+    ref = paper("table5_generator")
+    body = [
+        f"DM: Table 1's Prompt Diffuser; VAE: a conditional VAE pre-trained and fine-tuned the same way "
+        f"({budget.epochs} x {budget.steps_per_epoch} fine-tuning steps on {budget.few_shot_episodes} expert "
+        f"episode(s), {budget.episodes} evaluation episodes per task, {budget.seeds} seed(s)). Cells: mean [95% CI "
+        "over seeds x test tasks] (paper: mean ± std over seeds).\n",
+        "| suite | test tasks | DM | VAE | DM ≥ VAE | paper DM | paper VAE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows: list[dict[str, Any]] = []
+    for suite_ref in suites:
+        ctx = context(suite_ref, budget, hub_root, device, n_tasks, methods=("Prompt Diffuser",))
+        suite_name = ctx.suite.name
+        shipped = json.loads((ctx.hub / "pretrained" / "config.json").read_text())
+        steps = int(shipped["steps_trained"])
+        runs = _runs(out, "generator", suite_name, budget, ctx.tasks)
+        vae_folder = runs / "models" / f"vae-pretrained-{steps}"
+        if not collect:
+            settings = {
+                k: v for k, v in shipped.items() if k in {f.name for f in fields(VAESettings)} and k not in NOT_RECIPE
+            }
+            pretrain_generator(
+                ctx.plm,
+                ctx.suite.datasets("train", "expert"),
+                vae_folder,
+                steps,
+                recipe=PRETRAIN_RECIPE,
+                save_steps=1000,
+                generator_class=VAEPromptGenerator,
+                **settings,
+            )
+        table1 = Path(table1_out) / "runs" / suite_name / budget.tag()
+        dm_path = (
+            (lambda seed: cell_path(table1, "Prompt Diffuser", seed, budget))
+            if list(ctx.tasks) == list(ctx.suite.test_tasks)
+            else (lambda seed: runs / "DM" / f"seed{seed}.json")
+        )
+        cells = [("Prompt Diffuser", seed, dm_path(seed), build_method) for seed in range(budget.seeds)]
+        cells += [
+            (
+                "VAE",
+                seed,
+                runs / f"VAE-pretrained-{steps}" / f"seed{seed}.json",
+                partial(_build_vae, pretrained=vae_folder),
+            )
+            for seed in range(budget.seeds)
+        ]
+        if collect:
+            cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
+        summary: dict[str, dict[str, Any]] = {}
+        for (label, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"{suite_name} Table 5")):
+            row = summary.setdefault(label, {"seeds": [], "seed_ids": [], "tasks": []})
+            row["seeds"].append(cell["mean"])
+            row["seed_ids"].append(seed)
+            row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
+        text = {}
+        for label, key in (("Prompt Diffuser", "DM"), ("VAE", "VAE")):
+            if label not in summary:
+                text[key] = "not run"
+                continue
+            r = add_statistics(summary[label])
+            ci = "" if r["ci"] is None else f" [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]"
+            text[key] = f"{r['mean']:.1f}{ci}"
+            rows.append(
+                {"suite": suite_name, "generator": key, "mean": round(r["mean"], 2), "n": r["n"]}
+                | {"seeds": len(r["seeds"]), "paper": mean_std(ref[key].get(suite_name))}
+            )
+        check = paired_check(summary, "Prompt Diffuser", "VAE") if len(summary) == 2 else "not run"
+        body.append(
+            f"| {suite_name} | {ctx.tasks} | {text['DM']} | {text['VAE']} | {check} | "
+            f"{mean_std(ref['DM'].get(suite_name))} | {mean_std(ref['VAE'].get(suite_name))} |"
+        )
+    stem = "generator-" + ("all" if len(suites) > 1 else load_spec(suites[0]).name)
+    return _write(out, stem, "Diffusion vs VAE prompt generator (Table 5)", command, budget, body, rows)

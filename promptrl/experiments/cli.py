@@ -210,15 +210,17 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     import torch
 
     from promptrl.experiments import ablations as a
-    from promptrl.experiments.reproduce import TABLE1_SUITES
+    from promptrl.experiments.reproduce import FULL, TABLE1_SUITES
 
     torch.set_num_threads(args.threads)
-    base = a.PLM_BUDGET_ADAPTATION if args.name in ("plm-budget", "temperature") else a.DEFAULT_BUDGET
+    base = {"plm-budget": a.PLM_BUDGET_ADAPTATION, "temperature": a.PLM_BUDGET_ADAPTATION, "generator": FULL}.get(
+        args.name, a.DEFAULT_BUDGET
+    )
     budget = replace(base, **given(args, ABLATION_BUDGET_FIELDS))
     suite = args.suite or a.DEFAULT_SUITES[args.name]
-    if suite == "all" and args.name != "update-rules":
+    if suite == "all" and args.name not in ("update-rules", "generator"):
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
-    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length", "plm-budget", "temperature")
+    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length", "plm-budget", "temperature", "generator")
     if args.executor != "inprocess" and not grid:
         raise ValueError(
             f"--executor {args.executor}: ablation {args.name!r} is not a grid of cells; it runs in this process"
@@ -257,6 +259,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             **given(args, ("fractions", "batch_per_task")),
             **grid_common,
         )
+    elif args.name == "generator":
+        suites = list(TABLE1_SUITES) if suite == "all" else [suite]
+        md = a.generative_models(suites, budget, n_tasks=args.tasks, collect=args.collect, **grid_common)
     elif args.name == "temperature":
         md = a.temperature_selection(
             suite,
@@ -382,14 +387,15 @@ def add_commands(sub: Any, train: Any) -> None:
         help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
         "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length); plm-budget: the paper's ordering "
         "at several PLM training budgets (trains one PLM); temperature: the sampling temperature chosen on the "
-        "validation (else training) tasks",
+        "validation (else training) tasks; generator: Table 5, diffusion vs VAE generator (trains a VAE per suite)",
     )
     add_suite_argument(
         p,
         "all",
         nargs="?",
         default=None,
-        help="default: the paper's (cheetah-vel; all for update-rules; ant-dir-ood for zero-shot and prompts)",
+        help="default: the paper's (cheetah-vel; all for update-rules and generator; ant-dir-ood for zero-shot "
+        "and prompts)",
     )
     add_dataclass_options(
         p,
@@ -462,9 +468,7 @@ def add_commands(sub: Any, train: Any) -> None:
     )
     p.add_argument("--out", default="results/ablations", help="results folder")
     add_common_options(p, "hub", "device", "threads")
-    _add_executor_options(
-        p, "init, update-rules, zero-shot, prompt-length, plm-budget, temperature: (setting, seed, task)"
-    )
+    _add_executor_options(p, "the grids (all but prompts and denoising): (setting, seed, task)")
     p.set_defaults(func=cmd_ablate)
 
 

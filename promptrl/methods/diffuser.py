@@ -185,10 +185,11 @@ def pretrain_generator(
     recipe: dict[str, Any] | None = None,
     save_steps: int = 1000,
     seed: int = 0,
-    model_card: Callable[[PromptDiffuser], str] | None = None,
+    model_card: Callable[[PromptGenerator], str] | None = None,
     progress_bar: bool = True,
+    generator_class: type[PromptGenerator] | None = None,
     **settings: Any,
-) -> PromptDiffuser:
+) -> PromptGenerator:
     """A generator pre-trained on ``datasets`` (a suite's training tasks) until ``steps`` steps are done
     in all, saved (atomically) to ``folder`` every ``save_steps`` steps; a rerun resumes from there,
     and one with more ``steps`` continues. Each save holds the optimizer and random state too (see
@@ -200,6 +201,8 @@ def pretrain_generator(
     values of those settings instead (``settings``, else Table 4's), so that ``learn`` on a test
     task's data afterwards fine-tunes as the paper does. ``settings``: other fields of
     :class:`PromptDiffuserSettings` for a new generator; ``model_card(pd)``: the card's training section.
+    ``generator_class``: another :class:`~promptrl.methods.generator.PromptGenerator` to pre-train
+    the same way (e.g. the VAE of Table 5; default :class:`PromptDiffuser`).
 
     Under an initialized ``torch.distributed`` process group every rank calls it with the same
     arguments and trains data-parallel (each rank draws ``batch_size`` windows per step, see
@@ -207,16 +210,17 @@ def pretrain_generator(
     for the save. ``folder`` must be one folder all ranks see."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    cls = PromptDiffuser if generator_class is None else generator_class
     recipe = {**PRETRAIN_RECIPE, **(recipe or {})}
-    table4 = PromptDiffuserSettings()
+    table4 = cls.settings_class()
     finetune = {k: settings.get(k, getattr(table4, k)) for k in recipe}
     folder = Path(folder)
     found = latest_folder(folder, CONFIG_NAME)  # the last save, also when a kill cut its swap short
     if found is not None:
-        pd = PromptDiffuser.from_pretrained(found, plm=plm, device=plm.device)
+        pd = cls.from_pretrained(found, plm=plm, device=plm.device)
         pd.load_training_state(found)
     else:
-        pd = PromptDiffuser(plm, seed=seed, **settings)
+        pd = cls(plm, seed=seed, **settings)
 
     def learn(n: int) -> None:
         pd.settings = replace(pd.settings, **recipe)
