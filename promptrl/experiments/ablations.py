@@ -1092,6 +1092,7 @@ def generative_models(
         runs = _runs(out, "generator", suite_name, budget, ctx.tasks)
         vae_folder = runs / "models" / f"vae-pretrained-{steps}"
         if not collect:
+            create_datasets(ctx.suite, "expert", tasks=ctx.suite.train_tasks, progress_bar=True)  # seeded, idempotent
             settings = {
                 k: v for k, v in shipped.items() if k in {f.name for f in fields(VAESettings)} and k not in NOT_RECIPE
             }
