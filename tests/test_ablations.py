@@ -357,3 +357,21 @@ def test_generator_table5_pretrains_a_vae_and_shares_table1_cells(tmp_path):
     assert {
         p: p.stat().st_mtime_ns for p in [*out.rglob("*"), *dm] if p.is_file() and "generator-" not in p.name
     } == written
+
+
+def test_update_rules_share_table1_cells_on_all_test_tasks(tmp_path):
+    """The projection and dt rules on every test task are Table 1's two Prompt Diffuser columns: the
+    same cells, so reproduce --collect tabulates what the ablation measured."""
+    from promptrl.experiments.reproduce import reproduce_suite
+
+    hub = make_tiny_hub(tmp_path / "hub", "cheetah-dir", [0, 1])
+    out, table1 = tmp_path / "abl", tmp_path / "results"
+    ablations.update_rules(["cheetah-dir"], TINY, out, hub, table1_out=table1)
+    rows = {r["rule"]: float(r["mean"]) for r in _csv(out / "update-rules-cheetah-dir.csv")}
+    collected = reproduce_suite(
+        "cheetah-dir", TINY, ["Prompt Diffuser", "Prompt Diffuser (dt)"], table1, hub, collect=True
+    )
+    assert collected["Prompt Diffuser"]["mean"] == pytest.approx(rows["projection"], abs=0.01)
+    assert collected["Prompt Diffuser (dt)"]["mean"] == pytest.approx(rows["dt"], abs=0.01)
+    own = out / "runs" / "update-rules" / "cheetah-dir" / TINY.tag() / "tasks-0-1"
+    assert sorted(p.name for p in own.iterdir()) == ["dm", "sum"]  # the other rules' cells are the ablation's own

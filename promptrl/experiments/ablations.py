@@ -54,6 +54,7 @@ from promptrl.experiments.reproduce import (
     Context,
     Setup,
     build_method,
+    cell_path,
     fine_tuned_generator,
     finished_cell,
     fresh_method,
@@ -61,7 +62,7 @@ from promptrl.experiments.reproduce import (
     run_cells,
     write_json,
 )
-from promptrl.experiments.tables import hardware, mean_std, sample_std
+from promptrl.experiments.tables import add_statistics, hardware, mean_and_ci, mean_std, paired_check
 from promptrl.methods.diffuser import pretrain_generator
 from promptrl.methods.plm import train_plm
 from promptrl.nn.diffusion import UPDATE_RULES as DIFFUSION_UPDATE_RULES
@@ -139,28 +140,46 @@ def measure(
 
 
 def measure_all(
-    ctx: Context, builds: dict[str, Build], runs: Path, collect: bool = False, executor: Executor | None = None
+    ctx: Context,
+    builds: dict[str, Build],
+    runs: Path,
+    collect: bool = False,
+    executor: Executor | None = None,
+    table1: dict[str, str] | None = None,
+    table1_runs: Path | None = None,
 ) -> dict[str, dict[str, Any] | None]:
     """:func:`measure` of every ``label: build`` at once: with an ``executor`` all their (seed, test task)
-    units run side by side (``build`` must then pickle: a module-level function or a ``partial`` of one)."""
-    cells = [
-        (label, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build)
-        for label, build in builds.items()
-        for seed in range(ctx.budget.seeds)
-    ]
+    units run side by side (``build`` must then pickle: a module-level function or a ``partial`` of one).
+    Each measured label's row holds ``"seeds"`` (each seed's mean), ``"seed_ids"``, ``"tasks"`` (per
+    seed, each task's mean) and the statistics of :func:`~promptrl.experiments.tables.add_statistics`.
+
+    ``table1`` maps labels that compute exactly a Table 1 method (``{label: method}``) to it: where the
+    context's tasks are all of the suite's test tasks, those cells are Table 1's own, in
+    ``table1_runs`` (``<out>/runs/<suite>/<budget tag>`` of ``promptrl reproduce``), read when
+    finished and written there when not."""
+    shared = table1 if table1 and table1_runs is not None and ctx.tasks == list(ctx.suite.test_tasks) else {}
+    labels, cells = [], []
+    for label, build in builds.items():
+        for seed in range(ctx.budget.seeds):
+            labels.append(label)
+            if label in shared:
+                cells.append(
+                    (shared[label], seed, cell_path(table1_runs, shared[label], seed, ctx.budget), build_method)
+                )
+            else:
+                cells.append((label, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build))
     if collect:
-        cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
-    means: dict[str, list[float]] = {}
-    for (label, _, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"{ctx.suite.name} cells")):
-        means.setdefault(label, []).append(cell["mean"])
-    return {
-        label: (
-            {"seeds": means[label], "mean": float(np.mean(means[label])), "std": sample_std(means[label])}
-            if label in means
-            else None
-        )
-        for label in builds
-    }
+        kept = [finished_cell(c[0], ctx, c[2]) is not None for c in cells]
+        labels, cells = [x for x, k in zip(labels, kept) if k], [c for c, k in zip(cells, kept) if k]
+    rows: dict[str, dict[str, Any]] = {}
+    for label, (_, seed, _, _), cell in zip(
+        labels, cells, run_cells(cells, ctx, executor, desc=f"{ctx.suite.name} cells")
+    ):
+        row = rows.setdefault(label, {"seeds": [], "seed_ids": [], "tasks": []})
+        row["seeds"].append(cell["mean"])
+        row["seed_ids"].append(seed)
+        row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
+    return {label: add_statistics(rows[label]) if label in rows else None for label in builds}
 
 
 def _runs(out: Path, name: str, suite: str, budget: Budget, tasks: Sequence[int]) -> Path:
@@ -278,6 +297,10 @@ def prompt_initialization(
 
 
 # ---------------------------------------------------------------------- Fig. 3
+TABLE1_RULES = {"projection": "Prompt Diffuser", "dt": "Prompt Diffuser (dt)"}
+"""The update rules whose fine-tuning is a Table 1 column's (the default rule, and the dt variant)."""
+
+
 def _build_rule(_: str, ctx: Context, task: int, seed: int, rule: str) -> Any:
     """The Prompt Diffuser fine-tuned on the task's few-shot data with update rule ``rule``."""
     return _adapt("Prompt Diffuser", ctx, task, seed, ctx.few_shot(task), update=rule)
@@ -292,9 +315,12 @@ def update_rules(
     n_tasks: int | None = None,
     command: str = "promptrl ablate update-rules",
     executor: Executor | None = None,
+    table1_out: str | Path = "results",
 ) -> Path:
     """Fig. 3: the Prompt Diffuser fine-tuned with each update rule; change relative to dm (Eq. 18).
-    ``executor`` runs the units on its workers."""
+    ``executor`` runs the units on its workers. On all of a suite's test tasks, the projection and
+    dt rules are Table 1's "Prompt Diffuser" and "Prompt Diffuser (dt)" cells of the same budget
+    (in ``<table1_out>/runs``, shared: see :func:`measure_all`)."""
     out = Path(out)
     rows, body = (
         [],
@@ -310,7 +336,13 @@ def update_rules(
         suite_name = ctx.suite.name
         runs = _runs(out, "update-rules", suite_name, budget, ctx.tasks)
         results = measure_all(
-            ctx, {rule: partial(_build_rule, rule=rule) for rule in UPDATE_RULES}, runs, False, executor
+            ctx,
+            {rule: partial(_build_rule, rule=rule) for rule in UPDATE_RULES},
+            runs,
+            False,
+            executor,
+            TABLE1_RULES,
+            Path(table1_out) / "runs" / suite_name / budget.tag(),
         )
         base = results["dm"]["mean"]
         cells = []
@@ -824,7 +856,6 @@ def plm_budget(
     checks over the (seed, test task) units. ``collect=True`` trains and runs nothing: it tabulates the
     finished cells ("not run" for the others)."""
     from promptrl.experiments.reproduce import _recipe
-    from promptrl.experiments.tables import add_statistics, paired_check
     from promptrl.methods.plm import PromptDTSettings
 
     steps_list = sorted({max(1, round(f * REFERENCE_PLM_STEPS)) for f in fractions})
@@ -872,28 +903,15 @@ def plm_budget(
             plm.save_pretrained(plm_folder)
         setup = Setup(suite.ref, budget, hub, device, tuple(tasks), qualities=("expert",), plm=plm_folder)
         ctx = setup.context(make_datasets=False)
-        labels = {f"{steps} {c}": _build_column for c in columns}
-        cells = [
-            (label, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build)
-            for label, build in labels.items()
-            for seed in range(budget.seeds)
-        ]
-        if collect:
-            cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
-        summary: dict[str, dict[str, Any]] = {}
-        for (label, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"{suite_name} PLM {steps}")):
-            row = summary.setdefault(label.split(" ", 1)[1], {"seeds": [], "seed_ids": [], "tasks": []})
-            row["seeds"].append(cell["mean"])
-            row["seed_ids"].append(seed)
-            row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
+        measured = measure_all(ctx, {f"{steps} {c}": _build_column for c in columns}, runs, collect, executor)
+        summary = {c: measured[f"{steps} {c}"] for c in columns if measured[f"{steps} {c}"] is not None}
         text = []
         for c in columns:
             if c not in summary:
                 text.append("not run")
                 continue
-            r = add_statistics(summary[c])
-            ci = "" if r["ci"] is None else f" [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]"
-            text.append(f"{r['mean']:.1f}{ci}")
+            r = summary[c]
+            text.append(mean_and_ci(r))
             rows.append(
                 {
                     "plm_steps": steps,
@@ -956,8 +974,6 @@ def temperature_selection(
     mean, with the paired test against each other temperature, so a choice within noise says so.
     For a suite whose test tasks are also training tasks (cheetah-dir), the selection tasks are test
     tasks too, and the table says so."""
-    from promptrl.experiments.tables import add_statistics, paired_check
-
     if not temperatures or any(not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0 for t in temperatures):
         raise ValueError(f"temperatures must be numbers in [0, 1], got {list(temperatures)}")
     suite_ref, suite_name = suite_name, load_spec(suite_name).name
@@ -977,19 +993,8 @@ def temperature_selection(
     )
     ctx = setup.context(make_datasets=not collect)
     labels = {f"T={t:g}": partial(_build_temperature, temperature=float(t)) for t in temperatures}
-    cells = [
-        (label, seed, runs / label / f"seed{seed}.json", build)
-        for label, build in labels.items()
-        for seed in range(budget.seeds)
-    ]
-    if collect:
-        cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
-    summary: dict[str, dict[str, Any]] = {}
-    for (label, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"{suite_name} temperatures")):
-        row = summary.setdefault(label, {"seeds": [], "seed_ids": [], "tasks": []})
-        row["seeds"].append(cell["mean"])
-        row["seed_ids"].append(seed)
-        row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
+    measured = measure_all(ctx, labels, runs, collect, executor)
+    summary = {label: r for label, r in measured.items() if r is not None}
     overlap = sorted(set(tasks) & set(suite.test_tasks))
     body = [
         f"Selection tasks: the {split} tasks {list(tasks)} ({'validation' if split == 'validation' else 'training'} "
@@ -1006,10 +1011,9 @@ def temperature_selection(
         if label not in summary:
             body.append(f"| {label} | not run | |")
             continue
-        r = add_statistics(summary[label])
-        ci = "" if r["ci"] is None else f" [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]"
+        r = summary[label]
         per_task = ", ".join(f"{t}: {v:.1f}" for t, v in r["tasks"][0].items())
-        body.append(f"| {label} | {r['mean']:.1f}{ci} | {per_task} |")
+        body.append(f"| {label} | {mean_and_ci(r)} | {per_task} |")
         rows.append(
             {"temperature": label[2:], "mean": round(r["mean"], 2), "n": r["n"]}
             | {
@@ -1068,8 +1072,7 @@ def generative_models(
     test tasks its cells are those of ``<table1_out>/runs`` (shared: a finished Table 1 cell is
     reused, a new one completes Table 1 too). Each suite's "DM ≥ VAE" is the paired test of Table 1's
     ordering checks. ``collect=True`` trains and runs nothing."""
-    from promptrl.experiments.reproduce import NOT_RECIPE, cell_path
-    from promptrl.experiments.tables import add_statistics, paired_check
+    from promptrl.experiments.reproduce import NOT_RECIPE
     from promptrl.methods.baselines.vae import VAEPromptGenerator, VAESettings
     from promptrl.methods.diffuser import PRETRAIN_RECIPE
 
@@ -1106,43 +1109,23 @@ def generative_models(
                 generator_class=VAEPromptGenerator,
                 **settings,
             )
+        vae = f"VAE-pretrained-{steps}"
+        builds = {"Prompt Diffuser": build_method, vae: partial(_build_vae, pretrained=vae_folder)}
         table1 = Path(table1_out) / "runs" / suite_name / budget.tag()
-        dm_path = (
-            (lambda seed: cell_path(table1, "Prompt Diffuser", seed, budget))
-            if list(ctx.tasks) == list(ctx.suite.test_tasks)
-            else (lambda seed: runs / "DM" / f"seed{seed}.json")
-        )
-        cells = [("Prompt Diffuser", seed, dm_path(seed), build_method) for seed in range(budget.seeds)]
-        cells += [
-            (
-                "VAE",
-                seed,
-                runs / f"VAE-pretrained-{steps}" / f"seed{seed}.json",
-                partial(_build_vae, pretrained=vae_folder),
-            )
-            for seed in range(budget.seeds)
-        ]
-        if collect:
-            cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
-        summary: dict[str, dict[str, Any]] = {}
-        for (label, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"{suite_name} Table 5")):
-            row = summary.setdefault(label, {"seeds": [], "seed_ids": [], "tasks": []})
-            row["seeds"].append(cell["mean"])
-            row["seed_ids"].append(seed)
-            row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
+        measured = measure_all(ctx, builds, runs, collect, executor, {"Prompt Diffuser": "Prompt Diffuser"}, table1)
+        summary = {key: measured[label] for key, label in (("DM", "Prompt Diffuser"), ("VAE", vae)) if measured[label]}
         text = {}
-        for label, key in (("Prompt Diffuser", "DM"), ("VAE", "VAE")):
-            if label not in summary:
+        for key in ("DM", "VAE"):
+            if key not in summary:
                 text[key] = "not run"
                 continue
-            r = add_statistics(summary[label])
-            ci = "" if r["ci"] is None else f" [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]"
-            text[key] = f"{r['mean']:.1f}{ci}"
+            r = summary[key]
+            text[key] = mean_and_ci(r)
             rows.append(
                 {"suite": suite_name, "generator": key, "mean": round(r["mean"], 2), "n": r["n"]}
                 | {"seeds": len(r["seeds"]), "paper": mean_std(ref[key].get(suite_name))}
             )
-        check = paired_check(summary, "Prompt Diffuser", "VAE") if len(summary) == 2 else "not run"
+        check = paired_check(summary, "DM", "VAE") if len(summary) == 2 else "not run"
         body.append(
             f"| {suite_name} | {ctx.tasks} | {text['DM']} | {text['VAE']} | {check} | "
             f"{mean_std(ref['DM'].get(suite_name))} | {mean_std(ref['VAE'].get(suite_name))} |"
