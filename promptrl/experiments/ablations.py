@@ -117,15 +117,20 @@ def context(
     n_tasks: int | None,
     qualities: Sequence[str] = ("expert",),
     methods: Sequence[str] = (),
+    split: str = "test",
+    models: Path | None = None,
+    make_datasets: bool = True,
 ) -> Context:
     """The shipped models of a suite (a name or a spec file's path) loaded from ``<hub_root>/<name>``, and
-    its first ``n_tasks`` test tasks' datasets made."""
+    the datasets of the first ``n_tasks`` tasks of ``split`` (its test tasks by default) made (unless
+    ``make_datasets`` is False); ``models``: where fine-tuned generators are kept (see :class:`Context`)."""
     suite = load_suite(suite_name)
-    tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
+    tasks = suite.split(split)[:n_tasks] if n_tasks else suite.split(split)
     hub = hub_folder(suite.name, hub_root)
-    return Setup(
-        suite.ref, budget, hub, device, tuple(tasks), methods=tuple(methods), qualities=tuple(qualities)
-    ).context()
+    setup = Setup(
+        suite.ref, budget, hub, device, tuple(tasks), models=models, methods=tuple(methods), qualities=tuple(qualities)
+    )
+    return setup.context(make_datasets)
 
 
 Build = Callable[[str, Context, int, int], Any]
@@ -977,21 +982,13 @@ def temperature_selection(
     if not temperatures or any(not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0 for t in temperatures):
         raise ValueError(f"temperatures must be numbers in [0, 1], got {list(temperatures)}")
     suite_ref, suite_name = suite_name, load_spec(suite_name).name
-    out = Path(out)
     suite = load_suite(suite_ref)
     split = suite.selection_split
     tasks = suite.split(split)[:n_tasks] if n_tasks else suite.split(split)
-    runs = _runs(out, "temperature", suite_name, budget, tasks)
-    setup = Setup(
-        suite.ref,
-        budget,
-        hub_folder(suite_name, hub_root),
-        device,
-        tuple(tasks),
-        qualities=("expert",),
-        models=runs / "models",
+    runs = _runs(Path(out), "temperature", suite_name, budget, tasks)
+    ctx = context(
+        suite_ref, budget, hub_root, device, n_tasks, split=split, models=runs / "models", make_datasets=not collect
     )
-    ctx = setup.context(make_datasets=not collect)
     labels = {f"T={t:g}": partial(_build_temperature, temperature=float(t)) for t in temperatures}
     measured = measure_all(ctx, labels, runs, collect, executor)
     summary = {label: r for label, r in measured.items() if r is not None}
@@ -1027,7 +1024,7 @@ def temperature_selection(
         body += ["| against | paired test of the selected temperature ≥ it |", "|---|---|"]
         body += [f"| {label} | {paired_check(summary, best, label)} |" for label in summary if label != best]
     return _write(
-        out,
+        Path(out),
         f"temperature-{suite_name}",
         f"The sampling temperature, chosen on the {split} split, {suite_name}",
         command,
