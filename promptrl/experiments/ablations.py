@@ -1085,7 +1085,9 @@ def generative_models(
     ]
     rows: list[dict[str, Any]] = []
     for suite_ref in suites:
-        ctx = context(suite_ref, budget, hub_root, device, n_tasks, methods=("Prompt Diffuser",))
+        ctx = context(
+            suite_ref, budget, hub_root, device, n_tasks, methods=("Prompt Diffuser",), make_datasets=not collect
+        )
         suite_name = ctx.suite.name
         shipped = json.loads((ctx.hub / "pretrained" / "config.json").read_text())
         steps = int(shipped["steps_trained"])
