@@ -138,3 +138,27 @@ def test_push_to_hub_uploads_a_self_contained_folder(tmp_path, monkeypatch):
     back.set_random_seed(0)
     a, b = pd.generate_prompt(4, task=6), back.generate_prompt(4, task=6)
     assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+
+
+@pytest.mark.parametrize(
+    "name", [s for s in SUITES if (HUB / s / "tasks").is_dir()] or [pytest.param("none", marks=pytest.mark.skip)]
+)
+def test_a_model_that_serves_every_test_task_gives_its_card_numbers(name):
+    """A shipped model with a generator per test task: every test task is served, and the evaluation its
+    card records (the per-task means of `promptrl evaluate ... --record`) comes out again, number for number."""
+    import re
+
+    from promptrl.evaluation import evaluate
+
+    folder, suite = HUB / name, promptrl.load_suite(name)
+    pd = PromptDiffuser.from_pretrained(folder)
+    assert pd.served_tasks() == sorted(suite.test_tasks)
+    card = (folder / "README.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| generated |"))
+    episodes = int(re.search(r"--episodes (\d+)", card).group(1))
+    stated = {int(t): float(m) for t, m in re.findall(r"(\d+): (-?\d+\.\d) \[", row)}
+    assert sorted(stated) == sorted(suite.test_tasks)
+    result = evaluate(pd, suite, n_episodes=episodes, seed=0)
+    assert {t: round(float(np.mean(r)), 1) for t, r in result.returns.items()} == stated
+    with pytest.raises(ValueError, match="holds prompt generators for tasks"):
+        pd.generate_prompt(1, task=suite.train_tasks[0])
