@@ -132,12 +132,13 @@ def test_push_to_hub_uploads_a_self_contained_folder(tmp_path, monkeypatch):
         "plm/README.md",
         "plm/config.json",
         "plm/model.safetensors",
-    ]
+    ] + [f"tasks/{t}/{f}" for t in sorted(map(str, pd.task_generators)) for f in ("config.json", "model.safetensors")]
     back = PromptDiffuser.from_pretrained(uploaded)
     pd.set_random_seed(0)
     back.set_random_seed(0)
-    a, b = pd.generate_prompt(4, task=6), back.generate_prompt(4, task=6)
-    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+    for task in pd.served_tasks():  # the task generators travel with the model
+        a, b = pd.generate_prompt(4, task=task), back.generate_prompt(4, task=task)
+        assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
 
 
 @pytest.mark.parametrize(
