@@ -10,7 +10,6 @@ import pytest
 
 import promptrl
 import promptrl.evaluation
-from promptrl.cli.commands import selection_split
 from promptrl.experiments.cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "point_robot"
@@ -27,8 +26,8 @@ def point_robot(tmp_path, monkeypatch) -> Path:
 
 
 def test_selection_split_is_validation_else_train():
-    assert selection_split(promptrl.load_suite("mw-push")) == "validation"
-    assert selection_split(promptrl.load_suite("cheetah-vel")) == "train"  # no validation tasks
+    assert promptrl.load_suite("mw-push").selection_split == "validation"
+    assert promptrl.load_suite("cheetah-vel").selection_split == "train"  # no validation tasks
 
 
 @pytest.mark.parametrize("validation", [[9], []])

@@ -169,18 +169,12 @@ def _tensorboard(folder: Path) -> Any:
     return SummaryWriter(str(folder))
 
 
-def selection_split(suite) -> str:
-    """The split that training-time evaluations (checkpoint choices) read: the suite's validation tasks,
-    or, for a suite without any, its training tasks (:attr:`~promptrl.suites.TaskSuite.selection_split`)."""
-    return suite.selection_split
-
-
 def _log_evaluation(model, suite, path: Path, episodes: int, seed: int, tensorboard: Any = None) -> None:
-    """Append the return with expert prompts (no prompt for MT-ORL) on the :func:`selection_split` to a CSV
+    """Append the return with expert prompts (no prompt for MT-ORL) on the suite's :attr:`~promptrl.suites.TaskSuite.selection_split` to a CSV
     (and TensorBoard)."""
     from promptrl.evaluation import evaluate
 
-    split = selection_split(suite)
+    split = suite.selection_split
     result = evaluate(model, suite, split=split, n_episodes=episodes, prompt="expert", seed=seed)
     if tensorboard:
         tensorboard.add_scalar(f"eval/{split}_return", result.mean, model.settings.steps_trained)
