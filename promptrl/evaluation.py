@@ -8,14 +8,17 @@ parts back together by key, equal to the result of one call over the whole list.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from promptrl.common.files import CONFIG_NAME, atomic_folder, latest_folder, saved_steps, write_text_atomic
 from promptrl.common.statistics import mean_ci, sample_std
 from promptrl.suites import TaskSuite, load_suite
 from promptrl.wrappers import HistoryBuffer, PromptSource, generate_prompts, resolve_prompt
@@ -232,3 +235,101 @@ def evaluate(
         per_task.setdefault(plan[i].task, []).append(float(r))
         indices.setdefault(plan[i].task, []).append(plan[i].episode)
     return EvalResult(suite.name, split, per_task, indices)
+
+
+class BestCheckpoint:
+    """An ``on_checkpoint`` callback for :func:`~promptrl.methods.plm.train_plm` that selects a checkpoint
+    without reading the test split, as Stable-Baselines3's ``EvalCallback`` with ``best_model_save_path``.
+
+    Each call evaluates the model with expert prompts (none for an MT-ORL) on the suite's
+    :attr:`~promptrl.suites.TaskSuite.selection_split` (its first ``n_tasks`` tasks when given),
+    ``n_episodes`` per task with reset seeds from ``seed``, appends ``step,<split>_return,<split>_std``
+    to the CSV ``log``, and saves the model to ``folder`` when its mean return is the highest in the log
+    (a tie keeps the earlier step). The saved card's training section is ``model_card(model)`` followed
+    by the rule and the chosen step. ``folder`` is replaced atomically, and the choice is read back from
+    ``log`` and ``folder``, so a resumed run goes on where a killed one stopped (see :meth:`catch_up`).
+    """
+
+    def __init__(
+        self,
+        suite: TaskSuite | str,
+        folder: str | Path,
+        log: str | Path,
+        n_episodes: int,
+        *,
+        n_tasks: int | None = None,
+        seed: int = 0,
+        model_card: Callable[[Any], str] | None = None,
+        tensorboard: Any = None,
+    ):
+        self.suite = load_suite(suite) if isinstance(suite, str) else suite
+        if not isinstance(n_episodes, int) or isinstance(n_episodes, bool) or n_episodes < 1:
+            raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+        if n_tasks is not None and (not isinstance(n_tasks, int) or isinstance(n_tasks, bool) or n_tasks < 1):
+            raise ValueError(f"n_tasks must be a positive integer or None, got {n_tasks!r}")
+        self.folder, self.log = Path(folder), Path(log)
+        self.split = self.suite.selection_split
+        self.tasks = self.suite.split(self.split)[:n_tasks]
+        self.n_episodes, self.seed = n_episodes, seed
+        self.model_card, self.tensorboard = model_card, tensorboard
+
+    def __call__(self, model: Any) -> EvalResult:
+        """Evaluate ``model`` (a checkpoint), log its return and keep it if it is the best so far."""
+        result = evaluate(
+            model,
+            self.suite,
+            split=self.split,
+            n_episodes=self.n_episodes,
+            prompt="expert",
+            seed=self.seed,
+            tasks=self.tasks,
+        )
+        step = model.settings.steps_trained
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar(f"eval/{self.split}_return", result.mean, step)
+        header = f"step,{self.split}_return,{self.split}_std"
+        rows = self.log.read_text().splitlines()[1:] if self.log.is_file() else []
+        rows = [r for r in rows if int(r.split(",")[0]) != step]  # a checkpoint evaluated again replaces its row
+        write_text_atomic(self.log, "\n".join([header, *rows, f"{step},{result.mean:.2f},{result.std:.2f}"]) + "\n")
+        self._keep_if_best(model)
+        return result
+
+    def scores(self) -> dict[int, float]:
+        """The logged mean return of each evaluated step."""
+        if not self.log.is_file():
+            return {}
+        return {int(r["step"]): float(r[f"{self.split}_return"]) for r in csv.DictReader(self.log.open())}
+
+    @property
+    def best_step(self) -> int | None:
+        """The step the log ranks first (the earliest among equals), None before any evaluation."""
+        scores = self.scores()
+        return min(scores, key=lambda s: (-scores[s], s)) if scores else None
+
+    def catch_up(self, model: Any) -> None:
+        """For a resumed run's checkpoint ``model``: evaluate it if the log misses its step, and keep it
+        if it is the best but a killed run stopped before saving it."""
+        if model.settings.steps_trained not in self.scores():
+            self(model)
+        else:
+            self._keep_if_best(model)
+
+    def _keep_if_best(self, model: Any) -> None:
+        step, scores = model.settings.steps_trained, self.scores()
+        if self.best_step != step or saved_steps(latest_folder(self.folder, CONFIG_NAME)) == step:
+            return
+        tasks = ", ".join(map(str, self.tasks))
+        rule = (
+            f"**Selection.** Of the checkpoints evaluated every time one was saved, this is the one with the highest "
+            f"mean return with expert prompts on the suite's {self.split} split (tasks {tasks}; {self.n_episodes} "
+            f"episode(s) per task, reset seeds from {self.seed}): step {step:,}, mean return {scores[step]:.2f}. "
+            f"Every evaluated step's return is in the run's `{self.log.name}`. The test split was not read."
+        )
+        card = model.settings.model_card
+        training = self.model_card(model) if self.model_card is not None else ""
+        model.settings.model_card = {"training": f"{training}\n\n{rule}".strip()}
+        try:
+            with atomic_folder(self.folder) as tmp:
+                model.save_pretrained(tmp)
+        finally:
+            model.settings.model_card = card

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,17 @@ class TaskSuite:
     @property
     def selection_split(self) -> str:
         """The split that choices (checkpoints, temperatures, rules) read: ``"validation"``, or
-        ``"train"`` for a suite without validation tasks. Never ``"test"``."""
-        return "validation" if self.split("validation") else "train"
+        ``"train"`` for a suite without validation tasks. Never ``"test"``; a suite whose training tasks
+        are also its test tasks (cheetah-dir) gets a warning, since its choices then read them."""
+        split = "validation" if self.split("validation") else "train"
+        shared = sorted(set(self.split(split)) & set(self.split("test")))
+        if shared:
+            warnings.warn(
+                f"suite {self.name!r}: its {split} tasks {shared} are also test tasks, so a choice made on them "
+                "reads the test tasks (the suite has no other tasks)",
+                stacklevel=2,
+            )
+        return split
 
     def check_task(self, task: int) -> int:
         """``task`` if it is a task id of this suite, else a ``ValueError``."""

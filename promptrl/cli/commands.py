@@ -79,6 +79,7 @@ def _train_plm(args: argparse.Namespace) -> None:
 
     from promptrl.common.distributed import is_main
     from promptrl.common.files import csv_text, latest_folder, saved_steps, write_text_atomic
+    from promptrl.evaluation import BestCheckpoint
     from promptrl.methods.plm import PromptDT, train_plm, training_bf16
 
     torch.set_num_threads(args.threads)
@@ -122,8 +123,12 @@ def _train_plm(args: argparse.Namespace) -> None:
                     )
 
         def after_checkpoint(model: PromptDT) -> None:
-            if args.eval_episodes:
-                _log_evaluation(model, suite, out / "eval.csv", args.eval_episodes, args.seed, tensorboard)
+            if selector is not None:
+                result = selector(model)
+                print(
+                    f"step {model.settings.steps_trained}: {selector.split}-split return {result.mean:.1f} "
+                    f"+- {result.std:.1f} (best: step {selector.best_step})"
+                )
             if tensorboard:
                 tensorboard.flush()
 
@@ -140,6 +145,29 @@ def _train_plm(args: argparse.Namespace) -> None:
                 f"{f'prompts: {s.prompt_window} windows, ' if s.use_prompt else ''}seed {args.seed}."
             )
 
+        def final_card(model: PromptDT) -> str:
+            if selector is None:
+                return card(model)
+            return (
+                f"{card(model)}\n\n**Selection.** None: this is the run's last step. The checkpoint chosen on the "
+                f"{selector.split} split (step {selector.best_step:,}) is in `best/`."
+            )
+
+        selector = None
+        if args.eval_episodes and main:
+            selector = BestCheckpoint(
+                suite,
+                out / "best",
+                out / "eval.csv",
+                args.eval_episodes,
+                n_tasks=args.eval_tasks,
+                seed=args.seed,
+                model_card=card,
+                tensorboard=tensorboard,
+            )
+            resumed = PromptDT.load_checkpoint(out / "checkpoint", device=args.device) if done else None
+            if resumed is not None:  # a killed run may have stopped between its checkpoint and the choice
+                selector.catch_up(resumed)
         train_plm(
             suite,
             out,
@@ -150,7 +178,7 @@ def _train_plm(args: argparse.Namespace) -> None:
             checkpoint_steps=args.checkpoint_steps,
             callback=log_step if main else None,
             on_checkpoint=after_checkpoint,
-            model_card=card,
+            model_card=final_card,
             progress_bar=main,
             **hyper,
         )
@@ -158,6 +186,8 @@ def _train_plm(args: argparse.Namespace) -> None:
         tensorboard.close()
     if main:
         print(f"done: {out / 'final'}")
+        if selector is not None:
+            print(f"selected on the {selector.split} split: {out / 'best'} (step {selector.best_step})")
 
 
 def _tensorboard(folder: Path) -> Any:
@@ -167,23 +197,6 @@ def _tensorboard(folder: Path) -> Any:
     except ImportError:  # torch's writer needs the tensorboard package
         return None
     return SummaryWriter(str(folder))
-
-
-def _log_evaluation(model, suite, path: Path, episodes: int, seed: int, tensorboard: Any = None) -> None:
-    """Append the return with expert prompts (no prompt for MT-ORL) on the suite's :attr:`~promptrl.suites.TaskSuite.selection_split` to a CSV
-    (and TensorBoard)."""
-    from promptrl.evaluation import evaluate
-
-    split = suite.selection_split
-    result = evaluate(model, suite, split=split, n_episodes=episodes, prompt="expert", seed=seed)
-    if tensorboard:
-        tensorboard.add_scalar(f"eval/{split}_return", result.mean, model.settings.steps_trained)
-    new = not path.exists()
-    with open(path, "a") as f:
-        if new:
-            f.write(f"step,{split}_return,{split}_std\n")
-        f.write(f"{model.settings.steps_trained},{result.mean:.2f},{result.std:.2f}\n")
-    print(f"step {model.settings.steps_trained}: {split}-split return {result.mean:.1f} +- {result.std:.1f}")
 
 
 def generator_card(pd, what: str, args: argparse.Namespace) -> str:

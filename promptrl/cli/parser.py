@@ -105,7 +105,14 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
         type=non_negative_int,
         default=0,
         help="after each checkpoint, evaluate this many episodes per task into eval.csv, on the suite's validation "
-        "tasks (its training tasks where it has none; never the test tasks)",
+        "tasks (its training tasks where it has none; never the test tasks), and keep the checkpoint with the "
+        "highest mean return in <out>/best",
+    )
+    p.add_argument(
+        "--eval-tasks",
+        type=positive_int,
+        default=None,
+        help="with --eval-episodes: evaluate only the first N tasks of that split (default: all of them)",
     )
     p.add_argument("--out", default=None, help="run folder (default: $PROMPTRL_HOME/plm/<suite>)")
     add_common_options(p, "device", "seed", "threads", threads={"default": 2})
