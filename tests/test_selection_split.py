@@ -60,10 +60,11 @@ def test_train_plm_evaluates_checkpoints_off_the_test_split(point_robot, monkeyp
 TINY = ["--embed-dim", "16", "--n-layer", "1", "--context", "5", "--prompt-length", "2", "--batch-per-task", "2"]
 
 
-def test_train_plm_keeps_the_checkpoint_best_on_the_selection_split(point_robot):
+@pytest.mark.parametrize("prompt", ["--prompt", "--no-prompt"])  # Prompt-DT and MT-ORL
+def test_train_plm_keeps_the_checkpoint_best_on_the_selection_split(point_robot, prompt):
     assert main(["data", str(point_robot), "--quality", "expert", "--episodes", "2"]) == 0
     argv = ["train", "plm", str(point_robot), "--steps", "6", "--checkpoint-steps", "2", "--eval-episodes", "2"]
-    assert main(argv + ["--eval-tasks", "1", *TINY, "--threads", "1"]) == 0
+    assert main(argv + ["--eval-tasks", "1", prompt, *TINY, "--threads", "1"]) == 0
     run = point_robot.parent / "home" / "plm" / "point-robot"
     suite = promptrl.load_suite(point_robot)
     rows = [line.split(",") for line in (run / "eval.csv").read_text().splitlines()[1:]]
@@ -71,7 +72,7 @@ def test_train_plm_keeps_the_checkpoint_best_on_the_selection_split(point_robot)
     assert sorted(scores) == [2, 4, 6]
     best = min(scores, key=lambda s: (-scores[s], s))
     chosen = promptrl.PromptDT.from_pretrained(run / "best")
-    assert chosen.settings.steps_trained == best
+    assert chosen.settings.steps_trained == best and chosen.settings.use_prompt == (prompt == "--prompt")
     card = (run / "best" / "README.md").read_text()
     first = suite.split(suite.selection_split)[0]
     assert "**Selection.**" in card and f"{suite.selection_split} split (tasks {first};" in card
