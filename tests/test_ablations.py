@@ -17,7 +17,9 @@ import promptrl
 from promptrl.data.episodes import episodes_of
 from promptrl.data.windows import whole_windows
 from promptrl.experiments import ablations
+from promptrl.experiments.ablations import common as ablations_common
 from promptrl.experiments.cli import main
+from promptrl.experiments.paper import paper
 from promptrl.experiments.reproduce import Budget
 from promptrl.methods.diffuser import PromptDiffuser
 
@@ -98,7 +100,7 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     rows = _csv(out / "init-cheetah-vel.csv")
     methods, qualities = ("Prompt-Tuning DT", "Prompt Diffuser"), ("expert", "medium", "random")
     assert [(r["method"], r["data"], r["init"]) for r in rows] == list(itertools.product(methods, qualities, qualities))
-    ref = ablations.paper("table2_cheetah_vel")
+    ref = paper("table2_cheetah_vel")
     for r in rows:  # one seed: std 0; the paper's cell beside ours
         assert math.isfinite(float(r["mean"])) and r["std"] == "" and r["seeds"] == "1", r  # one seed: no std
         mean, std = ref[r["method"]][r["data"]][r["init"]]
@@ -305,13 +307,13 @@ def test_temperature_is_chosen_on_validation_tasks_only(tmp_path, monkeypatch):
     out = tmp_path / "abl"
     budget = Budget(seeds=2, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2)
     evaluated = []
-    real = ablations.run_cells
+    real = ablations_common.run_cells
 
     def spy(cells, ctx, *args, **kwargs):
         evaluated.extend(ctx.tasks)
         return real(cells, ctx, *args, **kwargs)
 
-    monkeypatch.setattr(ablations, "run_cells", spy)
+    monkeypatch.setattr(ablations_common, "run_cells", spy)
     md = ablations.temperature_selection("mw-push", budget, out, hub, n_tasks=1, temperatures=(0.0, 1.0))
     assert set(evaluated) == {0}
     text = md.read_text()

@@ -1,0 +1,178 @@
+"""What every ablation shares: the shipped models and datasets of a suite, cells measured and cached
+over seeds and test tasks, and the Markdown / CSV / PNG files they write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptrl.common.files import atomic_file, csv_text, write_text_atomic
+from promptrl.experiments.executors import Executor
+from promptrl.experiments.reproduce import (
+    Budget,
+    Context,
+    Setup,
+    build_method,
+    cell_path,
+    finished_cell,
+    fresh_method,
+    hub_folder,
+    run_cells,
+)
+from promptrl.experiments.tables import add_statistics, hardware, mean_std
+from promptrl.nn.diffusion import UPDATE_RULES as DIFFUSION_UPDATE_RULES
+from promptrl.suites import load_suite
+
+UPDATE_RULES = tuple(sorted(DIFFUSION_UPDATE_RULES, key=("dm", "dt", "sum", "projection").index))
+"""The update rules of :data:`promptrl.nn.diffusion.UPDATE_RULES`, in the order of the paper's Fig. 3."""
+DEFAULT_BUDGET = Budget(seeds=1, episodes=5, epochs=3, steps_per_epoch=100)
+"""The ablations' default budget: 1 seed, 5 evaluation episodes per task, 300 fine-tuning steps."""
+
+
+def ours(r: dict[str, Any]) -> str:
+    """A measured setting as "mean ± std" over its seeds."""
+    return mean_std((r["mean"], r["std"]))
+
+
+def csv_row(r: dict[str, Any], **keys: Any) -> dict[str, Any]:
+    """A CSV row of a measured setting: ``keys``, then its mean, sample std (empty for one seed) and number of seeds."""
+    std = "" if r["std"] is None else round(r["std"], 2)
+    return {**keys, "mean": round(r["mean"], 2), "std": std, "seeds": len(r["seeds"])}
+
+
+def context(
+    suite_name: str,
+    budget: Budget,
+    hub_root: str | Path,
+    device: str,
+    n_tasks: int | None,
+    qualities: Sequence[str] = ("expert",),
+    methods: Sequence[str] = (),
+    split: str = "test",
+    models: Path | None = None,
+    make_datasets: bool = True,
+) -> Context:
+    """The shipped models of a suite (a name or a spec file's path) loaded from ``<hub_root>/<name>``, and
+    the datasets of the first ``n_tasks`` tasks of ``split`` (its test tasks by default) made (unless
+    ``make_datasets`` is False); ``models``: where fine-tuned generators are kept (see :class:`Context`)."""
+    suite = load_suite(suite_name)
+    tasks = suite.split(split)[:n_tasks] if n_tasks else suite.split(split)
+    hub = hub_folder(suite.name, hub_root)
+    setup = Setup(
+        suite.ref, budget, hub, device, tuple(tasks), models=models, methods=tuple(methods), qualities=tuple(qualities)
+    )
+    return setup.context(make_datasets)
+
+
+Build = Callable[[str, Context, int, int], Any]
+
+
+def measure(
+    ctx: Context, label: str, build: Build, runs: Path, collect: bool = False, executor: Executor | None = None
+) -> dict[str, Any] | None:
+    """Mean ± std over the budget's seeds of ``build``'s test return (cells cached under ``runs``).
+    ``collect=True`` runs nothing: the finished seeds only, None if there are none."""
+    return measure_all(ctx, {label: build}, runs, collect, executor)[label]
+
+
+def measure_all(
+    ctx: Context,
+    builds: dict[str, Build],
+    runs: Path,
+    collect: bool = False,
+    executor: Executor | None = None,
+    table1: dict[str, str] | None = None,
+    table1_runs: Path | None = None,
+) -> dict[str, dict[str, Any] | None]:
+    """:func:`measure` of every ``label: build`` at once: with an ``executor`` all their (seed, test task)
+    units run side by side (``build`` must then pickle: a module-level function or a ``partial`` of one).
+    Each measured label's row holds ``"seeds"`` (each seed's mean), ``"seed_ids"``, ``"tasks"`` (per
+    seed, each task's mean) and the statistics of :func:`~promptrl.experiments.tables.add_statistics`.
+
+    ``table1`` maps labels that compute exactly a Table 1 method (``{label: method}``) to it: where the
+    context's tasks are all of the suite's test tasks, those cells are Table 1's own, in
+    ``table1_runs`` (``<out>/runs/<suite>/<budget tag>`` of ``promptrl reproduce``), read when
+    finished and written there when not."""
+    shared = table1 if table1 and table1_runs is not None and ctx.tasks == list(ctx.suite.test_tasks) else {}
+    labels, cells = [], []
+    for label, build in builds.items():
+        for seed in range(ctx.budget.seeds):
+            labels.append(label)
+            if label in shared:
+                cells.append(
+                    (shared[label], seed, cell_path(table1_runs, shared[label], seed, ctx.budget), build_method)
+                )
+            else:
+                cells.append((label, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build))
+    if collect:
+        kept = [finished_cell(c[0], ctx, c[2]) is not None for c in cells]
+        labels, cells = [x for x, k in zip(labels, kept) if k], [c for c, k in zip(cells, kept) if k]
+    rows: dict[str, dict[str, Any]] = {}
+    for label, (_, seed, _, _), cell in zip(
+        labels, cells, run_cells(cells, ctx, executor, desc=f"{ctx.suite.name} cells")
+    ):
+        row = rows.setdefault(label, {"seeds": [], "seed_ids": [], "tasks": []})
+        row["seeds"].append(cell["mean"])
+        row["seed_ids"].append(seed)
+        row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
+    return {label: add_statistics(rows[label]) if label in rows else None for label in builds}
+
+
+def runs_folder(out: Path, name: str, suite: str, budget: Budget, tasks: Sequence[int]) -> Path:
+    """Where the cells of one ablation, suite, budget and set of test tasks are cached."""
+    return out / "runs" / name / suite / budget.tag() / ("tasks-" + "-".join(map(str, tasks)))
+
+
+def save_png(fig: Any, path: Path, dpi: int) -> None:
+    """Save a matplotlib figure as PNG atomically (temp file, then rename)."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+
+
+def write_ablation(
+    out: Path, stem: str, title: str, command: str, budget: Budget | None, body: list[str], rows: list[dict[str, Any]]
+) -> Path:
+    """``<stem>.md`` (header, body) and ``<stem>.csv`` (rows) under ``out``; returns the markdown path."""
+    import datetime
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{stem}.md"
+    head = [
+        f"# {title}\n",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.date.today().isoformat()}  ",
+        f"Hardware: {hardware()}  ",
+    ] + ([f"Budget: {json.dumps(asdict(budget))}\n"] if budget else [""])
+    write_text_atomic(md, "\n".join(head + body) + "\n")
+    if rows:
+        write_text_atomic(out / f"{stem}.csv", csv_text(list(rows[0]), [list(r.values()) for r in rows]))
+    return md
+
+
+def adapt(method: str, ctx: Context, task: int, seed: int, data: Any, prompt_data: Any = None, **settings: Any) -> Any:
+    """``method`` built from the shipped models, settings overridden, adapted on ``data`` with the budget.
+    A Prompt Diffuser is reseeded after training, as in Table 1, so its evaluation draws the same prompts
+    in every ablation that runs it."""
+    model = fresh_method(method, ctx, seed)
+    model.settings = replace(model.settings, **settings)
+    b = ctx.budget
+    model.learn(data, epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False, prompt_data=prompt_data)
+    if method.startswith("Prompt Diffuser"):
+        model.set_random_seed(seed)
+    return model
+
+
+def pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError('plots need matplotlib: pip install "promptrl[plots]"') from err
+    return plt
