@@ -100,7 +100,12 @@ def _finetune_task_generators(args: argparse.Namespace) -> None:
         f"Diffuser cell of Table 1 with that seed; the generator of task {tasks[0]} is this folder's, the others are in "
         f"`tasks/<task>/`"
     )
-    pd.settings.model_card = {"training": before + "\n\n" + generator_card(pd, what, args)}
+    source = "given with `--temperature`" if "temperature" in settings else "the pre-trained generator's default"
+    selection = (
+        "**Selection.** Each generator is the last step of its fine-tuning; nothing was selected. They sample at "
+        f"temperature {pd.settings.temperature:g} ({source})."
+    )
+    pd.settings.model_card = {"training": before + "\n\n" + generator_card(pd, what, args) + "\n\n" + selection}
     pd.save_pretrained(hub)
     print(
         f"saved {hub}; measure it per task with `promptrl evaluate {hub} {suite.spec.cli_arg} --episodes 10 --record`"
