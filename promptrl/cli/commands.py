@@ -296,6 +296,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
+    import torch
 
     from promptrl.data.datasets import dataset_exists
     from promptrl.evaluation import evaluate
@@ -303,6 +304,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from promptrl.methods.diffuser import PromptDiffuser
     from promptrl.methods.plm import PromptDT
 
+    torch.set_num_threads(args.threads)
     folder = resolve_model_path(args.model)  # hub_models/<suite> from anywhere; a Hub repo id stays as it is
     if (
         Path(folder) / PLM_FOLDER
@@ -331,7 +333,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     spread = "over episodes" if one_task else "over tasks of the per-task means"
     lines = [
         f"Command: `{command_line(args)}` ({args.episodes} episode{'s' if args.episodes > 1 else ''} per task, "
-        f"seed {args.seed}; sample std, ddof=1).\n",
+        f"seed {args.seed}, {args.threads} torch thread{'s' if args.threads > 1 else ''}; sample std, ddof=1).\n",
         f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
         "| per task: mean [95% CI over episodes] |",
         "|---|---|---|",

@@ -186,7 +186,15 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
         "folder is run with its generated prompts, then its PLM with expert prompts for comparison",
     )
     p.add_argument("--record", action="store_true", help="write the results table into the folder's model card")
-    add_common_options(p, "device", "seed")
+    add_common_options(
+        p,
+        "device",
+        "seed",
+        "threads",
+        threads={
+            "help": "torch threads (the returns depend on it: a batched forward's last bits do, and rollouts amplify them)"
+        },
+    )
     p.set_defaults(func=cmd_evaluate)
     if extend is not None:
         extend(sub, train)
