@@ -167,5 +167,7 @@ def test_a_model_that_serves_every_test_task_gives_its_card_numbers(name):
     finally:
         torch.set_num_threads(before)
     assert {t: round(float(np.mean(r)), 1) for t, r in result.returns.items()} == stated
-    with pytest.raises(ValueError, match="holds prompt generators for tasks"):
-        pd.generate_prompt(1, task=suite.train_tasks[0])
+    unserved = [t for t in suite.split("all") if t not in suite.test_tasks]  # none for cheetah-dir
+    if unserved:
+        with pytest.raises(ValueError, match="holds prompt generators for tasks"):
+            pd.generate_prompt(1, task=unserved[0])
