@@ -176,7 +176,10 @@ def test_train_diffuser_finetunes_one_generator_per_task_as_table1(tmp_path, cap
     card = (hub / "mw-reach" / "README.md").read_text()
     assert "--temperature 0" in card and "fine-tuned once per task [6, 9]" in card and "tasks/<task>/" in card
     assert "--out" not in card
-    assert "**Selection.** Each generator is the last step" in card and "temperature 0 (given with `--temperature`)" in card
+    assert (
+        "**Selection.** Each generator is the last step" in card
+        and "temperature 0 (given with `--temperature`)" in card
+    )
 
     budget = Budget(seeds=1, episodes=1, epochs=1)
     reproduce_suite("mw-reach", budget, ["Prompt Diffuser"], tmp_path / "table1", hub, tasks=[6, 9])
