@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from promptrl.common.files import CONFIG_NAME, atomic_folder, latest_folder, saved_steps, write_text_atomic
+from promptrl.common.files import CONFIG_NAME, atomic_folder, csv_text, latest_folder, saved_steps, write_text_atomic
 from promptrl.common.statistics import mean_ci, sample_std
 from promptrl.suites import TaskSuite, load_suite
 from promptrl.wrappers import HistoryBuffer, PromptSource, generate_prompts, resolve_prompt
@@ -287,10 +287,10 @@ class BestCheckpoint:
         step = model.settings.steps_trained
         if self.tensorboard is not None:
             self.tensorboard.add_scalar(f"eval/{self.split}_return", result.mean, step)
-        header = f"step,{self.split}_return,{self.split}_std"
-        rows = self.log.read_text().splitlines()[1:] if self.log.is_file() else []
-        rows = [r for r in rows if int(r.split(",")[0]) != step]  # a checkpoint evaluated again replaces its row
-        write_text_atomic(self.log, "\n".join([header, *rows, f"{step},{result.mean:.2f},{result.std:.2f}"]) + "\n")
+        header = ["step", f"{self.split}_return", f"{self.split}_std"]
+        rows = list(csv.reader(self.log.open()))[1:] if self.log.is_file() else []
+        rows = [r for r in rows if int(r[0]) != step]  # a checkpoint evaluated again replaces its row
+        write_text_atomic(self.log, csv_text(header, [*rows, [step, f"{result.mean:.2f}", f"{result.std:.2f}"]]))
         self._keep_if_best(model)
         return result
 
@@ -303,8 +303,7 @@ class BestCheckpoint:
     @property
     def best_step(self) -> int | None:
         """The step the log ranks first (the earliest among equals), None before any evaluation."""
-        scores = self.scores()
-        return min(scores, key=lambda s: (-scores[s], s)) if scores else None
+        return _best_step(self.scores())
 
     def catch_up(self, model: Any) -> None:
         """For a resumed run's checkpoint ``model``: evaluate it if the log misses its step, and keep it
@@ -316,7 +315,7 @@ class BestCheckpoint:
 
     def _keep_if_best(self, model: Any) -> None:
         step, scores = model.settings.steps_trained, self.scores()
-        if self.best_step != step or saved_steps(latest_folder(self.folder, CONFIG_NAME)) == step:
+        if _best_step(scores) != step or saved_steps(latest_folder(self.folder, CONFIG_NAME)) == step:
             return
         tasks = ", ".join(map(str, self.tasks))
         rule = (
@@ -333,3 +332,8 @@ class BestCheckpoint:
                 model.save_pretrained(tmp)
         finally:
             model.settings.model_card = card
+
+
+def _best_step(scores: dict[int, float]) -> int | None:
+    """The step with the highest score, the earliest among equals; None for no scores."""
+    return min(scores, key=lambda s: (-scores[s], s)) if scores else None
