@@ -327,6 +327,45 @@ def test_temperature_is_chosen_on_validation_tasks_only(tmp_path, monkeypatch):
         ablations.temperature_selection("mw-push", budget, out, hub, n_tasks=1, temperatures=(2.0,))
 
 
+def test_noise_network_is_chosen_on_validation_tasks_only(tmp_path, monkeypatch, point_robot):
+    """Each network's generator is pre-trained on the training tasks as the shipped one was (only the
+    network differs), fine-tuned and evaluated on the validation tasks; the test tasks are never read."""
+    hub = make_tiny_hub(tmp_path / "hub", str(point_robot), [1, 9])  # 1: a test task, 9: the validation task
+    out = tmp_path / "abl"
+    budget = Budget(seeds=2, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2)
+    evaluated = []
+    real = ablations_common.run_cells
+
+    def spy(cells, ctx, *args, **kwargs):
+        evaluated.extend(ctx.tasks)
+        return real(cells, ctx, *args, **kwargs)
+
+    monkeypatch.setattr(ablations_common, "run_cells", spy)
+    md = ablations.noise_network_selection(str(point_robot), budget, out, hub)
+    assert set(evaluated) == {9}
+    text = md.read_text()
+    assert "the validation tasks [9] (validation split); the test tasks are not read" in text
+    assert "**Selected: " in text and text.count("within noise") + text.count("holds") + text.count("fails") == 2
+    assert text.count("(shipped)") == 2  # its row, and its selection line or its paired test ...
+    assert "| residual, dropout 0.1, pre-trained 2 steps (shipped) |" in text  # ... and the shipped one is marked
+    rows = _csv(out / "noise-net-point-robot.csv")
+    assert [r["noise_network"] for r in rows] == list(ablations.NOISE_NETWORKS)
+    assert all(r["n"] == "2" and math.isfinite(float(r["mean"])) for r in rows)
+    shipped = json.loads((hub / "point-robot" / "pretrained" / "config.json").read_text())
+    models = next(out.rglob("models"))
+    names = ("plain-dropout01", "plain-dropout0", "residual-dropout01")
+    for name, network in zip(names, ablations.NOISE_NETWORKS.values()):
+        folder = models / f"{name}-pretrained-2"
+        config = json.loads((folder / "config.json").read_text())
+        assert config["steps_trained"] == shipped["steps_trained"] == 2
+        assert {k: config[k] for k in network} == network
+        assert {k: config[k] for k in ("hidden", "n_steps", "learning_rate", "update")} == {
+            k: shipped[k] for k in ("hidden", "n_steps", "learning_rate", "update")
+        }  # the shipped settings, saved for fine-tuning
+    with pytest.raises(ValueError, match="networks must map labels"):
+        ablations.noise_network_selection(str(point_robot), budget, out, hub, networks={"x": {"width": 3}})
+
+
 def test_generator_table5_pretrains_a_vae_and_shares_table1_cells(tmp_path):
     """A VAE pre-trained like the shipped generator and fine-tuned like it; the DM row is Table 1's
     Prompt Diffuser cells, read from (and written to) the Table 1 runs on all test tasks."""

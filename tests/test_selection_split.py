@@ -1,28 +1,12 @@
 """Choices made while training read the validation tasks (or the training tasks), never the test tasks."""
 
 import json
-import shutil
-import sys
-from pathlib import Path
 
-import gymnasium as gym
 import pytest
 
 import promptrl
 import promptrl.evaluation
 from promptrl.experiments.cli import main
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "point_robot"
-
-
-@pytest.fixture
-def point_robot(tmp_path, monkeypatch) -> Path:
-    for name in ("point-robot.json", "point_robot.py"):
-        shutil.copy(EXAMPLE / name, tmp_path / name)
-    monkeypatch.delitem(sys.modules, "point_robot", raising=False)
-    monkeypatch.delitem(gym.registry, "tutorial/PointRobot-v0", raising=False)
-    monkeypatch.setenv("PROMPTRL_HOME", str(tmp_path / "home"))
-    return tmp_path / "point-robot.json"
 
 
 def test_selection_split_is_validation_else_train():

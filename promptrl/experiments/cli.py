@@ -218,14 +218,24 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from promptrl.experiments.reproduce import FULL, TABLE1_SUITES
 
     torch.set_num_threads(args.threads)
-    base = {"plm-budget": a.PLM_BUDGET_ADAPTATION, "temperature": a.PLM_BUDGET_ADAPTATION, "generator": FULL}.get(
+    selection = a.PLM_BUDGET_ADAPTATION
+    base = {"plm-budget": selection, "temperature": selection, "noise-net": selection, "generator": FULL}.get(
         args.name, a.DEFAULT_BUDGET
     )
     budget = replace(base, **given(args, ABLATION_BUDGET_FIELDS))
     suite = args.suite or a.DEFAULT_SUITES[args.name]
     if suite == "all" and args.name not in ("update-rules", "generator"):
         raise ValueError(f"ablation {args.name!r} runs on one suite, not 'all'")
-    grid = args.name in ("init", "update-rules", "zero-shot", "prompt-length", "plm-budget", "temperature", "generator")
+    grid = args.name in (
+        "init",
+        "update-rules",
+        "zero-shot",
+        "prompt-length",
+        "plm-budget",
+        "temperature",
+        "noise-net",
+        "generator",
+    )
     if args.executor != "inprocess" and not grid:
         raise ValueError(
             f"--executor {args.executor}: ablation {args.name!r} is not a grid of cells; it runs in this process"
@@ -276,6 +286,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             **given(args, ("temperatures",)),
             **grid_common,
         )
+    elif args.name == "noise-net":
+        md = a.noise_network_selection(suite, budget, n_tasks=args.tasks or 3, collect=args.collect, **grid_common)
     elif args.name == "prompts":
         md = a.prompt_similarity(suite, budget, **given(args, ("n_prompts",)), **common)
     else:
@@ -392,7 +404,8 @@ def add_commands(sub: Any, train: Any) -> None:
         help="init: Table 2; update-rules: Fig. 3; zero-shot: Table 9; prompts: Table 6 + Fig. 5 (CKA, t-SNE); "
         "denoising: Fig. 4; prompt-length: Table 8 (trains a PLM per length); plm-budget: the paper's ordering "
         "at several PLM training budgets (trains one PLM); temperature: the sampling temperature chosen on the "
-        "validation (else training) tasks; generator: Table 5, diffusion vs VAE generator (trains a VAE per suite)",
+        "validation (else training) tasks; noise-net: the noise network chosen the same way (pre-trains one "
+        "generator per network); generator: Table 5, diffusion vs VAE generator (trains a VAE per suite)",
     )
     add_suite_argument(
         p,
@@ -400,14 +413,14 @@ def add_commands(sub: Any, train: Any) -> None:
         nargs="?",
         default=None,
         help="default: the paper's (cheetah-vel; all for update-rules and generator; ant-dir-ood for zero-shot "
-        "and prompts)",
+        "and prompts; ant-dir for noise-net)",
     )
     add_dataclass_options(
         p,
         Budget,
         ABLATION_BUDGET_FIELDS,
         defaults_text={
-            name: f"{_shown(getattr(ablations.DEFAULT_BUDGET, name))}; plm-budget: "
+            name: f"{_shown(getattr(ablations.DEFAULT_BUDGET, name))}; plm-budget, temperature, noise-net: "
             f"{_shown(getattr(ablations.PLM_BUDGET_ADAPTATION, name))}"
             for name in ABLATION_BUDGET_FIELDS
         },
@@ -417,7 +430,7 @@ def add_commands(sub: Any, train: Any) -> None:
         "--tasks",
         type=positive_int,
         default=None,
-        help="only the first N test tasks (temperature: of the selection tasks, default 3)",
+        help="only the first N test tasks (temperature, noise-net: of the selection tasks, default 3)",
     )
     p.add_argument(
         "--methods",
@@ -429,7 +442,7 @@ def add_commands(sub: Any, train: Any) -> None:
     p.add_argument(
         "--collect",
         action="store_true",
-        help="init, prompt-length, plm-budget: run nothing, tabulate the finished cells",
+        help="init, prompt-length, plm-budget, temperature, noise-net, generator: run nothing, tabulate the finished cells",
     )
     p.add_argument(
         "--fractions",

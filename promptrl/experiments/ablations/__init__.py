@@ -19,10 +19,12 @@
   fine-tuned the same way, on each suite.
 - ``temperature`` (not in the paper): the Prompt Diffuser's sampling temperature chosen on the
   validation tasks (training tasks where a suite has none), never the test tasks.
+- ``noise-net`` (not in the paper): the noise network's architecture chosen the same way, each
+  candidate pre-trained as the shipped generator was.
 
 One module each: :mod:`.initialization`, :mod:`.gradient_rules`, :mod:`.few_vs_zero_shot`,
 :mod:`.prompts`, :mod:`.reverse_process`, :mod:`.prompt_lengths`, :mod:`.plm_budgets`,
-:mod:`.temperature` and :mod:`.generator`; what they share is in :mod:`.common`.
+:mod:`.temperature`, :mod:`.noise_network` and :mod:`.generator`; what they share is in :mod:`.common`.
 
 Every adaptation uses the shipped models of ``hub_models/<suite>/`` and the few-shot data of
 :mod:`promptrl.experiments.reproduce`; each (setting, seed) is cached as JSON under ``<out>/runs/``, so a rerun
@@ -37,6 +39,7 @@ from promptrl.experiments.ablations.few_vs_zero_shot import zero_shot
 from promptrl.experiments.ablations.generator import generative_models
 from promptrl.experiments.ablations.gradient_rules import TABLE1_RULES, update_rules
 from promptrl.experiments.ablations.initialization import prompt_initialization
+from promptrl.experiments.ablations.noise_network import NOISE_NETWORKS, noise_network_selection
 from promptrl.experiments.ablations.plm_budgets import (
     PLM_BUDGET_ADAPTATION,
     PLM_BUDGET_CHECKS,
@@ -60,6 +63,7 @@ ABLATIONS = (
     "prompt-length",
     "plm-budget",
     "temperature",
+    "noise-net",
     "generator",
 )
 DEFAULT_SUITES = {
@@ -71,6 +75,7 @@ DEFAULT_SUITES = {
     "prompt-length": "cheetah-vel",
     "plm-budget": "cheetah-vel",
     "temperature": "cheetah-vel",
+    "noise-net": "ant-dir",
     "generator": "all",
 }
 """The suite each ablation runs on by default: the paper's ("all": the Table 1 suites)."""
@@ -80,6 +85,7 @@ __all__ = [
     "DEFAULT_BUDGET",
     "DEFAULT_SUITES",
     "MAX_REAL_WINDOWS",
+    "NOISE_NETWORKS",
     "PLM_BUDGET_ADAPTATION",
     "PLM_BUDGET_CHECKS",
     "PLM_BUDGET_COLUMNS",
@@ -96,6 +102,7 @@ __all__ = [
     "linear_cka",
     "measure",
     "measure_all",
+    "noise_network_selection",
     "plm_budget",
     "prompt_features",
     "prompt_initialization",

@@ -24,7 +24,7 @@ from promptrl.experiments.reproduce import (
     hub_folder,
     run_cells,
 )
-from promptrl.experiments.tables import add_statistics, hardware, mean_std
+from promptrl.experiments.tables import add_statistics, hardware, mean_and_ci, mean_std, paired_check
 from promptrl.nn.diffusion import UPDATE_RULES as DIFFUSION_UPDATE_RULES
 from promptrl.suites import load_suite
 
@@ -121,6 +121,63 @@ def measure_all(
         row["seed_ids"].append(seed)
         row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
     return {label: add_statistics(rows[label]) if label in rows else None for label in builds}
+
+
+def fine_tune_pretrained(
+    _: str, ctx: Context, task: int, seed: int, pretrained: Path, generator_class: type | None = None
+) -> Any:
+    """The generator pre-trained in ``pretrained`` (a :class:`~promptrl.methods.diffuser.PromptDiffuser`
+    unless ``generator_class`` says otherwise), fine-tuned on the task's few-shot data as Table 1
+    fine-tunes the shipped one, and reseeded for evaluation as it is."""
+    from promptrl.methods.diffuser import PromptDiffuser
+
+    generator = (generator_class or PromptDiffuser).from_pretrained(pretrained, plm=ctx.plm, device=ctx.device)
+    generator.set_random_seed(seed)
+    b = ctx.budget
+    generator.learn(ctx.few_shot(task), epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
+    generator.set_random_seed(seed)
+    return generator
+
+
+def selection_tasks_text(ctx: Context, split: str) -> str:
+    """Which tasks a choice is made on, and whether any of them is a test task (cheetah-dir's are)."""
+    overlap = sorted(set(ctx.tasks) & set(ctx.suite.test_tasks))
+    kind = "validation" if split == "validation" else "training"
+    also = "" if not overlap else f"; tasks {overlap} are test tasks too, as every task of this suite is"
+    read = "the test tasks are not read" if not overlap else "no task outside the test split exists to choose on"
+    return f"Selection tasks: the {split} tasks {list(ctx.tasks)} ({kind} split{also}); {read}."
+
+
+def selection_table(
+    option: str, values: dict[str, Any], summary: dict[str, dict[str, Any]]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """A choice among options measured on selection tasks: the Markdown lines (each option's mean with
+    its 95% CI over (seed, task) units and its per-task means for the first seed; the selected option,
+    the highest mean; the paired test of it against each other option, so that a choice within noise
+    says so) and the CSV rows. ``values``: each option's label and its value in the CSV's ``option``
+    column; ``summary``: the measured labels (:func:`measure_all`'s rows)."""
+    body = [f"| {option} | mean [95% CI over seeds x tasks] | per task (first seed) |", "|---|---|---|"]
+    rows: list[dict[str, Any]] = []
+    for label, value in values.items():
+        if label not in summary:
+            body.append(f"| {label} | not run | |")
+            continue
+        r = summary[label]
+        per_task = ", ".join(f"{t}: {v:.1f}" for t, v in r["tasks"][0].items())
+        body.append(f"| {label} | {mean_and_ci(r)} | {per_task} |")
+        rows.append(
+            {option.replace(" ", "_"): value, "mean": round(r["mean"], 2), "n": r["n"]}
+            | {
+                "ci_low": "" if r["ci"] is None else round(r["ci"][0], 2),
+                "ci_high": "" if r["ci"] is None else round(r["ci"][1], 2),
+            }
+        )
+    if summary:
+        best = max(summary, key=lambda label: summary[label]["mean"])
+        body += ["", f"**Selected: {best}** (the highest mean on the selection tasks).", ""]
+        body += [f"| against | paired test of the selected {option} ≥ it |", "|---|---|"]
+        body += [f"| {label} | {paired_check(summary, best, label)} |" for label in summary if label != best]
+    return body, rows
 
 
 def runs_folder(out: Path, name: str, suite: str, budget: Budget, tasks: Sequence[int]) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 from promptrl.data.datasets import create_datasets
 from promptrl.experiments.ablations.common import (
     context,
+    fine_tune_pretrained,
     measure_all,
     runs_folder,
     write_ablation,
@@ -21,25 +22,11 @@ from promptrl.experiments.paper import paper
 from promptrl.experiments.reproduce import (
     FULL,
     Budget,
-    Context,
     build_method,
 )
 from promptrl.experiments.tables import mean_and_ci, mean_std, paired_check
 from promptrl.methods.diffuser import pretrain_generator
 from promptrl.tasks.spec import load_spec
-
-
-def _build_vae(_: str, ctx: Context, task: int, seed: int, pretrained: Path) -> Any:
-    """The VAE generator pre-trained in ``pretrained``, fine-tuned on the task's few-shot data as Table 1
-    fine-tunes the Prompt Diffuser, and reseeded for evaluation as it is."""
-    from promptrl.methods.baselines.vae import VAEPromptGenerator
-
-    vae = VAEPromptGenerator.from_pretrained(pretrained, plm=ctx.plm, device=ctx.device)
-    vae.set_random_seed(seed)
-    b = ctx.budget
-    vae.learn(ctx.few_shot(task), epochs=b.epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
-    vae.set_random_seed(seed)
-    return vae
 
 
 def generative_models(
@@ -103,7 +90,10 @@ def generative_models(
                 **settings,
             )
         vae = f"VAE-pretrained-{steps}"
-        builds = {"Prompt Diffuser": build_method, vae: partial(_build_vae, pretrained=vae_folder)}
+        builds = {
+            "Prompt Diffuser": build_method,
+            vae: partial(fine_tune_pretrained, pretrained=vae_folder, generator_class=VAEPromptGenerator),
+        }
         table1 = Path(table1_out) / "runs" / suite_name / budget.tag()
         measured = measure_all(ctx, builds, runs, collect, executor, {"Prompt Diffuser": "Prompt Diffuser"}, table1)
         summary = {key: measured[label] for key, label in (("DM", "Prompt Diffuser"), ("VAE", vae)) if measured[label]}

@@ -11,6 +11,8 @@ from promptrl.experiments.ablations.common import (
     context,
     measure_all,
     runs_folder,
+    selection_table,
+    selection_tasks_text,
     write_ablation,
 )
 from promptrl.experiments.ablations.plm_budgets import PLM_BUDGET_ADAPTATION
@@ -20,7 +22,6 @@ from promptrl.experiments.reproduce import (
     Context,
     fine_tuned_generator,
 )
-from promptrl.experiments.tables import mean_and_ci, paired_check
 from promptrl.suites import load_suite
 from promptrl.tasks.spec import load_spec
 
@@ -69,37 +70,13 @@ def temperature_selection(
     labels = {f"T={t:g}": partial(_build_temperature, temperature=float(t)) for t in temperatures}
     measured = measure_all(ctx, labels, runs, collect, executor)
     summary = {label: r for label, r in measured.items() if r is not None}
-    overlap = sorted(set(tasks) & set(suite.test_tasks))
+    table, rows = selection_table("temperature", {label: label[2:] for label in labels}, summary)
     body = [
-        f"Selection tasks: the {split} tasks {list(tasks)} ({'validation' if split == 'validation' else 'training'} "
-        f"split{'' if not overlap else f'; tasks {overlap} are test tasks too, as every task of this suite is'}); "
-        f"{'the test tasks are not read' if not overlap else 'no task outside the test split exists to choose on'}. "
-        f"Each task's generator is fine-tuned once per seed as in Table 1 ({budget.epochs} x {budget.steps_per_epoch} "
-        f"steps on {budget.few_shot_episodes} expert episode(s)) and evaluated at every temperature "
-        f"({budget.episodes} episodes per task, {budget.seeds} seed(s)).\n",
-        "| temperature | mean [95% CI over seeds x tasks] | per task (first seed) |",
-        "|---|---|---|",
+        f"{selection_tasks_text(ctx, split)} Each task's generator is fine-tuned once per seed as in Table 1 "
+        f"({budget.epochs} x {budget.steps_per_epoch} steps on {budget.few_shot_episodes} expert episode(s)) and "
+        f"evaluated at every temperature ({budget.episodes} episodes per task, {budget.seeds} seed(s)).\n",
+        *table,
     ]
-    rows: list[dict[str, Any]] = []
-    for label in labels:
-        if label not in summary:
-            body.append(f"| {label} | not run | |")
-            continue
-        r = summary[label]
-        per_task = ", ".join(f"{t}: {v:.1f}" for t, v in r["tasks"][0].items())
-        body.append(f"| {label} | {mean_and_ci(r)} | {per_task} |")
-        rows.append(
-            {"temperature": label[2:], "mean": round(r["mean"], 2), "n": r["n"]}
-            | {
-                "ci_low": "" if r["ci"] is None else round(r["ci"][0], 2),
-                "ci_high": "" if r["ci"] is None else round(r["ci"][1], 2),
-            }
-        )
-    if summary:
-        best = max(summary, key=lambda label: summary[label]["mean"])
-        body += ["", f"**Selected: {best}** (the highest mean on the selection tasks).", ""]
-        body += ["| against | paired test of the selected temperature ≥ it |", "|---|---|"]
-        body += [f"| {label} | {paired_check(summary, best, label)} |" for label in summary if label != best]
     return write_ablation(
         Path(out),
         f"temperature-{suite_name}",

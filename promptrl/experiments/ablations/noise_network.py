@@ -1,0 +1,115 @@
+"""The noise network's architecture, chosen off the test split (not in the paper)."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from promptrl.data.datasets import create_datasets
+from promptrl.experiments.ablations.common import (
+    context,
+    fine_tune_pretrained,
+    measure_all,
+    runs_folder,
+    selection_table,
+    selection_tasks_text,
+    write_ablation,
+)
+from promptrl.experiments.ablations.plm_budgets import PLM_BUDGET_ADAPTATION
+from promptrl.experiments.executors import Executor
+from promptrl.experiments.reproduce import Budget
+from promptrl.suites import load_suite
+from promptrl.tasks.spec import load_spec
+
+NOISE_NETWORKS: dict[str, dict[str, Any]] = {
+    "plain, dropout 0.1": {"residual": False, "dropout": 0.1},
+    "plain, dropout 0": {"residual": False, "dropout": 0.0},
+    "residual, dropout 0.1": {"residual": True, "dropout": 0.1},
+}
+"""The noise networks the ``noise-net`` ablation compares (settings of
+:class:`~promptrl.methods.diffuser.PromptDiffuserSettings`): Appendix B's 3-layer Mish MLP with Table 4's
+dropout after every hidden layer, the same without dropout, and the residual MLP whose dropout sits
+inside residual branches."""
+
+
+def _slug(label: str) -> str:
+    return label.replace(", ", "-").replace(" ", "").replace(".", "")
+
+
+def noise_network_selection(
+    suite_name: str = "ant-dir",
+    budget: Budget = PLM_BUDGET_ADAPTATION,
+    out: str | Path = "results/ablations",
+    hub_root: str | Path = "hub_models",
+    device: str = "cpu",
+    n_tasks: int | None = 3,
+    networks: dict[str, dict[str, Any]] | None = None,
+    collect: bool = False,
+    command: str = "promptrl ablate noise-net ant-dir",
+    executor: Executor | None = None,
+) -> Path:
+    """The Prompt Diffuser's noise network, chosen without the test split. For each of ``networks``
+    (default :data:`NOISE_NETWORKS`), a generator is pre-trained on the suite's training tasks exactly
+    as the shipped one was (its recipe, settings, steps and seed; only the noise network differs),
+    then fine-tuned per task of the suite's :attr:`~promptrl.suites.TaskSuite.selection_split` (its
+    validation tasks, else its training tasks; the first ``n_tasks``) as Table 1 fine-tunes, and
+    evaluated there. The table gives each network's mean with its 95% CI over (seed, task) units, the
+    selected one (the highest mean) and the paired test of it against each other network, and marks
+    the shipped one. Pre-training resumes after a kill; ``collect=True`` trains and runs nothing."""
+    from promptrl.experiments.reproduce import _recipe
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuserSettings, pretrain_generator
+
+    networks = NOISE_NETWORKS if networks is None else networks
+    known = {"residual", "dropout", "hidden", "n_hidden"}
+    if not networks or any(not isinstance(v, dict) or not v or set(v) - known for v in networks.values()):
+        raise ValueError(f"networks must map labels to non-empty dicts of {sorted(known)}, got {networks!r}")
+    suite_ref, suite_name = suite_name, load_spec(suite_name).name
+    split = load_suite(suite_ref).selection_split
+    ctx = context(suite_ref, budget, hub_root, device, n_tasks, split=split, make_datasets=not collect)
+    shipped = json.loads((ctx.hub / "pretrained" / "config.json").read_text())
+    steps = int(shipped["steps_trained"])
+    runs = runs_folder(Path(out), "noise-net", suite_name, budget, ctx.tasks)
+    if not collect:
+        create_datasets(ctx.suite, "expert", tasks=ctx.suite.train_tasks, progress_bar=True)  # seeded, idempotent
+    builds, values = {}, {}
+    for label, network in networks.items():
+        folder = runs / "models" / f"{_slug(label)}-pretrained-{steps}"
+        if not collect:
+            settings = {**_recipe(shipped, PromptDiffuserSettings), **network}
+            pretrain_generator(
+                ctx.plm,
+                ctx.suite.datasets("train", "expert"),
+                folder,
+                steps,
+                recipe=PRETRAIN_RECIPE,
+                save_steps=1000,
+                seed=int(shipped.get("seed", 0)),
+                **settings,
+            )
+        is_shipped = all(shipped.get(k) == v for k, v in network.items())
+        name = f"{label}, pre-trained {steps:,} steps" + (" (shipped)" if is_shipped else "")
+        builds[name] = partial(fine_tune_pretrained, pretrained=folder)
+        values[name] = label
+    measured = measure_all(ctx, builds, runs, collect, executor)
+    summary = {label: r for label, r in measured.items() if r is not None}
+    table, rows = selection_table("noise network", values, summary)
+    body = [
+        f"{selection_tasks_text(ctx, split)} Each noise network's generator is pre-trained on the "
+        f"{len(ctx.suite.train_tasks)} training tasks as the shipped one was ({steps:,} L_DM steps, learning rate "
+        f"{PRETRAIN_RECIPE['learning_rate']:g}, batch {PRETRAIN_RECIPE['batch_size']}, the shipped settings and seed), "
+        f"then fine-tuned per task as in Table 1 ({budget.epochs} x {budget.steps_per_epoch} steps on "
+        f"{budget.few_shot_episodes} expert episode(s)) and evaluated ({budget.episodes} episodes per task, "
+        f"{budget.seeds} seed(s), sampling temperature {shipped.get('temperature', 0.5):g}).\n",
+        *table,
+    ]
+    return write_ablation(
+        Path(out),
+        f"noise-net-{suite_name}",
+        f"The noise network, chosen on the {split} split, {suite_name}",
+        command,
+        budget,
+        body,
+        rows,
+    )
