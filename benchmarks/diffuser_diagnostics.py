@@ -1,8 +1,11 @@
 """Why a Prompt Diffuser does or does not beat expert prompts: prompt fidelity and gradient balance.
 
-    python benchmarks/diffuser_diagnostics.py fidelity [--suite ant-dir] [--task 6] [--steps 3000]
-    python benchmarks/diffuser_diagnostics.py rules [--suite ant-dir] [--task 6] [--variants dm projection dt projection:100]
+    python benchmarks/diffuser_diagnostics.py fidelity [--suite ant-dir] [--task 0] [--steps 3000]
+    python benchmarks/diffuser_diagnostics.py rules [--suite ant-dir] [--task 0] [--variants dm projection dt projection:100]
     python benchmarks/diffuser_diagnostics.py temperature [--suite ant-dir] [--temperatures 0 0.25 0.5 1] [--episodes 20]
+
+The task defaults to the first of the suite's validation tasks (training tasks where it has none),
+so that nothing here reads the test split unless ``--task`` names a test task.
 
 ``fidelity`` trains noise models from scratch on the prompt windows of one expert episode of a task
 (L_DM only, AdamW lr 1e-3, batch 32) — the plain (Linear, Mish, Dropout) MLP with dropout 0.1 and
@@ -230,7 +233,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=("fidelity", "rules", "temperature"))
     parser.add_argument("--suite", default="ant-dir")
-    parser.add_argument("--task", type=int, default=None, help="default: the suite's first test task")
+    parser.add_argument(
+        "--task",
+        type=int,
+        default=None,
+        help="default: the first task of the suite's selection split (never a test task)",
+    )
     parser.add_argument("--hub", default="hub_models")
     parser.add_argument("--steps", type=int, default=3000, help="fidelity: training steps per noise model")
     parser.add_argument(
@@ -248,7 +256,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suite = promptrl.load_suite(args.suite)
-    args.task = suite.test_tasks[0] if args.task is None else suite.check_task(args.task)
+    args.task = suite.split(suite.selection_split)[0] if args.task is None else suite.check_task(args.task)
     plm = PromptDT.from_pretrained(f"{args.hub}/{args.suite}/plm")
     few_shot = suite.dataset(args.task, "expert", episodes=1)
     episodes = episodes_of(few_shot)

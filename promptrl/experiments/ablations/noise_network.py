@@ -101,7 +101,8 @@ def noise_network_selection(
         f"{PRETRAIN_RECIPE['learning_rate']:g}, batch {PRETRAIN_RECIPE['batch_size']}, the shipped settings and seed), "
         f"then fine-tuned per task as in Table 1 ({budget.epochs} x {budget.steps_per_epoch} steps on "
         f"{budget.few_shot_episodes} expert episode(s)) and evaluated ({budget.episodes} episodes per task, "
-        f"{budget.seeds} seed(s), sampling temperature {shipped.get('temperature', 0.5):g}).\n",
+        f'{budget.seeds} seed(s), sampling temperature {shipped.get("temperature", 0.5):g}). "(shipped)" marks the '
+        "shipped generator's network; it too is pre-trained here, like the others.\n",
         *table,
     ]
     return write_ablation(
