@@ -139,6 +139,36 @@ def fine_tune_pretrained(
     return generator
 
 
+def shipped_pretraining(ctx: Context) -> dict[str, Any]:
+    """The saved settings of the suite's shipped pre-trained generator (``<hub>/pretrained/config.json``)."""
+    return json.loads((ctx.hub / "pretrained" / "config.json").read_text())
+
+
+def pretrain_as_shipped(ctx: Context, folder: Path, generator_class: type | None = None, **overrides: Any) -> None:
+    """Pre-train a generator in ``folder`` (resuming there) on the suite's training tasks exactly as the
+    shipped one was: :data:`~promptrl.methods.diffuser.PRETRAIN_RECIPE`, its number of steps, its seed
+    and its saved settings, but for ``overrides``. ``generator_class``: e.g. the VAE of Table 5
+    (default :class:`~promptrl.methods.diffuser.PromptDiffuser`)."""
+    from promptrl.data.datasets import create_datasets
+    from promptrl.experiments.reproduce import _recipe
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuser, pretrain_generator
+
+    cls = generator_class or PromptDiffuser
+    shipped = shipped_pretraining(ctx)
+    create_datasets(ctx.suite, "expert", tasks=ctx.suite.train_tasks, progress_bar=True)  # seeded, idempotent
+    pretrain_generator(
+        ctx.plm,
+        ctx.suite.datasets("train", "expert"),
+        folder,
+        int(shipped["steps_trained"]),
+        recipe=PRETRAIN_RECIPE,
+        save_steps=1000,
+        seed=int(shipped.get("seed", 0)),
+        generator_class=cls,
+        **{**_recipe(shipped, cls.settings_class), **overrides},
+    )
+
+
 def selection_tasks_text(ctx: Context, split: str) -> str:
     """Which tasks a choice is made on, and whether any of them is a test task (cheetah-dir's are)."""
     overlap = sorted(set(ctx.tasks) & set(ctx.suite.test_tasks))

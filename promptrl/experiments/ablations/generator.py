@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from promptrl.data.datasets import create_datasets
 from promptrl.experiments.ablations.common import (
     context,
     fine_tune_pretrained,
     measure_all,
+    pretrain_as_shipped,
     runs_folder,
+    shipped_pretraining,
     write_ablation,
 )
 from promptrl.experiments.executors import Executor
@@ -25,7 +24,6 @@ from promptrl.experiments.reproduce import (
     build_method,
 )
 from promptrl.experiments.tables import mean_and_ci, mean_std, paired_check
-from promptrl.methods.diffuser import pretrain_generator
 from promptrl.tasks.spec import load_spec
 
 
@@ -50,9 +48,7 @@ def generative_models(
     test tasks its cells are those of ``<table1_out>/runs`` (shared: a finished Table 1 cell is
     reused, a new one completes Table 1 too). Each suite's "DM ≥ VAE" is the paired test of Table 1's
     ordering checks. ``collect=True`` trains and runs nothing."""
-    from promptrl.experiments.reproduce import NOT_RECIPE
-    from promptrl.methods.baselines.vae import VAEPromptGenerator, VAESettings
-    from promptrl.methods.diffuser import PRETRAIN_RECIPE
+    from promptrl.methods.baselines.vae import VAEPromptGenerator
 
     out = Path(out)
     ref = paper("table5_generator")
@@ -70,25 +66,11 @@ def generative_models(
             suite_ref, budget, hub_root, device, n_tasks, methods=("Prompt Diffuser",), make_datasets=not collect
         )
         suite_name = ctx.suite.name
-        shipped = json.loads((ctx.hub / "pretrained" / "config.json").read_text())
-        steps = int(shipped["steps_trained"])
+        steps = int(shipped_pretraining(ctx)["steps_trained"])
         runs = runs_folder(out, "generator", suite_name, budget, ctx.tasks)
         vae_folder = runs / "models" / f"vae-pretrained-{steps}"
         if not collect:
-            create_datasets(ctx.suite, "expert", tasks=ctx.suite.train_tasks, progress_bar=True)  # seeded, idempotent
-            settings = {
-                k: v for k, v in shipped.items() if k in {f.name for f in fields(VAESettings)} and k not in NOT_RECIPE
-            }
-            pretrain_generator(
-                ctx.plm,
-                ctx.suite.datasets("train", "expert"),
-                vae_folder,
-                steps,
-                recipe=PRETRAIN_RECIPE,
-                save_steps=1000,
-                generator_class=VAEPromptGenerator,
-                **settings,
-            )
+            pretrain_as_shipped(ctx, vae_folder, VAEPromptGenerator)
         vae = f"VAE-pretrained-{steps}"
         builds = {
             "Prompt Diffuser": build_method,

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from promptrl.data.datasets import create_datasets
 from promptrl.experiments.ablations.common import (
     context,
     fine_tune_pretrained,
     measure_all,
+    pretrain_as_shipped,
     runs_folder,
     selection_table,
     selection_tasks_text,
+    shipped_pretraining,
     write_ablation,
 )
 from promptrl.experiments.ablations.plm_budgets import PLM_BUDGET_ADAPTATION
@@ -58,8 +58,7 @@ def noise_network_selection(
     evaluated there. The table gives each network's mean with its 95% CI over (seed, task) units, the
     selected one (the highest mean) and the paired test of it against each other network, and marks
     the shipped one. Pre-training resumes after a kill; ``collect=True`` trains and runs nothing."""
-    from promptrl.experiments.reproduce import _recipe
-    from promptrl.methods.diffuser import PRETRAIN_RECIPE, PromptDiffuserSettings, pretrain_generator
+    from promptrl.methods.diffuser import PRETRAIN_RECIPE
 
     networks = NOISE_NETWORKS if networks is None else networks
     known = {"residual", "dropout", "hidden", "n_hidden"}
@@ -68,26 +67,14 @@ def noise_network_selection(
     suite_ref, suite_name = suite_name, load_spec(suite_name).name
     split = load_suite(suite_ref).selection_split
     ctx = context(suite_ref, budget, hub_root, device, n_tasks, split=split, make_datasets=not collect)
-    shipped = json.loads((ctx.hub / "pretrained" / "config.json").read_text())
+    shipped = shipped_pretraining(ctx)
     steps = int(shipped["steps_trained"])
     runs = runs_folder(Path(out), "noise-net", suite_name, budget, ctx.tasks)
-    if not collect:
-        create_datasets(ctx.suite, "expert", tasks=ctx.suite.train_tasks, progress_bar=True)  # seeded, idempotent
     builds, values = {}, {}
     for label, network in networks.items():
         folder = runs / "models" / f"{_slug(label)}-pretrained-{steps}"
         if not collect:
-            settings = {**_recipe(shipped, PromptDiffuserSettings), **network}
-            pretrain_generator(
-                ctx.plm,
-                ctx.suite.datasets("train", "expert"),
-                folder,
-                steps,
-                recipe=PRETRAIN_RECIPE,
-                save_steps=1000,
-                seed=int(shipped.get("seed", 0)),
-                **settings,
-            )
+            pretrain_as_shipped(ctx, folder, **network)
         is_shipped = all(shipped.get(k) == v for k, v in network.items())
         name = f"{label}, pre-trained {steps:,} steps" + (" (shipped)" if is_shipped else "")
         builds[name] = partial(fine_tune_pretrained, pretrained=folder)
