@@ -350,6 +350,7 @@ def test_noise_network_is_chosen_on_validation_tasks_only(tmp_path, evaluated, p
         "| plain, dropout 0, pre-trained 2 steps",
         "| residual, dropout 0.1, pre-trained 2 steps (shipped)",  # the shipped generator's network
     ]
+    assert "**The shipped network**: " in text
     rows = _csv(out / "noise-net-point-robot.csv")
     assert [r["noise_network"] for r in rows] == list(ablations.NOISE_NETWORKS)
     assert all(r["n"] == "2" and math.isfinite(float(r["mean"])) for r in rows)
@@ -366,6 +367,22 @@ def test_noise_network_is_chosen_on_validation_tasks_only(tmp_path, evaluated, p
         }  # the shipped settings, saved for fine-tuning
     with pytest.raises(ValueError, match="networks must map labels"):
         ablations.noise_network_selection(str(point_robot), budget, out, hub, networks={"x": {"width": 3}})
+
+
+def test_the_shipped_noise_network_stays_unless_another_is_ahead_by_the_paired_test():
+    from promptrl.experiments.ablations.noise_network import shipped_verdict
+    from promptrl.experiments.tables import add_statistics
+
+    def measured(*per_task):
+        return add_statistics(
+            {"seeds": [float(np.mean(per_task))], "seed_ids": [0], "tasks": [dict(enumerate(per_task))]}
+        )
+
+    summary = {"a": measured(400, 490, 300), "b (shipped)": measured(100, 95, 98), "c": measured(110, 80, 120)}
+    assert shipped_verdict(summary, ["b (shipped)"]).startswith("**The shipped network**: to be replaced by a.")
+    del summary["a"]  # c is ahead on average, within noise
+    assert shipped_verdict(summary, ["b (shipped)"]).startswith("**The shipped network**: kept.")
+    assert "not decided" in shipped_verdict(summary, [])
 
 
 def test_generator_table5_pretrains_a_vae_and_shares_table1_cells(tmp_path):

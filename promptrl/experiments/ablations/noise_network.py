@@ -20,6 +20,7 @@ from promptrl.experiments.ablations.common import (
 from promptrl.experiments.ablations.plm_budgets import PLM_BUDGET_ADAPTATION
 from promptrl.experiments.executors import Executor
 from promptrl.experiments.reproduce import Budget
+from promptrl.experiments.tables import HOLDS, paired_check
 from promptrl.suites import load_suite
 from promptrl.tasks.spec import load_spec
 
@@ -36,6 +37,27 @@ inside residual branches."""
 
 def _slug(label: str) -> str:
     return label.replace(", ", "-").replace(" ", "").replace(".", "")
+
+
+def shipped_verdict(summary: dict[str, dict[str, Any]], shipped: list[str]) -> str:
+    """Whether the shipped network stays. Replacing it re-trains every generator and re-runs every
+    Prompt Diffuser cell, so it stays unless another network is ahead of it by the paired test
+    ("holds"); of several that are, the highest mean replaces it."""
+    if not shipped or shipped[0] not in summary or len(summary) < 2:
+        return "**The shipped network**: not decided (it, or every other network, is not measured)."
+    ahead = [
+        label for label in summary if label != shipped[0] and paired_check(summary, label, shipped[0]).startswith(HOLDS)
+    ]
+    if not ahead:
+        return (
+            "**The shipped network**: kept. Rule: it stays unless another network is ahead of it by the paired "
+            "test; none is."
+        )
+    best = max(ahead, key=lambda label: summary[label]["mean"])
+    return (
+        f"**The shipped network**: to be replaced by {best}. Rule: it stays unless another network is ahead of it "
+        f"by the paired test; {best} is ({paired_check(summary, best, shipped[0])})."
+    )
 
 
 def noise_network_selection(
@@ -56,8 +78,8 @@ def noise_network_selection(
     then fine-tuned per task of the suite's :attr:`~promptrl.suites.TaskSuite.selection_split` (its
     validation tasks, else its training tasks; the first ``n_tasks``) as Table 1 fine-tunes, and
     evaluated there. The table gives each network's mean with its 95% CI over (seed, task) units, the
-    selected one (the highest mean) and the paired test of it against each other network, and marks
-    the shipped one. Pre-training resumes after a kill; ``collect=True`` trains and runs nothing."""
+    selected one (the highest mean) and the paired test of it against each other network, marks
+    the shipped one and says whether it stays (:func:`shipped_verdict`). Pre-training resumes after a kill; ``collect=True`` trains and runs nothing."""
     from promptrl.methods.diffuser import PRETRAIN_RECIPE
 
     networks = NOISE_NETWORKS if networks is None else networks
@@ -82,6 +104,7 @@ def noise_network_selection(
     measured = measure_all(ctx, builds, runs, collect, executor)
     summary = {label: r for label, r in measured.items() if r is not None}
     table, rows = selection_table("noise network", values, summary)
+    table += ["", shipped_verdict(summary, [name for name in values if name.endswith("(shipped)")])]
     body = [
         f"{selection_tasks_text(ctx, split)} Each noise network's generator is pre-trained on the "
         f"{len(ctx.suite.train_tasks)} training tasks as the shipped one was ({steps:,} L_DM steps, learning rate "
