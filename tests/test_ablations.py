@@ -379,10 +379,10 @@ def test_the_shipped_noise_network_stays_unless_another_is_ahead_by_the_paired_t
         )
 
     summary = {"a": measured(400, 490, 300), "b (shipped)": measured(100, 95, 98), "c": measured(110, 80, 120)}
-    assert shipped_verdict(summary, ["b (shipped)"]).startswith("**The shipped network**: to be replaced by a.")
+    assert shipped_verdict(summary, "b (shipped)").startswith("**The shipped network**: to be replaced by a.")
     del summary["a"]  # c is ahead on average, within noise
-    assert shipped_verdict(summary, ["b (shipped)"]).startswith("**The shipped network**: kept.")
-    assert "not decided" in shipped_verdict(summary, [])
+    assert shipped_verdict(summary, "b (shipped)").startswith("**The shipped network**: kept.")
+    assert "not decided" in shipped_verdict(summary, None)
 
 
 def test_generator_table5_pretrains_a_vae_and_shares_table1_cells(tmp_path):

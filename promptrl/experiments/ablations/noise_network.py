@@ -39,15 +39,14 @@ def _slug(label: str) -> str:
     return label.replace(", ", "-").replace(" ", "").replace(".", "")
 
 
-def shipped_verdict(summary: dict[str, dict[str, Any]], shipped: list[str]) -> str:
+def shipped_verdict(summary: dict[str, dict[str, Any]], shipped: str | None) -> str:
     """Whether the shipped network stays. Replacing it re-trains every generator and re-runs every
     Prompt Diffuser cell, so it stays unless another network is ahead of it by the paired test
-    ("holds"); of several that are, the highest mean replaces it."""
-    if not shipped or shipped[0] not in summary or len(summary) < 2:
+    ("holds"); of several that are, the highest mean replaces it. ``shipped``: its label, None if no
+    network measured is the shipped one."""
+    if shipped not in summary or len(summary) < 2:
         return "**The shipped network**: not decided (it, or every other network, is not measured)."
-    ahead = [
-        label for label in summary if label != shipped[0] and paired_check(summary, label, shipped[0]).startswith(HOLDS)
-    ]
+    ahead = [label for label in summary if label != shipped and paired_check(summary, label, shipped).startswith(HOLDS)]
     if not ahead:
         return (
             "**The shipped network**: kept. Rule: it stays unless another network is ahead of it by the paired "
@@ -56,7 +55,7 @@ def shipped_verdict(summary: dict[str, dict[str, Any]], shipped: list[str]) -> s
     best = max(ahead, key=lambda label: summary[label]["mean"])
     return (
         f"**The shipped network**: to be replaced by {best}. Rule: it stays unless another network is ahead of it "
-        f"by the paired test; {best} is ({paired_check(summary, best, shipped[0])})."
+        f"by the paired test; {best} is ({paired_check(summary, best, shipped)})."
     )
 
 
@@ -104,7 +103,7 @@ def noise_network_selection(
     measured = measure_all(ctx, builds, runs, collect, executor)
     summary = {label: r for label, r in measured.items() if r is not None}
     table, rows = selection_table("noise network", values, summary)
-    table += ["", shipped_verdict(summary, [name for name in values if name.endswith("(shipped)")])]
+    table += ["", shipped_verdict(summary, next((name for name in values if name.endswith("(shipped)")), None))]
     body = [
         f"{selection_tasks_text(ctx, split)} Each noise network's generator is pre-trained on the "
         f"{len(ctx.suite.train_tasks)} training tasks as the shipped one was ({steps:,} L_DM steps, learning rate "
