@@ -316,8 +316,12 @@ def test_fixed_prompt_serves_windows_of_the_requested_task(world):
     for task in (6, 9):
         for prompt in method.generate_prompt(4, task=task):
             assert (windows[task] == prompt["states"]).all(-1).all(-1).any()
-    with pytest.warns(UserWarning, match="task"):
+    with pytest.raises(ValueError, match=r"task=\[0\]: no few-shot data .*learned tasks: \[6, 9\]"):
         method.generate_prompt(1, task=0)
+    method.zero_shot = True  # a task never learned: windows of every learned task
+    every = torch.cat([windows[6], windows[9]])
+    for prompt in method.generate_prompt(4, task=0):
+        assert (every == prompt["states"]).all(-1).all(-1).any()
     # Prompt-DT-Random from an env of the task: its "random" dataset is the prompt source.
     create_datasets(suite, "random", tasks=[6], episodes=1)
     random = FixedPrompt(plm, suite.make_env(6), quality="random").learn()

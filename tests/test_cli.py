@@ -146,8 +146,13 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
             and r.dataset_type == "promptrl/MetaWorldReach-v0"
         )
     capsys.readouterr()
-    assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1"]) == 0  # no dataset of task 8
-    out = capsys.readouterr().out
+    assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1"]) == 2  # not learned
+    assert (
+        "--tasks: the model holds generators or few-shot data of tasks [6] only, not of [8]"
+        in capsys.readouterr().err
+    )
+    assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1", "--zero-shot"]) == 0
+    out = capsys.readouterr().out  # no dataset of task 8
     assert "no expert datasets for tasks [8]" in out and "prompt: generated" in out and "prompt: expert" not in out
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "99"]) == 2
     assert "task must be an integer in [0, 20] for suite 'mw-reach', got 99" in capsys.readouterr().err

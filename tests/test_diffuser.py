@@ -191,8 +191,11 @@ def test_prompts_are_conditioned_on_their_own_task(setup):
     obs, _ = env.reset(seed=0)
     bank9 = {round(row[0] * plm.settings.rtg_scale, 3) for row in pd.settings.conditions["9"]}
     assert round(float(obs["prompt_rtg"][0, 0]), 3) in bank9
-    with pytest.warns(UserWarning, match="task"):
+    with pytest.raises(ValueError, match=r"task=\[0\]: no few-shot data .*learned tasks: \[6, 9\]"):
         pd.generate_prompt(1, task=0)
+    pd.zero_shot = True  # a task never learned: conditions of every learned task
+    every = {round(row[0] * plm.settings.rtg_scale, 3) for t in ("6", "9") for row in pd.settings.conditions[t]}
+    assert all(round(float(p["rtg"][0, 0]), 3) in every for p in pd.generate_prompt(4, task=0))
     with pytest.raises(ValueError, match="task"):
         pd.generate_prompt(3, task=[6, 9])
 
@@ -293,6 +296,13 @@ def test_task_generators_serve_their_tasks_and_round_trip(setup, tmp_path):
     _assert_same_prompts(mixed, [nines[0], six[0], nines[1]])
     with pytest.raises(ValueError, match=r"task=\[0\].*tasks \[6, 9\] only"):
         own.generate_prompt(1, task=0)
+    own.zero_shot = True  # task 0 from this generator's own conditions (task 6), task 9 still from its generator
+    zero = own.generate_prompt(2, task=[0, 9], generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    _assert_same_prompts(
+        zero, [own.generate_prompt(1, task=6, generator=g)[0], other.generate_prompt(1, task=9, generator=g)[0]]
+    )
+    own.zero_shot = False
 
     own.save_pretrained(tmp_path / "pd")
     assert (tmp_path / "pd" / "tasks" / "9" / "model.safetensors").is_file()

@@ -312,9 +312,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model = PromptDiffuser.from_pretrained(folder, device=args.device)
         runs = [("generated", model, None)]
         suite = load_suite(args.suite)
-        missing = [
-            t for t in (args.tasks or suite.split(args.split)) if not dataset_exists(suite.dataset_id(t, "expert"))
-        ]
+        tasks = [suite.spec.check_task(t) for t in args.tasks] if args.tasks else suite.split(args.split)
+        unserved = [t for t in tasks if t not in model.served_tasks()]
+        if unserved and not args.zero_shot:
+            raise ValueError(
+                f"--tasks: the model holds generators or few-shot data of tasks {model.served_tasks()} only, not "
+                f"of {unserved}; pass --tasks from those, or --zero-shot to give the others prompts made from "
+                "every task it learned"
+            )
+        model.zero_shot = args.zero_shot
+        missing = [t for t in tasks if not dataset_exists(suite.dataset_id(t, "expert"))]
         if missing:
             print(
                 f"no expert datasets for tasks {missing}, so no expert-prompt comparison "

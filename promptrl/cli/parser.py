@@ -185,6 +185,12 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
         help="prompt qualities for a Prompt-DT (default: expert and random); a Prompt Diffuser "
         "folder is run with its generated prompts, then its PLM with expert prompts for comparison",
     )
+    p.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="a Prompt Diffuser folder: give a task it holds no generator or data of prompts made from every task "
+        "it learned (by default such a task is an error)",
+    )
     p.add_argument("--record", action="store_true", help="write the results table into the folder's model card")
     add_common_options(
         p,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -142,19 +141,25 @@ def requested_tasks(n: int, task: int | Sequence[int] | None) -> list[int | None
 
 
 def choose_rows(
-    row_tasks: Sequence[int], tasks: list[int | None], generator: torch.Generator, device: torch.device
+    row_tasks: Sequence[int],
+    tasks: list[int | None],
+    generator: torch.Generator,
+    device: torch.device,
+    zero_shot: bool = False,
 ) -> list[int]:
-    """For each requested task, a uniformly drawn row of that task (of any row when the task is None
-    or was never learned, with a warning)."""
+    """For each requested task, a uniformly drawn row of that task (of any row when the task is None).
+
+    A task with no rows raises ``ValueError``, unless ``zero_shot``: then its row is drawn from every
+    row, as for None (a prompt made without data of the task)."""
     by_task: dict[int, list[int]] = {}
     for i, t in enumerate(row_tasks):
         by_task.setdefault(int(t), []).append(i)
     missing = sorted({t for t in tasks if t is not None and t not in by_task})
-    if missing:
-        warnings.warn(
-            f"no few-shot data of task(s) {missing} was learned: their prompts are conditioned on "
-            f"all learned tasks ({sorted(by_task)}); call learn() on their data first",
-            stacklevel=4,
+    if missing and not zero_shot:
+        raise ValueError(
+            f"task={missing}: no few-shot data of this task was learned (learned tasks: {sorted(by_task)}); "
+            "call learn() on its data first, or set the method's zero_shot = True to make its prompts from "
+            "every learned task"
         )
     everything = list(range(len(row_tasks)))
     out = []
@@ -197,13 +202,15 @@ class PromptBank(nn.Module):
         self.task = torch.tensor([t for t, _ in rows], dtype=torch.long, device=device)
 
     def sample(
-        self, n: int, task: int | Sequence[int] | None, generator: torch.Generator
+        self, n: int, task: int | Sequence[int] | None, generator: torch.Generator, zero_shot: bool = False
     ) -> list[dict[str, torch.Tensor]]:
-        """``n`` prompts (raw units) of ``task`` (one index, one per prompt, or None: any learned task)."""
+        """``n`` prompts (raw units) of ``task`` (one index, one per prompt, or None: any learned task;
+        a task with no windows: see :func:`choose_rows`)."""
         tasks = requested_tasks(n, task)
         if len(self) == 0:
             raise RuntimeError("there are no prompts yet: call learn() first")
-        idx = torch.tensor(choose_rows(self.task.tolist(), tasks, generator, self.task.device), device=self.task.device)
+        rows = choose_rows(self.task.tolist(), tasks, generator, self.task.device, zero_shot)
+        idx = torch.tensor(rows, device=self.task.device)
         return prompt_dicts(self.states[idx], self.actions[idx], self.rtg[idx], self.timesteps[idx])
 
     def observation(self, idx: Sequence[int]) -> dict[str, np.ndarray]:
@@ -242,6 +249,10 @@ class FrozenPLMMethod(
     missing_file_hint: ClassVar[str] = (
         f"a method's folder holds its PLM in {PLM_FOLDER}/ (or pass plm= to from_pretrained)"
     )
+    zero_shot: bool = False
+    """False: asking for the prompt of a task whose data was never learned raises ``ValueError``.
+    True: such a prompt is made from every learned task instead (zero-shot use, e.g. Table 9 of the
+    paper). Set it on an instance (``method.zero_shot = True``); it is not saved."""
 
     def __init__(self, plm: PromptDT, env: Any = None, **hyperparams: Any):
         name = type(self).__name__
@@ -507,12 +518,12 @@ class FrozenPLMMethod(
     ) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts (raw units, on the method's device) for ``task`` (one index, one per prompt, or
         None), drawn from the learned prompt windows; used by PromptWrapper and ``evaluate(prompt=None)``.
-        For a PLM without prompts (MT-ORL), ``n`` empty dicts (wrappers never ask for them).
+        A task that was never learned raises ``ValueError`` (see :attr:`zero_shot`). For a PLM without prompts (MT-ORL), ``n`` empty dicts (wrappers never ask for them).
         ``generator``: draw from it instead of the method's own random state, which then stays untouched
         (a PromptWrapper's ``reset(seed=...)`` passes one seeded from the reset seed)."""
         if self.bank is None:
             return [{} for _ in requested_tasks(n, task)]
-        return self.bank.sample(n, task, self._draws(generator))
+        return self.bank.sample(n, task, self._draws(generator), self.zero_shot)
 
     def predict(
         self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None, deterministic: bool = True

@@ -290,7 +290,9 @@ class PromptGenerator(FrozenPLMMethod):
             raise RuntimeError("the generator has no conditions yet: call learn() first")
         rows = [y for bank in banks.values() for y in bank]
         row_tasks = [int(t) for t, bank in banks.items() for _ in bank]
-        idx = choose_rows(row_tasks, tasks, self._generator if generator is None else generator, self.device)
+        idx = choose_rows(
+            row_tasks, tasks, self._generator if generator is None else generator, self.device, self.zero_shot
+        )
         return torch.tensor([rows[i] for i in idx], device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
@@ -305,7 +307,8 @@ class PromptGenerator(FrozenPLMMethod):
     ) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts for the PLM (raw units, on the model's device): dicts of states, actions, rtg,
         timesteps and mask. Conditions come from the latest ``learn`` data of ``task`` (one index or
-        one per prompt; wrappers pass their env's task), of all learned tasks when None; ``rtg``
+        one per prompt; wrappers pass their env's task), of all learned tasks when None (a task never
+        learned raises ``ValueError`` unless :attr:`zero_shot`); ``rtg``
         replaces their return-to-go (e.g. zero-shot: the target return only; default: the
         ``target_rtg`` setting, if set). ``conditions`` (n, 2 K*) gives the conditions y explicitly
         (e.g. ``encode(windows)[1]``: one prompt per real window). ``generator``: draw the conditions and
@@ -317,11 +320,12 @@ class PromptGenerator(FrozenPLMMethod):
             tasks = requested_tasks(n, task)
             own = set(self.own_tasks())
             unserved = sorted({t for t in tasks if t is not None and t not in own and t not in self.task_generators})
-            if unserved:
+            if unserved and not self.zero_shot:
                 raise ValueError(
-                    f"task={unserved}: this generator holds prompt generators for tasks {self.served_tasks()} only"
+                    f"task={unserved}: this generator holds prompt generators for tasks {self.served_tasks()} only "
+                    "(set its zero_shot = True to make their prompts from every task it learned)"
                 )
-            routed = {t for t in tasks if t is not None and t not in own}
+            routed = {t for t in tasks if t in self.task_generators and t not in own}
             if routed:
                 return self._generate_routed(tasks, routed, rtg, temperature, draws)
         if conditions is None:

@@ -127,9 +127,9 @@ class PromptTuningDT(OneTaskPrompt):
     def generate_prompt(
         self, n: int = 1, task: int | Sequence[int] | None = None, generator: torch.Generator | None = None
     ) -> list[dict[str, torch.Tensor]]:
-        """``n`` copies of the tuned prompt in raw units (``task``: as for the other methods; warns for
-        a task other than the learned one; ``generator``: as for the other methods)."""
-        self.bank.sample(n, task, self._draws(generator))  # checks n and task, and that learn() ran
+        """``n`` copies of the tuned prompt in raw units (``task`` and ``generator``: as for the other
+        methods; a task other than the learned one raises ``ValueError`` unless :attr:`zero_shot`)."""
+        self.bank.sample(n, task, self._draws(generator), self.zero_shot)  # checks n and task, and that learn() ran
         p = self.plm.settings
         x = self.module.prompt.expand(n, -1, -1)
         states = x[..., : p.obs_dim] * torch.tensor(p.state_std, device=self.device) + torch.tensor(
