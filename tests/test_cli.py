@@ -148,8 +148,7 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1"]) == 2  # not learned
     assert (
-        "--tasks: the model holds generators or few-shot data of tasks [6] only, not of [8]"
-        in capsys.readouterr().err
+        "--tasks: the model holds generators or few-shot data of tasks [6] only, not of [8]" in capsys.readouterr().err
     )
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1", "--zero-shot"]) == 0
     out = capsys.readouterr().out  # no dataset of task 8

@@ -214,6 +214,7 @@ def test_evaluation_split_into_parts_equals_one_call(shared):
 
     suite = promptrl.load_suite("mw-reach")
     pd = PromptDiffuser.from_pretrained(hub / "mw-reach")
+    pd.zero_shot = True  # it learned task 6 only; task 9's prompts come from task 6's conditions
     for model in (pd, pd.plm):
         kwargs = dict(n_episodes=3, seed=5, tasks=TASKS)
         pd.set_random_seed(0)
