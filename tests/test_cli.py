@@ -153,6 +153,14 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "8", "--episodes", "1", "--zero-shot"]) == 0
     out = capsys.readouterr().out  # no dataset of task 8
     assert "no expert datasets for tasks [8]" in out and "prompt: generated" in out and "prompt: expert" not in out
+    # the generator before fine-tuning, with the PLM it was pre-trained for, zero-shot on a test task
+    pretrained = ["evaluate", str(folder / "pretrained"), "mw-reach", "--plm", str(folder / "plm"), "--tasks", "8"]
+    assert main([*pretrained, "--episodes", "1"]) == 2
+    assert "only, not of [8]" in capsys.readouterr().err
+    assert main([*pretrained, "--episodes", "1", "--zero-shot"]) == 0
+    assert "prompt: generated" in capsys.readouterr().out
+    assert main([*pretrained, "--record"]) == 2
+    assert "--record writes into a model folder that holds its PLM" in capsys.readouterr().err
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "99"]) == 2
     assert "task must be an integer in [0, 20] for suite 'mw-reach', got 99" in capsys.readouterr().err
 

@@ -306,10 +306,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     folder = resolve_model_path(args.model)  # hub_models/<suite> from anywhere; a Hub repo id stays as it is
-    if (
-        Path(folder) / PLM_FOLDER
-    ).is_dir():  # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
-        model = PromptDiffuser.from_pretrained(folder, device=args.device)
+    if args.plm is not None and args.record:
+        raise ValueError("--record writes into a model folder that holds its PLM; drop --plm or --record")
+    if args.plm is not None or (Path(folder) / PLM_FOLDER).is_dir():
+        # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
+        given = {} if args.plm is None else {"plm": PromptDT.from_pretrained(resolve_model_path(args.plm))}
+        model = PromptDiffuser.from_pretrained(folder, device=args.device, **given)
         runs = [("generated", model, None)]
         suite = load_suite(args.suite)
         tasks = [suite.spec.check_task(t) for t in args.tasks] if args.tasks else suite.split(args.split)

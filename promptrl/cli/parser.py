@@ -186,6 +186,12 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
         "folder is run with its generated prompts, then its PLM with expert prompts for comparison",
     )
     p.add_argument(
+        "--plm",
+        default=None,
+        help="the PLM folder of a Prompt Diffuser folder that does not hold one (e.g. <hub>/<suite>/pretrained, "
+        "the generator before fine-tuning)",
+    )
+    p.add_argument(
         "--zero-shot",
         action="store_true",
         help="a Prompt Diffuser folder: give a task it holds no generator or data of prompts made from every task "
