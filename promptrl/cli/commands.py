@@ -310,7 +310,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise ValueError("--record writes into a model folder that holds its PLM; drop --plm or --record")
     if args.plm is not None or (Path(folder) / PLM_FOLDER).is_dir():
         # a Prompt Diffuser folder: generated prompts, then its PLM's expert prompts
-        given = {} if args.plm is None else {"plm": PromptDT.from_pretrained(resolve_model_path(args.plm))}
+        given = (
+            {}
+            if args.plm is None
+            else {"plm": PromptDT.from_pretrained(resolve_model_path(args.plm), device=args.device)}
+        )
         model = PromptDiffuser.from_pretrained(folder, device=args.device, **given)
         runs = [("generated", model, None)]
         suite = load_suite(args.suite)

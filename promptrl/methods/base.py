@@ -518,7 +518,8 @@ class FrozenPLMMethod(
     ) -> list[dict[str, torch.Tensor]]:
         """``n`` prompts (raw units, on the method's device) for ``task`` (one index, one per prompt, or
         None), drawn from the learned prompt windows; used by PromptWrapper and ``evaluate(prompt=None)``.
-        A task that was never learned raises ``ValueError`` (see :attr:`zero_shot`). For a PLM without prompts (MT-ORL), ``n`` empty dicts (wrappers never ask for them).
+        A task that was never learned raises ``ValueError`` (see :attr:`zero_shot`). For a PLM without
+        prompts (MT-ORL), ``n`` empty dicts (wrappers never ask for them).
         ``generator``: draw from it instead of the method's own random state, which then stays untouched
         (a PromptWrapper's ``reset(seed=...)`` passes one seeded from the reset seed)."""
         if self.bank is None:
