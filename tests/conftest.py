@@ -54,3 +54,14 @@ def minari_root(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     return root
+
+
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """Commands set torch's thread count (``--threads``); each test gets back the count it started with,
+    so a model a test trains does not depend on which tests ran before it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -26,8 +26,16 @@ def test_data_command_is_idempotent(capsys):
 
 
 def test_bad_arguments(capsys):
-    assert main(["data", "mw-reach", "--tasks", "21"]) == 2
-    assert "task must be an integer in [0, 20]" in capsys.readouterr().err
+    # task ids are checked against the suite before any model, dataset or env is touched
+    for argv in (
+        ["data", "mw-reach", "--tasks", "6", "21", "-1"],
+        ["evaluate", "no-such-folder", "mw-reach", "--tasks", "6", "21", "-1"],
+        ["train", "diffuser", "mw-reach", "--stage", "finetune", "--tasks", "6", "21", "-1"],
+    ):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert "--tasks: suite 'mw-reach' has tasks 0 to 20, got [21, -1] outside them" in captured.err, argv
+        assert "fine-tuning" not in captured.out
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "cheetah-run"])
     assert exit_info.value.code == 2
@@ -138,8 +146,10 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
         "mean_reward (the frozen PLM with expert prompts)",
     ]
     for r, label in zip(index, ["generated", "expert (the frozen PLM)"]):
+        # the index keeps 2 decimals and the table 1, each rounded from the measured value
         mean, std = (float(x) for x in r.metric_value.split(" +/- "))
-        assert f"| {label} | {mean:.1f} ± {std:.1f} |" in card
+        shown_mean, shown_std = (float(x) for x in rows[label].split(" | ")[0].split(" ± "))
+        assert abs(shown_mean - mean) <= 0.0501 and abs(shown_std - std) <= 0.0501, (rows[label], r.metric_value)
         assert (
             r.task_type == "reinforcement-learning"
             and r.dataset_name == "mw-reach (tasks 6)"
@@ -162,7 +172,7 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     assert main([*pretrained, "--record"]) == 2
     assert "--record writes into a model folder that holds its PLM" in capsys.readouterr().err
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "99"]) == 2
-    assert "task must be an integer in [0, 20] for suite 'mw-reach', got 99" in capsys.readouterr().err
+    assert "--tasks: suite 'mw-reach' has tasks 0 to 20, got [99] outside them" in capsys.readouterr().err
 
 
 def test_train_diffuser_finetunes_one_generator_per_task_as_table1(tmp_path, capsys):

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from promptrl.cli.options import given, home
+from promptrl.cli.options import checked_tasks, given, home
 from promptrl.common.hub import resolve_model_path
 from promptrl.suites import load_suite
+from promptrl.tasks.spec import load_spec
 
 PLM_FIELDS = (
     "use_prompt",
@@ -52,7 +53,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     from promptrl.data.datasets import create_datasets
 
     suite = load_suite(args.suite)
-    tasks = args.tasks if args.tasks is not None else suite.split("all")
+    tasks = checked_tasks(suite.spec, args.tasks) or suite.split("all")
     for quality in args.quality:
         created = create_datasets(
             suite, quality, tasks=tasks, episodes=args.episodes, seed=args.seed, progress_bar=True
@@ -305,6 +306,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from promptrl.methods.plm import PromptDT
 
     torch.set_num_threads(args.threads)
+    checked_tasks(load_spec(args.suite), args.tasks)
     folder = resolve_model_path(args.model)  # hub_models/<suite> from anywhere; a Hub repo id stays as it is
     if args.plm is not None and args.record:
         raise ValueError("--record writes into a model folder that holds its PLM; drop --plm or --record")
@@ -318,7 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model = PromptDiffuser.from_pretrained(folder, device=args.device, **given)
         runs = [("generated", model, None)]
         suite = load_suite(args.suite)
-        tasks = [suite.spec.check_task(t) for t in args.tasks] if args.tasks else suite.split(args.split)
+        tasks = args.tasks or suite.split(args.split)
         unserved = [t for t in tasks if t not in model.served_tasks()]
         if unserved and not args.zero_shot:
             raise ValueError(

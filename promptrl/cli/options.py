@@ -59,6 +59,20 @@ def suite_ref(value: str) -> str:
     return value
 
 
+def checked_tasks(spec: Any, tasks: Sequence[int] | None) -> list[int] | None:
+    """``--tasks`` checked against a suite spec (anything with ``name`` and ``tasks``): the ids as
+    given, ``None`` when not given; a ``ValueError`` naming ``--tasks``, the suite's ids and every id
+    outside them, before any model or dataset is touched."""
+    if tasks is None:
+        return None
+    outside = [t for t in tasks if not 0 <= t < len(spec.tasks)]
+    if outside:
+        raise ValueError(
+            f"--tasks: suite {spec.name!r} has tasks 0 to {len(spec.tasks) - 1}, got {outside} outside them"
+        )
+    return list(tasks)
+
+
 def add_suite_argument(parser: argparse.ArgumentParser, *extra: str, **kwargs: Any) -> None:
     """The positional ``suite`` argument: a built-in suite's name or a spec file's path (``extra``:
     further accepted words, such as ``all``)."""

@@ -21,6 +21,7 @@ from promptrl.cli.options import (
     add_common_options,
     add_dataclass_options,
     add_suite_argument,
+    checked_tasks,
     float_in,
     given,
     home,
@@ -85,7 +86,7 @@ def _finetune_task_generators(args: argparse.Namespace) -> None:
     hub = Path(args.hub) / suite.name
     settings = given(args, GENERATOR_FIELDS)
     budget = Budget(epochs=epochs, few_shot_episodes=args.few_shot_episodes, steps_per_epoch=FULL.steps_per_epoch)
-    tasks = args.tasks or list(suite.test_tasks)
+    tasks = checked_tasks(suite.spec, args.tasks) or list(suite.test_tasks)
     print(
         f"fine-tuning one generator per task {tasks} on its first {args.few_shot_episodes} expert episode(s) for "
         f"{epochs} x {budget.steps_per_epoch} steps (seed {args.seed}), as the Prompt Diffuser cells of Table 1"
