@@ -82,7 +82,26 @@ def _plan_tasks(suite: TaskSuite, split: str, tasks: Sequence[int] | None) -> li
             raise ValueError(
                 f"tasks must be task indices of suite {suite.name!r} (0..{len(suite.tasks) - 1}), got {tasks!r}"
             )
+    if tasks is None and not suite.split(split):
+        sizes = ", ".join(f"{name} ({len(suite.split(name))})" for name in ("train", "validation", "test"))
+        raise ValueError(
+            f"split {split!r} of suite {suite.name!r} has no tasks (its splits: {sizes}); give tasks= (--tasks on the command line)"
+        )
     return [int(t) for t in (suite.split(split) if tasks is None else tasks)]
+
+
+def check_fits(model: Any, suite: TaskSuite | str) -> None:
+    """A ``ValueError`` unless ``model`` (a PromptDT, or a method holding one as ``plm``) acts in
+    ``suite``'s spaces: the same observation and action sizes. A model of another suite with the same
+    sizes (cheetah-vel's on cheetah-dir) fits: that is a transfer experiment, not an error."""
+    suite = load_suite(suite) if isinstance(suite, str) else suite
+    s = getattr(model, "plm", model).settings
+    if (s.obs_dim, s.act_dim) != (suite.spec.obs_dim, suite.spec.act_dim):
+        trained = f"trained on suite {s.suite!r}, " if getattr(s, "suite", None) else ""
+        raise ValueError(
+            f"model ({trained}observation size {s.obs_dim}, action size {s.act_dim}) does not fit suite "
+            f"{suite.name!r} (observation size {suite.spec.obs_dim}, action size {suite.spec.act_dim})"
+        )
 
 
 def episode_plan(
@@ -174,12 +193,9 @@ def evaluate(
     suite = load_suite(suite) if isinstance(suite, str) else suite
     if vectorization not in ("sync", "async"):
         raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+    check_fits(model, suite)
     plm = getattr(model, "plm", model)
     s = plm.settings
-    if (s.obs_dim, s.act_dim) != (suite.spec.obs_dim, suite.spec.act_dim):
-        raise ValueError(
-            f"model sizes ({s.obs_dim}, {s.act_dim}) do not match suite {suite.name!r} ({suite.spec.obs_dim}, {suite.spec.act_dim})"
-        )
     plan = episode_plan(suite, split, n_episodes, seed, tasks)
     tasks = [k.task for k in plan]
     n = len(tasks)

@@ -173,6 +173,12 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     assert "--record writes into a model folder that holds its PLM" in capsys.readouterr().err
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "99"]) == 2
     assert "--tasks: suite 'mw-reach' has tasks 0 to 20, got [99] outside them" in capsys.readouterr().err
+    # a model of another suite: its sizes are named before its task ids are read as the suite's
+    assert main(["evaluate", str(folder), "cheetah-vel", "--tasks", "2"]) == 2
+    assert (
+        "model (trained on suite 'mw-reach', observation size 39, action size 4) does not fit suite 'cheetah-vel'"
+        in (capsys.readouterr().err)
+    )
 
 
 def test_train_diffuser_finetunes_one_generator_per_task_as_table1(tmp_path, capsys):

@@ -184,6 +184,20 @@ def test_bad_construction_and_env(trained, reach_data):
         PromptDT(vel, **TINY).learn(data, total_steps=1, progress_bar=False)
 
 
+def test_evaluate_names_what_does_not_fit(trained):
+    """evaluate checks the model against the suite, and the split's tasks, before any env is made."""
+    with pytest.raises(ValueError) as err:
+        evaluate(trained, "cheetah-vel", n_episodes=1)
+    assert str(err.value) == (
+        "model (trained on suite 'mw-reach', observation size 39, action size 4) does not fit suite "
+        "'cheetah-vel' (observation size 17, action size 6)"
+    )
+    with pytest.raises(ValueError, match=r"split 'validation' of suite 'mw-reach' has no tasks \(its splits: train "):
+        evaluate(trained, "mw-reach", split="validation", n_episodes=1)
+    with pytest.raises(ValueError, match=r"tasks must be task indices of suite 'mw-reach' \(0..20\), got \[21\]"):
+        evaluate(trained, "mw-reach", tasks=[21], n_episodes=1)
+
+
 def user_dataset(dataset_id, env, episodes, seed=0, action_scale=1.0):
     """A user's own Minari dataset of uniform random actions in [-1, 1], recorded times
     ``action_scale``, made from buffers without promptrl."""

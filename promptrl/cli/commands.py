@@ -300,7 +300,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from promptrl.data.datasets import dataset_exists
-    from promptrl.evaluation import evaluate
+    from promptrl.evaluation import check_fits, evaluate
     from promptrl.methods.base import PLM_FOLDER
     from promptrl.methods.diffuser import PromptDiffuser
     from promptrl.methods.plm import PromptDT
@@ -320,6 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model = PromptDiffuser.from_pretrained(folder, device=args.device, **given)
         runs = [("generated", model, None)]
         suite = load_suite(args.suite)
+        check_fits(model, suite)  # sizes first: task ids of another suite are not its tasks
         tasks = args.tasks or suite.split(args.split)
         unserved = [t for t in tasks if t not in model.served_tasks()]
         if unserved and not args.zero_shot:
