@@ -9,7 +9,6 @@ from typing import Any
 from promptrl.cli.options import checked_tasks, given, home
 from promptrl.common.hub import resolve_model_path
 from promptrl.suites import load_suite
-from promptrl.tasks.spec import load_spec
 
 PLM_FIELDS = (
     "use_prompt",
@@ -306,7 +305,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from promptrl.methods.plm import PromptDT
 
     torch.set_num_threads(args.threads)
-    checked_tasks(load_spec(args.suite), args.tasks)
+    suite = load_suite(args.suite)
+    checked_tasks(suite.spec, args.tasks)
     folder = resolve_model_path(args.model)  # hub_models/<suite> from anywhere; a Hub repo id stays as it is
     if args.plm is not None and args.record:
         raise ValueError("--record writes into a model folder that holds its PLM; drop --plm or --record")
@@ -319,7 +319,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         )
         model = PromptDiffuser.from_pretrained(folder, device=args.device, **given)
         runs = [("generated", model, None)]
-        suite = load_suite(args.suite)
         check_fits(model, suite)  # sizes first: task ids of another suite are not its tasks
         tasks = args.tasks or suite.split(args.split)
         unserved = [t for t in tasks if t not in model.served_tasks()]
