@@ -77,11 +77,9 @@ class EpisodeKey(NamedTuple):
 
 def _plan_tasks(suite: TaskSuite, split: str, tasks: Sequence[int] | None) -> list[int]:
     if tasks is not None:
-        bad = [t for t in tasks if not isinstance(t, (int, np.integer)) or not 0 <= t < len(suite.tasks)]
-        if bad or not tasks:
-            raise ValueError(
-                f"tasks must be task indices of suite {suite.name!r} (0..{len(suite.tasks) - 1}), got {tasks!r}"
-            )
+        if not tasks:
+            raise ValueError(f"tasks must name at least one task of suite {suite.name!r}, got {tasks!r}")
+        suite.spec.check_tasks(tasks)
     if tasks is None and not suite.split(split):
         sizes = ", ".join(f"{name} ({len(suite.split(name))})" for name in ("train", "validation", "test"))
         raise ValueError(

@@ -194,7 +194,7 @@ def test_evaluate_names_what_does_not_fit(trained):
     )
     with pytest.raises(ValueError, match=r"split 'validation' of suite 'mw-reach' has no tasks \(its splits: train "):
         evaluate(trained, "mw-reach", split="validation", n_episodes=1)
-    with pytest.raises(ValueError, match=r"tasks must be task indices of suite 'mw-reach' \(0..20\), got \[21\]"):
+    with pytest.raises(ValueError, match=r"tasks: suite 'mw-reach' has tasks 0 to 20, got \[21\] outside them"):
         evaluate(trained, "mw-reach", tasks=[21], n_episodes=1)
 
 

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 import promptrl
@@ -95,6 +96,15 @@ def test_bad_task(task):
     suite = promptrl.load_suite("cheetah-vel")
     with pytest.raises(ValueError, match=r"task must be an integer in \[0, 39\]"):
         suite.make_env(task)
+
+
+def test_check_tasks_names_the_argument_and_every_id_outside():
+    spec = promptrl.load_suite("cheetah-vel").spec
+    assert spec.check_tasks([np.int64(2), 39]) == [2, 39]
+    with pytest.raises(
+        ValueError, match=r"--tasks: suite 'cheetah-vel' has tasks 0 to 39, got \[40, -1, True\] outside"
+    ):
+        spec.check_tasks([2, 40, -1, True], "--tasks")
 
 
 def test_bad_quality_and_split():

@@ -60,17 +60,9 @@ def suite_ref(value: str) -> str:
 
 
 def checked_tasks(spec: Any, tasks: Sequence[int] | None) -> list[int] | None:
-    """``--tasks`` checked against a suite spec (anything with ``name`` and ``tasks``): the ids as
-    given, ``None`` when not given; a ``ValueError`` naming ``--tasks``, the suite's ids and every id
-    outside them, before any model or dataset is touched."""
-    if tasks is None:
-        return None
-    outside = [t for t in tasks if not 0 <= t < len(spec.tasks)]
-    if outside:
-        raise ValueError(
-            f"--tasks: suite {spec.name!r} has tasks 0 to {len(spec.tasks) - 1}, got {outside} outside them"
-        )
-    return list(tasks)
+    """``--tasks`` checked against a suite spec before any model or dataset is touched: the ids,
+    ``None`` when not given (see :meth:`~promptrl.tasks.spec.SuiteSpec.check_tasks`)."""
+    return None if tasks is None else spec.check_tasks(tasks, "--tasks")
 
 
 def add_suite_argument(parser: argparse.ArgumentParser, *extra: str, **kwargs: Any) -> None:

@@ -192,7 +192,7 @@ def create_datasets(
     spec = as_spec(suite)
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
-    tasks = spec.split("all") if tasks is None else [spec.check_task(t) for t in tasks]
+    tasks = spec.split("all") if tasks is None else spec.check_tasks(tasks)
     if episodes is not None:
         _check_episodes(episodes)
     created = []

@@ -343,7 +343,7 @@ def task_generators(
     from promptrl.methods.diffuser import PromptDiffuser
 
     suite = load_suite(suite_name)
-    tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
+    tasks = suite.split("test") if tasks is None else suite.spec.check_tasks(tasks)
     if not tasks:
         raise ValueError("tasks must name at least one task")
     settings = dict(settings or {})
@@ -723,7 +723,7 @@ def reproduce_suite(
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS + VARIANTS)}")
     suite = load_suite(suite_name)
     suite_name = suite.name  # names the folders; the setup keeps what loads it (a spec file's path)
-    tasks = list(suite.test_tasks if tasks is None else [suite.check_task(t) for t in tasks])
+    tasks = suite.split("test") if tasks is None else suite.spec.check_tasks(tasks)
     setup = Setup(
         suite.ref,
         budget,

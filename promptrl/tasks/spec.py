@@ -15,8 +15,10 @@ import functools
 import importlib
 import importlib.util
 import json
+import numbers
 import string
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,20 @@ class SuiteSpec:
                 f"task must be an integer in [0, {len(self.tasks) - 1}] for suite {self.name!r}, got {task!r}"
             )
         return task
+
+    def check_tasks(self, tasks: Sequence[int], argument: str = "tasks") -> list[int]:
+        """``tasks`` as a list if each is a task id of this suite, else a ``ValueError`` naming
+        ``argument``, the suite's ids and every id outside them."""
+        outside = [
+            t
+            for t in tasks
+            if not isinstance(t, numbers.Integral) or isinstance(t, bool) or not 0 <= t < len(self.tasks)
+        ]
+        if outside:
+            raise ValueError(
+                f"{argument}: suite {self.name!r} has tasks 0 to {len(self.tasks) - 1}, got {outside} outside them"
+            )
+        return [int(t) for t in tasks]
 
     def task_dataset_id(self, task: int, quality: str) -> str:
         """Minari id of a task's dataset, e.g. ``promptrl/cheetah-vel/task02-expert-v0``."""
