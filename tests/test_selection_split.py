@@ -64,6 +64,18 @@ def test_train_plm_keeps_the_checkpoint_best_on_the_selection_split(point_robot,
     assert "The checkpoint chosen on the" in (run / "final" / "README.md").read_text()
 
 
+def test_evaluating_checkpoints_leaves_the_training_unchanged(point_robot):
+    """Training to a step without --eval-episodes gives the weights a selection run had at that step
+    (evaluation draws from its own random streams), so a selected step can be trained again alone."""
+    assert main(["data", str(point_robot), "--quality", "expert", "--episodes", "2"]) == 0
+    runs = point_robot.parent / "runs"
+    argv = ["train", "plm", str(point_robot), "--steps", "6", "--checkpoint-steps", "2", *TINY, "--threads", "1"]
+    assert main(argv + ["--eval-episodes", "2", "--out", str(runs / "selected")]) == 0
+    assert main(argv + ["--out", str(runs / "plain")]) == 0
+    weights = [(runs / run / "final" / "model.safetensors").read_bytes() for run in ("selected", "plain")]
+    assert weights[0] == weights[1]
+
+
 def test_best_checkpoint_ranks_by_return_and_recovers_from_a_kill(point_robot, tmp_path, monkeypatch):
     from promptrl.evaluation import BestCheckpoint, EvalResult
 
