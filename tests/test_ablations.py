@@ -310,6 +310,19 @@ def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
     md = ablations.plm_budget("cheetah-dir", budget, **{**kw, "fractions": (*fractions, 0.4)}, collect=True)
     assert "| 20,000 | 5.0% | not run | not run | not run | not run |" in md.read_text()
     assert not (models / "plm-20000").exists()
+    # plms_only: the PLM goes on to the new budget and is saved there; no cell is measured.
+    md = ablations.plm_budget(
+        "cheetah-dir", budget, **{**kw, "fractions": (*fractions, 6 / ablations.REFERENCE_PLM_STEPS)}, plms_only=True
+    )
+    assert promptrl.PromptDT.from_pretrained(models / "plm-6").settings.steps_trained == 6
+    assert "| 6 | 0.0% | not run | not run | not run | not run |" in md.read_text()
+    assert not any(p.parent.name.startswith("6_") for p in (out / "runs").rglob("seed*.json"))
+    assert any(p.parent.name.startswith("4_") for p in (out / "runs").rglob("seed*.json"))
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json") if "plm-" not in str(p)} == {
+        p: t for p, t in written.items() if p.suffix == ".json" and "plm-" not in str(p)
+    }
+    with pytest.raises(ValueError, match="collect and plms_only exclude each other"):
+        ablations.plm_budget("cheetah-dir", budget, **kw, collect=True, plms_only=True)
     with pytest.raises(ValueError, match="fractions must be numbers in"):
         ablations.plm_budget("cheetah-dir", budget, **{**kw, "fractions": (0.0,)})
 

@@ -272,6 +272,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             budget,
             n_tasks=args.tasks,
             collect=args.collect,
+            plms_only=args.plms_only,
             **given(args, ("fractions", "batch_per_task")),
             **grid_common,
         )
@@ -452,6 +453,12 @@ def add_commands(sub: Any, train: Any) -> None:
         default=None,
         help=f"plm-budget: PLM budgets as fractions of {ablations.REFERENCE_PLM_STEPS:,} steps "
         f"(default: {' '.join(map(str, ablations.PLM_BUDGET_FRACTIONS))})",
+    )
+    p.add_argument(
+        "--plms-only",
+        action="store_true",
+        help="plm-budget: train (or resume) the PLM to every budget and save it, measure no cell (then tabulate "
+        "as --collect does); e.g. train on an accelerator, measure the cells later from the saved PLMs",
     )
     p.add_argument(
         "--temperatures",

@@ -69,6 +69,7 @@ def plm_budget(
     fractions: Sequence[float] = PLM_BUDGET_FRACTIONS,
     batch_per_task: int = REFERENCE_BATCH_PER_TASK,
     collect: bool = False,
+    plms_only: bool = False,
     command: str = "promptrl ablate plm-budget cheetah-vel",
     executor: Executor | None = None,
 ) -> Path:
@@ -86,7 +87,9 @@ def plm_budget(
     takes its PLM at exactly that step, each adaptation its last step, the generator its default
     temperature. Each check of :data:`PLM_BUDGET_CHECKS` is the paired test of Table 1's ordering
     checks over the (seed, test task) units. ``collect=True`` trains and runs nothing: it tabulates the
-    finished cells ("not run" for the others)."""
+    finished cells ("not run" for the others). ``plms_only=True`` trains (or resumes) the PLM to every
+    budget and saves each, then tabulates as ``collect`` does: the PLMs can be trained on an
+    accelerator and the cells measured later, anywhere the saved PLMs are copied to."""
     from promptrl.experiments.reproduce import _recipe
     from promptrl.methods.plm import PromptDTSettings
 
@@ -95,6 +98,8 @@ def plm_budget(
         raise ValueError(
             f"fractions must be numbers in (0, 10] of {REFERENCE_PLM_STEPS:,} steps, got {list(fractions)}"
         )
+    if collect and plms_only:
+        raise ValueError("collect and plms_only exclude each other: collect trains nothing, plms_only trains the PLMs")
     suite_ref, suite_name = suite_name, load_spec(suite_name).name
     out = Path(out)
     suite = load_suite(suite_ref)
@@ -121,7 +126,7 @@ def plm_budget(
     checks = ["", "| PLM steps | " + " | ".join(f"{a} ≥ {b}" for a, b in PLM_BUDGET_CHECKS) + " |"]
     checks.append("|---|" + "---|" * len(PLM_BUDGET_CHECKS))
     rows: list[dict[str, Any]] = []
-    if not collect:
+    if not (collect or plms_only):
         create_datasets(suite, "expert", tasks=tasks, progress_bar=True)
     for steps in steps_list:
         share = 100.0 * steps * batch_per_task / (REFERENCE_PLM_STEPS * REFERENCE_BATCH_PER_TASK)
@@ -135,7 +140,9 @@ def plm_budget(
             plm.save_pretrained(plm_folder)
         setup = Setup(suite.ref, budget, hub, device, tuple(tasks), qualities=("expert",), plm=plm_folder)
         ctx = setup.context(make_datasets=False)
-        measured = measure_all(ctx, {f"{steps} {c}": _build_column for c in columns}, runs, collect, executor)
+        measured = measure_all(
+            ctx, {f"{steps} {c}": _build_column for c in columns}, runs, collect or plms_only, executor
+        )
         summary = {c: measured[f"{steps} {c}"] for c in columns if measured[f"{steps} {c}"] is not None}
         text = []
         for c in columns:
