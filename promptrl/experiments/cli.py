@@ -494,20 +494,22 @@ def add_commands(sub: Any, train: Any) -> None:
     )
     p.add_argument("--out", default="results/ablations", help="results folder")
     add_common_options(p, "hub", "device", "threads")
-    _add_executor_options(p, "the grids (all but prompts and denoising): (setting, seed, task)")
+    _add_executor_options(p, "(setting, seed, task)", applies_to="the grids (all ablations but prompts and denoising)")
     p.set_defaults(func=cmd_ablate)
 
 
-def _add_executor_options(parser: argparse.ArgumentParser, unit: str) -> None:
+def _add_executor_options(parser: argparse.ArgumentParser, unit: str, applies_to: str = "") -> None:
     """``--executor``, ``--workers``, ``--address``, ``--cpus-per-cell`` and ``--gpus-per-cell``: where
-    the grid's units (``unit``) run (see ``promptrl.experiments.executors``)."""
+    the grid's units (``unit``) run (see ``promptrl.experiments.executors``); ``applies_to`` names the
+    sub-commands they apply to, where not all do."""
     from promptrl.experiments.executors import EXECUTORS
 
     parser.add_argument(
         "--executor",
         choices=EXECUTORS,
         default="inprocess",
-        help=f"where each {unit} unit runs: inprocess (here, one after the other), local (--workers spawned "
+        help=(f"{applies_to}: " if applies_to else "")
+        + f"where each {unit} unit runs: inprocess (here, one after the other), local (--workers spawned "
         'processes), ray (one Ray task each; pip install "promptrl[ray]"). Finished units are not run again '
         "and a dead worker's unit runs again",
     )
