@@ -92,6 +92,18 @@ def test_generator_conditions_from_prompt_data_and_zero_shot(hub):
     last = pd.plm.settings.prompt_window == "last"
     want = pd.encode(whole_windows(episodes_of(random), length, pd.settings.max_conditions, rng, last))[1]
     assert np.allclose(pd.settings.conditions["2"], want.numpy(), atol=1e-5)  # y(tau*_initial) of the random data
+    # The conditions do not enter training: fine-tuned on the expert data alone, then conditioned on the
+    # random data, the generator is the same and draws the same prompts.
+    same = PromptDiffuser.from_pretrained(hub / "cheetah-vel" / "pretrained", plm=pd.plm)
+    same.learn(expert, epochs=1, steps_per_epoch=1, progress_bar=False)
+    assert same.settings.conditions != pd.settings.conditions
+    same.condition_on(random)
+    assert same.settings.conditions == pd.settings.conditions
+    pd.set_random_seed(3), same.set_random_seed(3)
+    for a, b in zip(pd.generate_prompt(4, task=2), same.generate_prompt(4, task=2)):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(RuntimeError, match="call learn"):
+        PromptDiffuser(pd.plm).condition_on(random)
 
     pd.settings.target_rtg = 123.0
     prompts = pd.generate_prompt(3, task=2)
@@ -121,8 +133,10 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
         assert r["paper"] == f"{mean:.1f} ± {std:.1f}", r
     text = md.read_text()
     assert "(-32.6 ± 1.3)" in text and "Test tasks [2]" in text
-    first = rows[0]  # Prompt-Tuning DT, expert data, expert init: its markdown cell holds the CSV's numbers
-    assert f"| expert | {float(first['mean']):.1f} ({first['paper']}) |" in text
+    # The Prompt Diffuser is fine-tuned once per data quality, not once per (data, initialization) cell.
+    generators = [p.parent.parts for p in (out / "runs").rglob("models/**/config.json")]
+    kept = sorted("/".join(parts[parts.index("Prompt_Diffuser") :]) for parts in generators)
+    assert kept == [f"Prompt_Diffuser/{data}seed0/task2" for data in ("data-medium/", "data-random/", "")], kept
     # A finished cell is read back, not redone.
     cell = (
         out

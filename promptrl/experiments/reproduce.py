@@ -282,35 +282,30 @@ def build_method(name: str, ctx: Context, task: int, seed: int) -> Any:
     return method.learn(data, epochs=epochs, steps_per_epoch=b.steps_per_epoch, progress_bar=False)
 
 
-def fine_tuned_generator(name: str, ctx: Context, task: int, seed: int) -> Any:
-    """A Prompt Diffuser variant fine-tuned on the task's few-shot data: loaded from ``ctx.models`` when
-    saved there (by this or a run of the method it is trained as), else fine-tuned (and saved)."""
+def fine_tuned_generator(name: str, ctx: Context, task: int, seed: int, quality: str = "expert") -> Any:
+    """A Prompt Diffuser variant fine-tuned on the task's few-shot data (of ``quality``; Table 1: expert):
+    loaded from ``ctx.models`` when saved there (by this or a run of the method it is trained as), else
+    fine-tuned (and saved)."""
     from promptrl.methods.diffuser import PromptDiffuser
 
     trained_as = TRAINED_AS.get(name, name)
-    folder = (
-        None
-        if ctx.models is None
-        else (ctx.models / ctx.fingerprint(trained_as) / trained_as.replace(" ", "_") / f"seed{seed}" / f"task{task}")
-    )
-    if folder is None:
+    data = ctx.suite.dataset(task, quality, episodes=ctx.budget.few_shot_episodes)
+
+    def fine_tune() -> Any:
         pd = fresh_method(trained_as, ctx, seed)
-        pd.learn(
-            ctx.few_shot(task), epochs=ctx.budget.epochs, steps_per_epoch=ctx.budget.steps_per_epoch, progress_bar=False
-        )
+        return pd.learn(data, epochs=ctx.budget.epochs, steps_per_epoch=ctx.budget.steps_per_epoch, progress_bar=False)
+
+    if ctx.models is None:
+        pd = fine_tune()
     else:
+        folder = ctx.models / ctx.fingerprint(trained_as) / trained_as.replace(" ", "_")
+        folder = (folder if quality == "expert" else folder / f"data-{quality}") / f"seed{seed}" / f"task{task}"
         folder.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(folder.with_name(f".{folder.name}.lock")):  # a worker adapting it for another variant: wait, load
             if (folder / CONFIG_NAME).is_file():
                 pd = PromptDiffuser.from_pretrained(folder, plm=ctx.plm, device=ctx.device)
             else:
-                pd = fresh_method(trained_as, ctx, seed)
-                pd.learn(
-                    ctx.few_shot(task),
-                    epochs=ctx.budget.epochs,
-                    steps_per_epoch=ctx.budget.steps_per_epoch,
-                    progress_bar=False,
-                )
+                pd = fine_tune()
                 pd.save_generator(folder)
     for key, value in INFERENCE.get(name, {}).items():
         setattr(pd.settings, key, value)

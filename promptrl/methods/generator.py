@@ -27,7 +27,7 @@ from torch import nn
 from promptrl.common.config_checks import check_vector
 from promptrl.common.distributed import active, average_gradients
 from promptrl.common.files import CONFIG_NAME
-from promptrl.data.episodes import Episode
+from promptrl.data.episodes import Episode, as_task_episodes
 from promptrl.data.windows import Segment, prompt_start, random_window, raw_window, stack_windows, whole_windows
 from promptrl.methods.base import (
     FrozenPLMMethod,
@@ -279,6 +279,19 @@ class PromptGenerator(FrozenPLMMethod):
         return values
 
     # ------------------------------------------------------------------ generation
+    def condition_on(self, prompt_data: Any) -> None:
+        """Generate from the conditions y of ``prompt_data``'s prompt windows from now on (the initial
+        prompts y(tau*_initial) of Algorithm 1, line 9), per task: ``learn(data, prompt_data=prompt_data)``
+        gives the same generator, as the conditions do not enter training. ``prompt_data`` is a
+        MinariDataset, a list of them or ``{task: dataset}``, whose tasks the generator then serves (in
+        place of those it held conditions for)."""
+        p = self.plm.settings
+        if self.settings.x_min is None:
+            raise RuntimeError("the model has no token bounds yet: call learn() first")
+        prompts = as_task_episodes(prompt_data, p.obs_dim, p.act_dim, "prompt_data")
+        check_prompt_length(prompts, p.prompt_length)
+        self._remember_conditions(prompts)
+
     def _conditions(
         self, n: int, task: int | Sequence[int] | None, generator: torch.Generator | None = None
     ) -> torch.Tensor:

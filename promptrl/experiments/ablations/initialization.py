@@ -22,16 +22,26 @@ from promptrl.experiments.paper import paper
 from promptrl.experiments.reproduce import (
     Budget,
     Context,
+    fine_tuned_generator,
 )
 from promptrl.experiments.tables import mean_std
+from promptrl.suites import load_suite
 from promptrl.tasks.spec import QUALITIES, load_spec
 
 
 def _build_init(_: str, ctx: Context, task: int, seed: int, method: str, data_q: str, init_q: str) -> Any:
-    """``method`` fine-tuned on ``data_q`` data of the task from ``init_q`` initial prompts."""
+    """``method`` fine-tuned on ``data_q`` data of the task from ``init_q`` initial prompts. A Prompt
+    Diffuser's fine-tuning does not read the initial prompts (they only condition its generation,
+    Algorithm 1, line 9), so it is fine-tuned once per data quality, kept in ``ctx.models``, and
+    conditioned on each initialization's prompts."""
     fs = ctx.budget.few_shot_episodes
-    data, init = ctx.suite.dataset(task, data_q, episodes=fs), ctx.suite.dataset(task, init_q, episodes=fs)
-    return adapt(method, ctx, task, seed, data, init)
+    init = ctx.suite.dataset(task, init_q, episodes=fs)
+    if method.startswith("Prompt Diffuser"):
+        generator = fine_tuned_generator(method, ctx, task, seed, quality=data_q)
+        generator.condition_on(init)
+        generator.set_random_seed(seed)
+        return generator
+    return adapt(method, ctx, task, seed, ctx.suite.dataset(task, data_q, episodes=fs), init)
 
 
 def prompt_initialization(
@@ -52,8 +62,10 @@ def prompt_initialization(
     on its workers."""
     suite_ref, suite_name = suite_name, load_spec(suite_name).name  # loads from suite_ref; folders take the name
     out = Path(out)
-    ctx = context(suite_ref, budget, hub_root, device, n_tasks, qualities=QUALITIES)
-    runs, ref = runs_folder(out, "init", suite_name, budget, ctx.tasks), paper("table2_cheetah_vel")
+    test_tasks = load_suite(suite_ref).test_tasks
+    runs = runs_folder(out, "init", suite_name, budget, test_tasks[:n_tasks] if n_tasks else test_tasks)
+    ctx = context(suite_ref, budget, hub_root, device, n_tasks, qualities=QUALITIES, models=runs / "models")
+    ref = paper("table2_cheetah_vel")
     rows, body = (
         [],
         [
