@@ -5,6 +5,7 @@ import csv
 import itertools
 import json
 import math
+import shutil
 import struct
 
 import numpy as np
@@ -462,3 +463,16 @@ def test_update_rules_share_table1_cells_on_all_test_tasks(tmp_path):
     assert collected["Prompt Diffuser (dt)"]["mean"] == pytest.approx(rows["dt"], abs=0.01)
     own = out / "runs" / "update-rules" / "cheetah-dir" / TINY.tag() / "tasks-0-1"
     assert sorted(p.name for p in own.iterdir()) == ["dm", "sum"]  # the other rules' cells are the ablation's own
+
+    # Table 1 cells of other models (another --hub) are left alone: the rule is measured in the ablation's runs.
+    from promptrl.experiments.reproduce import cell_path
+
+    projection = cell_path(table1 / "runs" / "cheetah-dir" / TINY.tag(), "Prompt Diffuser", 0, TINY)
+    other = json.loads(projection.read_text()) | {"models": "0123456789ab", "mean": 555.0}
+    projection.write_text(json.dumps(other))
+    shutil.rmtree(own / "dm")
+    ablations.update_rules(["cheetah-dir"], TINY, out, hub, table1_out=table1)
+    assert json.loads(projection.read_text()) == other
+    assert sorted(p.name for p in own.iterdir()) == ["dm", "projection", "sum"]
+    again = {r["rule"]: float(r["mean"]) for r in _csv(out / "update-rules-cheetah-dir.csv")}
+    assert again == pytest.approx(rows, abs=0.01)  # the same models measure the same numbers

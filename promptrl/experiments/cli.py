@@ -251,7 +251,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         )
     elif args.name == "update-rules":
         suites = list(TABLE1_SUITES) if suite == "all" else [suite]
-        md = a.update_rules(suites, budget, n_tasks=args.tasks, **grid_common)
+        md = a.update_rules(suites, budget, n_tasks=args.tasks, table1_out=args.table1_out, **grid_common)
     elif args.name == "zero-shot":
         md = a.zero_shot(suite, budget, n_tasks=args.tasks, **grid_common)
     elif args.name == "prompt-length":
@@ -278,7 +278,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         )
     elif args.name == "generator":
         suites = list(TABLE1_SUITES) if suite == "all" else [suite]
-        md = a.generative_models(suites, budget, n_tasks=args.tasks, collect=args.collect, **grid_common)
+        md = a.generative_models(
+            suites, budget, n_tasks=args.tasks, collect=args.collect, table1_out=args.table1_out, **grid_common
+        )
     elif args.name == "temperature":
         md = a.temperature_selection(
             suite,
@@ -493,6 +495,12 @@ def add_commands(sub: Any, train: Any) -> None:
         help="denoising: sampling temperature (default: the shipped model's)",
     )
     p.add_argument("--out", default="results/ablations", help="results folder")
+    p.add_argument(
+        "--table1-out",
+        default="results",
+        help="update-rules, generator: the `promptrl reproduce --out` folder whose Table 1 cells of the same budget "
+        "they share on all test tasks (cells measured with other models are left alone)",
+    )
     add_common_options(p, "hub", "device", "threads")
     _add_executor_options(p, "(setting, seed, task)", applies_to="the grids (all ablations but prompts and denoising)")
     p.set_defaults(func=cmd_ablate)

@@ -388,6 +388,16 @@ def finished_cell(name: str, ctx: Context, path: Path) -> dict[str, Any] | None:
     return cell
 
 
+def measured_with_other_models(name: str, ctx: Context, path: Path) -> bool:
+    """Whether the cell at ``path``, finished or not (its tasks file), holds results of models other
+    than those ``ctx`` measures ``name`` with."""
+    current = ctx.fingerprint(name)
+    for saved in (path, tasks_path(path)):
+        if saved.is_file() and json.loads(saved.read_text()).get("models", current) != current:
+            return True
+    return False
+
+
 def run_cell(
     name: str,
     ctx: Context,

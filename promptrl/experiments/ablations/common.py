@@ -22,6 +22,7 @@ from promptrl.experiments.reproduce import (
     finished_cell,
     fresh_method,
     hub_folder,
+    measured_with_other_models,
     run_cells,
 )
 from promptrl.experiments.tables import add_statistics, hardware, mean_and_ci, mean_std, paired_check
@@ -97,16 +98,16 @@ def measure_all(
     ``table1`` maps labels that compute exactly a Table 1 method (``{label: method}``) to it: where the
     context's tasks are all of the suite's test tasks, those cells are Table 1's own, in
     ``table1_runs`` (``<out>/runs/<suite>/<budget tag>`` of ``promptrl reproduce``), read when
-    finished and written there when not."""
+    finished and written there when not. A Table 1 cell measured with other models than the context's
+    (e.g. an ablation run with another ``--hub``) is left as it is, and the label measured in ``runs``."""
     shared = table1 if table1 and table1_runs is not None and ctx.tasks == list(ctx.suite.test_tasks) else {}
     labels, cells = [], []
     for label, build in builds.items():
         for seed in range(ctx.budget.seeds):
             labels.append(label)
-            if label in shared:
-                cells.append(
-                    (shared[label], seed, cell_path(table1_runs, shared[label], seed, ctx.budget), build_method)
-                )
+            table1_cell = None if label not in shared else cell_path(table1_runs, shared[label], seed, ctx.budget)
+            if table1_cell is not None and not measured_with_other_models(shared[label], ctx, table1_cell):
+                cells.append((shared[label], seed, table1_cell, build_method))
             else:
                 cells.append((label, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build))
     if collect:
