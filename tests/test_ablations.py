@@ -336,6 +336,12 @@ def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json") if "plm-" not in str(p)} == {
         p: t for p, t in written.items() if p.suffix == ".json" and "plm-" not in str(p)
     }
+    # A recipe override (--bf16 off) is a run of its own, in its own folder.
+    md = ablations.plm_budget("cheetah-dir", budget, **kw, plms_only=True, plm_overrides={"bf16": False})
+    fp32 = models.parent.with_name("batch2-bf16-False") / "models" / "plm-4"
+    assert promptrl.PromptDT.from_pretrained(fp32).settings.bf16 is False and "with bf16 = False" in md.read_text()
+    with pytest.raises(ValueError, match=r"plm_overrides: \['bf61'\] are not PromptDTSettings fields"):
+        ablations.plm_budget("cheetah-dir", budget, **kw, plm_overrides={"bf61": False})
     with pytest.raises(ValueError, match="collect and plms_only exclude each other"):
         ablations.plm_budget("cheetah-dir", budget, **kw, collect=True, plms_only=True)
     with pytest.raises(ValueError, match="fractions must be numbers in"):

@@ -21,6 +21,7 @@ from promptrl.cli.options import (
     add_common_options,
     add_dataclass_options,
     add_suite_argument,
+    auto_on_off,
     checked_tasks,
     float_in,
     given,
@@ -273,6 +274,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             n_tasks=args.tasks,
             collect=args.collect,
             plms_only=args.plms_only,
+            plm_overrides={"bf16": args.bf16} if "bf16" in vars(args) else None,
             **given(args, ("fractions", "batch_per_task")),
             **grid_common,
         )
@@ -461,6 +463,14 @@ def add_commands(sub: Any, train: Any) -> None:
         action="store_true",
         help="plm-budget: train (or resume) the PLM to every budget and save it, measure no cell (then tabulate "
         "as --collect does); e.g. train on an accelerator, measure the cells later from the saved PLMs",
+    )
+    p.add_argument(
+        "--bf16",
+        type=auto_on_off,
+        default=argparse.SUPPRESS,
+        metavar="{auto,on,off}",
+        help="plm-budget: bfloat16 autocast while training the PLM (auto: where it is faster; default: as the "
+        "shipped PLM was trained); a run with it set is a run of its own",
     )
     p.add_argument(
         "--temperatures",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def plm_budget(
     batch_per_task: int = REFERENCE_BATCH_PER_TASK,
     collect: bool = False,
     plms_only: bool = False,
+    plm_overrides: Mapping[str, Any] | None = None,
     command: str = "promptrl ablate plm-budget cheetah-vel",
     executor: Executor | None = None,
 ) -> Path:
@@ -89,7 +91,10 @@ def plm_budget(
     checks over the (seed, test task) units. ``collect=True`` trains and runs nothing: it tabulates the
     finished cells ("not run" for the others). ``plms_only=True`` trains (or resumes) the PLM to every
     budget and saves each, then tabulates as ``collect`` does: the PLMs can be trained on an
-    accelerator and the cells measured later, anywhere the saved PLMs are copied to."""
+    accelerator and the cells measured later, anywhere the saved PLMs are copied to. ``plm_overrides``:
+    fields of :class:`~promptrl.methods.plm.PromptDTSettings` that replace the shipped recipe's (e.g.
+    ``{"bf16": False}``, float32 training, faster on CPUs without AMX); they name the run's folder, so
+    a run with other overrides is another run."""
     from promptrl.experiments.reproduce import _recipe
     from promptrl.methods.plm import PromptDTSettings
 
@@ -106,11 +111,18 @@ def plm_budget(
     tasks = suite.test_tasks[:n_tasks] if n_tasks else suite.test_tasks
     hub = hub_folder(suite_name, hub_root)
     config = json.loads((hub / "plm" / "config.json").read_text())
-    hyper = {**_recipe(config, PromptDTSettings), "batch_per_task": batch_per_task}
-    runs = runs_folder(out, "plm-budget", suite_name, budget, tasks) / f"batch{batch_per_task}"
+    overrides = dict(plm_overrides or {})
+    unknown = sorted(set(overrides) - {f.name for f in fields(PromptDTSettings)})
+    if unknown:
+        raise ValueError(f"plm_overrides: {unknown} are not PromptDTSettings fields")
+    hyper = {**_recipe(config, PromptDTSettings), **overrides, "batch_per_task": batch_per_task}
+    tag = "".join(f"-{k}-{'auto' if v is None else v}" for k, v in sorted(overrides.items()))
+    runs = runs_folder(out, "plm-budget", suite_name, budget, tasks) / f"batch{batch_per_task}{tag}"
     head = (
         f"One Prompt-DT trained with the recipe of `{suite_name}`'s shipped PLM at {batch_per_task} sequences per "
-        f"task (the reference: {REFERENCE_PLM_STEPS:,} steps of {REFERENCE_BATCH_PER_TASK}), measured at each budget; "
+        f"task (the reference: {REFERENCE_PLM_STEPS:,} steps of {REFERENCE_BATCH_PER_TASK})"
+        + "".join(f", with {k} = {'auto' if v is None else v}" for k, v in sorted(overrides.items()))
+        + ", measured at each budget; "
         f"with it, each column adapts per test task {list(tasks)} as in Table 1 ({budget.epochs} x "
         f"{budget.steps_per_epoch} steps on {budget.few_shot_episodes} expert episode(s), {budget.episodes} "
         f"evaluation episodes per task, {budget.seeds} seed(s)). Cells: mean [95% CI over seeds x test tasks]. "
