@@ -289,9 +289,9 @@ def fine_tuned_generator(name: str, ctx: Context, task: int, seed: int, quality:
     from promptrl.methods.diffuser import PromptDiffuser
 
     trained_as = TRAINED_AS.get(name, name)
-    data = ctx.suite.dataset(task, quality, episodes=ctx.budget.few_shot_episodes)
 
-    def fine_tune() -> Any:
+    def fine_tune() -> Any:  # the data is read only when no saved generator is loaded
+        data = ctx.suite.dataset(task, quality, episodes=ctx.budget.few_shot_episodes)
         pd = fresh_method(trained_as, ctx, seed)
         return pd.learn(data, epochs=ctx.budget.epochs, steps_per_epoch=ctx.budget.steps_per_epoch, progress_bar=False)
 

@@ -220,13 +220,13 @@ class PromptGenerator(FrozenPLMMethod):
             )
             s.x_min, s.x_max = tokens.min(0).tolist(), tokens.max(0).tolist()
         self._seg_spec = self.plm._segment_spec()
-        check_prompt_length(prompts, self.plm.settings.prompt_length)
         self._remember_conditions(prompts)
         self._tasks, self._task_ids = tasks, sorted(tasks)
 
     def _remember_conditions(self, tasks: dict[int, list[Episode]]) -> None:
         """Keep the conditions y of every whole prompt window of the data (the few-shot data after fine-tuning)."""
         length, keep = self.plm.settings.prompt_length, self.settings.max_conditions
+        check_prompt_length(tasks, length)
         rng = np.random.default_rng(self.settings.seed)
         self.settings.conditions = {}
         for task, eps in tasks.items():
@@ -286,11 +286,7 @@ class PromptGenerator(FrozenPLMMethod):
         MinariDataset, a list of them or ``{task: dataset}``, whose tasks the generator then serves (in
         place of those it held conditions for)."""
         p = self.plm.settings
-        if self.settings.x_min is None:
-            raise RuntimeError("the model has no token bounds yet: call learn() first")
-        prompts = as_task_episodes(prompt_data, p.obs_dim, p.act_dim, "prompt_data")
-        check_prompt_length(prompts, p.prompt_length)
-        self._remember_conditions(prompts)
+        self._remember_conditions(as_task_episodes(prompt_data, p.obs_dim, p.act_dim, "prompt_data"))
 
     def _conditions(
         self, n: int, task: int | Sequence[int] | None, generator: torch.Generator | None = None

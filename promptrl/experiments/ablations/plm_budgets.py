@@ -116,12 +116,13 @@ def plm_budget(
     if unknown:
         raise ValueError(f"plm_overrides: {unknown} are not PromptDTSettings fields")
     hyper = {**_recipe(config, PromptDTSettings), **overrides, "batch_per_task": batch_per_task}
-    tag = "".join(f"-{k}-{'auto' if v is None else v}" for k, v in sorted(overrides.items()))
+    shown = {k: "auto" if v is None else v for k, v in sorted(overrides.items())}
+    tag = "".join(f"-{k}-{v}" for k, v in shown.items())
     runs = runs_folder(out, "plm-budget", suite_name, budget, tasks) / f"batch{batch_per_task}{tag}"
     head = (
         f"One Prompt-DT trained with the recipe of `{suite_name}`'s shipped PLM at {batch_per_task} sequences per "
         f"task (the reference: {REFERENCE_PLM_STEPS:,} steps of {REFERENCE_BATCH_PER_TASK})"
-        + "".join(f", with {k} = {'auto' if v is None else v}" for k, v in sorted(overrides.items()))
+        + "".join(f", with {k} = {v}" for k, v in shown.items())
         + ", measured at each budget; "
         f"with it, each column adapts per test task {list(tasks)} as in Table 1 ({budget.epochs} x "
         f"{budget.steps_per_epoch} steps on {budget.few_shot_episodes} expert episode(s), {budget.episodes} "
