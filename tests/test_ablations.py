@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -314,7 +315,7 @@ def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
     assert all(math.isfinite(float(r["mean"])) and r["seeds"] == "2" and r["ci_low"] != "" for r in rows)
     checks = [line for line in md.splitlines() if line.startswith(("| 2 |", "| 4 |"))]
     assert len(checks) == 4 and all(("holds" in c or "fails" in c or "within noise" in c) for c in checks[2:])
-    models = out / "runs" / "plm-budget" / "cheetah-dir" / budget.tag() / "tasks-0-1" / "batch2" / "models"
+    models = out / "runs" / "plm-budget" / "cheetah-dir" / "models" / "batch2"
     at2, at4 = (promptrl.PromptDT.from_pretrained(models / f"plm-{s}") for s in (2, 4))
     assert at2.settings.steps_trained == 2 and at4.settings.steps_trained == 4 and at4.settings.batch_per_task == 2
     shipped = promptrl.PromptDT.from_pretrained(hub / "cheetah-dir" / "plm")
@@ -338,8 +339,13 @@ def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
     }
     # A recipe override (--bf16 off) is a run of its own, in its own folder.
     md = ablations.plm_budget("cheetah-dir", budget, **kw, plms_only=True, plm_overrides={"bf16": False})
-    fp32 = models.parent.with_name("batch2-bf16-False") / "models" / "plm-4"
+    fp32 = models.with_name("batch2-bf16-False") / "plm-4"
     assert promptrl.PromptDT.from_pretrained(fp32).settings.bf16 is False and "with bf16 = False" in md.read_text()
+    # Other test tasks or another adaptation budget measure new cells with the same PLMs, never retraining.
+    trained = {p: p.stat().st_mtime_ns for p in models.rglob("*") if p.is_file()}
+    ablations.plm_budget("cheetah-dir", replace(budget, seeds=1), **kw, n_tasks=1)
+    assert {p: p.stat().st_mtime_ns for p in models.rglob("*") if p.is_file()} == trained
+    assert len(list((out / "runs").rglob("tasks-0/batch2/4_Prompt-DT-Expert/seed0.json"))) == 1
     with pytest.raises(ValueError, match=r"plm_overrides: \['bf61'\] are not PromptDTSettings fields"):
         ablations.plm_budget("cheetah-dir", budget, **kw, plm_overrides={"bf61": False})
     with pytest.raises(ValueError, match="collect and plms_only exclude each other"):

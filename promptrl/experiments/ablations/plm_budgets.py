@@ -82,7 +82,8 @@ def plm_budget(
     warm-up, prompt window) at ``batch_per_task`` sequences per task, and measured at each fraction of
     :data:`REFERENCE_PLM_STEPS` steps: its learning rate is constant after warm-up, so the run to a
     larger budget passes through the smaller ones, and each budget is a saved copy of it
-    (``<runs>/models/plm-<steps>``; training resumes after a kill). With each PLM, every column of
+    (``<out>/runs/plm-budget/<suite>/models/<run>/plm-<steps>``, shared by every adaptation budget and
+    set of test tasks; training resumes after a kill). With each PLM, every column of
     :data:`PLM_BUDGET_COLUMNS` adapts per test task as in Table 1, at ``budget`` (Table 4's fine-tuning
     budget by default); both Prompt Diffusers fine-tune the suite's shipped pre-trained generator,
     which was pre-trained with L_DM alone and so never saw a PLM. Nothing is selected: each budget
@@ -118,7 +119,9 @@ def plm_budget(
     hyper = {**_recipe(config, PromptDTSettings), **overrides, "batch_per_task": batch_per_task}
     shown = {k: "auto" if v is None else v for k, v in sorted(overrides.items())}
     tag = "".join(f"-{k}-{v}" for k, v in shown.items())
-    runs = runs_folder(out, "plm-budget", suite_name, budget, tasks) / f"batch{batch_per_task}{tag}"
+    run_name = f"batch{batch_per_task}{tag}"
+    runs = runs_folder(out, "plm-budget", suite_name, budget, tasks) / run_name
+    models = out / "runs" / "plm-budget" / suite_name / "models" / run_name  # shared by every budget and task set
     head = (
         f"One Prompt-DT trained with the recipe of `{suite_name}`'s shipped PLM at {batch_per_task} sequences per "
         f"task (the reference: {REFERENCE_PLM_STEPS:,} steps of {REFERENCE_BATCH_PER_TASK})"
@@ -143,13 +146,13 @@ def plm_budget(
         create_datasets(suite, "expert", tasks=tasks, progress_bar=True)
     for steps in steps_list:
         share = 100.0 * steps * batch_per_task / (REFERENCE_PLM_STEPS * REFERENCE_BATCH_PER_TASK)
-        plm_folder = runs / "models" / f"plm-{steps}"
+        plm_folder = models / f"plm-{steps}"
         if collect and not plm_folder.is_dir():
             body.append(f"| {steps:,} | {share:.1f}% | " + " | ".join(["not run"] * len(columns)) + " |")
             checks.append(f"| {steps:,} | " + " | ".join(["not run"] * len(PLM_BUDGET_CHECKS)) + " |")
             continue
         if not (plm_folder / "config.json").is_file():
-            plm = train_plm(suite_ref, runs / "models" / "plm-run", steps, device=device, checkpoint_steps=500, **hyper)
+            plm = train_plm(suite_ref, models / "plm-run", steps, device=device, checkpoint_steps=500, **hyper)
             plm.save_pretrained(plm_folder)
         setup = Setup(suite.ref, budget, hub, device, tuple(tasks), qualities=("expert",), plm=plm_folder)
         ctx = setup.context(make_datasets=False)
