@@ -488,3 +488,30 @@ def test_update_rules_share_table1_cells_on_all_test_tasks(tmp_path):
     assert sorted(p.name for p in own.iterdir()) == ["dm", "projection", "sum"]
     again = {r["rule"]: float(r["mean"]) for r in _csv(out / "update-rules-cheetah-dir.csv")}
     assert again == pytest.approx(rows, abs=0.01)  # the same models measure the same numbers
+
+
+def test_cells_adopt_the_tasks_measured_under_other_test_task_sets(tmp_path):
+    """A run on a subset of the test tasks (--tasks 1) measures nothing that the all-tasks run (its own
+    cells, or Table 1's for the rules Table 1 shares) already holds, and what it adopts is exactly what
+    it measures when nothing is there to adopt."""
+    hub = make_tiny_hub(tmp_path / "hub", "cheetah-dir", [0, 1])
+    out, table1 = tmp_path / "abl", tmp_path / "results"
+    ablations.update_rules(["cheetah-dir"], TINY, out, hub, table1_out=table1)
+    before = {p: p.stat().st_mtime_ns for p in [*out.rglob("*.json"), *table1.rglob("*.json")]}
+    ablations.update_rules(["cheetah-dir"], TINY, out, hub, n_tasks=1, table1_out=table1)
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # the sources are left as they are
+    subset = out / "runs" / "update-rules" / "cheetah-dir" / TINY.tag() / "tasks-0"
+    cells = {p.parent.name: json.loads(p.read_text()) for p in subset.glob("*/seed0.json")}
+    assert sorted(cells) == ["dm", "dt", "projection", "sum"]
+    assert cells["dm"]["adopted"] == {"0": "../../tasks-0-1/dm/seed0.json"}
+    assert cells["projection"]["adopted"]["0"].endswith(
+        "results/runs/cheetah-dir/" + TINY.tag() + "/Prompt_Diffuser/seed0.json"
+    )
+    assert all(c["seconds"] == {"adapt": 0, "evaluate": 0} for c in cells.values())  # nothing measured here
+    fresh = tmp_path / "fresh"
+    ablations.update_rules(["cheetah-dir"], TINY, fresh, hub, n_tasks=1, table1_out=tmp_path / "fresh-results")
+    for rule, cell in cells.items():
+        measured = json.loads(
+            (fresh / "runs" / "update-rules" / "cheetah-dir" / TINY.tag() / "tasks-0" / rule / "seed0.json").read_text()
+        )
+        assert "adopted" not in measured and measured["returns"] == cell["returns"]  # bit-identical

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -453,10 +454,51 @@ def _finished_tasks(name: str, ctx: Context, path: Path) -> dict[str, Any]:
     return {"models": current, "tasks": {t: v for t, v in done.get("tasks", {}).items() if int(t) in ctx.tasks}}
 
 
+def adopt_tasks(name: str, ctx: Context, path: Path, sources: Sequence[Path]) -> int:
+    """Give the unfinished cell ``path`` (method ``name``) the results of its test tasks that the cells
+    ``sources`` (finished, or their tasks files) already hold for the same seed, budget and models;
+    returns how many tasks it adopted.
+
+    A task's result does not depend on which other tasks a cell measures (:func:`measure_task` seeds
+    everything from the seed), so a cell over other test tasks (e.g. an ablation's ``--tasks 2`` run
+    beside a ``--tasks 5`` one) holds exactly what this cell would measure for the tasks they share.
+    Adopted tasks go into the cell's tasks file, marked with the cell they came from (``"from"``, a path
+    relative to the cell's folder); :func:`run_cell` then measures only the others. Sources measured
+    with other models, or without a fingerprint, are skipped."""
+    if path.is_file() and not measured_with_other_models(name, ctx, path):
+        return 0
+    done = _finished_tasks(name, ctx, path)
+    adopted = 0
+    for source in sources:
+        for saved in (source, tasks_path(source)):
+            if not saved.is_file() or saved.resolve() in (path.resolve(), tasks_path(path).resolve()):
+                continue
+            data = json.loads(saved.read_text())
+            if data.get("models") != done["models"]:
+                continue
+            held = data.get("tasks") or {
+                t: {"returns": r} | ({"from": data["adopted"][t]} if t in data.get("adopted", {}) else {})
+                for t, r in data.get("returns", {}).items()
+            }
+            for task, result in held.items():
+                if int(task) in ctx.tasks and task not in done["tasks"]:
+                    origin = saved.parent / result["from"] if "from" in result else saved
+                    done["tasks"][task] = {**result, "from": Path(os.path.relpath(origin, path.parent)).as_posix()}
+                    adopted += 1
+    if adopted:
+        write_json(tasks_path(path), done)
+    return adopted
+
+
 def _write_cell(name: str, ctx: Context, seed: int, path: Path, done: dict[str, Any]) -> dict[str, Any]:
-    """Write the cell of the finished tasks ``done`` at ``path`` and remove its tasks file."""
-    returns = {str(t): done["tasks"][str(t)]["returns"] for t in ctx.tasks}
-    seconds = {k: round(sum(done["tasks"][str(t)][k] for t in ctx.tasks), 1) for k in ("adapt", "evaluate")}
+    """Write the cell of the finished tasks ``done`` at ``path`` and remove its tasks file. Its
+    ``seconds`` are those spent on the tasks measured for it; adopted tasks are listed under
+    ``"adopted"`` with the cell each came from (see :func:`adopt_tasks`)."""
+    results = {str(t): done["tasks"][str(t)] for t in ctx.tasks}
+    returns = {t: r["returns"] for t, r in results.items()}
+    measured = [r for r in results.values() if "from" not in r]
+    seconds = {k: round(sum(r[k] for r in measured), 1) for k in ("adapt", "evaluate")}
+    adopted = {t: r["from"] for t, r in results.items() if "from" in r}
     cell = {
         "method": name,
         "seed": seed,
@@ -466,7 +508,7 @@ def _write_cell(name: str, ctx: Context, seed: int, path: Path, done: dict[str, 
         "hardware": hardware(),
         "models": done["models"],
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    } | ({"adopted": adopted} if adopted else {})
     write_json(path, cell)
     tasks_path(path).unlink(missing_ok=True)
     return cell

@@ -17,6 +17,7 @@ from promptrl.experiments.reproduce import (
     Budget,
     Context,
     Setup,
+    adopt_tasks,
     build_method,
     cell_path,
     finished_cell,
@@ -99,17 +100,30 @@ def measure_all(
     context's tasks are all of the suite's test tasks, those cells are Table 1's own, in
     ``table1_runs`` (``<out>/runs/<suite>/<budget tag>`` of ``promptrl reproduce``), read when
     finished and written there when not. A Table 1 cell measured with other models than the context's
-    (e.g. an ablation run with another ``--hub``) is left as it is, and the label measured in ``runs``."""
-    shared = table1 if table1 and table1_runs is not None and ctx.tasks == list(ctx.suite.test_tasks) else {}
+    (e.g. an ablation run with another ``--hub``) is left as it is, and the label measured in ``runs``.
+
+    Before measuring, each cell adopts (:func:`~promptrl.experiments.reproduce.adopt_tasks`) the test
+    tasks that the same cell already holds under another set of test tasks (``--tasks``) or, for the
+    ``table1`` labels, in Table 1's cell, and measures only the rest."""
+    table1 = table1 if table1 and table1_runs is not None else {}
+    everything = ctx.tasks == list(ctx.suite.test_tasks)
     labels, cells = [], []
     for label, build in builds.items():
         for seed in range(ctx.budget.seeds):
             labels.append(label)
-            table1_cell = None if label not in shared else cell_path(table1_runs, shared[label], seed, ctx.budget)
-            if table1_cell is not None and not measured_with_other_models(shared[label], ctx, table1_cell):
-                cells.append((shared[label], seed, table1_cell, build_method))
+            own = runs / label.replace(" ", "_") / f"seed{seed}.json"
+            table1_cell = None if label not in table1 else cell_path(table1_runs, table1[label], seed, ctx.budget)
+            sources = [own, *in_other_task_sets(own)] + ([table1_cell] if table1_cell is not None else [])
+            if (
+                everything
+                and table1_cell is not None
+                and not measured_with_other_models(table1[label], ctx, table1_cell)
+            ):
+                cells.append((table1[label], seed, table1_cell, build_method))
             else:
-                cells.append((label, seed, runs / label.replace(" ", "_") / f"seed{seed}.json", build))
+                cells.append((label, seed, own, build))
+            if not collect:
+                adopt_tasks(cells[-1][0], ctx, cells[-1][2], sources)
     if collect:
         kept = [finished_cell(c[0], ctx, c[2]) is not None for c in cells]
         labels, cells = [x for x, k in zip(labels, kept) if k], [c for c, k in zip(cells, kept) if k]
@@ -214,6 +228,16 @@ def selection_table(
 def runs_folder(out: Path, name: str, suite: str, budget: Budget, tasks: Sequence[int]) -> Path:
     """Where the cells of one ablation, suite, budget and set of test tasks are cached."""
     return out / "runs" / name / suite / budget.tag() / ("tasks-" + "-".join(map(str, tasks)))
+
+
+def in_other_task_sets(cell: Path) -> list[Path]:
+    """The cell at ``cell`` (inside a :func:`runs_folder`) under the other sets of test tasks measured
+    beside it; none when ``cell`` is not inside a runs folder."""
+    marks = [i for i, part in enumerate(cell.parts) if part.startswith("tasks-")]
+    if not marks:
+        return []
+    base, name, rest = Path(*cell.parts[: marks[-1]]), cell.parts[marks[-1]], Path(*cell.parts[marks[-1] + 1 :])
+    return [folder / rest for folder in sorted(base.glob("tasks-*")) if folder.name != name]
 
 
 def save_png(fig: Any, path: Path, dpi: int) -> None:
