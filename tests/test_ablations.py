@@ -22,7 +22,7 @@ from promptrl.experiments import ablations
 from promptrl.experiments.ablations import common as ablations_common
 from promptrl.experiments.cli import main
 from promptrl.experiments.paper import paper
-from promptrl.experiments.reproduce import Budget
+from promptrl.experiments.reproduce import Budget, cell_path
 from promptrl.methods.diffuser import PromptDiffuser
 
 TINY = Budget(seeds=1, episodes=1, few_shot_episodes=1, epochs=1, steps_per_epoch=2, full_epochs=1)
@@ -124,7 +124,7 @@ def test_generator_conditions_from_prompt_data_and_zero_shot(hub):
 
 def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     out = tmp_path / "ablations"
-    md = ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1)
+    md = ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1, table1_out=tmp_path / "results")
     rows = _csv(out / "init-cheetah-vel.csv")
     methods, qualities = ("Prompt-Tuning DT", "Prompt Diffuser"), ("expert", "medium", "random")
     assert [(r["method"], r["data"], r["init"]) for r in rows] == list(itertools.product(methods, qualities, qualities))
@@ -153,7 +153,7 @@ def test_every_ablation_runs_writes_tables_and_resumes(hub, tmp_path):
     data = json.loads(cell.read_text())
     data["mean"] = 777.0
     cell.write_text(json.dumps(data))
-    ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1)
+    ablations.prompt_initialization("cheetah-vel", TINY, out, hub, n_tasks=1, table1_out=tmp_path / "results")
     assert "777.0" in (out / "init-cheetah-vel.md").read_text()
     again = _csv(out / "init-cheetah-vel.csv")
     changed = [(a["method"], a["data"], a["init"]) for a, b in zip(again, rows) if a != b]
@@ -428,7 +428,6 @@ def test_the_shipped_noise_network_stays_unless_another_is_ahead_by_the_paired_t
 def test_generator_table5_pretrains_a_vae_and_shares_table1_cells(tmp_path):
     """A VAE pre-trained like the shipped generator and fine-tuned like it; the DM row is Table 1's
     Prompt Diffuser cells, read from (and written to) the Table 1 runs on all test tasks."""
-    from promptrl.experiments.reproduce import cell_path
     from promptrl.methods.baselines.vae import VAEPromptGenerator
 
     hub = make_tiny_hub(tmp_path / "hub", "cheetah-dir", [0, 1])
@@ -477,7 +476,6 @@ def test_update_rules_share_table1_cells_on_all_test_tasks(tmp_path):
     assert sorted(p.name for p in own.iterdir()) == ["dm", "sum"]  # the other rules' cells are the ablation's own
 
     # Table 1 cells of other models (another --hub) are left alone: the rule is measured in the ablation's runs.
-    from promptrl.experiments.reproduce import cell_path
 
     projection = cell_path(table1 / "runs" / "cheetah-dir" / TINY.tag(), "Prompt Diffuser", 0, TINY)
     other = json.loads(projection.read_text()) | {"models": "0123456789ab", "mean": 555.0}
@@ -515,3 +513,32 @@ def test_cells_adopt_the_tasks_measured_under_other_test_task_sets(tmp_path):
             (fresh / "runs" / "update-rules" / "cheetah-dir" / TINY.tag() / "tasks-0" / rule / "seed0.json").read_text()
         )
         assert "adopted" not in measured and measured["returns"] == cell["returns"]  # bit-identical
+
+
+def test_table2_expert_cells_are_table1_cells(tmp_path):
+    """Expert data from expert prompts is Table 1's adaptation: Table 2 measures the same returns as
+    Table 1's cells, and so adopts them (per task on a subset of the test tasks) instead of measuring."""
+    from promptrl.experiments.reproduce import reproduce_suite
+
+    hub = make_tiny_hub(tmp_path / "hub", "cheetah-dir", [0, 1], qualities=("expert", "medium", "random"))
+    methods = ["Prompt-Tuning DT", "Prompt Diffuser"]
+
+    def expert_cells(out):
+        runs = out / "runs" / "init" / "cheetah-dir" / TINY.tag() / "tasks-0"
+        return {
+            m: json.loads((runs / f"{m.replace(' ', '_')}_data-expert_init-expert" / "seed0.json").read_text())
+            for m in methods
+        }
+
+    kw = dict(n_tasks=1, methods=methods)
+    ablations.prompt_initialization("cheetah-dir", TINY, tmp_path / "alone", hub, **kw, table1_out=tmp_path / "none")
+    measured = expert_cells(tmp_path / "alone")
+    assert not any("adopted" in cell for cell in measured.values())
+    table1 = tmp_path / "results"
+    reproduce_suite("cheetah-dir", TINY, methods, table1, hub)
+    for m in methods:
+        cell = json.loads(cell_path(table1 / "runs" / "cheetah-dir" / TINY.tag(), m, 0, TINY).read_text())
+        assert cell["returns"]["0"] == measured[m]["returns"]["0"]  # bit-identical
+    ablations.prompt_initialization("cheetah-dir", TINY, tmp_path / "abl", hub, **kw, table1_out=table1)
+    for m, cell in expert_cells(tmp_path / "abl").items():
+        assert set(cell["adopted"]) == {"0"} and cell["returns"] == measured[m]["returns"]

@@ -248,7 +248,13 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     if args.name == "init":
         methods = args.methods or ["Prompt-Tuning DT", "Prompt Diffuser"]
         md = a.prompt_initialization(
-            suite, budget, n_tasks=args.tasks, methods=methods, collect=args.collect, **grid_common
+            suite,
+            budget,
+            n_tasks=args.tasks,
+            methods=methods,
+            collect=args.collect,
+            table1_out=args.table1_out,
+            **grid_common,
         )
     elif args.name == "update-rules":
         suites = list(TABLE1_SUITES) if suite == "all" else [suite]
@@ -508,8 +514,9 @@ def add_commands(sub: Any, train: Any) -> None:
     p.add_argument(
         "--table1-out",
         default="results",
-        help="update-rules, generator: the `promptrl reproduce --out` folder whose Table 1 cells of the same budget "
-        "they share on all test tasks (cells measured with other models are left alone)",
+        help="init, update-rules, generator: the `promptrl reproduce --out` folder whose Table 1 cells of the same "
+        "budget they share on all test tasks and adopt per task on fewer (cells measured with other models are left "
+        "alone)",
     )
     add_common_options(p, "hub", "device", "threads")
     _add_executor_options(p, "(setting, seed, task)", applies_to="the grids (all ablations but prompts and denoising)")

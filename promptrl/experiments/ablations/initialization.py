@@ -55,11 +55,14 @@ def prompt_initialization(
     collect: bool = False,
     command: str = "promptrl ablate init cheetah-vel",
     executor: Executor | None = None,
+    table1_out: str | Path = "results",
 ) -> Path:
     """Table 2: each method fine-tuned on data of each quality from initial prompts of each quality
     (one episode of each, ``few_shot_episodes``), evaluated on the test tasks. ``collect=True`` runs
     nothing and tabulates the finished cells ("not run" for the others); ``executor`` runs the units
-    on its workers."""
+    on its workers. Expert data from expert prompts is Table 1's adaptation, so those two cells are
+    Table 1's Prompt-Tuning DT and Prompt Diffuser cells of the same budget in ``<table1_out>/runs``
+    (shared on all test tasks, adopted per task on fewer: see :func:`measure_all`)."""
     suite_ref, suite_name = suite_name, load_spec(suite_name).name  # loads from suite_ref; folders take the name
     out = Path(out)
     test_tasks = load_suite(suite_ref).test_tasks
@@ -85,6 +88,8 @@ def prompt_initialization(
         runs,
         collect,
         executor,
+        {label(m, "expert", "expert"): m for m in methods if m in ("Prompt-Tuning DT", "Prompt Diffuser")},
+        Path(table1_out) / "runs" / suite_name / budget.tag(),
     )
     for method in methods:
         body += [f"\n## {method}\n", "| data \\ prompt init | " + " | ".join(QUALITIES) + " |", "|---|---|---|---|"]
