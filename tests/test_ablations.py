@@ -456,6 +456,15 @@ def test_generator_table5_pretrains_a_vae_and_shares_table1_cells(tmp_path):
     assert {
         p: p.stat().st_mtime_ns for p in [*out.rglob("*"), *dm] if p.is_file() and "generator-" not in p.name
     } == written
+    # On one test task: the DM row adopts Table 1's task; the VAE, pre-trained in its task set's own
+    # folder, is measured there, never adopted from another task set's VAE.
+    ablations.generative_models(["cheetah-dir"], budget, out, hub, n_tasks=1, table1_out=table1)
+    subset = out / "runs" / "generator" / "cheetah-dir" / budget.tag() / "tasks-0"
+    cells = {p.parent.name: json.loads(p.read_text()) for p in subset.glob("*/seed0.json")}
+    assert (
+        set(cells["Prompt_Diffuser"]["adopted"]) == {"0"}
+        and "adopted" not in cells[f"VAE-pretrained-{vae.settings.steps_trained}"]
+    )
 
 
 def test_update_rules_share_table1_cells_on_all_test_tasks(tmp_path):

@@ -90,6 +90,7 @@ def measure_all(
     executor: Executor | None = None,
     table1: dict[str, str] | None = None,
     table1_runs: Path | None = None,
+    other_task_sets: bool = False,
 ) -> dict[str, dict[str, Any] | None]:
     """:func:`measure` of every ``label: build`` at once: with an ``executor`` all their (seed, test task)
     units run side by side (``build`` must then pickle: a module-level function or a ``partial`` of one).
@@ -103,8 +104,10 @@ def measure_all(
     (e.g. an ablation run with another ``--hub``) is left as it is, and the label measured in ``runs``.
 
     Before measuring, each cell adopts (:func:`~promptrl.experiments.reproduce.adopt_tasks`) the test
-    tasks that the same cell already holds under another set of test tasks (``--tasks``) or, for the
-    ``table1`` labels, in Table 1's cell, and measures only the rest."""
+    tasks that Table 1's cell holds (``table1`` labels) and, with ``other_task_sets``, that the same
+    cell holds under another set of test tasks (``--tasks``), and measures only the rest. Pass
+    ``other_task_sets`` only where the fingerprint covers every model a cell uses: not where the
+    ablation pre-trains models inside its task set's folder."""
     table1 = table1 if table1 and table1_runs is not None else {}
     everything = ctx.tasks == list(ctx.suite.test_tasks)
     labels, cells = [], []
@@ -113,7 +116,8 @@ def measure_all(
             labels.append(label)
             own = runs / label.replace(" ", "_") / f"seed{seed}.json"
             table1_cell = None if label not in table1 else cell_path(table1_runs, table1[label], seed, ctx.budget)
-            sources = [own, *in_other_task_sets(own)] + ([table1_cell] if table1_cell is not None else [])
+            sources = [own, *(in_other_task_sets(own) if other_task_sets else [])]
+            sources += [table1_cell] if table1_cell is not None else []
             if (
                 everything
                 and table1_cell is not None

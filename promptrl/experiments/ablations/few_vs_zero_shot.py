@@ -85,7 +85,7 @@ def zero_shot(
             "|---|---|---|",
         ],
     )
-    measured = measure_all(ctx, builders, runs, False, executor)
+    measured = measure_all(ctx, builders, runs, False, executor, other_task_sets=True)
     for label in builders:
         r = measured[label]
         body.append(f"| {label} | {ours(r)} | {mean_std(ref.get(label))} |")

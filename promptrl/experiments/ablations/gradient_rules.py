@@ -76,6 +76,7 @@ def update_rules(
             executor,
             TABLE1_RULES,
             Path(table1_out) / "runs" / suite_name / budget.tag(),
+            other_task_sets=True,
         )
         base = results["dm"]["mean"]
         cells = []

@@ -90,6 +90,7 @@ def prompt_initialization(
         executor,
         {label(m, "expert", "expert"): m for m in methods if m in ("Prompt-Tuning DT", "Prompt Diffuser")},
         Path(table1_out) / "runs" / suite_name / budget.tag(),
+        other_task_sets=True,  # its generators are fine-tuned per (data quality, seed, task), whatever the task set
     )
     for method in methods:
         body += [f"\n## {method}\n", "| data \\ prompt init | " + " | ".join(QUALITIES) + " |", "|---|---|---|---|"]

@@ -157,7 +157,12 @@ def plm_budget(
         setup = Setup(suite.ref, budget, hub, device, tuple(tasks), qualities=("expert",), plm=plm_folder)
         ctx = setup.context(make_datasets=False)
         measured = measure_all(
-            ctx, {f"{steps} {c}": _build_column for c in columns}, runs, collect or plms_only, executor
+            ctx,
+            {f"{steps} {c}": _build_column for c in columns},
+            runs,
+            collect or plms_only,
+            executor,
+            other_task_sets=True,  # the PLMs are shared by every task set
         )
         summary = {c: measured[f"{steps} {c}"] for c in columns if measured[f"{steps} {c}"] is not None}
         text = []
