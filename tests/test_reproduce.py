@@ -6,6 +6,7 @@ import datetime
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_hub
@@ -238,6 +239,38 @@ def test_an_interrupted_cell_resumes_at_its_next_task(hub, tmp_path):
     with pytest.warns(UserWarning, match="measured with other models"):
         run_cell("Soft Prompt", ctx, 0, path, lambda *a: built.append(a[2]) or build_method(*a))
     assert built == [6, 9]
+
+
+def test_a_cell_serves_only_the_tasks_it_holds(hub, tmp_path):
+    """A cell measured on some test tasks is not reused as a cell of others: a run on more tasks
+    measures only the missing ones (keeping the held ones), and a run on fewer reads the tasks it asks
+    for, with their mean."""
+    from promptrl.experiments.reproduce import Context, build_method, ensure_datasets, hub_folder, run_cell
+
+    suite = promptrl.load_suite("mw-reach")
+    ensure_datasets(suite, [6, 9])
+    built = []
+
+    def build(*a):
+        built.append(a[2])
+        return build_method(*a)
+
+    def context(tasks):
+        ctx = Context(suite, TINY_BUDGET, hub_folder("mw-reach", hub), "cpu", tasks)
+        ctx.load_models(["Soft Prompt"])
+        return ctx
+
+    whole = run_cell("Soft Prompt", context([6, 9]), 0, tmp_path / "whole" / "seed0.json")
+    path = tmp_path / "grown" / "seed0.json"
+    first = run_cell("Soft Prompt", context([6]), 0, path, build)
+    assert built == [6] and list(first["returns"]) == ["6"]
+    grown = run_cell("Soft Prompt", context([6, 9]), 0, path, build)
+    assert built == [6, 9] and grown["returns"] == whole["returns"] and grown["mean"] == whole["mean"]
+    assert json.loads(path.read_text())["returns"] == whole["returns"]
+    part = run_cell("Soft Prompt", context([9]), 0, path, build)
+    assert built == [6, 9] and part["returns"] == {"9": whole["returns"]["9"]}
+    assert part["mean"] == pytest.approx(float(np.mean(whole["returns"]["9"])))
+    assert json.loads(path.read_text())["returns"] == whole["returns"]  # the saved cell keeps every task
 
 
 def test_fine_tuned_generators_are_kept_and_reused(hub, tmp_path, monkeypatch):

@@ -374,8 +374,10 @@ Builder = Callable[[str, Context, int, int], Any]
 
 def finished_cell(name: str, ctx: Context, path: Path) -> dict[str, Any] | None:
     """The cell saved at ``path`` if it was measured with the current models (a cell without a
-    :meth:`Context.fingerprint` counts as current), else None, with a warning when it was measured
-    with other models."""
+    :meth:`Context.fingerprint` counts as current) on every test task of ``ctx``, else None, with a
+    warning when it was measured with other models. A cell holding more tasks than ``ctx`` has is
+    returned for ``ctx``'s tasks only, its mean taken over them; one holding fewer is unfinished for
+    ``ctx`` (:func:`run_cell` keeps its tasks and measures the others)."""
     if not path.is_file():
         return None
     cell = json.loads(path.read_text())
@@ -386,7 +388,15 @@ def finished_cell(name: str, ctx: Context, path: Path) -> dict[str, Any] | None:
             stacklevel=2,
         )
         return None
-    return cell
+    if "returns" not in cell:  # a cached result that is not per task
+        return cell
+    held = cell["returns"]
+    if any(str(t) not in held for t in ctx.tasks):
+        return None
+    if len(held) == len(ctx.tasks):
+        return cell
+    returns = {str(t): held[str(t)] for t in ctx.tasks}
+    return cell | {"returns": returns, "mean": float(np.mean([np.mean(r) for r in returns.values()]))}
 
 
 def measured_with_other_models(name: str, ctx: Context, path: Path) -> bool:
@@ -451,7 +461,14 @@ def _finished_tasks(name: str, ctx: Context, path: Path) -> dict[str, Any]:
     if done and done.get("models") != current:
         warnings.warn(f"{partial_path} was measured with other models: its tasks are measured again", stacklevel=3)
         done = {}
-    return {"models": current, "tasks": {t: v for t, v in done.get("tasks", {}).items() if int(t) in ctx.tasks}}
+    tasks = {t: v for t, v in done.get("tasks", {}).items() if int(t) in ctx.tasks}
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("models") == current:  # a cell finished on other tasks: its tasks hold
+        adopted = saved.get("adopted", {})
+        for t, r in saved.get("returns", {}).items():
+            if int(t) in ctx.tasks and t not in tasks:
+                tasks[t] = {"returns": r, "from": adopted.get(t, path.name)}
+    return {"models": current, "tasks": tasks}
 
 
 def adopt_tasks(name: str, ctx: Context, path: Path, sources: Sequence[Path]) -> int:
@@ -465,7 +482,7 @@ def adopt_tasks(name: str, ctx: Context, path: Path, sources: Sequence[Path]) ->
     Adopted tasks go into the cell's tasks file, marked with the cell they came from (``"from"``, a path
     relative to the cell's folder); :func:`run_cell` then measures only the others. Sources measured
     with other models, or without a fingerprint, are skipped."""
-    if path.is_file() and not measured_with_other_models(name, ctx, path):
+    if not measured_with_other_models(name, ctx, path) and finished_cell(name, ctx, path) is not None:
         return 0
     done = _finished_tasks(name, ctx, path)
     adopted = 0
@@ -493,7 +510,8 @@ def adopt_tasks(name: str, ctx: Context, path: Path, sources: Sequence[Path]) ->
 def _write_cell(name: str, ctx: Context, seed: int, path: Path, done: dict[str, Any]) -> dict[str, Any]:
     """Write the cell of the finished tasks ``done`` at ``path`` and remove its tasks file. Its
     ``seconds`` are those spent on the tasks measured for it; adopted tasks are listed under
-    ``"adopted"`` with the cell each came from (see :func:`adopt_tasks`)."""
+    ``"adopted"`` with the cell each came from (see :func:`adopt_tasks`; a cell that grew from one
+    finished on fewer tasks names its own file)."""
     results = {str(t): done["tasks"][str(t)] for t in ctx.tasks}
     returns = {t: r["returns"] for t, r in results.items()}
     measured = [r for r in results.values() if "from" not in r]
