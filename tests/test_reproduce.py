@@ -415,3 +415,16 @@ def test_readme_table1_is_the_measured_one():
     rows = [line for line in section.splitlines() if line.startswith("|")]
     measured = (root / "results" / "table1.md").read_text().split("\n## ")[0].splitlines()
     assert len(rows) >= 8 and all(row in measured for row in rows), [r[:60] for r in rows if r not in measured]
+
+
+def test_committed_table1_cells_hold_every_test_task():
+    """Each committed Table 1 cell (results/**/runs/<suite>/<budget>/<method>/seed<k>.json) holds the
+    returns of exactly its suite's test tasks, so no table averages over a partial cell."""
+    root = Path(__file__).resolve().parents[1] / "results"
+    cells = [p for p in root.glob("**/runs/*/*/*/seed[0-9].json") if "ablations" not in p.parts]
+    assert len(cells) > 400
+    tasks = {}
+    for path in cells:
+        suite = path.parts[-4]
+        tasks.setdefault(suite, sorted(str(t) for t in promptrl.load_suite(suite).test_tasks))
+        assert sorted(json.loads(path.read_text())["returns"]) == tasks[suite], path
