@@ -464,11 +464,21 @@ def _finished_tasks(name: str, ctx: Context, path: Path) -> dict[str, Any]:
     tasks = {t: v for t, v in done.get("tasks", {}).items() if int(t) in ctx.tasks}
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if saved.get("models") == current:  # a cell finished on other tasks: its tasks hold
-        adopted = saved.get("adopted", {})
-        for t, r in saved.get("returns", {}).items():
+        for t, entry in _task_entries(saved, path.name).items():
             if int(t) in ctx.tasks and t not in tasks:
-                tasks[t] = {"returns": r, "from": adopted.get(t, path.name)}
+                tasks[t] = entry
     return {"models": current, "tasks": tasks}
+
+
+def _task_entries(saved: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    """The per-task results held by the saved JSON ``saved`` of the file ``name``: a tasks file's
+    entries as they are (an adopted one keeps its ``"from"``); a finished cell's returns, each marked
+    ``"from"`` the cell it was measured in, relative to the file's folder (``name`` itself, or the
+    source its ``"adopted"`` map names)."""
+    if "tasks" in saved:
+        return saved["tasks"]
+    adopted = saved.get("adopted", {})
+    return {t: {"returns": r, "from": adopted.get(t, name)} for t, r in saved.get("returns", {}).items()}
 
 
 def adopt_tasks(name: str, ctx: Context, path: Path, sources: Sequence[Path]) -> int:
@@ -493,11 +503,7 @@ def adopt_tasks(name: str, ctx: Context, path: Path, sources: Sequence[Path]) ->
             data = json.loads(saved.read_text())
             if data.get("models") != done["models"]:
                 continue
-            held = data.get("tasks") or {
-                t: {"returns": r} | ({"from": data["adopted"][t]} if t in data.get("adopted", {}) else {})
-                for t, r in data.get("returns", {}).items()
-            }
-            for task, result in held.items():
+            for task, result in _task_entries(data, saved.name).items():
                 if int(task) in ctx.tasks and task not in done["tasks"]:
                     origin = saved.parent / result["from"] if "from" in result else saved
                     done["tasks"][task] = {**result, "from": Path(os.path.relpath(origin, path.parent)).as_posix()}
