@@ -118,6 +118,21 @@ def test_every_method_runs_and_resumes(hub, tmp_path):
     assert f"Date: {utc_today()}  " in text and f"Hardware: {hardware()}  " in text
 
 
+def test_a_seed_list_run_tabulates_every_finished_seed(hub, tmp_path):
+    """A process running some seeds (``--seed-list``) writes a table that also holds the seeds other
+    processes finished; ``collect`` with a seed list keeps to those seeds."""
+    out, budget = tmp_path / "results", dataclasses.replace(TINY_BUDGET, seeds=3)
+    methods = ["Prompt-DT-Expert", "MT-ORL"]
+    first = reproduce_suite("mw-reach", budget, methods, out, hub, tasks=[6], seed_list=[1])
+    assert {m: r["seed_ids"] for m, r in first.items()} == {m: [1] for m in methods}
+    second = reproduce_suite("mw-reach", budget, methods, out, hub, tasks=[6], seed_list=[2, 0])
+    for name in methods:
+        assert second[name]["seed_ids"] == [0, 1, 2]
+        assert second[name]["seeds"][1] == first[name]["seeds"][0]  # seed 1's cell, read back
+    only = reproduce_suite("mw-reach", budget, methods, out, hub, tasks=[6], seed_list=[0], collect=True)
+    assert only["MT-ORL"]["seed_ids"] == [0]
+
+
 def test_table_header_dates_the_cells():
     """A table of cells measured earlier (or undated, from before cells were dated) says so."""
     today = utc_today()

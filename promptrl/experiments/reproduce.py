@@ -786,7 +786,9 @@ def reproduce_suite(
 
     ``collect=True`` runs nothing: it gathers the finished cells of this budget (any seeds among
     the first ``budget.seeds``), e.g. to tabulate methods that were run with different seed counts.
-    ``seed_list`` runs only these seeds (e.g. to spread seeds over processes). ``executor`` runs the
+    ``seed_list`` runs only these seeds (e.g. to spread seeds over processes); unless ``collect``, the
+    summary also holds the finished cells of the budget's other seeds, so that the process that
+    finishes last tabulates every seed. ``executor`` runs the
     (method, seed, test task) units on its workers (:func:`run_cells`; None: here). Each row also
     lists its cells' ``hardware`` and ``finished`` times (None where a cell does not have them)."""
     unknown = [m for m in methods if m not in METHODS + VARIANTS]
@@ -813,8 +815,17 @@ def reproduce_suite(
     ]
     if collect:
         cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
+    measured = list(zip(cells, run_cells(cells, ctx, executor, desc=f"reproduce {suite_name}")))
+    if seed_list is not None and not collect:  # the other seeds' finished cells join the table
+        for name in methods:
+            for seed in sorted(set(range(budget.seeds)) - set(seed_list)):
+                path = cell_path(runs, name, seed, budget)
+                cell = finished_cell(name, ctx, path)
+                if cell is not None:
+                    measured.append(((name, seed, path, build_method), cell))
+        measured.sort(key=lambda item: (list(methods).index(item[0][0]), item[0][1]))
     summary: dict[str, dict[str, Any]] = {}
-    for (name, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"reproduce {suite_name}")):
+    for (name, seed, _, _), cell in measured:
         row = summary.setdefault(name, {"seeds": [], "seed_ids": [], "tasks": [], "hardware": [], "finished": []})
         row["seeds"].append(cell["mean"])
         row["seed_ids"].append(seed)
