@@ -808,24 +808,16 @@ def reproduce_suite(
     )
     ctx = setup.context(make_datasets=not collect)
     runs = Path(out) / "runs" / suite_name / budget.tag()  # a cell is reused only under the same budget
-    cells = [
+    to_run = [] if collect else list(range(budget.seeds) if seed_list is None else seed_list)
+    seeds = seed_list if collect and seed_list is not None else sorted(set(to_run) | set(range(budget.seeds)))
+    cells = [  # the seeds to run, and the other seeds' cells that are finished
         (m, s, cell_path(runs, m, s, budget), build_method)
         for m in methods
-        for s in (range(budget.seeds) if seed_list is None else seed_list)
+        for s in seeds
+        if s in to_run or finished_cell(m, ctx, cell_path(runs, m, s, budget)) is not None
     ]
-    if collect:
-        cells = [c for c in cells if finished_cell(c[0], ctx, c[2]) is not None]
-    measured = list(zip(cells, run_cells(cells, ctx, executor, desc=f"reproduce {suite_name}")))
-    if seed_list is not None and not collect:  # the other seeds' finished cells join the table
-        for name in methods:
-            for seed in sorted(set(range(budget.seeds)) - set(seed_list)):
-                path = cell_path(runs, name, seed, budget)
-                cell = finished_cell(name, ctx, path)
-                if cell is not None:
-                    measured.append(((name, seed, path, build_method), cell))
-        measured.sort(key=lambda item: (list(methods).index(item[0][0]), item[0][1]))
     summary: dict[str, dict[str, Any]] = {}
-    for (name, seed, _, _), cell in measured:
+    for (name, seed, _, _), cell in zip(cells, run_cells(cells, ctx, executor, desc=f"reproduce {suite_name}")):
         row = summary.setdefault(name, {"seeds": [], "seed_ids": [], "tasks": [], "hardware": [], "finished": []})
         row["seeds"].append(cell["mean"])
         row["seed_ids"].append(seed)
