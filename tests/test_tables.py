@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pytest
 
-from promptrl.common.statistics import mean_ci, sample_std, t_quantile, t_tail
+from promptrl.common.statistics import mean_ci, sample_std
 from promptrl.experiments.reproduce import Budget
 from promptrl.experiments.tables import (
     ORDERING_TEST,
@@ -35,25 +35,25 @@ T_TABLE = [
     (0.975, 29, 2.045230),
     (0.95, 5, 2.015048),
     (0.995, 10, 3.169273),
-    (0.975, 1_000_000, 1.959966),  # the normal's 1.96 in the limit
+    (0.975, 200, 1.971896),
 ]
 
 
 @pytest.mark.parametrize(("p", "df", "expected"), T_TABLE)
-def test_t_quantile_matches_the_tables(p, df, expected):
-    assert t_quantile(p, df) == pytest.approx(expected, abs=1e-6)
-    assert t_quantile(1 - p, df) == pytest.approx(-expected, abs=1e-6)  # symmetric
-    assert t_tail(t_quantile(p, df), df) == pytest.approx(1 - p, rel=1e-9)
+def test_mean_ci_uses_the_t_quantile_of_its_level(p, df, expected):
+    # values with mean 0 and sample std 1: the interval's half width is t(p, n - 1) / sqrt(n)
+    n = df + 1
+    values = np.linspace(-1.0, 1.0, n)
+    values = values / np.std(values, ddof=1)
+    low, high = mean_ci(values.tolist(), level=2 * p - 1)
+    assert (high - low) / 2 == pytest.approx(expected / math.sqrt(n), rel=1e-6)
+    assert (low + high) / 2 == pytest.approx(0.0, abs=1e-12)
 
 
-def test_t_quantile_edges():
-    assert t_quantile(0.5, 3) == 0.0
-    assert t_tail(0.0, 7) == pytest.approx(0.5)
-    # df = 1 is the Cauchy distribution: its quantile is tan(pi (p - 1/2)).
-    assert t_quantile(0.9, 1) == pytest.approx(math.tan(math.pi * 0.4), rel=1e-9)
-    for bad in ((0.0, 3), (1.0, 3), (0.975, 0)):
-        with pytest.raises(ValueError):
-            t_quantile(*bad)
+def test_mean_ci_rejects_a_level_outside_0_1():
+    for level in (0.0, 1.0, 95):
+        with pytest.raises(ValueError, match="level"):
+            mean_ci([1.0, 2.0], level=level)
 
 
 def test_sample_std_has_one_degree_of_freedom_less():
