@@ -54,6 +54,8 @@ def test_mean_ci_rejects_a_level_outside_0_1():
     for level in (0.0, 1.0, 95):
         with pytest.raises(ValueError, match="level"):
             mean_ci([1.0, 2.0], level=level)
+        with pytest.raises(ValueError, match="level"):
+            mean_ci([1.0], level=level)  # checked before the too-few-values answer
 
 
 def test_sample_std_has_one_degree_of_freedom_less():

@@ -19,11 +19,11 @@ def sample_std(values: Sequence[float]) -> float | None:
 def mean_ci(values: Sequence[float], level: float = CONFIDENCE) -> tuple[float, float] | None:
     """The ``level`` confidence interval of the mean of ``values`` (t distribution, ``n - 1`` degrees
     of freedom); None for fewer than two values."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
     n = len(values)
     if n < 2:
         return None
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
     from scipy.stats import t  # imported here: SciPy's stats module takes a while to import
 
     mean = statistics.fmean(values)
