@@ -131,7 +131,8 @@ def test_evaluate_given_tasks_records_into_the_card(tmp_path, capsys):
     assert main(["evaluate", str(folder), "mw-reach", "--tasks", "6", "--episodes", "1", "--record"]) == 0
     card = (folder / "README.md").read_text()
     assert "tasks [6] return (mean ± std over episodes)" in card
-    assert "(1 episode per task, seed 0, 1 torch thread; sample std" in card  # what the returns depend on
+    capability = torch.backends.cpu.get_cpu_capability()  # with the threads, what the returns' last bits depend on
+    assert f"(1 episode per task, seed 0, 1 torch thread, {capability} CPU kernels; sample std" in card
     rows = dict(re.findall(r"^\| (generated|expert \(the frozen PLM\)) \| (.*) \|$", card, re.M))
     assert list(rows) == ["generated", "expert (the frozen PLM)"], card
     for cells in rows.values():  # one task, one episode: the per-task column is that episode's return, std 0

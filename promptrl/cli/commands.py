@@ -348,7 +348,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     spread = "over episodes" if one_task else "over tasks of the per-task means"
     lines = [
         f"Command: `{command_line(args)}` ({args.episodes} episode{'s' if args.episodes > 1 else ''} per task, "
-        f"seed {args.seed}, {args.threads} torch thread{'s' if args.threads > 1 else ''}; sample std, ddof=1).\n",
+        f"seed {args.seed}, {args.threads} torch thread{'s' if args.threads > 1 else ''}, "
+        f"{torch.backends.cpu.get_cpu_capability()} CPU kernels; sample std, ddof=1).\n",
         f"| prompt | {'tasks ' + str(args.tasks) if args.tasks else args.split + '-split'} return (mean ± std {spread}) "
         "| per task: mean [95% CI over episodes] |",
         "|---|---|---|",
