@@ -426,10 +426,35 @@ def test_retrain_follows_the_shipped_recipes_apart_from_the_shipped_models(tmp_p
 def test_readme_table1_is_the_measured_one():
     """README's full-budget Table 1 and ordering checks are copies of results/table1.md's rows."""
     root = Path(__file__).resolve().parents[1]
-    section = (root / "README.md").read_text().split("### Measured Table 1")[1].split("\n## ")[0]
+    section = (root / "README.md").read_text().split("### Measured Table 1")[1].split("\n## ")[0].split("\n### ")[0]
     rows = [line for line in section.splitlines() if line.startswith("|")]
     measured = (root / "results" / "table1.md").read_text().split("\n## ")[0].splitlines()
     assert len(rows) >= 8 and all(row in measured for row in rows), [r[:60] for r in rows if r not in measured]
+
+
+NEW_FAMILIES_TABLE = (
+    "table1-mw-push_mw-pick-place_prompt-dt-random+prompt-dt-expert+mt-orl+prompt-tuning-dt+prompt-diffuser"
+    "+prompt-dt-ft-full.md"
+)
+
+
+def test_readme_new_families_are_their_measured_tables():
+    """README's table of the spec-file families gives, per family and method, the "mean [95% CI]" of
+    that family's section of their measured table (results/table1-mw-push_mw-pick-place_...md)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def cells(text: str) -> list[list[str]]:
+        return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+
+    section = (root / "README.md").read_text().split("### New task families")[1].split("\n## ")[0]
+    header, _, *rows = cells(section)
+    assert header[0] == "family" and len(rows) == 2
+    families = {
+        part.split("\n", 1)[0]: part for part in (root / "results" / NEW_FAMILIES_TABLE).read_text().split("\n## ")
+    }
+    for family, *means in rows:
+        measured = {row[0]: row[1] for row in cells(families[family])}
+        assert dict(zip(header[1:], means)) == {method: measured[method] for method in header[1:]}, family
 
 
 def test_committed_table1_cells_hold_every_test_task():

@@ -862,8 +862,9 @@ def record_in_card(
         )
         + f" Every method adapts per test task on its first {budget.few_shot_episodes} expert episode(s) for "
         f"{budget.epochs} x {budget.steps_per_epoch} steps (the Prompt Diffuser from this folder's `pretrained/` "
-        f"generator, one generator per task, sampling at its temperature {pretrained.get('temperature', '—')}; the "
-        f"(T=0) row at 0) and is evaluated for {budget.episodes} episodes per task; the mean test-split return with its 95% "
+        f"generator, one generator per task, sampling at its temperature {pretrained.get('temperature', '—')}"
+        + ("; the (T=0) row at 0" if "Prompt Diffuser (T=0)" in summary else "")
+        + f") and is evaluated for {budget.episodes} episodes per task; the mean test-split return with its 95% "
         f"confidence interval over seeds x test tasks.\n\n" + suite_table(suite_name, summary)
     )
     pd.settings.model_card = {**(pd.settings.model_card or {}), "test_split": text}
