@@ -333,6 +333,26 @@ def test_missing_models_and_bad_method(tmp_path):
         reproduce_suite("mw-reach", TINY_BUDGET, ["MT-ORL"], tmp_path, tmp_path, tasks=[6])
 
 
+def test_shipped_models_without_mt_orl_serve_the_other_methods(hub, tmp_path, capsys, monkeypatch):
+    """A shipped folder without mt-orl/ (as ant-dir-ood's) is still the suite's models: the CLI measures
+    the other methods with them instead of training new models under <out>/hub, and MT-ORL says what is
+    missing and how to go on."""
+    import shutil
+
+    import promptrl.experiments.reproduce as r
+
+    shutil.rmtree(hub / "mw-reach" / "mt-orl")
+    real = r.reproduce_suite
+    monkeypatch.setattr(r, "reproduce_suite", lambda *a, **k: real(*a, **k, tasks=[6]))
+    monkeypatch.setattr(r, "QUICK", TINY_BUDGET)
+    args = ["reproduce", "mw-reach", "--quick", "--hub", str(hub), "--out", str(tmp_path / "q"), "--threads", "1"]
+    assert main([*args, "--methods", "Prompt-DT-Expert"]) == 0
+    assert "| Prompt-DT-Expert |" in capsys.readouterr().out and not (tmp_path / "q" / "hub").exists()
+    assert main([*args, "--methods", "MT-ORL"]) == 2
+    err = capsys.readouterr().err
+    assert "mt-orl not found" in err and "leave MT-ORL out of --methods" in err and "--no-prompt" in err
+
+
 def test_cli_quick_path_reports_a_table(hub, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("promptrl.experiments.reproduce.QUICK", TINY_BUDGET)
     monkeypatch.setattr("promptrl.experiments.reproduce.TABLE1_SUITES", ("mw-reach",))

@@ -2,8 +2,9 @@
 
 The measured tables are included into the pages with ``pymdownx.snippets``; their figures (PNG files
 written by ``promptrl ablate``) stay in ``results/`` and are added to the site as
-``results/<path>.png``, so a page links them as ``../results/ablations/<name>.png`` without a copy
-under ``docs/``.
+``results/<path>.png`` at the site's root, so a page at the root of ``docs/`` links them as
+``results/ablations/<name>.png`` without a copy under ``docs/`` (the link resolves on the built site,
+not when the page's source is read on its own).
 """
 
 from __future__ import annotations

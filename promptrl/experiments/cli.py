@@ -170,7 +170,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         hubs = {ref: hub for ref in suites}
     for ref in suites:  # a suite without shipped models (a user's spec): its models are trained under <out>/hub
         name = load_spec(ref).name
-        if not args.retrain and not r.has_models(shipped / name):
+        if not args.retrain and not r.has_models(shipped / name, mt_orl=False):  # MT-ORL: see Context.load_models
             hubs[ref] = out / "hub"
         if not args.collect and (args.retrain or hubs[ref] != shipped):
             own = r.has_models(shipped / name)  # else: another suite's recipes, and --quick shortens them

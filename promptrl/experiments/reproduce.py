@@ -159,6 +159,12 @@ class Context:
 
         needed = [self.hub / "plm", self.hub / "pretrained"] + ([self.hub / "mt-orl"] if "MT-ORL" in methods else [])
         missing = [p for p in needed if not (p / "config.json").is_file()]
+        if missing == [self.hub / "mt-orl"]:
+            raise FileNotFoundError(
+                f"{self.hub / 'mt-orl'} not found: {self.suite.name!r} has no MT-ORL model, which the MT-ORL "
+                "method needs; leave MT-ORL out of --methods, or train one (`promptrl train plm "
+                f"{self.suite.spec.cli_arg} --no-prompt`) and save it there"
+            )
         if missing:
             raise FileNotFoundError(
                 f"{', '.join(map(str, missing))} not found: the shipped models of {self.suite.name!r} are needed "
@@ -690,9 +696,11 @@ QUICK_TRAINING_STEPS = {"plm": 200, "generator": 200}
 """``reproduce --quick``: training steps of the PLM, MT-ORL and generator of a suite without shipped models."""
 
 
-def has_models(folder: str | Path) -> bool:
-    """``folder`` holds a suite's PLM, MT-ORL and pre-trained generator (``plm/``, ``mt-orl/``, ``pretrained/``)."""
-    return all((Path(folder) / sub / CONFIG_NAME).is_file() for sub in ("plm", "mt-orl", "pretrained"))
+def has_models(folder: str | Path, mt_orl: bool = True) -> bool:
+    """``folder`` holds a suite's PLM and pre-trained generator (``plm/``, ``pretrained/``) and, with
+    ``mt_orl``, its MT-ORL (``mt-orl/``)."""
+    subs = ("plm", "pretrained") + (("mt-orl",) if mt_orl else ())
+    return all((Path(folder) / sub / CONFIG_NAME).is_file() for sub in subs)
 
 
 def retrain_models(
