@@ -1,5 +1,5 @@
-"""What a plain ``pip install promptrl`` (a wheel, no extras) needs: every data file of every package in
-the wheel, and every third-party module the package imports when it loads declared as a dependency."""
+"""What a plain ``pip install promptrl`` (a wheel, no extras) needs: every module and data file of the
+package in the wheel, and every third-party module the package imports when it loads declared as a dependency."""
 
 import ast
 import importlib.metadata
@@ -24,6 +24,14 @@ def _package_dir(package: str) -> Path:
 def _normalized(name: str) -> str:
     """A distribution name as PEP 503 compares names."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_wheel_ships_every_module():
+    """Every folder of ``promptrl/`` that holds Python modules is a listed package: setuptools puts only
+    the listed ones into the wheel, so a missing one breaks a plain install (e.g. ``promptrl --help``)."""
+    listed = {_package_dir(p) for p in SETUPTOOLS["packages"]}
+    folders = {p.parent for p in (ROOT / "promptrl").rglob("*.py") if "__pycache__" not in p.parts}
+    assert folders <= listed, sorted(str(f.relative_to(ROOT)) for f in folders - listed)
 
 
 def test_the_wheel_ships_every_data_file_of_every_package():
