@@ -17,6 +17,24 @@ def test_suites_table(capsys):
     assert "| mw-push | promptrl/MetaWorld-v0 | 23 | 15 | [0, 21, 22] | [6, 9, 15, 16, 20] | 100 | 750 / 750 |" in out
 
 
+def test_a_closed_stdout_ends_the_command_quietly():
+    """``promptrl suites | head -1``: when the reader has closed the pipe, the command stops with status 1
+    and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "promptrl", "suites"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=300
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+
+
 def test_data_command_is_idempotent(capsys):
     assert main(["data", "mw-reach", "--quality", "random", "--episodes", "1", "--tasks", "6"]) == 0
     assert "1 dataset(s) created, 0 reused" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -224,4 +225,7 @@ def main(argv: list[str] | None = None, extend: Extension | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"promptrl: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout closed it (e.g. `promptrl suites | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not raise again
+        return 1
     return 0
