@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from promptrl.common.files import CONFIG_NAME, atomic_folder, csv_text, latest_folder, saved_steps, write_text_atomic
 from promptrl.common.statistics import mean_ci, sample_std
+from promptrl.methods.plm import plm_of
 from promptrl.suites import TaskSuite, load_suite
 from promptrl.wrappers import HistoryBuffer, PromptSource, generate_prompts, resolve_prompt
 
@@ -93,7 +94,7 @@ def check_fits(model: Any, suite: TaskSuite | str) -> None:
     ``suite``'s spaces: the same observation and action sizes. A model of another suite with the same
     sizes (cheetah-vel's on cheetah-dir) fits: that is a transfer experiment, not an error."""
     suite = load_suite(suite) if isinstance(suite, str) else suite
-    s = getattr(model, "plm", model).settings
+    s = plm_of(model).settings
     if (s.obs_dim, s.act_dim) != (suite.spec.obs_dim, suite.spec.act_dim):
         trained = f"trained on suite {s.suite!r}, " if getattr(s, "suite", None) else ""
         raise ValueError(
@@ -192,7 +193,7 @@ def evaluate(
     if vectorization not in ("sync", "async"):
         raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
     check_fits(model, suite)
-    plm = getattr(model, "plm", model)
+    plm = plm_of(model)
     s = plm.settings
     plan = episode_plan(suite, split, n_episodes, seed, tasks)
     tasks = [k.task for k in plan]

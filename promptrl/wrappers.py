@@ -36,6 +36,7 @@ from promptrl.methods.plm import (
     check_action_space,
     observation_dtype,
     observation_shapes,
+    plm_of,
     prompt_from_episode,
 )
 
@@ -242,7 +243,7 @@ class PromptWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         )
         gym.Wrapper.__init__(self, env)
         self.model = model
-        plm = getattr(model, "plm", model)
+        plm = plm_of(model)
         obs_dim, act_dim = plm.settings.obs_dim, plm.settings.act_dim
         if env.observation_space.shape != (obs_dim,):
             raise ValueError(
@@ -308,7 +309,7 @@ class VectorPromptWrapper(gym.vector.VectorWrapper):
         seed: int = 0,
     ):
         super().__init__(env)
-        plm = getattr(model, "plm", model)
+        plm = plm_of(model)
         s = plm.settings
         if env.single_observation_space.shape != (s.obs_dim,):
             raise ValueError(

@@ -106,6 +106,10 @@ def test_bad_fields_and_types_are_named():
         (["train", "expert", "cheetah-vel", "--gamma", "nan"], "--gamma: expected a finite number in [0, 1]"),
         (["reproduce", "mw-reach", "--steps-per-epoch", "-1"], "--steps-per-epoch: expected a positive integer"),
         (["ablate", "init", "--epochs", "x"], "--epochs: expected a positive integer, got 'x'"),
+        (
+            ["evaluate", "hub_models/mw-reach", "mw-reach", "--device", "gpu"],
+            "--device: expected a torch device such as",
+        ),
     ],
 )
 def test_bad_values_name_the_option(argv, message, capsys):
@@ -114,6 +118,23 @@ def test_bad_values_name_the_option(argv, message, capsys):
     assert exit_.value.code == 2
     captured = capsys.readouterr()
     assert message in captured.err and captured.out == ""
+
+
+def test_a_device_this_torch_cannot_use_is_named():
+    """The API and --device check the device before a model is put on it."""
+    import torch
+
+    from promptrl.common.devices import usable_device
+
+    assert usable_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"device: expected a torch device such as cpu, cuda or cuda:1, got 'gpu'"):
+        usable_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device: 'cuda:0' is not available to this torch build"):
+            usable_device("cuda:0")
+    else:
+        with pytest.raises(ValueError, match=r"device: 'cuda:999' does not exist"):
+            usable_device("cuda:999")
 
 
 def quoted_commands() -> list[str]:

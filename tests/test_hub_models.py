@@ -70,6 +70,20 @@ def test_shipped_models_load_by_name_from_any_directory(tmp_path, monkeypatch):
     assert resolve_model_path("hub_models/mw-reach") == "hub_models/mw-reach"
 
 
+def test_a_model_is_loaded_on_a_plm_of_its_sizes_and_passed_loaded():
+    """plm= with a PLM of other sizes names plm=, not the model's weights (a PLM of the same sizes, e.g.
+    cheetah-dir's for a cheetah-vel generator, is a transfer experiment and loads); a folder where a
+    loaded model belongs names the argument and says to load it."""
+    with pytest.raises(ValueError, match=r"plm: the given PLM has obs_dim=27, act_dim=8 \(suite 'ant-dir'\)"):
+        PromptDiffuser.from_pretrained(HUB / "cheetah-vel", plm=PromptDT.from_pretrained(HUB / "ant-dir" / "plm"))
+    plm = PromptDT.from_pretrained(HUB / "cheetah-dir" / "plm")
+    assert PromptDiffuser.from_pretrained(HUB / "cheetah-vel", plm=plm).plm is plm
+    with pytest.raises(TypeError, match=r"model: expected a PromptDT .* got str .* load it first"):
+        promptrl.evaluate(str(HUB / "cheetah-vel"), "cheetah-vel", tasks=[2], n_episodes=1)
+    with pytest.raises(TypeError, match=r"model: expected a PromptDT or a method built on one, got NoneType"):
+        PromptWrapper(promptrl.load_suite("cheetah-vel").make_env(2), None)
+
+
 def test_stable_baselines3_evaluate_policy_runs_a_shipped_model():
     """SB3's own evaluation loop drives the shipped mw-reach Prompt Diffuser through PromptWrapper in
     an SB3 DummyVecEnv (batched Dict observations, automatic resets, a generated prompt at every reset)."""

@@ -123,6 +123,33 @@ def test_goal_kwargs_of_the_wrong_length_and_dataset_id_without_quality(point_ro
         promptrl.load_suite(edited(point_robot, datasets=datasets))
 
 
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"horizon": 20.0}, r"field 'horizon' = 20\.0: expected a value of type integer"),
+        ({"obs_dim": 2.0}, r"field 'obs_dim' = 2\.0: expected a value of type integer"),
+        ({"split": {"train": [0, 2, 3, 5, 6, 8, 9], "test": [1, 4, 7.0]}}, r"field 'split\.test\.2' = 7\.0"),
+    ],
+)
+def test_whole_numbers_written_as_floats_are_not_integers(point_robot, changes, message):
+    """JSON Schema counts 2.0 as an integer; a spec's ids and sizes must be written as integers."""
+    with pytest.raises(ValueError, match=message):
+        promptrl.load_suite(edited(point_robot, **changes))
+
+
+@pytest.mark.parametrize(
+    "template,reason",
+    [
+        ("task{task:02d-{quality}-v0", "unmatched '{' in format spec"),
+        ("task{task:s}-{quality}-v0", "Unknown format code"),
+    ],
+)
+def test_a_dataset_id_that_does_not_format_is_named(point_robot, template, reason):
+    datasets = {**example()["datasets"], "id": template}
+    with pytest.raises(ValueError, match=rf"field 'datasets\.id' = .*a Python format string \({reason}"):
+        promptrl.load_suite(edited(point_robot, datasets=datasets))
+
+
 def test_not_json_and_a_built_in_name(point_robot):
     broken = write(point_robot.with_name("broken.json"), point_robot.read_text()[:-20])
     with pytest.raises(ValueError, match=r"^suite spec broken\.json: not valid JSON: "):

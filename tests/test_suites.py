@@ -105,6 +105,11 @@ def test_check_tasks_names_the_argument_and_every_id_outside():
         ValueError, match=r"--tasks: suite 'cheetah-vel' has tasks 0 to 39, got \[40, -1, True\] outside"
     ):
         spec.check_tasks([2, 40, -1, True], "--tasks")
+    # a task given twice would evaluate (or record) it twice under the same episode indices
+    with pytest.raises(ValueError, match=r"--tasks: expected each task id once, got \[2\] more than once"):
+        spec.check_tasks([2, 7, 2], "--tasks")
+    with pytest.raises(ValueError, match=r"tasks: expected a list of task ids, got 2"):
+        spec.check_tasks(2)
 
 
 def test_bad_quality_and_split():

@@ -216,13 +216,27 @@ def add_dataclass_options(
         parser.add_argument(*flags, **{**kwargs, **extra})
 
 
+def device_name(value: str) -> str:
+    """``--device``: ``value`` if it names a torch device (``cpu``, ``cuda``, ``cuda:1``...), else an
+    argparse error; whether this machine has it is checked where a model is put on it."""
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, TypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected a torch device such as cpu, cuda or cuda:1, got {value!r}"
+        ) from None
+    return value
+
+
 def given(args: argparse.Namespace, fields: Sequence[str]) -> dict[str, Any]:
     """The options among ``fields`` that the command line gave (not None), as keyword arguments."""
     return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
 
 
 COMMON_OPTIONS: dict[str, dict[str, Any]] = {
-    "device": {"default": "cpu", "help": "torch device (cpu, cuda, cuda:1...)"},
+    "device": {"type": device_name, "default": "cpu", "help": "torch device (cpu, cuda, cuda:1...)"},
     "seed": {"type": non_negative_int, "default": 0, "help": "random seed"},
     "threads": {"type": positive_int, "default": 1, "help": "torch threads"},
     "hub": {"default": "hub_models", "help": "where the shipped models live"},

@@ -25,7 +25,7 @@ from torch import nn
 
 from promptrl.common.distributed import active, average_gradients, broadcast_module, rank_seed, world
 from promptrl.common.files import atomic_folder, load_optimizer_tensors, optimizer_tensors
-from promptrl.common.hub import JsonHubMixin, write_model_files
+from promptrl.common.hub import CONFIG_NAME, JsonHubMixin, write_model_files
 from promptrl.data.episodes import Episode, as_task_episodes
 from promptrl.data.windows import Segment, SegmentSampler, whole_windows
 from promptrl.methods.plm import OBS_KEYS, PromptDT, _spaces_of, action_loss, training_action_loss
@@ -228,6 +228,22 @@ class PromptBank(nn.Module):
 
 
 # ---------------------------------------------------------------------- the base class
+def _check_given_plm(plm: PromptDT, folder: Path) -> None:
+    """A ``ValueError`` naming ``plm=`` if the folder keeps the PLM it was trained with (``plm/``) and the
+    given one differs in what the method's weights are sized by (state and action sizes)."""
+    saved = folder / PLM_FOLDER / CONFIG_NAME
+    if not saved.is_file():
+        return
+    config = json.loads(saved.read_text())
+    given = {"obs_dim": plm.settings.obs_dim, "act_dim": plm.settings.act_dim}
+    if any(config.get(k) != v for k, v in given.items()):
+        raise ValueError(
+            f"plm: the given PLM has obs_dim={given['obs_dim']}, act_dim={given['act_dim']} (suite "
+            f"{plm.settings.suite!r}), but {folder} was trained on a PLM with obs_dim={config.get('obs_dim')}, "
+            f"act_dim={config.get('act_dim')} (suite {config.get('suite')!r}, in {PLM_FOLDER}/)"
+        )
+
+
 class FrozenPLMMethod(
     JsonHubMixin,
     library_name="promptrl",
@@ -563,4 +579,6 @@ class FrozenPLMMethod(
             plm = PromptDT.from_pretrained(folder / PLM_FOLDER, device=device)
         elif not isinstance(plm, PromptDT):
             raise TypeError(f"plm must be a PromptDT, got {type(plm).__name__}")
+        else:
+            _check_given_plm(plm, folder)
         return cls(plm, **settings)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from promptrl.common.config_checks import check_bool, check_optional_number, check_vector
+from promptrl.common.devices import usable_device
 from promptrl.common.distributed import active, barrier, data_parallel, global_sum, is_main, rank_seed, world
 from promptrl.common.files import (
     atomic_folder,
@@ -141,6 +142,20 @@ def training_bf16(setting: bool | None, device: str | torch.device) -> bool:
 
 def _g(value: float | None) -> str:
     return "unset" if value is None else f"{value:g}"
+
+
+def plm_of(model: Any, argument: str = "model") -> PromptDT:
+    """The Prompt-DT that acts for ``model`` (the model itself, or the frozen PLM of a method built on
+    one), else a ``TypeError`` naming ``argument`` and what was expected."""
+    plm = getattr(model, "plm", model)
+    if not isinstance(plm, PromptDT):
+        hint = (
+            " (a folder: load it first, e.g. PromptDiffuser.from_pretrained(folder))" if isinstance(model, str) else ""
+        )
+        raise TypeError(
+            f"{argument}: expected a PromptDT or a method built on one, got {type(model).__name__} {model!r}{hint}"
+        )
+    return plm
 
 
 def check_action_space(space: gym.Space, act_dim: int | None = None) -> None:
@@ -270,7 +285,7 @@ class PromptDT(
         if not hyperparams.get("use_prompt", True):
             hyperparams["prompt_length"] = 0
         self.settings = PromptDTSettings(**hyperparams)
-        self.device = torch.device(device)
+        self.device = usable_device(device)
         self.seed = seed
         torch.manual_seed(seed)
         self.network = PromptDTNetwork(self.settings.network_config()).to(self.device)

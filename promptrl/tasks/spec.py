@@ -142,8 +142,15 @@ class SuiteSpec:
         return task
 
     def check_tasks(self, tasks: Sequence[int], argument: str = "tasks") -> list[int]:
-        """``tasks`` as a list if each is a task id of this suite, else a ``ValueError`` naming
-        ``argument``, the suite's ids and every id outside them."""
+        """``tasks`` as a list if each is a task id of this suite, given once, else a ``ValueError``
+        naming ``argument``, the suite's ids and every id outside them or repeated."""
+        try:
+            tasks = list(tasks)
+        except TypeError:
+            raise ValueError(f"{argument}: expected a list of task ids, got {tasks!r}") from None
+        repeated = sorted({t for i, t in enumerate(tasks) if t in tasks[:i]}, key=repr)
+        if repeated:
+            raise ValueError(f"{argument}: expected each task id once, got {repeated} more than once")
         outside = [
             t
             for t in tasks
@@ -260,8 +267,13 @@ def schema_path() -> Path:
 
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
+    """The schema's validator, with "integer" meaning a JSON number written without a fraction or exponent
+    (JSON Schema also counts ``2.0`` as an integer; a task id, horizon or size given so would load as a float)."""
     schema = json.loads(schema_path().read_text())
-    return jsonschema.Draft202012Validator(schema)
+    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict)(schema)
 
 
 def available_suites() -> list[str]:
@@ -327,11 +339,15 @@ def parse_spec(data: dict[str, Any], source: str | Path | None = None) -> SuiteS
             f"{where}: field 'env.task.goal_kwargs' = {goal_kwargs}: expected one name per goal entry ({width})"
         )
     template = data["datasets"]["id"]
-    names = {f[1] for f in string.Formatter().parse(template) if f[1] is not None}
+    expected = f"{where}: field 'datasets.id' = {template!r}: expected exactly the fields {{task}} and {{quality}}"
+    try:
+        names = {f[1] for f in string.Formatter().parse(template) if f[1] is not None}
+        if names == {"task", "quality"}:
+            template.format(task=0, quality="expert")  # a format spec that fits an int task id and a str quality
+    except (ValueError, TypeError, IndexError, KeyError) as err:
+        raise ValueError(f"{expected}, a Python format string ({err})") from None
     if names != {"task", "quality"}:
-        raise ValueError(
-            f"{where}: field 'datasets.id' = {template!r}: expected exactly the fields {{task}} and {{quality}}"
-        )
+        raise ValueError(expected)
     expert = data.get("expert")
     if expert is not None and expert["policy"] == "sac":
         sampling = expert["goal_sampling"]
