@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import minari
+import numpy as np
 
 from promptrl.data.datasets import check_dataset_spaces, load_dataset
 from promptrl.data.experts import Expert, load_expert
@@ -60,11 +61,19 @@ class TaskSuite:
             expert = self.spec.expert
             if expert is not None and expert.policy == "scripted":
                 try:
-                    import_entry_point(expert.entry_point, self.spec.source)
+                    factory = import_entry_point(expert.entry_point, self.spec.source)
                 except (ImportError, ValueError) as err:
                     raise ValueError(
                         f"suite spec {self.name!r}: field 'expert.entry_point' = {expert.entry_point!r}: expected "
                         f"an importable factory ({err})"
+                    ) from err
+                try:  # as Expert builds it: factory(goal, **kwargs), for task 0
+                    factory(np.asarray(self.spec.tasks[0], dtype=np.float64), **expert.kwargs)
+                except Exception as err:
+                    raise ValueError(
+                        f"suite spec {self.name!r}: fields 'expert.entry_point' = {expert.entry_point!r} and "
+                        f"'expert.kwargs' = {expert.kwargs!r}: expected a factory that builds a policy from "
+                        f"factory(goal, **kwargs); for task 0 it raised {type(err).__name__}: {err}"
                     ) from err
             _CHECKED[key] = self.spec
         check_dataset_spaces(self.spec)

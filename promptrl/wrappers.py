@@ -21,6 +21,8 @@ observation, so ``obs, info = env.reset(); action, _ = model.predict(obs)`` work
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,8 @@ def prompt_draws(seed: int) -> torch.Generator:
 def start_rtg(plm: PromptDT, rtg_target: float | None) -> float:
     """The return-to-go an episode starts from: ``rtg_target``, else the model's."""
     if rtg_target is not None:
+        if isinstance(rtg_target, bool) or not isinstance(rtg_target, numbers.Real) or not math.isfinite(rtg_target):
+            raise ValueError(f"rtg_target: expected a finite number (the return to aim for), got {rtg_target!r}")
         return float(rtg_target)
     if plm.settings.rtg_target is None:
         raise ValueError("the model has no return-to-go target yet: call learn() first, or pass rtg_target=")

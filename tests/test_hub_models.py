@@ -77,11 +77,14 @@ def test_a_model_is_loaded_on_a_plm_of_its_sizes_and_passed_loaded():
     with pytest.raises(ValueError, match=r"plm: the given PLM has obs_dim=27, act_dim=8 \(suite 'ant-dir'\)"):
         PromptDiffuser.from_pretrained(HUB / "cheetah-vel", plm=PromptDT.from_pretrained(HUB / "ant-dir" / "plm"))
     plm = PromptDT.from_pretrained(HUB / "cheetah-dir" / "plm")
-    assert PromptDiffuser.from_pretrained(HUB / "cheetah-vel", plm=plm).plm is plm
+    transferred = PromptDiffuser.from_pretrained(HUB / "cheetah-vel", plm=plm)
+    assert transferred.plm is plm
     with pytest.raises(TypeError, match=r"model: expected a PromptDT .* got str .* load it first"):
         promptrl.evaluate(str(HUB / "cheetah-vel"), "cheetah-vel", tasks=[2], n_episodes=1)
     with pytest.raises(TypeError, match=r"model: expected a PromptDT or a method built on one, got NoneType"):
         PromptWrapper(promptrl.load_suite("cheetah-vel").make_env(2), None)
+    with pytest.raises(ValueError, match=r"rtg_target: expected a finite number .* got 'high'"):
+        PromptWrapper(promptrl.load_suite("cheetah-vel").make_env(2), transferred, rtg_target="high").reset(seed=0)
 
 
 def test_stable_baselines3_evaluate_policy_runs_a_shipped_model():

@@ -194,6 +194,21 @@ def test_expert_entry_point_that_does_not_import(point_robot, entry_point, messa
         promptrl.load_suite(edited(point_robot, expert=expert))
 
 
+def test_expert_kwargs_the_factory_does_not_take(point_robot):
+    """The scripted expert is built once (task 0) when the suite loads, so a wrong kwarg is named then."""
+    expert = {**example()["expert"], "kwargs": {"gian": 10}}
+    with pytest.raises(
+        ValueError,
+        match=r"'expert\.kwargs' = \{'gian': 10\}: expected a factory .* for task 0 it raised TypeError: .*'gian'",
+    ):
+        promptrl.load_suite(edited(point_robot, expert=expert))
+
+
+def test_a_suite_that_is_no_name_or_path():
+    with pytest.raises(TypeError, match=r"suite: expected a built-in suite's name, a spec file's path, .* got dict"):
+        promptrl.load_suite({"name": "cheetah-vel"})
+
+
 @pytest.mark.parametrize("key,space", [("obs_dim", "observation"), ("act_dim", "action")])
 def test_sizes_that_differ_from_the_env(point_robot, key, space):
     with pytest.raises(

@@ -450,6 +450,11 @@ def _load_file(path: Path, mtime_ns: int, size: int) -> SuiteSpec:
 
 def load_spec(suite: str | Path) -> SuiteSpec:
     """Read and validate a suite spec: a built-in suite's name (``"cheetah-vel"``) or a spec file's path."""
+    if not isinstance(suite, (str, Path)):
+        raise TypeError(
+            f"suite: expected a built-in suite's name, a spec file's path, a SuiteSpec or a TaskSuite, got "
+            f"{type(suite).__name__} {suite!r}"
+        )
     path = Path(suite)
     if not (isinstance(suite, Path) or str(suite).endswith(".json") or path.is_file()):
         suites = available_suites()
