@@ -333,6 +333,11 @@ def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
     assert promptrl.PromptDT.from_pretrained(models / "plm-6").settings.steps_trained == 6
     assert "| 6 | 0.0% | not run | not run | not run | not run |" in md.read_text()
     assert not any(p.parent.name.startswith("6_") for p in (out / "runs").rglob("seed*.json"))
+    # A budget the run has gone past without saving it cannot be had from the run any more: asking for it
+    # is an error, never the longer-trained PLM under the shorter budget's name.
+    with pytest.raises(ValueError, match=r"fractions: the PLM run in .* is at 6 steps, past 3, and its 3-step PLM"):
+        ablations.plm_budget("cheetah-dir", budget, **{**kw, "fractions": (3 / ablations.REFERENCE_PLM_STEPS,)})
+    assert not (models / "plm-3").exists()
     assert any(p.parent.name.startswith("4_") for p in (out / "runs").rglob("seed*.json"))
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json") if "plm-" not in str(p)} == {
         p: t for p, t in written.items() if p.suffix == ".json" and "plm-" not in str(p)

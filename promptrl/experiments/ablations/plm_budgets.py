@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from promptrl.common.files import saved_steps
 from promptrl.data.datasets import create_datasets
 from promptrl.experiments.ablations.common import (
     Build,
@@ -152,7 +153,15 @@ def plm_budget(
             checks.append(f"| {steps:,} | " + " | ".join(["not run"] * len(PLM_BUDGET_CHECKS)) + " |")
             continue
         if not (plm_folder / "config.json").is_file():
-            plm = train_plm(suite_ref, models / "plm-run", steps, device=device, checkpoint_steps=500, **hyper)
+            run = models / "plm-run"
+            reached = max(saved_steps(run / "final"), saved_steps(run / "checkpoint"))
+            if reached > steps:  # the run went past this budget without saving it: it cannot go back
+                raise ValueError(
+                    f"fractions: the PLM run in {run} is at {reached:,} steps, past {steps:,}, and its "
+                    f"{steps:,}-step PLM was not saved ({plm_folder.name}/); give every fraction in the run that "
+                    f"trains through it, or remove {run} to train again from step 0"
+                )
+            plm = train_plm(suite_ref, run, steps, device=device, checkpoint_steps=500, **hyper)
             plm.save_pretrained(plm_folder)
         setup = Setup(suite.ref, budget, hub, device, tuple(tasks), qualities=("expert",), plm=plm_folder)
         ctx = setup.context(make_datasets=False)
