@@ -219,14 +219,12 @@ def add_dataclass_options(
 def device_name(value: str) -> str:
     """``--device``: ``value`` if it names a torch device (``cpu``, ``cuda``, ``cuda:1``...), else an
     argparse error; whether this machine has it is checked where a model is put on it."""
-    import torch
+    from promptrl.common.devices import parse_device
 
     try:
-        torch.device(value)
-    except (RuntimeError, TypeError):
-        raise argparse.ArgumentTypeError(
-            f"expected a torch device such as cpu, cuda or cuda:1, got {value!r}"
-        ) from None
+        parse_device(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("device: ")) from None
     return value
 
 
