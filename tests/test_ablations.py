@@ -308,6 +308,7 @@ def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
     fractions = (2 / ablations.REFERENCE_PLM_STEPS, 4 / ablations.REFERENCE_PLM_STEPS)
     kw = dict(out=out, hub_root=hub, fractions=fractions, batch_per_task=2)
     md = ablations.plm_budget("cheetah-dir", budget, **kw).read_text()
+    first = md
     rows = _csv(out / "plm-budget-cheetah-dir.csv")
     assert [(r["plm_steps"], r["column"]) for r in rows] == [
         (steps, column) for steps in ("2", "4") for column in ablations.PLM_BUDGET_COLUMNS
@@ -357,6 +358,17 @@ def test_plm_budget_measures_one_plm_at_each_budget(tmp_path, capsys):
         ablations.plm_budget("cheetah-dir", budget, **kw, collect=True, plms_only=True)
     with pytest.raises(ValueError, match="fractions must be numbers in"):
         ablations.plm_budget("cheetah-dir", budget, **{**kw, "fractions": (0.0,)})
+    # --collect without a budget's PLM (e.g. trained elsewhere, not kept): its cells as saved, the models named;
+    # cells of one budget measured with different models are an error.
+    shutil.rmtree(models / "plm-2")
+    md = ablations.plm_budget("cheetah-dir", budget, **kw, collect=True).read_text()
+    at2 = [line for line in first.splitlines() if line.startswith("| 2 |")]
+    assert [line for line in md.splitlines() if line.startswith("| 2 |")] == at2 and len(at2) == 2
+    assert "for the budgets 2 (models " in md and not (models / "plm-2").exists()
+    cell = next((out / "runs").rglob("tasks-0-1/batch2/2_Prompt-Tuning_DT/seed1.json"))
+    cell.write_text(json.dumps(json.loads(cell.read_text()) | {"models": "0" * 16}))
+    with pytest.raises(ValueError, match=r"were measured with different models .*0000000000000000"):
+        ablations.plm_budget("cheetah-dir", budget, **kw, collect=True)
 
 
 def test_temperature_is_chosen_on_validation_tasks_only(tmp_path, evaluated):

@@ -63,6 +63,7 @@ __all__ = [
     "Setup",
     "TaskUnit",
     "build_method",
+    "cell_on_tasks",
     "cell_path",
     "ensure_datasets",
     "fine_tuned_generator",
@@ -394,14 +395,20 @@ def finished_cell(name: str, ctx: Context, path: Path) -> dict[str, Any] | None:
             stacklevel=2,
         )
         return None
-    if "returns" not in cell:  # a cached result that is not per task
+    return cell_on_tasks(cell, ctx.tasks)
+
+
+def cell_on_tasks(cell: dict[str, Any], tasks: Sequence[int]) -> dict[str, Any] | None:
+    """A saved cell restricted to ``tasks`` (its mean taken over them), None if it lacks any of them; a
+    cell that is not per task (no ``"returns"``) is returned as it is."""
+    if "returns" not in cell:
         return cell
     held = cell["returns"]
-    if any(str(t) not in held for t in ctx.tasks):
+    if any(str(t) not in held for t in tasks):
         return None
-    if len(held) == len(ctx.tasks):
+    if len(held) == len(tasks):
         return cell
-    returns = {str(t): held[str(t)] for t in ctx.tasks}
+    returns = {str(t): held[str(t)] for t in tasks}
     return cell | {"returns": returns, "mean": float(np.mean([np.mean(r) for r in returns.values()]))}
 
 

@@ -4,7 +4,7 @@ over seeds and test tasks, and the Markdown / CSV / PNG files they write."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -131,15 +131,24 @@ def measure_all(
     if collect:
         kept = [finished_cell(c[0], ctx, c[2]) is not None for c in cells]
         labels, cells = [x for x, k in zip(labels, kept) if k], [c for c, k in zip(cells, kept) if k]
+    measured = run_cells(cells, ctx, executor, desc=f"{ctx.suite.name} cells")
+    return tabulate_cells(
+        builds, ((label, seed, cell) for label, (_, seed, _, _), cell in zip(labels, cells, measured))
+    )
+
+
+def tabulate_cells(
+    labels: Iterable[str], cells: Iterable[tuple[str, int, dict[str, Any]]]
+) -> dict[str, dict[str, Any] | None]:
+    """Each label's row (:func:`measure_all`'s) from its finished ``(label, seed, cell)`` cells; None
+    for a label without any."""
     rows: dict[str, dict[str, Any]] = {}
-    for label, (_, seed, _, _), cell in zip(
-        labels, cells, run_cells(cells, ctx, executor, desc=f"{ctx.suite.name} cells")
-    ):
+    for label, seed, cell in cells:
         row = rows.setdefault(label, {"seeds": [], "seed_ids": [], "tasks": []})
         row["seeds"].append(cell["mean"])
         row["seed_ids"].append(seed)
         row["tasks"].append({t: float(np.mean(r)) for t, r in cell["returns"].items()})
-    return {label: add_statistics(rows[label]) if label in rows else None for label in builds}
+    return {label: add_statistics(rows[label]) if label in rows else None for label in labels}
 
 
 def fine_tune_pretrained(

@@ -15,6 +15,7 @@ from promptrl.experiments.ablations.common import (
     Build,
     measure_all,
     runs_folder,
+    tabulate_cells,
     write_ablation,
 )
 from promptrl.experiments.ablations.gradient_rules import build_rule
@@ -24,6 +25,7 @@ from promptrl.experiments.reproduce import (
     Context,
     Setup,
     build_method,
+    cell_on_tasks,
     hub_folder,
 )
 from promptrl.experiments.tables import mean_and_ci, paired_check
@@ -61,6 +63,33 @@ def _build_column(label: str, ctx: Context, task: int, seed: int) -> Any:
     return PLM_BUDGET_COLUMNS[column](column, ctx, task, seed)
 
 
+def saved_cells(
+    runs: Path, labels: Sequence[str], tasks: Sequence[int], seeds: int
+) -> tuple[dict[str, dict[str, Any] | None], str | None]:
+    """The rows of ``labels`` from their finished cells under ``runs`` as saved, without the models
+    they were measured with at hand, and the fingerprint of those models (None if no cell names one).
+    Cells that name different models are an error: they cannot be one row of a table."""
+    found: list[tuple[str, int, dict[str, Any]]] = []
+    models: dict[str, Path] = {}
+    for label in labels:
+        for seed in range(seeds):
+            path = runs / label.replace(" ", "_") / f"seed{seed}.json"
+            saved = json.loads(path.read_text()) if path.is_file() else None
+            cell = None if saved is None else cell_on_tasks(saved, tasks)
+            if cell is None:
+                continue
+            found.append((label, seed, cell))
+            if saved.get("models") is not None:
+                models.setdefault(saved["models"], path)
+    if len(models) > 1:
+        named = "; ".join(f"{path} ({fingerprint})" for fingerprint, path in models.items())
+        raise ValueError(
+            f"cells of {list(labels)} were measured with different models ({named}), and their models are not "
+            "at hand to tell which are current: measure them again with the PLM present"
+        )
+    return tabulate_cells(labels, found), next(iter(models), None)
+
+
 def plm_budget(
     suite_name: str = "cheetah-vel",
     budget: Budget = PLM_BUDGET_ADAPTATION,
@@ -91,7 +120,8 @@ def plm_budget(
     takes its PLM at exactly that step, each adaptation its last step, the generator its default
     temperature. Each check of :data:`PLM_BUDGET_CHECKS` is the paired test of Table 1's ordering
     checks over the (seed, test task) units. ``collect=True`` trains and runs nothing: it tabulates the
-    finished cells ("not run" for the others). ``plms_only=True`` trains (or resumes) the PLM to every
+    finished cells ("not run" for the others); those of a budget whose PLM folder is gone are read as
+    saved (:func:`saved_cells`) and the table names the models they were measured with. ``plms_only=True`` trains (or resumes) the PLM to every
     budget and saves each, then tabulates as ``collect`` does: the PLMs can be trained on an
     accelerator and the cells measured later, anywhere the saved PLMs are copied to. ``plm_overrides``:
     fields of :class:`~promptrl.methods.plm.PromptDTSettings` that replace the shipped recipe's (e.g.
@@ -145,34 +175,37 @@ def plm_budget(
     rows: list[dict[str, Any]] = []
     if not (collect or plms_only):
         create_datasets(suite, "expert", tasks=tasks, progress_bar=True)
+    unkept: list[str] = []
     for steps in steps_list:
         share = 100.0 * steps * batch_per_task / (REFERENCE_PLM_STEPS * REFERENCE_BATCH_PER_TASK)
         plm_folder = models / f"plm-{steps}"
+        labels = [f"{steps} {c}" for c in columns]
         if collect and not plm_folder.is_dir():
-            body.append(f"| {steps:,} | {share:.1f}% | " + " | ".join(["not run"] * len(columns)) + " |")
-            checks.append(f"| {steps:,} | " + " | ".join(["not run"] * len(PLM_BUDGET_CHECKS)) + " |")
-            continue
-        if not (plm_folder / "config.json").is_file():
-            run = models / "plm-run"
-            reached = max(saved_steps(run / "final"), saved_steps(run / "checkpoint"))
-            if reached > steps:  # the run went past this budget without saving it: it cannot go back
-                raise ValueError(
-                    f"fractions: the PLM run in {run} is at {reached:,} steps, past {steps:,}, and its "
-                    f"{steps:,}-step PLM was not saved ({plm_folder.name}/); give every fraction in the run that "
-                    f"trains through it, or remove {run} to train again from step 0"
-                )
-            plm = train_plm(suite_ref, run, steps, device=device, checkpoint_steps=500, **hyper)
-            plm.save_pretrained(plm_folder)
-        setup = Setup(suite.ref, budget, hub, device, tuple(tasks), qualities=("expert",), plm=plm_folder)
-        ctx = setup.context(make_datasets=False)
-        measured = measure_all(
-            ctx,
-            {f"{steps} {c}": _build_column for c in columns},
-            runs,
-            collect or plms_only,
-            executor,
-            other_task_sets=True,  # the PLMs are shared by every task set
-        )
+            measured, fingerprint = saved_cells(runs, labels, tasks, budget.seeds)
+            if fingerprint is not None:
+                unkept.append(f"{steps:,} (models {fingerprint})")
+        else:
+            if not (plm_folder / "config.json").is_file():
+                run = models / "plm-run"
+                reached = max(saved_steps(run / "final"), saved_steps(run / "checkpoint"))
+                if reached > steps:  # the run went past this budget without saving it: it cannot go back
+                    raise ValueError(
+                        f"fractions: the PLM run in {run} is at {reached:,} steps, past {steps:,}, and its "
+                        f"{steps:,}-step PLM was not saved ({plm_folder.name}/); give every fraction in the run that "
+                        f"trains through it, or remove {run} to train again from step 0"
+                    )
+                plm = train_plm(suite_ref, run, steps, device=device, checkpoint_steps=500, **hyper)
+                plm.save_pretrained(plm_folder)
+            setup = Setup(suite.ref, budget, hub, device, tuple(tasks), qualities=("expert",), plm=plm_folder)
+            ctx = setup.context(make_datasets=False)
+            measured = measure_all(
+                ctx,
+                dict.fromkeys(labels, _build_column),
+                runs,
+                collect or plms_only,
+                executor,
+                other_task_sets=True,  # the PLMs are shared by every task set
+            )
         summary = {c: measured[f"{steps} {c}"] for c in columns if measured[f"{steps} {c}"] is not None}
         text = []
         for c in columns:
@@ -199,6 +232,13 @@ def plm_budget(
             paired_check(summary, a, b) if a in summary and b in summary else "not run" for a, b in PLM_BUDGET_CHECKS
         ]
         checks.append(f"| {steps:,} | " + " | ".join(verdicts) + " |")
+    if unkept:
+        checks += [
+            "",
+            f"PLMs not in `{models}` for the budgets {', '.join(unkept)}: their cells are read as saved, "
+            "each budget's all measured with the one set of models named (the fingerprint of the PLM and the "
+            "pre-trained generator), which cannot be checked against the missing PLM.",
+        ]
     return write_ablation(
         out,
         f"plm-budget-{suite_name}",
